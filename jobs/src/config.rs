@@ -1,0 +1,264 @@
+//! `reckon.toml`: the storage root, the warehouse, the engine and one table per channel.
+
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where every output goes: a `file://` URL or a path (relative to the config file).
+    pub storage_root: String,
+    /// `local` (default), `standalone`, or `df://HOST:PORT`.
+    #[serde(default = "default_engine")]
+    pub engine: String,
+    /// Partitions for the join; more partitions spread the hash table (default 16).
+    #[serde(default = "default_partitions")]
+    pub target_partitions: usize,
+    /// Where the reconciliation SQL lives (default: `sql/` beside the config, else the
+    /// directory named by `RECKON_SQL_DIR`, else the copy built into the binary).
+    pub sql_dir: Option<String>,
+    /// The platform's warehouse tables.
+    pub warehouse: Warehouse,
+    /// The channels, each reconciled on its own.
+    #[serde(rename = "channel", default)]
+    pub channels: Vec<Channel>,
+    /// The directory the config was read from; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// The platform's Hive-partitioned (`dt=YYYY-MM-DD`) Parquet tables.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Warehouse {
+    /// Orders table location (`file://` URL or path).
+    pub orders: String,
+    /// Refunds table location.
+    pub refunds: String,
+}
+
+/// One payment channel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Channel {
+    /// The channel's name, as written in output paths (`channel=NAME`).
+    pub name: String,
+    /// Bill format: a template name under `formats/` or a path to a template file.
+    pub format: String,
+    /// The bill's time zone: bill dates are days in it.
+    #[serde(default = "default_tz")]
+    pub time_zone: String,
+    /// The key both sides share: `merchant_order_id` (default) or `channel_txn_id`.
+    #[serde(default = "default_key")]
+    pub match_key: String,
+    /// One-sided records this close to midnight wait for the next day (seconds, default 300).
+    #[serde(default = "default_window")]
+    pub cut_window_secs: i64,
+    /// Days a carried record may wait before it becomes missing (default 1).
+    #[serde(default = "default_grace")]
+    pub grace_days: i64,
+    /// Largest accepted amount difference (decimal string, default exact: "0").
+    #[serde(default)]
+    pub amount_tolerance: Option<String>,
+    /// Contracted fee rate (decimal string, "0.006" is 0.6%); absent skips the fee check.
+    #[serde(default)]
+    pub fee_rate: Option<String>,
+    /// More rejected rows than this fails the bill (exit 3). Default 1000.
+    #[serde(default = "default_max_rejected")]
+    pub max_rejected_rows: u64,
+    /// Where the bill comes from.
+    pub source: Source,
+}
+
+/// Where a channel's bill is fetched from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Source {
+    /// A local folder the channel's files are dropped into.
+    DropFolder {
+        /// The folder.
+        path: String,
+        /// The file name, with `{yyyymmdd}` / `{date}` for the bill date and `*` for anything.
+        pattern: String,
+    },
+}
+
+fn default_engine() -> String {
+    "local".into()
+}
+fn default_partitions() -> usize {
+    16
+}
+fn default_tz() -> String {
+    "Asia/Shanghai".into()
+}
+fn default_key() -> String {
+    "merchant_order_id".into()
+}
+fn default_window() -> i64 {
+    300
+}
+fn default_grace() -> i64 {
+    1
+}
+fn default_max_rejected() -> u64 {
+    1000
+}
+
+impl Config {
+    /// Reads and checks `path`; every problem is a configuration error (exit 2) naming it.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
+        let mut cfg: Config = toml::from_str(&text)
+            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
+        cfg.base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        cfg.validate()
+            .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.channels.is_empty() {
+            return Err("no [[channel]] tables".into());
+        }
+        if self.target_partitions == 0 {
+            return Err("target_partitions must be at least 1".into());
+        }
+        for (i, c) in self.channels.iter().enumerate() {
+            if c.name.is_empty()
+                || !c
+                    .name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+            {
+                return Err(format!(
+                    "channel #{}: name {:?} must be letters, digits, '_' or '-'",
+                    i + 1,
+                    c.name
+                ));
+            }
+            if self.channels[..i].iter().any(|o| o.name == c.name) {
+                return Err(format!("channel {:?} is configured twice", c.name));
+            }
+            c.tz().map_err(|e| format!("channel {}: {e}", c.name))?;
+            c.tolerance().map_err(|e| format!("channel {}: {e}", c.name))?;
+            c.fee_rate().map_err(|e| format!("channel {}: {e}", c.name))?;
+            if !["merchant_order_id", "channel_txn_id"].contains(&c.match_key.as_str()) {
+                return Err(format!(
+                    "channel {}: match_key {:?} must be merchant_order_id or channel_txn_id",
+                    c.name, c.match_key
+                ));
+            }
+            if c.cut_window_secs < 0 || c.cut_window_secs > 86_400 {
+                return Err(format!(
+                    "channel {}: cut_window_secs {} must be between 0 and 86400",
+                    c.name, c.cut_window_secs
+                ));
+            }
+            if c.grace_days < 0 {
+                return Err(format!("channel {}: grace_days must not be negative", c.name));
+            }
+        }
+        crate::engine::EngineKind::parse(&self.engine)?;
+        self.storage_path()?;
+        Ok(())
+    }
+
+    /// The channel named `name`, or a configuration error listing the known ones.
+    pub fn channel(&self, name: &str) -> Result<&Channel> {
+        self.channels.iter().find(|c| c.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
+            Error::Config(format!(
+                "unknown channel {name:?}; the config has: {}",
+                known.join(", ")
+            ))
+        })
+    }
+
+    /// The storage root as a local directory.
+    pub fn storage_path(&self) -> std::result::Result<PathBuf, String> {
+        self.resolve("storage_root", &self.storage_root)
+    }
+
+    /// Resolves a `file://` URL or a path against the config's directory.
+    pub fn resolve(&self, what: &str, value: &str) -> std::result::Result<PathBuf, String> {
+        resolve_location(&self.base_dir, what, value)
+    }
+}
+
+/// A location setting as a local path: `file:///abs`, an absolute path, or a path relative to
+/// `base`. Object-store URLs are named in the error: they arrive with issue #4.
+pub fn resolve_location(base: &Path, what: &str, value: &str) -> std::result::Result<PathBuf, String> {
+    if let Some(rest) = value.strip_prefix("file://") {
+        return Ok(PathBuf::from(rest));
+    }
+    if let Some((scheme, _)) = value.split_once("://") {
+        return Err(format!(
+            "{what} = {value:?}: the {scheme}:// scheme is not supported yet (only file:// and paths)"
+        ));
+    }
+    let p = PathBuf::from(value);
+    Ok(if p.is_absolute() { p } else { base.join(p) })
+}
+
+impl Channel {
+    /// The bill's time zone.
+    pub fn tz(&self) -> std::result::Result<Tz, String> {
+        self.time_zone
+            .parse()
+            .map_err(|_| format!("time_zone {:?} is not an IANA zone name", self.time_zone))
+    }
+
+    /// The amount tolerance, exact decimal at scale 2.
+    pub fn tolerance(&self) -> std::result::Result<Decimal, String> {
+        match &self.amount_tolerance {
+            None => Ok(Decimal::ZERO),
+            Some(s) => {
+                let d: Decimal = s
+                    .parse()
+                    .map_err(|_| format!("amount_tolerance {s:?} is not a decimal"))?;
+                if d.is_sign_negative() || d.scale() > 2 {
+                    return Err(format!(
+                        "amount_tolerance {s:?} must be non-negative with at most 2 decimals"
+                    ));
+                }
+                Ok(d)
+            }
+        }
+    }
+
+    /// The contracted fee rate, exact decimal at scale ≤ 6.
+    pub fn fee_rate(&self) -> std::result::Result<Option<Decimal>, String> {
+        match &self.fee_rate {
+            None => Ok(None),
+            Some(s) => {
+                let d: Decimal = s
+                    .parse()
+                    .map_err(|_| format!("fee_rate {s:?} is not a decimal"))?;
+                if d.is_sign_negative() || d.scale() > 6 || d >= Decimal::ONE {
+                    return Err(format!(
+                        "fee_rate {s:?} must be in [0, 1) with at most 6 decimals"
+                    ));
+                }
+                Ok(Some(d))
+            }
+        }
+    }
+}
+
+/// Parses a bill date `YYYY-MM-DD`, or a configuration error naming the bad value.
+pub fn parse_date(s: &str) -> Result<NaiveDate> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| Error::Config(format!("bad date {s:?}: expected YYYY-MM-DD")))
+}

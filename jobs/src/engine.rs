@@ -1,0 +1,87 @@
+//! The engines a job runs on: embedded DataFusion, or Ballista (in-process standalone, or a
+//! remote cluster), with reckon's UDFs registered wherever plans execute.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::error::{Error, Result};
+
+/// Which engine runs the SQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EngineKind {
+    /// Embedded DataFusion in this process (the default).
+    Local,
+    /// An in-process Ballista scheduler and executor.
+    Standalone,
+    /// A running Ballista cluster's scheduler, `df://HOST:PORT`.
+    Remote(String),
+}
+
+impl EngineKind {
+    /// Parses `local`, `standalone` or `df://HOST:PORT`.
+    pub fn parse(s: &str) -> std::result::Result<EngineKind, String> {
+        match s {
+            "local" => Ok(EngineKind::Local),
+            "standalone" => Ok(EngineKind::Standalone),
+            url if url.starts_with("df://") && url.len() > "df://".len() => {
+                Ok(EngineKind::Remote(url.to_string()))
+            }
+            other => Err(format!(
+                "engine {other:?} must be local, standalone or df://HOST:PORT"
+            )),
+        }
+    }
+
+    /// The name written to manifests.
+    pub fn label(&self) -> String {
+        match self {
+            EngineKind::Local => "local".into(),
+            EngineKind::Standalone => "standalone".into(),
+            EngineKind::Remote(u) => u.clone(),
+        }
+    }
+}
+
+fn session_config(target_partitions: usize) -> SessionConfig {
+    let mut config = SessionConfig::new_with_ballista().with_target_partitions(target_partitions);
+    let opts = config.options_mut();
+    // Plain Utf8 halves the hash join's accounted memory against Utf8View (ENGINE-NOTES.md).
+    opts.execution.parquet.schema_force_view_types = false;
+    opts.execution.batch_size = 8192;
+    config
+}
+
+/// A session on `kind` with every reckon UDF registered; `spill_dir` holds spill files.
+pub async fn session(kind: &EngineKind, target_partitions: usize, spill_dir: &Path) -> Result<SessionContext> {
+    let runtime = RuntimeEnvBuilder::new()
+        .with_temp_file_path(spill_dir)
+        .build_arc()?;
+    let builder = SessionStateBuilder::new()
+        .with_config(session_config(target_partitions))
+        .with_runtime_env(runtime)
+        .with_default_features();
+    let ctx = match kind {
+        EngineKind::Local => SessionContext::new_with_state(builder.build()),
+        EngineKind::Standalone => {
+            // The executor takes its function registry from this state; the client's state is
+            // rebuilt by Ballista, which drops UDFs: register in both (ENGINE-NOTES.md).
+            let mut state = builder.build();
+            reckon_udfs::register_all(&mut state)?;
+            SessionContext::standalone_with_state(state).await?
+        }
+        EngineKind::Remote(url) => {
+            SessionContext::remote_with_state(url, builder.build())
+                .await
+                .map_err(|e| Error::Other(format!("cannot reach the Ballista scheduler at {url}: {e}")))?
+        }
+    };
+    for udf in reckon_udfs::functions() {
+        ctx.register_udf(Arc::unwrap_or_clone(udf));
+    }
+    Ok(ctx)
+}

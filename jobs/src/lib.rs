@@ -1,0 +1,20 @@
+//! reckon: daily payment reconciliation on DataFusion and Ballista.
+//!
+//! A library of stages (fetch, normalize, collect, reconcile, report) and the pieces they
+//! share; `main.rs` is a thin command line over it. ARCHITECTURE.md maps where each concern
+//! lives.
+
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod formats;
+pub mod generate;
+pub mod parquet_io;
+pub mod pipeline;
+pub mod schema;
+pub mod sql;
+pub mod stages;
+pub mod store;
+
+pub use error::{Error, Result};

@@ -1,0 +1,50 @@
+//! Parquet reading and writing helpers shared by the stages.
+
+use std::fs::File;
+use std::path::Path;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+
+use crate::error::{IoContext, Result};
+
+/// One set of writer properties for every file reckon writes: zstd, and no creation time so
+/// the same rows give the same bytes.
+pub fn writer_props() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
+        .set_created_by("reckon".into())
+        .build()
+}
+
+/// Writes `batches` to `path` (creating its folder) in one Parquet file.
+pub fn write_file(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).at(dir)?;
+    }
+    let f = File::create(path).at(path)?;
+    let mut w = ArrowWriter::try_new(f, schema, Some(writer_props()))?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    Ok(())
+}
+
+/// Reads a whole Parquet file; for small files (labels, carry-over, test checks).
+pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
+    let f = File::open(path).at(path)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f)?.build()?;
+    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// Rows in a Parquet file, from its footer.
+pub fn row_count(path: &Path) -> Result<u64> {
+    let f = File::open(path).at(path)?;
+    let b = ParquetRecordBatchReaderBuilder::try_new(f)?;
+    Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
+}

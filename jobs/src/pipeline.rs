@@ -1,0 +1,88 @@
+//! The daily job: every stage of every selected channel for one date, on one engine session.
+
+use chrono::NaiveDate;
+use datafusion::prelude::SessionContext;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::sql::SqlDir;
+use crate::stages::{run_stage, Job, STAGES};
+use crate::store::Store;
+
+/// One channel's outcome: its summary, or the error and its exit code.
+pub struct ChannelOutcome {
+    /// The summary JSON (or a status object for a failure).
+    pub summary: Value,
+    /// The exit code this channel asks for.
+    pub exit_code: i32,
+}
+
+fn store(config: &Config) -> Result<Store> {
+    Ok(Store::new(config.storage_path().map_err(Error::Config)?))
+}
+
+/// Runs `stages` for one channel and date; a failure is recorded and returned as the outcome.
+pub async fn run_channel(config: &Config, channel: &str, date: NaiveDate, ctx: &SessionContext, sql: &SqlDir, stages: &[&str]) -> Result<ChannelOutcome> {
+    let ch = config.channel(channel)?;
+    let job = Job { config, channel: ch, date, store: store(config)?, sql, ctx };
+    job.store.clear_stale_staging(channel, date)?;
+    for stage in stages {
+        if let Err(e) = run_stage(&job, stage).await {
+            let status = match &e {
+                Error::BadInput(_) => "incomplete",
+                Error::NotReady(_) => "waiting",
+                _ => "failed",
+            };
+            return Ok(ChannelOutcome {
+                summary: json!({
+                    "channel": channel,
+                    "bill_date": date.to_string(),
+                    "status": status,
+                    "stage": stage,
+                    "error": e.to_string(),
+                    "exit_code": e.exit_code(),
+                }),
+                exit_code: e.exit_code(),
+            });
+        }
+    }
+    let summary = if stages.contains(&"report") {
+        crate::stages::report::summary(&job)?
+    } else {
+        let m = job.manifest()?;
+        json!({ "channel": channel, "bill_date": date.to_string(), "status": m.status, "stages": stages })
+    };
+    Ok(ChannelOutcome { summary, exit_code: 0 })
+}
+
+/// Runs the whole job for `channels` (all when empty) on `date`; returns the combined summary
+/// and the exit code (the most severe of the channels': 2, then 3, then 1, then 75).
+pub async fn run_day(config: &Config, channels: &[String], date: NaiveDate, ctx: &SessionContext) -> Result<(Value, i32)> {
+    let names: Vec<String> = if channels.is_empty() {
+        config.channels.iter().map(|c| c.name.clone()).collect()
+    } else {
+        for c in channels {
+            config.channel(c)?;
+        }
+        channels.to_vec()
+    };
+    let sql = SqlDir::for_config(config)?;
+    let mut summaries = Vec::new();
+    let mut codes = Vec::new();
+    for name in &names {
+        let out = run_channel(config, name, date, ctx, &sql, &STAGES).await?;
+        codes.push(out.exit_code);
+        summaries.push(out.summary);
+    }
+    let code = worst(&codes);
+    Ok((json!({ "bill_date": date.to_string(), "exit_code": code, "channels": summaries }), code))
+}
+
+/// The most severe exit code: configuration (2), bad input (3), failure (1), not ready (75).
+pub fn worst(codes: &[i32]) -> i32 {
+    [2, 3, 1, 75]
+        .into_iter()
+        .find(|c| codes.contains(c))
+        .unwrap_or(0)
+}

@@ -1,0 +1,78 @@
+//! The canonical schemas every stage agrees on. `sql/README.md` describes each column.
+
+use std::sync::{Arc, LazyLock};
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+
+/// Money: exact, two decimals.
+pub const MONEY: DataType = DataType::Decimal128(18, 2);
+
+/// An instant, always UTC, microseconds.
+pub fn utc_ts() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+/// A normalized channel bill row (`normalized/`).
+pub static BILL: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("channel", DataType::Utf8, false),
+        Field::new("bill_date", DataType::Date32, false),
+        Field::new("txn_type", DataType::Utf8, false),
+        Field::new("channel_txn_id", DataType::Utf8, true),
+        Field::new("merchant_order_id", DataType::Utf8, true),
+        Field::new("refund_id", DataType::Utf8, true),
+        Field::new("amount", MONEY, false),
+        Field::new("fee", MONEY, true),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("txn_time", utc_ts(), false),
+        Field::new("source_file", DataType::Utf8, false),
+        Field::new("source_line", DataType::Int64, false),
+    ]))
+});
+
+/// A bill row that failed parsing (`rejected/`).
+pub static REJECTED: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("channel", DataType::Utf8, false),
+        Field::new("bill_date", DataType::Date32, false),
+        Field::new("source_file", DataType::Utf8, false),
+        Field::new("source_line", DataType::Int64, false),
+        Field::new("reason", DataType::Utf8, false),
+        Field::new("raw", DataType::Utf8, false),
+    ]))
+});
+
+/// A platform record of the day (`platform/`), produced by `sql/platform.sql`.
+pub static PLATFORM: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("channel", DataType::Utf8, true),
+        Field::new("txn_type", DataType::Utf8, true),
+        Field::new("platform_order_id", DataType::Utf8, true),
+        Field::new("merchant_order_id", DataType::Utf8, true),
+        Field::new("refund_id", DataType::Utf8, true),
+        Field::new("channel_txn_id", DataType::Utf8, true),
+        Field::new("amount", MONEY, true),
+        Field::new("status", DataType::Utf8, true),
+        Field::new("txn_time", utc_ts(), true),
+    ]))
+});
+
+/// A one-sided record carried to the next day (`carryover/`).
+pub static CARRY: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("side", DataType::Utf8, false),
+        Field::new("carried_from", DataType::Date32, false),
+        Field::new("grace_until", DataType::Date32, false),
+        Field::new("txn_type", DataType::Utf8, true),
+        Field::new("channel_txn_id", DataType::Utf8, true),
+        Field::new("merchant_order_id", DataType::Utf8, true),
+        Field::new("refund_id", DataType::Utf8, true),
+        Field::new("platform_order_id", DataType::Utf8, true),
+        Field::new("amount", MONEY, true),
+        Field::new("fee", MONEY, true),
+        Field::new("status", DataType::Utf8, true),
+        Field::new("txn_time", utc_ts(), true),
+        Field::new("source_file", DataType::Utf8, true),
+        Field::new("source_line", DataType::Int64, true),
+    ]))
+});

@@ -1,0 +1,147 @@
+//! collect: the platform's records of the channel-day, from the warehouse's partitions
+//! D-1, D and D+1 (by explicit path; a record's time decides its day), through
+//! `sql/platform.sql`, snapshotted to `platform/`.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Duration;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use serde_json::json;
+
+use super::{Job, Outcome};
+use crate::error::{Error, IoContext, Result};
+use crate::parquet_io::writer_props;
+use crate::schema;
+use crate::store::sha256_file;
+
+/// Registers `name` as a Parquet listing table over `dirs` (replacing any earlier table).
+pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[PathBuf]) -> Result<()> {
+    let urls = dirs
+        .iter()
+        .map(|d| {
+            let s = d.to_string_lossy();
+            let s = if d.is_dir() && !s.ends_with('/') { format!("{s}/") } else { s.into_owned() };
+            ListingTableUrl::parse(&s)
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await?;
+    let table = ListingTable::try_new(config)?;
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(())
+}
+
+/// Casts a batch of query output to `target`, naming the SQL file and column on a mismatch.
+pub fn conform(batch: &RecordBatch, target: &SchemaRef, origin: &str) -> Result<RecordBatch> {
+    let mut cols = Vec::with_capacity(target.fields().len());
+    for f in target.fields() {
+        let col = batch.column_by_name(f.name()).ok_or_else(|| {
+            Error::Config(format!(
+                "{origin}: the query has no output column {:?} (it has: {})",
+                f.name(),
+                batch.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let c = if col.data_type() == f.data_type() {
+            col.clone()
+        } else {
+            cast(col, f.data_type()).map_err(|e| {
+                Error::Config(format!(
+                    "{origin}: output column {:?} is {} and cannot become {}: {e}",
+                    f.name(),
+                    col.data_type(),
+                    f.data_type()
+                ))
+            })?
+        };
+        cols.push(c);
+    }
+    Ok(RecordBatch::try_new(target.clone(), cols)?)
+}
+
+fn partitions(table: &Path, date: chrono::NaiveDate) -> Vec<PathBuf> {
+    [date - Duration::days(1), date, date + Duration::days(1)]
+        .iter()
+        .map(|d| table.join(format!("dt={d}")))
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Runs the stage.
+pub async fn run(job: &Job<'_>) -> Result<Outcome> {
+    let wh = &job.config.warehouse;
+    let mut read = Vec::new();
+    for (name, location) in [("orders", &wh.orders), ("refunds", &wh.refunds)] {
+        let table = job
+            .config
+            .resolve(&format!("warehouse.{name}"), location)
+            .map_err(Error::Config)?;
+        let parts = partitions(&table, job.date);
+        if !table.join(format!("dt={}", job.date)).is_dir() && name == "orders" {
+            return Err(Error::NotReady(format!(
+                "the warehouse has no partition dt={} in {} yet",
+                job.date,
+                table.display()
+            )));
+        }
+        if parts.is_empty() {
+            return Err(Error::NotReady(format!(
+                "the warehouse table {name} ({}) has no partition among dt={}..{}",
+                table.display(),
+                job.date - Duration::days(1),
+                job.date + Duration::days(1)
+            )));
+        }
+        register_dirs(job.ctx, name, &parts).await?;
+        read.extend(parts.iter().map(|p| p.display().to_string()));
+    }
+
+    let tz = job.channel.tz().map_err(Error::Config)?;
+    let start = reckon_udfs::end_of_day_micros(job.date - Duration::days(1), tz);
+    let end = reckon_udfs::end_of_day_micros(job.date, tz);
+    let (Some(start), Some(end)) = (start, end) else {
+        return Err(Error::Config(format!("date {} is out of range", job.date)));
+    };
+    let ts = |v| ScalarValue::TimestampMicrosecond(Some(v), Some("UTC".into()));
+    let params = vec![
+        ("channel", ScalarValue::Utf8(Some(job.name().to_string()))),
+        ("day_start", ts(start)),
+        ("day_end", ts(end)),
+    ];
+    let (text, origin) = job.sql.read("platform.sql")?;
+    let df = crate::sql::plan(job.ctx, &text, &origin, params.into()).await?;
+    let mut stream = df.execute_stream().await?;
+
+    let staged = job.store.staging("collect", job.name(), job.date)?;
+    let part = staged.join("part-0.parquet");
+    let mut writer = ArrowWriter::try_new(File::create(&part).at(&part)?, schema::PLATFORM.clone(), Some(writer_props()))?;
+    let mut rows = 0u64;
+    while let Some(batch) = stream.next().await {
+        let batch = conform(&batch?, &schema::PLATFORM, &origin)?;
+        rows += batch.num_rows() as u64;
+        writer.write(&batch)?;
+    }
+    writer.close()?;
+    let sha = sha256_file(&part)?;
+    let dest = job.store.area("platform", job.name(), job.date);
+    let files = job.store.publish(&staged, &dest, true)?;
+    tracing::info!(channel = job.name(), date = %job.date, rows, "collected");
+    Ok((
+        files.iter().map(|p| job.store.relative(p)).collect(),
+        json!({ "rows": rows, "partitions_read": read, "sha256": sha, "sql": origin }),
+    ))
+}

@@ -1,0 +1,149 @@
+//! The five stages of a channel-day: fetch, normalize, collect, reconcile, report. Each is
+//! idempotent: it writes aside, commits by rename, and records itself in the run manifest.
+
+pub mod collect;
+pub mod fetch;
+pub mod normalize;
+pub mod reconcile;
+pub mod report;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use chrono::NaiveDate;
+use datafusion::prelude::SessionContext;
+
+use crate::config::{Channel, Config};
+use crate::error::{Error, Result};
+use crate::sql::SqlDir;
+use crate::store::{Manifest, StageRecord, Store};
+
+/// The stage names, in order.
+pub const STAGES: [&str; 5] = ["fetch", "normalize", "collect", "reconcile", "report"];
+
+/// Everything a stage needs about the channel-day it works on.
+pub struct Job<'a> {
+    /// The whole configuration.
+    pub config: &'a Config,
+    /// The channel.
+    pub channel: &'a Channel,
+    /// The bill date.
+    pub date: NaiveDate,
+    /// The storage root.
+    pub store: Store,
+    /// The SQL files.
+    pub sql: &'a SqlDir,
+    /// The engine session (shared by the stages of a run).
+    pub ctx: &'a SessionContext,
+}
+
+impl Job<'_> {
+    /// The channel's name.
+    pub fn name(&self) -> &str {
+        &self.channel.name
+    }
+
+    /// The manifest of this channel-day.
+    pub fn manifest(&self) -> Result<Manifest> {
+        self.store.manifest(self.name(), self.date)
+    }
+
+    /// The record of an earlier stage that must be done, or "not ready" naming it.
+    pub fn require(&self, manifest: &Manifest, stage: &str, by: &str) -> Result<StageRecord> {
+        manifest.done(stage).cloned().ok_or_else(|| {
+            Error::NotReady(format!(
+                "{by} of {} {} needs stage {stage} to be done first",
+                self.name(),
+                self.date
+            ))
+        })
+    }
+
+    /// An absolute path from a manifest's relative one.
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.store.root().join(relative)
+    }
+}
+
+/// Runs one stage by name and records it in the manifest (state, time, files, detail).
+pub async fn run_stage(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
+    let started = Instant::now();
+    tracing::info!(channel = job.name(), date = %job.date, stage, "stage started");
+    let outcome = match stage {
+        "fetch" => fetch::run(job),
+        "normalize" => normalize::run(job),
+        "collect" => collect::run(job).await,
+        "reconcile" => reconcile::run(job).await,
+        "report" => report::run(job),
+        other => Err(Error::Config(format!(
+            "unknown stage {other:?}: one of {}",
+            STAGES.join(", ")
+        ))),
+    };
+    let mut manifest = job.manifest()?;
+    let finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    match outcome {
+        Ok((files, detail)) => {
+            let record = StageRecord {
+                state: "done".into(),
+                finished_at,
+                duration_ms,
+                files,
+                detail,
+            };
+            manifest.stages.insert(stage.to_string(), record.clone());
+            // A stage that reran makes the later ones stale: they must run again.
+            if let Some(i) = STAGES.iter().position(|s| *s == stage) {
+                for later in &STAGES[i + 1..] {
+                    if let Some(r) = manifest.stages.get_mut(*later) {
+                        if stage != "fetch" || detail_changed(&record) {
+                            r.state = "stale".into();
+                        }
+                    }
+                }
+            }
+            if stage == "reconcile" {
+                manifest.run_id = record.detail["run_id"].as_str().map(String::from);
+            }
+            manifest.status = if stage == "report" {
+                "reconciled".into()
+            } else {
+                "running".into()
+            };
+            manifest.error = None;
+            job.store.save_manifest(&manifest, job.date)?;
+            tracing::info!(channel = job.name(), date = %job.date, stage, duration_ms, "stage done");
+            Ok(record)
+        }
+        Err(e) => {
+            manifest.stages.insert(
+                stage.to_string(),
+                StageRecord {
+                    state: "failed".into(),
+                    finished_at,
+                    duration_ms,
+                    files: Vec::new(),
+                    detail: serde_json::json!({ "error": e.to_string() }),
+                },
+            );
+            manifest.status = match &e {
+                Error::BadInput(_) => "incomplete".into(),
+                Error::NotReady(_) => "waiting".into(),
+                _ => "failed".into(),
+            };
+            manifest.error = Some(e.to_string());
+            job.store.save_manifest(&manifest, job.date)?;
+            tracing::error!(channel = job.name(), date = %job.date, stage, error = %e, "stage failed");
+            Err(e)
+        }
+    }
+}
+
+/// Whether a fetch brought different content than before (a re-issued bill).
+fn detail_changed(record: &StageRecord) -> bool {
+    record.detail["unchanged"].as_bool() != Some(true)
+}
+
+/// What a stage returns: committed files (relative to the root) and its detail.
+pub type Outcome = (Vec<String>, serde_json::Value);

@@ -1,0 +1,65 @@
+//! normalize: the raw bill to canonical rows (`normalized/`) and rejected rows (`rejected/`),
+//! through the channel's template, with the bill's own totals checked.
+
+use serde_json::json;
+
+use super::{Job, Outcome};
+use crate::error::{Error, Result};
+use crate::formats::{normalize_file, Target, Template};
+
+/// Runs the stage.
+pub fn run(job: &Job<'_>) -> Result<Outcome> {
+    let manifest = job.manifest()?;
+    let fetched = job.require(&manifest, "fetch", "normalize")?;
+    let file = fetched.detail["file"]
+        .as_str()
+        .ok_or_else(|| Error::Other("the fetch record names no file".into()))?
+        .to_string();
+    let raw = job.store.area("raw", job.name(), job.date).join(&file);
+    let template = Template::load(&job.channel.format, Some(&job.config.base_dir.join("formats")))?;
+    let staged = job.store.staging("normalize", job.name(), job.date)?;
+    let (norm_dir, rej_dir) = (staged.join("normalized"), staged.join("rejected"));
+    let (norm_file, rej_file) = (norm_dir.join("part-0.parquet"), rej_dir.join("part-0.parquet"));
+    let target = Target {
+        channel: job.name(),
+        bill_date: job.date,
+        source_name: &file,
+        normalized: &norm_file,
+        rejected: &rej_file,
+        max_rejected: job.channel.max_rejected_rows,
+    };
+    let stats = match normalize_file(&template, &raw, &target) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staged);
+            return Err(e);
+        }
+    };
+    let mut files = Vec::new();
+    for (dir, area) in [(&norm_dir, "normalized"), (&rej_dir, "rejected")] {
+        let dest = job.store.area(area, job.name(), job.date);
+        for p in job.store.publish(dir, &dest, true)? {
+            files.push(job.store.relative(&p));
+        }
+    }
+    std::fs::remove_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
+    tracing::info!(
+        channel = job.name(),
+        date = %job.date,
+        read = stats.rows_read,
+        written = stats.rows_written,
+        rejected = stats.rows_rejected,
+        "normalized"
+    );
+    Ok((
+        files,
+        json!({
+            "template": template.name,
+            "raw_file": file,
+            "rows_read": stats.rows_read,
+            "rows_written": stats.rows_written,
+            "rows_rejected": stats.rows_rejected,
+            "totals": stats.totals,
+        }),
+    ))
+}

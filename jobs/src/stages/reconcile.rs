@@ -1,0 +1,373 @@
+//! reconcile: the full outer join and classification of `sql/reconcile.sql`, run once; its
+//! output is routed in one pass to the differences (`results/…/diffs.parquet`), the carry-over
+//! for the next day (`carryover/`) and the statistics.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{Duration, NaiveDate};
+use datafusion::arrow::array::{
+    Array, AsArray, BooleanArray, Date32Builder, Decimal128Builder, Int64Builder, RecordBatch,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::compute::kernels::cmp::neq;
+use datafusion::arrow::compute::{concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn};
+use datafusion::arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
+use datafusion::common::ScalarValue;
+use futures::StreamExt;
+use reckon_udfs::Category;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::collect::register_dirs;
+use super::{Job, Outcome};
+use crate::error::{Error, Result};
+use crate::parquet_io::write_file;
+use crate::schema;
+use crate::store::sha256_file;
+
+/// Counts and sums of one category.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CategoryStats {
+    /// Rows (a matched pair is one row).
+    pub rows: u64,
+    /// Channel records in those rows.
+    pub channel_records: u64,
+    /// Platform records in those rows.
+    pub platform_records: u64,
+    /// Carried-in records in those rows.
+    pub carried_records: u64,
+    /// Sum of the channel amounts, scale-2 mantissa.
+    pub channel_amount: i128,
+    /// Sum of the platform amounts, scale-2 mantissa.
+    pub platform_amount: i128,
+}
+
+/// What the router counted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counts {
+    /// Per category name.
+    pub by_category: BTreeMap<String, CategoryStats>,
+}
+
+fn epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
+}
+
+fn date32(d: NaiveDate) -> i32 {
+    (d - epoch()).num_days() as i32
+}
+
+/// Where the carry-in comes from: the day before's carry-over, if that day was reconciled.
+fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(PathBuf, serde_json::Value)> {
+    let prev = job.date - Duration::days(1);
+    let m = job.store.manifest(job.name(), prev)?;
+    if let Some(r) = m.done("reconcile") {
+        if let Some(f) = r.files.iter().find(|f| f.starts_with("carryover/")) {
+            let p = job.path(f);
+            let sha = sha256_file(&p)?;
+            let rows = crate::parquet_io::row_count(&p)?;
+            return Ok((p, json!({ "from": prev.to_string(), "file": f, "rows": rows, "sha256": sha })));
+        }
+    }
+    let why = if m.stages.is_empty() {
+        format!("{prev} was never run")
+    } else {
+        format!("{prev} is not reconciled ({})", m.status)
+    };
+    tracing::warn!(channel = job.name(), date = %job.date, "no carry-in: {why}");
+    let p = staged.join("carry_in_empty").join("part-0.parquet");
+    write_file(&p, schema::CARRY.clone(), &[])?;
+    Ok((p, json!({ "from": null, "rows": 0, "note": why, "sha256": "none" })))
+}
+
+fn decimal_param(mantissa: Option<i128>, scale: i8) -> ScalarValue {
+    ScalarValue::Decimal128(mantissa, 18, scale)
+}
+
+/// Runs the stage.
+pub async fn run(job: &Job<'_>) -> Result<Outcome> {
+    let manifest = job.manifest()?;
+    let fetched = job.require(&manifest, "fetch", "reconcile")?;
+    let normalized = job.require(&manifest, "normalize", "reconcile")?;
+    let collected = job.require(&manifest, "collect", "reconcile")?;
+    let staged = job.store.staging("reconcile", job.name(), job.date)?;
+    let (carry_path, carry_detail) = carry_in(job, &staged)?;
+
+    let bill = job.store.area("normalized", job.name(), job.date);
+    let platform = job.store.area("platform", job.name(), job.date);
+    register_dirs(job.ctx, "bill", &[bill.clone()]).await?;
+    register_dirs(job.ctx, "platform", &[platform]).await?;
+    register_dirs(job.ctx, "carry_in", &[carry_path]).await?;
+
+    let ch = job.channel;
+    let tolerance = ch.tolerance().map_err(Error::Config)?;
+    let fee_rate = ch.fee_rate().map_err(Error::Config)?;
+    let scaled = |d: rust_decimal::Decimal, s: u32| {
+        let mut d = d;
+        d.rescale(s);
+        d.mantissa()
+    };
+    let params = vec![
+        ("channel", ScalarValue::Utf8(Some(ch.name.clone()))),
+        ("bill_date", ScalarValue::Date32(Some(date32(job.date)))),
+        ("time_zone", ScalarValue::Utf8(Some(ch.time_zone.clone()))),
+        ("cut_window_secs", ScalarValue::Int64(Some(ch.cut_window_secs))),
+        ("grace_days", ScalarValue::Int64(Some(ch.grace_days))),
+        ("tolerance", decimal_param(Some(scaled(tolerance, 2)), 2)),
+        ("fee_rate", decimal_param(fee_rate.map(|r| scaled(r, 6)), 6)),
+        ("match_on", ScalarValue::Utf8(Some(ch.match_key.clone()))),
+    ];
+    let (text, origin) = job.sql.read("reconcile.sql")?;
+    let df = crate::sql::plan(job.ctx, &text, &origin, params.into()).await?;
+    let mut stream = df.execute_stream().await?;
+
+    let mut router = Router::new(job.date, ch.grace_days);
+    while let Some(batch) = stream.next().await {
+        router.route(&batch?, &origin)?;
+    }
+    let diffs_path = staged.join("results").join("diffs.parquet");
+    let carry_out = staged.join("carryover").join("part-0.parquet");
+    let (diff_rows, carry_rows) = router.finish(&diffs_path, &carry_out)?;
+
+    let rules = json!({
+        "time_zone": ch.time_zone, "cut_window_secs": ch.cut_window_secs,
+        "grace_days": ch.grace_days, "tolerance": tolerance.to_string(),
+        "fee_rate": fee_rate.map(|r| r.to_string()), "match_key": ch.match_key,
+    });
+    let normalized_sha = normalized
+        .files
+        .iter()
+        .filter(|f| f.starts_with("normalized/"))
+        .map(|f| sha256_file(&job.path(f)))
+        .collect::<Result<Vec<_>>>()?;
+    let mut h = Sha256::new();
+    for part in [
+        job.name().to_string(),
+        job.date.to_string(),
+        fetched.detail["sha256"].to_string(),
+        normalized_sha.join(","),
+        collected.detail["sha256"].to_string(),
+        carry_detail["sha256"].to_string(),
+        job.sql.hash("reconcile.sql")?,
+        rules.to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let run_id = hex::encode(&h.finalize()[..8]);
+
+    let mut files = Vec::new();
+    for (dir, area, exclusive) in [("results", "results", false), ("carryover", "carryover", true)] {
+        let dest = job.store.area(area, job.name(), job.date);
+        for p in job.store.publish(&staged.join(dir), &dest, exclusive)? {
+            files.push(job.store.relative(&p));
+        }
+    }
+    std::fs::remove_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
+    Ok((
+        files,
+        json!({
+            "run_id": run_id,
+            "target_partitions": job.ctx.state().config().target_partitions(),
+            "carry_in": carry_detail,
+            "diff_rows": diff_rows,
+            "carry_out_rows": carry_rows,
+            "counts": router.counts,
+            "rules": rules,
+            "sql": origin,
+        }),
+    ))
+}
+
+/// Routes the classified rows: statistics for all, differences and carry-over for some.
+struct Router {
+    date: NaiveDate,
+    grace_days: i64,
+    counts: Counts,
+    diffs: Vec<RecordBatch>,
+    carry: Vec<RecordBatch>,
+}
+
+fn col<'a>(b: &'a RecordBatch, name: &str, origin: &str) -> Result<&'a Arc<dyn Array>> {
+    b.column_by_name(name).ok_or_else(|| {
+        Error::Config(format!("{origin}: the query has no output column {name:?}, which the job needs"))
+    })
+}
+
+macro_rules! typed {
+    ($b:expr, $name:expr, $origin:expr, $as:ident $(::<$t:ty>)?) => {{
+        let c = col($b, $name, $origin)?;
+        c.$as$(::<$t>)?().ok_or_else(|| {
+            Error::Config(format!("{}: output column {:?} has type {}", $origin, $name, c.data_type()))
+        })?
+    }};
+}
+
+impl Router {
+    fn new(date: NaiveDate, grace_days: i64) -> Self {
+        Self { date, grace_days, counts: Counts::default(), diffs: Vec::new(), carry: Vec::new() }
+    }
+
+    fn route(&mut self, b: &RecordBatch, origin: &str) -> Result<()> {
+        if b.num_rows() == 0 {
+            return Ok(());
+        }
+        let category = typed!(b, "category", origin, as_string_opt::<i32>);
+        let in_ch = typed!(b, "in_channel", origin, as_boolean_opt);
+        let in_pf = typed!(b, "in_platform", origin, as_boolean_opt);
+        let ch_carried = typed!(b, "channel_carried", origin, as_boolean_opt);
+        let pf_carried = typed!(b, "platform_carried", origin, as_boolean_opt);
+        let ch_amount = typed!(b, "channel_amount", origin, as_primitive_opt::<Decimal128Type>);
+        let pf_amount = typed!(b, "platform_amount", origin, as_primitive_opt::<Decimal128Type>);
+        for row in 0..b.num_rows() {
+            if category.is_null(row) {
+                return Err(Error::Other(format!("{origin}: a row without a category")));
+            }
+            let s = self.counts.by_category.entry(category.value(row).to_string()).or_default();
+            s.rows += 1;
+            let (c, p) = (in_ch.value(row), in_pf.value(row));
+            let (cc, pc) = (ch_carried.value(row), pf_carried.value(row));
+            s.channel_records += u64::from(c && !cc);
+            s.platform_records += u64::from(p && !pc);
+            s.carried_records += u64::from(c && cc) + u64::from(p && pc);
+            if !ch_amount.is_null(row) {
+                s.channel_amount += ch_amount.value(row);
+            }
+            if !pf_amount.is_null(row) {
+                s.platform_amount += pf_amount.value(row);
+            }
+        }
+        let not_matched = neq(category, &datafusion::arrow::array::Scalar::new(
+            datafusion::arrow::array::StringArray::from(vec![Category::Matched.as_str()]),
+        ))?;
+        let diffs = filter_record_batch(b, &not_matched)?;
+        if diffs.num_rows() > 0 {
+            let pending: BooleanArray = typed!(&diffs, "category", origin, as_string_opt::<i32>)
+                .iter()
+                .map(|c| Some(c == Some(Category::CrossDayPending.as_str())))
+                .collect();
+            let p = filter_record_batch(&diffs, &pending)?;
+            if p.num_rows() > 0 {
+                self.carry.push(self.carry_rows(&p, origin)?);
+            }
+            self.diffs.push(diffs);
+        }
+        Ok(())
+    }
+
+    /// The carry-over records of CROSS_DAY_PENDING rows: each keeps its own side's values.
+    fn carry_rows(&self, b: &RecordBatch, origin: &str) -> Result<RecordBatch> {
+        let n = b.num_rows();
+        let s = |name| -> Result<_> { Ok(typed!(b, name, origin, as_string_opt::<i32>)) };
+        let in_ch = typed!(b, "in_channel", origin, as_boolean_opt);
+        let ch_amount = typed!(b, "channel_amount", origin, as_primitive_opt::<Decimal128Type>);
+        let pf_amount = typed!(b, "platform_amount", origin, as_primitive_opt::<Decimal128Type>);
+        let fee = typed!(b, "channel_fee", origin, as_primitive_opt::<Decimal128Type>);
+        let ch_time = typed!(b, "channel_time", origin, as_primitive_opt::<TimestampMicrosecondType>);
+        let pf_time = typed!(b, "platform_time", origin, as_primitive_opt::<TimestampMicrosecondType>);
+        let line = typed!(b, "source_line", origin, as_primitive_opt::<Int64Type>);
+        let from = typed!(b, "carried_from", origin, as_primitive_opt::<Date32Type>);
+        let until = typed!(b, "grace_until", origin, as_primitive_opt::<Date32Type>);
+        let (txn_type, ch_id, mo, refund, po, ch_status, pf_status, file) = (
+            s("txn_type")?, s("channel_txn_id")?, s("merchant_order_id")?, s("refund_id")?,
+            s("platform_order_id")?, s("channel_status")?, s("platform_status")?, s("source_file")?,
+        );
+        let today = date32(self.date);
+        let grace_end = date32(self.date + Duration::days(self.grace_days));
+        let mut side = StringBuilder::new();
+        let (mut cf, mut gu) = (Date32Builder::new(), Date32Builder::new());
+        let mut strs: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::new()).collect();
+        let mut amount = Decimal128Builder::new().with_data_type(schema::MONEY);
+        let mut fees = Decimal128Builder::new().with_data_type(schema::MONEY);
+        let mut time = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let mut lines = Int64Builder::new();
+        let get = |a: &datafusion::arrow::array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+        for i in 0..n {
+            let channel_side = in_ch.value(i);
+            side.append_value(if channel_side { "CHANNEL" } else { "PLATFORM" });
+            cf.append_value(if from.is_null(i) { today } else { from.value(i) });
+            gu.append_value(if until.is_null(i) { grace_end } else { until.value(i) });
+            strs[0].append_option(get(txn_type, i));
+            strs[1].append_option(get(ch_id, i));
+            strs[2].append_option(get(mo, i));
+            strs[3].append_option(get(refund, i));
+            strs[4].append_option(get(po, i));
+            strs[5].append_option(if channel_side { get(ch_status, i) } else { get(pf_status, i) });
+            strs[6].append_option(get(file, i));
+            let (a, t) = if channel_side { (ch_amount, ch_time) } else { (pf_amount, pf_time) };
+            amount.append_option((!a.is_null(i)).then(|| a.value(i)));
+            time.append_option((!t.is_null(i)).then(|| t.value(i)));
+            fees.append_option((!fee.is_null(i)).then(|| fee.value(i)));
+            lines.append_option((!line.is_null(i)).then(|| line.value(i)));
+        }
+        let mut it = strs.into_iter().map(|mut b| Arc::new(b.finish()) as Arc<dyn Array>);
+        let mut next = || it.next().ok_or_else(|| Error::Other("carry columns".into()));
+        let cols: Vec<Arc<dyn Array>> = vec![
+            Arc::new(side.finish()),
+            Arc::new(cf.finish()),
+            Arc::new(gu.finish()),
+            next()?, next()?, next()?, next()?, next()?,
+            Arc::new(amount.finish()),
+            Arc::new(fees.finish()),
+            next()?,
+            Arc::new(time.finish()),
+            next()?,
+            Arc::new(lines.finish()),
+        ];
+        Ok(RecordBatch::try_new(schema::CARRY.clone(), cols)?)
+    }
+
+    /// Writes the differences sorted by `diff_id` and the carry-over sorted by side and id, so
+    /// the same inputs give the same files whatever order the engine produced.
+    fn finish(&self, diffs_path: &Path, carry_path: &Path) -> Result<(u64, u64)> {
+        let diffs = sorted(&self.diffs, &["diff_id"])?;
+        let diff_rows = diffs.as_ref().map(|b| b.num_rows() as u64).unwrap_or(0);
+        match diffs {
+            Some(b) => write_file(diffs_path, b.schema(), &[b])?,
+            None => write_file(diffs_path, Arc::new(diffs_schema_placeholder()), &[])?,
+        }
+        let carry = sorted(&self.carry, &["side", "merchant_order_id", "refund_id", "source_line"])?;
+        let carry_rows = carry.as_ref().map(|b| b.num_rows() as u64).unwrap_or(0);
+        write_file(carry_path, schema::CARRY.clone(), &carry.into_iter().collect::<Vec<_>>())?;
+        Ok((diff_rows, carry_rows))
+    }
+}
+
+/// An empty day still writes a `diffs.parquet`, with the contract's columns.
+fn diffs_schema_placeholder() -> datafusion::arrow::datatypes::Schema {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let s = |n: &str| Field::new(n, DataType::Utf8, true);
+    Schema::new(vec![
+        s("diff_id"), s("channel"), Field::new("bill_date", DataType::Date32, true), s("category"),
+        s("reason"), s("match_key"), s("txn_type"), s("platform_order_id"), s("channel_txn_id"),
+        s("merchant_order_id"), s("refund_id"),
+        Field::new("platform_amount", schema::MONEY, true),
+        Field::new("channel_amount", schema::MONEY, true),
+        Field::new("amount_delta", schema::MONEY, true),
+        Field::new("channel_fee", schema::MONEY, true),
+        s("platform_status"), s("channel_status"),
+        Field::new("platform_time", schema::utc_ts(), true),
+        Field::new("channel_time", schema::utc_ts(), true),
+        s("source_file"), Field::new("source_line", DataType::Int64, true),
+    ])
+}
+
+fn sorted(batches: &[RecordBatch], keys: &[&str]) -> Result<Option<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(None);
+    };
+    let all = concat_batches(&first.schema(), batches)?;
+    let cols = keys
+        .iter()
+        .map(|k| {
+            all.column_by_name(k)
+                .map(|c| SortColumn { values: c.clone(), options: None })
+                .ok_or_else(|| Error::Other(format!("no column {k} to sort by")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let idx = lexsort_to_indices(&cols, None)?;
+    Ok(Some(take_record_batch(&all, &idx)?))
+}

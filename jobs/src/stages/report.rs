@@ -1,0 +1,110 @@
+//! report: `results/…/summary.json` from the stages' records: inputs, counts and amounts per
+//! category, and the conservation check (every input record accounted for exactly once).
+
+use std::collections::BTreeMap;
+
+use reckon_udfs::{money_text, Category};
+use serde_json::{json, Value};
+
+use super::reconcile::Counts;
+use super::{Job, Outcome};
+use crate::error::{Error, Result};
+use crate::store::write_atomic;
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// Builds the summary of a channel-day from its manifest; `Err` when conservation fails.
+pub fn summary(job: &Job<'_>) -> Result<Value> {
+    let manifest = job.manifest()?;
+    let normalized = job.require(&manifest, "normalize", "report")?;
+    let collected = job.require(&manifest, "collect", "report")?;
+    let reconciled = job.require(&manifest, "reconcile", "report")?;
+    let counts: Counts = serde_json::from_value(reconciled.detail["counts"].clone())?;
+    let inputs = json!({
+        "channel_rows": u(&normalized.detail["rows_written"]),
+        "platform_rows": u(&collected.detail["rows"]),
+        "rejected_rows": u(&normalized.detail["rows_rejected"]),
+        "carried_in_rows": u(&reconciled.detail["carry_in"]["rows"]),
+    });
+    let mut count_map = BTreeMap::new();
+    let mut amounts = BTreeMap::new();
+    let (mut ch, mut pf, mut ca, mut rows) = (0u64, 0u64, 0u64, 0u64);
+    for c in Category::ALL {
+        let s = counts.by_category.get(c.as_str()).cloned().unwrap_or_default();
+        count_map.insert(c.as_str(), s.rows);
+        amounts.insert(
+            c.as_str(),
+            json!({
+                "channel": money_text(s.channel_amount),
+                "platform": money_text(s.platform_amount),
+            }),
+        );
+        ch += s.channel_records;
+        pf += s.platform_records;
+        ca += s.carried_records;
+        rows += s.rows;
+    }
+    if let Some(unknown) = counts
+        .by_category
+        .keys()
+        .find(|k| k.parse::<Category>().is_err())
+    {
+        return Err(Error::Other(format!(
+            "the reconciliation produced an unknown category {unknown:?}"
+        )));
+    }
+    let holds = ch == u(&inputs["channel_rows"])
+        && pf == u(&inputs["platform_rows"])
+        && ca == u(&inputs["carried_in_rows"]);
+    let matched = count_map.get(Category::Matched.as_str()).copied().unwrap_or(0)
+        + count_map.get(Category::CrossDayMatched.as_str()).copied().unwrap_or(0);
+    let area = |a: &str| job.store.relative(&job.store.area(a, job.name(), job.date));
+    Ok(json!({
+        "channel": job.name(),
+        "bill_date": job.date.to_string(),
+        "run_id": manifest.run_id,
+        "status": if holds { "reconciled" } else { "failed" },
+        "inputs": inputs,
+        "rows": rows,
+        "counts": count_map,
+        "amounts": amounts,
+        "match_rate": if rows == 0 { 1.0 } else { (matched as f64 / rows as f64 * 1e6).round() / 1e6 },
+        "conservation": {
+            "holds": holds,
+            "channel_records": ch,
+            "platform_records": pf,
+            "carried_in_records": ca,
+        },
+        "bill_totals": normalized.detail["totals"],
+        "diff_rows": reconciled.detail["diff_rows"],
+        "carry_out_rows": reconciled.detail["carry_out_rows"],
+        "outputs": {
+            "diffs": format!("{}/diffs.parquet", area("results")),
+            "summary": format!("{}/summary.json", area("results")),
+            "carryover": area("carryover"),
+            "normalized": area("normalized"),
+            "rejected": area("rejected"),
+            "platform": area("platform"),
+        },
+    }))
+}
+
+/// Runs the stage.
+pub fn run(job: &Job<'_>) -> Result<Outcome> {
+    let s = summary(job)?;
+    let path = job.store.area("results", job.name(), job.date).join("summary.json");
+    let mut text = serde_json::to_vec_pretty(&s)?;
+    text.push(b'\n');
+    write_atomic(&path, &text)?;
+    if s["conservation"]["holds"] != json!(true) {
+        return Err(Error::Other(format!(
+            "conservation check failed for {} {}: {}",
+            job.name(),
+            job.date,
+            s["conservation"]
+        )));
+    }
+    Ok((vec![job.store.relative(&path)], json!({ "summary": s })))
+}

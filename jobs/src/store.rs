@@ -1,0 +1,211 @@
+//! The storage root: where each area lives, how outputs are committed so a reader never sees
+//! a half-written file, and the per channel-and-date run manifest.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The storage root on the local file system.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// A store rooted at `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `AREA/channel=C/dt=D`.
+    pub fn area(&self, area: &str, channel: &str, date: NaiveDate) -> PathBuf {
+        self.root
+            .join(area)
+            .join(format!("channel={channel}"))
+            .join(format!("dt={date}"))
+    }
+
+    /// A fresh staging directory for one attempt of one stage; nothing outside reckon reads it.
+    pub fn staging(&self, stage: &str, channel: &str, date: NaiveDate) -> Result<PathBuf> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir = self
+            .root
+            .join("_staging")
+            .join(format!("{channel}-{date}-{stage}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        Ok(dir)
+    }
+
+    /// A work directory for engine spill and shuffle files.
+    pub fn work_dir(&self) -> Result<PathBuf> {
+        let dir = self.root.join("_work").join(format!("{}", std::process::id()));
+        std::fs::create_dir_all(&dir).at(&dir)?;
+        Ok(dir)
+    }
+
+    /// Path relative to the root, as written in manifests.
+    pub fn relative(&self, path: &Path) -> String {
+        path.strip_prefix(&self.root)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// The manifest path of a channel and date.
+    pub fn manifest_path(&self, channel: &str, date: NaiveDate) -> PathBuf {
+        self.area("runs", channel, date).join("manifest.json")
+    }
+
+    /// The manifest, or a fresh one when the date never ran.
+    pub fn manifest(&self, channel: &str, date: NaiveDate) -> Result<Manifest> {
+        let path = self.manifest_path(channel, date);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                Error::Other(format!("{}: unreadable manifest: {e}", path.display()))
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
+                channel: channel.to_string(),
+                bill_date: date.to_string(),
+                ..Default::default()
+            }),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    /// Writes the manifest atomically (write aside, then rename).
+    pub fn save_manifest(&self, m: &Manifest, date: NaiveDate) -> Result<()> {
+        let path = self.manifest_path(&m.channel, date);
+        let bytes = serde_json::to_vec_pretty(m)?;
+        write_atomic(&path, &bytes)
+    }
+
+    /// Moves every file of `staged` into `dest` (each rename is atomic), then, when `exclusive`
+    /// (the stage owns the whole folder), removes files in `dest` that the new set does not
+    /// have; then removes the staging directory. Returns the committed paths.
+    pub fn publish(&self, staged: &Path, dest: &Path, exclusive: bool) -> Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dest).at(dest)?;
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(staged).at(staged)? {
+            let entry = entry.at(staged)?;
+            if entry.file_type().at(entry.path())?.is_file() {
+                names.push(entry.file_name());
+            }
+        }
+        names.sort();
+        let mut out = Vec::new();
+        for n in &names {
+            let to = dest.join(n);
+            std::fs::rename(staged.join(n), &to).at(&to)?;
+            out.push(to);
+        }
+        for entry in std::fs::read_dir(dest).at(dest)? {
+            let entry = entry.at(dest)?;
+            let name = entry.file_name();
+            if exclusive && entry.file_type().at(entry.path())?.is_file() && !names.contains(&name) {
+                std::fs::remove_file(entry.path()).at(entry.path())?;
+            }
+        }
+        std::fs::remove_dir_all(staged).at(staged)?;
+        Ok(out)
+    }
+
+    /// Removes staging directories left by attempts that were killed, for this channel and date.
+    pub fn clear_stale_staging(&self, channel: &str, date: NaiveDate) -> Result<()> {
+        let dir = self.root.join("_staging");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        let prefix = format!("{channel}-{date}-");
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                std::fs::remove_dir_all(e.path()).at(e.path())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Writes `bytes` to `path` by writing a sibling and renaming it over.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::Other(format!("{} has no parent", path.display())))?;
+    std::fs::create_dir_all(dir).at(dir)?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, bytes).at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)?;
+    Ok(())
+}
+
+/// The hex SHA-256 of a file, read in blocks.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = File::open(path).at(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The state of one channel and bill date, kept at `runs/channel=C/dt=D/manifest.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The channel.
+    pub channel: String,
+    /// The bill date.
+    pub bill_date: String,
+    /// The deterministic id of the last reconciliation (hash of its inputs, SQL and rules).
+    pub run_id: Option<String>,
+    /// `running`, `reconciled`, `incomplete` or `failed`.
+    pub status: String,
+    /// The last error, when the status is not `reconciled`.
+    pub error: Option<String>,
+    /// Each stage's record.
+    pub stages: BTreeMap<String, StageRecord>,
+}
+
+/// What a stage did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StageRecord {
+    /// `done` or `failed`.
+    pub state: String,
+    /// When it finished (UTC, RFC 3339).
+    pub finished_at: String,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// Files it committed, relative to the storage root.
+    pub files: Vec<String>,
+    /// Stage-specific facts: hashes, counts, totals.
+    pub detail: serde_json::Value,
+}
+
+impl Manifest {
+    /// The record of `stage` if it is done.
+    pub fn done(&self, stage: &str) -> Option<&StageRecord> {
+        self.stages.get(stage).filter(|s| s.state == "done")
+    }
+}

@@ -1,0 +1,108 @@
+//! Reruns give the same results and no extra files; a run killed in normalize or reconcile
+//! and then rerun gives the same results as one never interrupted; readers never see a
+//! half-written output.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::support::{self, snapshot};
+
+const DAY: &str = "2026-11-20";
+
+/// Everything but the manifests (which record timings) and engine scratch space.
+const VOLATILE: &[&str] = &["runs/", "_staging", "_work", "fetch.json"];
+
+#[test]
+fn running_a_day_twice_leaves_the_same_results_and_no_extra_files() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = support::generate(tmp.path(), DAY, 2, 500, 21);
+    let root = tmp.path().join("output");
+    for day in [DAY, "2026-11-21"] {
+        let (code, first, _) = support::run_day(&config, day, &[]);
+        assert_eq!(code, 0);
+        let before = snapshot(&root, VOLATILE);
+        let (code, second, _) = support::run_day(&config, day, &[]);
+        assert_eq!(code, 0);
+        assert_eq!(first, second, "the final JSON line differs on a rerun");
+        let after = snapshot(&root, VOLATILE);
+        assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>(), "files added or removed");
+        for (k, v) in &before {
+            assert!(after[k] == *v, "{k} changed on a rerun");
+        }
+    }
+    let all = snapshot(&root, &[]);
+    assert!(all.keys().all(|k| !k.starts_with("_staging") && !k.starts_with("_work")), "scratch left: {:?}", all.keys());
+}
+
+/// Runs `reckon run` and SIGKILLs it as soon as `stage` has started writing aside.
+fn kill_during(config: &Path, root: &Path, stage: &str) -> bool {
+    let mut child = support::reckon()
+        .args(["run", "--config", config.to_str().expect("utf8"), "--date", DAY, "--channel", "alipay"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let staging = root.join("_staging");
+    let marker = format!("alipay-{DAY}-{stage}-");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut hit = false;
+    while Instant::now() < deadline {
+        let seen = std::fs::read_dir(&staging)
+            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&marker)))
+            .unwrap_or(false);
+        if seen {
+            std::thread::sleep(Duration::from_millis(30));
+            child.kill().expect("kill");
+            hit = true;
+            break;
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    hit
+}
+
+/// Every Parquet file a reader can see is whole.
+fn assert_readable(root: &Path) {
+    for (rel, _) in snapshot(root, &["_staging", "_work"]) {
+        if rel.ends_with(".parquet") {
+            reckon::parquet_io::read_file(&root.join(&rel)).unwrap_or_else(|e| panic!("{rel} is not whole: {e}"));
+        }
+        if rel.ends_with(".json") {
+            let bytes = std::fs::read(root.join(&rel)).expect("read");
+            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|e| panic!("{rel}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn a_run_killed_in_normalize_or_reconcile_reruns_to_the_same_results() {
+    let reference = tempfile::tempdir().expect("tmp");
+    let cref = support::generate(reference.path(), DAY, 1, 60_000, 33);
+    let (code, _, err) = support::run_day(&cref, DAY, &["--channel", "alipay"]);
+    assert_eq!(code, 0, "{err}");
+    let want = snapshot(&reference.path().join("output"), VOLATILE);
+
+    for stage in ["normalize", "reconcile"] {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let config = support::generate(tmp.path(), DAY, 1, 60_000, 33);
+        let root = tmp.path().join("output");
+        assert!(kill_during(&config, &root, stage), "the run ended before {stage} could be killed");
+        assert_readable(&root);
+        assert!(
+            !support::area(&root, "results", "alipay", DAY).join("summary.json").exists(),
+            "a killed run left a summary"
+        );
+        let (code, json, err) = support::run_day(&config, DAY, &["--channel", "alipay"]);
+        assert_eq!(code, 0, "{json} {err}");
+        let got = snapshot(&root, VOLATILE);
+        assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>(), "after a kill in {stage}");
+        for (k, v) in &want {
+            assert!(got[k] == *v, "{k} differs after a kill in {stage} and a rerun");
+        }
+    }
+}

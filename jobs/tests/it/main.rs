@@ -1,0 +1,8 @@
+//! reckon's integration tests: one binary, a module per capability. They run the real
+//! `reckon` binary on generated data sets.
+
+mod accuracy;
+mod bad_input;
+mod engines;
+mod idempotency;
+mod support;

@@ -1,0 +1,98 @@
+//! Helpers shared by the integration tests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Date32Type, Int64Type};
+use reckon::parquet_io::read_file;
+
+/// The binary under test.
+pub fn reckon() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reckon"));
+    c.env("RECKON_LOG", "warn");
+    c
+}
+
+/// Runs reckon with `args`; returns the output.
+pub fn run(args: &[&str]) -> Output {
+    reckon().args(args).output().expect("reckon runs")
+}
+
+/// Generates a data set into `dir`.
+pub fn generate(dir: &Path, from: &str, days: u32, rows: u64, seed: u64) -> PathBuf {
+    let out = run(&[
+        "generate", "--out", dir.to_str().expect("utf8"), "--from", from,
+        "--days", &days.to_string(), "--rows", &rows.to_string(), "--seed", &seed.to_string(),
+    ]);
+    assert!(out.status.success(), "generate failed: {}", String::from_utf8_lossy(&out.stderr));
+    dir.join("reckon.toml")
+}
+
+/// `reckon run` for one date; returns (exit code, last stdout line as JSON, stderr).
+pub fn run_day(config: &Path, date: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    let mut args = vec!["run", "--config", config.to_str().expect("utf8"), "--date", date];
+    args.extend_from_slice(extra);
+    let out = run(&args);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let last = stdout.lines().last().unwrap_or("").to_string();
+    let json = serde_json::from_str(&last)
+        .unwrap_or_else(|e| panic!("last line is not JSON ({e}): {last:?}\nstderr: {stderr}"));
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+/// The output folder of an area.
+pub fn area(root: &Path, area: &str, channel: &str, date: &str) -> PathBuf {
+    root.join(area).join(format!("channel={channel}")).join(format!("dt={date}"))
+}
+
+/// All rows of a Parquet file.
+pub fn read(path: &Path) -> Vec<RecordBatch> {
+    read_file(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// A string column's value (None for NULL).
+pub fn s(b: &RecordBatch, name: &str, i: usize) -> Option<String> {
+    let c = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
+    let a = c.as_string_opt::<i32>().unwrap_or_else(|| panic!("{name} is {}", c.data_type()));
+    (!a.is_null(i)).then(|| a.value(i).to_string())
+}
+
+/// A boolean column's value.
+pub fn b(b: &RecordBatch, name: &str, i: usize) -> bool {
+    b.column_by_name(name).expect(name).as_boolean().value(i)
+}
+
+/// An i64 column's value.
+pub fn i64v(b: &RecordBatch, name: &str, i: usize) -> Option<i64> {
+    let a = b.column_by_name(name).expect(name).as_primitive::<Int64Type>();
+    (!a.is_null(i)).then(|| a.value(i))
+}
+
+/// A date column's value as YYYY-MM-DD.
+pub fn date(b: &RecordBatch, name: &str, i: usize) -> String {
+    let v = b.column_by_name(name).expect(name).as_primitive::<Date32Type>().value(i);
+    (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(v.into())).to_string()
+}
+
+/// Every file under `dir`, relative, with its bytes, but for paths containing one of `skip`.
+pub fn snapshot(dir: &Path, skip: &[&str]) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).expect("prefix").to_string_lossy().into_owned();
+                if !skip.iter().any(|s| rel.contains(s)) {
+                    out.insert(rel, std::fs::read(&p).expect("read"));
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,183 @@
+-- reckon's reconciliation of one channel and one bill date.
+--
+-- Tables (registered by the job):
+--   bill      the channel's normalized rows of the day           (normalized/)
+--   platform  the platform's records of the day                  (platform/)
+--   carry_in  one-sided records carried over from the day before (carryover/ of D-1)
+-- Parameters (bound by the job, never spliced into this text):
+--   $channel          VARCHAR        the channel's name
+--   $bill_date        DATE           the bill date, a day in the channel's time zone
+--   $time_zone        VARCHAR        the channel's IANA time zone
+--   $cut_window_secs  BIGINT         the daily-cut window around midnight, in seconds
+--   $grace_days       BIGINT         days a one-sided record may wait for its other side
+--   $tolerance        DECIMAL(18,2)  the accepted amount difference
+--   $fee_rate         DECIMAL(18,6)  the contracted fee rate; NULL skips the fee check
+--   $match_on         VARCHAR        'merchant_order_id' or 'channel_txn_id'
+-- Output: one row per reconciled record or pair of records; sql/README.md describes each
+-- column. The job writes every row that is not MATCHED to diffs.parquet, the
+-- CROSS_DAY_PENDING rows to the carry-over, and counts every row in summary.json.
+WITH
+channel_source AS (
+    SELECT txn_type, channel_txn_id, merchant_order_id, refund_id, amount, fee, status,
+           txn_time, source_file, source_line,
+           FALSE AS carried, CAST(NULL AS DATE) AS carried_from, CAST(NULL AS DATE) AS grace_until
+    FROM bill
+    UNION ALL
+    SELECT txn_type, channel_txn_id, merchant_order_id, refund_id, amount, fee, status,
+           txn_time, source_file, source_line,
+           TRUE AS carried, carried_from, grace_until
+    FROM carry_in
+    WHERE side = 'CHANNEL'
+),
+
+channel_keyed AS (
+    SELECT *,
+           -- A NULL part gives a NULL key: such a record matches nothing (never '' = '').
+           CASE
+               WHEN CAST($match_on AS VARCHAR) = 'channel_txn_id' THEN txn_type || ':' || channel_txn_id
+               WHEN txn_type = 'REFUND' THEN 'REFUND:' || refund_id
+               ELSE 'PAY:' || merchant_order_id
+           END AS match_key
+    FROM channel_source
+),
+
+channel_side AS (
+    SELECT *,
+           TRUE AS present,
+           -- The first occurrence of a key is reconciled; later ones are duplicates.
+           row_number() OVER (
+               PARTITION BY match_key ORDER BY carried DESC, source_file, source_line
+           ) AS occurrence
+    FROM channel_keyed
+),
+
+platform_source AS (
+    SELECT txn_type, platform_order_id, merchant_order_id, refund_id, channel_txn_id, amount,
+           status, txn_time,
+           FALSE AS carried, CAST(NULL AS DATE) AS carried_from, CAST(NULL AS DATE) AS grace_until
+    FROM platform
+    UNION ALL
+    SELECT txn_type, platform_order_id, merchant_order_id, refund_id, channel_txn_id, amount,
+           status, txn_time,
+           TRUE AS carried, carried_from, grace_until
+    FROM carry_in
+    WHERE side = 'PLATFORM'
+),
+
+platform_keyed AS (
+    SELECT *,
+           CASE
+               WHEN CAST($match_on AS VARCHAR) = 'channel_txn_id' THEN txn_type || ':' || channel_txn_id
+               WHEN txn_type = 'REFUND' THEN 'REFUND:' || refund_id
+               ELSE 'PAY:' || merchant_order_id
+           END AS match_key
+    FROM platform_source
+),
+
+platform_side AS (
+    SELECT *,
+           TRUE AS present,
+           row_number() OVER (
+               PARTITION BY match_key ORDER BY carried DESC, platform_order_id, refund_id, txn_time
+           ) AS occurrence
+    FROM platform_keyed
+),
+
+joined AS (
+    SELECT
+        coalesce(c.present, FALSE) AS in_channel,
+        coalesce(p.present, FALSE) AS in_platform,
+        c.match_key AS c_match_key, c.occurrence AS c_occurrence, c.txn_type AS c_txn_type,
+        c.channel_txn_id AS c_channel_txn_id, c.merchant_order_id AS c_merchant_order_id,
+        c.refund_id AS c_refund_id, c.amount AS c_amount, c.fee AS c_fee, c.status AS c_status,
+        c.txn_time AS c_txn_time, c.source_file AS c_source_file, c.source_line AS c_source_line,
+        c.carried AS c_carried, c.carried_from AS c_carried_from, c.grace_until AS c_grace_until,
+        p.match_key AS p_match_key, p.occurrence AS p_occurrence, p.txn_type AS p_txn_type,
+        p.platform_order_id AS p_platform_order_id, p.merchant_order_id AS p_merchant_order_id,
+        p.refund_id AS p_refund_id, p.channel_txn_id AS p_channel_txn_id, p.amount AS p_amount,
+        p.status AS p_status, p.txn_time AS p_txn_time,
+        p.carried AS p_carried, p.carried_from AS p_carried_from, p.grace_until AS p_grace_until
+    -- Only first occurrences with a key take part in the join: duplicates and keyless records
+    -- get a NULL join key, and a full outer join keeps each of them as a one-sided row.
+    FROM (SELECT *, CASE WHEN occurrence = 1 THEN match_key END AS join_key FROM channel_side) c
+    FULL OUTER JOIN
+         (SELECT *, CASE WHEN occurrence = 1 THEN match_key END AS join_key FROM platform_side) p
+      ON c.join_key = p.join_key
+),
+
+facts AS (
+    SELECT *,
+           in_channel AND c_match_key IS NOT NULL AND c_occurrence > 1 AS c_duplicate,
+           in_platform AND p_match_key IS NOT NULL AND p_occurrence > 1 AS p_duplicate,
+           coalesce(c_carried, FALSE) OR coalesce(p_carried, FALSE) AS carried,
+           -- May a one-sided record wait for the next day? A fresh one inside the cut window
+           -- of midnight (when grace is allowed at all); a carried one until its grace ends.
+           CASE
+               WHEN in_channel AND in_platform THEN FALSE
+               WHEN in_channel THEN c_match_key IS NOT NULL AND CASE
+                   WHEN c_carried THEN CAST($bill_date AS DATE) < c_grace_until
+                   ELSE CAST($grace_days AS BIGINT) > 0 AND reckon_in_cut_window(
+                       c_txn_time, CAST($bill_date AS DATE), CAST($time_zone AS VARCHAR),
+                       CAST($cut_window_secs AS BIGINT))
+               END
+               ELSE p_match_key IS NOT NULL AND CASE
+                   WHEN p_carried THEN CAST($bill_date AS DATE) < p_grace_until
+                   ELSE CAST($grace_days AS BIGINT) > 0 AND reckon_in_cut_window(
+                       p_txn_time, CAST($bill_date AS DATE), CAST($time_zone AS VARCHAR),
+                       CAST($cut_window_secs AS BIGINT))
+               END
+           END AS pending_ok,
+           -- The fee check applies to payments; refund fees follow each channel's own policy.
+           CASE WHEN c_txn_type = 'PAY' THEN c_fee END AS c_checked_fee
+    FROM joined
+),
+
+classified AS (
+    SELECT *,
+           reckon_classify(
+               in_channel, in_platform, c_duplicate, p_duplicate,
+               c_amount, p_amount, c_status, p_status,
+               c_checked_fee, CAST($fee_rate AS DECIMAL(18, 6)),
+               CAST($tolerance AS DECIMAL(18, 2)),
+               pending_ok, carried
+           ) AS category
+    FROM facts
+)
+
+SELECT
+    CASE WHEN category <> 'MATCHED' THEN reckon_diff_id(
+        CAST($channel AS VARCHAR), CAST(CAST($bill_date AS DATE) AS VARCHAR),
+        coalesce(c_match_key, p_match_key),
+        CAST(c_occurrence AS VARCHAR), CAST(p_occurrence AS VARCHAR),
+        c_source_file, CAST(c_source_line AS VARCHAR), p_platform_order_id, p_refund_id)
+    END                                                AS diff_id,
+    CAST($channel AS VARCHAR)                          AS channel,
+    CAST($bill_date AS DATE)                           AS bill_date,
+    category,
+    CASE WHEN category <> 'MATCHED' THEN reckon_reason(
+        category, coalesce(c_match_key, p_match_key), c_amount, p_amount, c_status, p_status,
+        c_checked_fee, CAST($fee_rate AS DECIMAL(18, 6)))
+    END                                                AS reason,
+    coalesce(c_match_key, p_match_key)                 AS match_key,
+    coalesce(c_txn_type, p_txn_type)                   AS txn_type,
+    p_platform_order_id                                AS platform_order_id,
+    coalesce(c_channel_txn_id, p_channel_txn_id)       AS channel_txn_id,
+    coalesce(c_merchant_order_id, p_merchant_order_id) AS merchant_order_id,
+    coalesce(c_refund_id, p_refund_id)                 AS refund_id,
+    p_amount                                           AS platform_amount,
+    c_amount                                           AS channel_amount,
+    CAST(c_amount - p_amount AS DECIMAL(18, 2))        AS amount_delta,
+    c_fee                                              AS channel_fee,
+    p_status                                           AS platform_status,
+    c_status                                           AS channel_status,
+    p_txn_time                                         AS platform_time,
+    c_txn_time                                         AS channel_time,
+    c_source_file                                      AS source_file,
+    c_source_line                                      AS source_line,
+    in_channel,
+    in_platform,
+    coalesce(c_carried, FALSE)                         AS channel_carried,
+    coalesce(p_carried, FALSE)                         AS platform_carried,
+    coalesce(c_carried_from, p_carried_from)           AS carried_from,
+    coalesce(c_grace_until, p_grace_until)             AS grace_until
+FROM classified
