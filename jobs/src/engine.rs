@@ -52,7 +52,6 @@ fn session_config(target_partitions: usize) -> SessionConfig {
     let opts = config.options_mut();
     // Plain Utf8 halves the hash join's accounted memory against Utf8View (ENGINE-NOTES.md).
     opts.execution.parquet.schema_force_view_types = false;
-    opts.execution.batch_size = 8192;
     config
 }
 

@@ -294,7 +294,7 @@ fn split(line: &str, delimiter: u8, cleanup: &[Cleanup], out: &mut Vec<String>) 
     let mut in_quotes = false;
     let mut chars = line.chars().peekable();
     let d = delimiter as char;
-    let mut push = |field: &mut String, out: &mut Vec<String>, n: &mut usize| {
+    let push = |field: &mut String, out: &mut Vec<String>, n: &mut usize| {
         let mut s: &str = field;
         for c in cleanup {
             s = match c {
@@ -493,7 +493,7 @@ impl CheckAcc {
         }
         self.count += 1;
         if let Some(i) = self.sum_col {
-            match fields.get(*i).and_then(|v| v.parse::<Decimal>().ok()) {
+            match fields.get(i).and_then(|v| v.parse::<Decimal>().ok()) {
                 Some(d) => self.sum += d,
                 None => self.unknown += 1,
             }

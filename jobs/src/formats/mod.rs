@@ -6,3 +6,4 @@ mod template;
 
 pub use engine::{normalize_file, NormalizeStats, Target, TotalsResult};
 
+pub use template::Template;

@@ -83,6 +83,26 @@ fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(PathBuf, serde_json::Value)
     Ok((p, json!({ "from": null, "rows": 0, "note": why, "sha256": "none" })))
 }
 
+/// The engine may hand out strings as views; outputs always hold plain UTF-8.
+fn plain_strings(b: &RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    if !b.schema().fields().iter().any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8)) {
+        return Ok(b.clone());
+    }
+    let mut fields = Vec::new();
+    let mut cols = Vec::new();
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8) {
+            fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
+            cols.push(datafusion::arrow::compute::cast(c, &DataType::Utf8)?);
+        } else {
+            fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
 fn decimal_param(mantissa: Option<i128>, scale: i8) -> ScalarValue {
     ScalarValue::Decimal128(mantissa, 18, scale)
 }
@@ -126,7 +146,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
 
     let mut router = Router::new(job.date, ch.grace_days);
     while let Some(batch) = stream.next().await {
-        router.route(&batch?, &origin)?;
+        router.route(&plain_strings(&batch?)?, &origin)?;
     }
     let diffs_path = staged.join("results").join("diffs.parquet");
     let carry_out = staged.join("carryover").join("part-0.parquet");
