@@ -115,8 +115,9 @@ fn default_max_rejected() -> u64 {
 impl Config {
     /// Reads and checks `path`; every problem is a configuration error (exit 2) naming it.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::Config(format!("cannot read config file {}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
         let mut cfg: Config = toml::from_str(&text)
             .map_err(|e| Error::Config(format!("config file {}: {e}", path.display())))?;
         cfg.base_dir = path
@@ -152,8 +153,10 @@ impl Config {
                 return Err(format!("channel {:?} is configured twice", c.name));
             }
             c.tz().map_err(|e| format!("channel {}: {e}", c.name))?;
-            c.tolerance().map_err(|e| format!("channel {}: {e}", c.name))?;
-            c.fee_rate().map_err(|e| format!("channel {}: {e}", c.name))?;
+            c.tolerance()
+                .map_err(|e| format!("channel {}: {e}", c.name))?;
+            c.fee_rate()
+                .map_err(|e| format!("channel {}: {e}", c.name))?;
             if !["merchant_order_id", "channel_txn_id"].contains(&c.match_key.as_str()) {
                 return Err(format!(
                     "channel {}: match_key {:?} must be merchant_order_id or channel_txn_id",
@@ -167,7 +170,10 @@ impl Config {
                 ));
             }
             if c.grace_days < 0 {
-                return Err(format!("channel {}: grace_days must not be negative", c.name));
+                return Err(format!(
+                    "channel {}: grace_days must not be negative",
+                    c.name
+                ));
             }
         }
         crate::engine::EngineKind::parse(&self.engine)?;
@@ -177,13 +183,16 @@ impl Config {
 
     /// The channel named `name`, or a configuration error listing the known ones.
     pub fn channel(&self, name: &str) -> Result<&Channel> {
-        self.channels.iter().find(|c| c.name == name).ok_or_else(|| {
-            let known: Vec<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
-            Error::Config(format!(
-                "unknown channel {name:?}; the config has: {}",
-                known.join(", ")
-            ))
-        })
+        self.channels
+            .iter()
+            .find(|c| c.name == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.channels.iter().map(|c| c.name.as_str()).collect();
+                Error::Config(format!(
+                    "unknown channel {name:?}; the config has: {}",
+                    known.join(", ")
+                ))
+            })
     }
 
     /// The storage root as a local directory.
@@ -199,7 +208,11 @@ impl Config {
 
 /// A location setting as a local path: `file:///abs`, an absolute path, or a path relative to
 /// `base`. Object-store URLs are named in the error: they arrive with issue #4.
-pub fn resolve_location(base: &Path, what: &str, value: &str) -> std::result::Result<PathBuf, String> {
+pub fn resolve_location(
+    base: &Path,
+    what: &str,
+    value: &str,
+) -> std::result::Result<PathBuf, String> {
     if let Some(rest) = value.strip_prefix("file://") {
         return Ok(PathBuf::from(rest));
     }

@@ -35,10 +35,11 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
     let config = Config::load(&generated.config)?;
     let store = Store::new(config.storage_path().map_err(Error::Config)?);
     let work = store.work_dir()?;
-    let ctx = engine::session(&EngineKind::Local, config.target_partitions, &work).await?;
+    let engines = engine::open(&EngineKind::Local, config.target_partitions, &work).await?;
     let ran = Instant::now();
-    let (result, code) = run_day(&config, &[], date, &ctx).await?;
+    let (result, code) = run_day(&config, &[], date, &engines).await?;
     let _ = std::fs::remove_dir_all(&work);
+    store.tidy();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -59,11 +60,26 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
     let root = store.root().display().to_string();
     let _ = writeln!(out, "outputs under {root}/:");
     for (what, path) in [
-        ("differences to review", format!("results/channel=*/dt={date}/diffs.parquet")),
-        ("counts and amounts", format!("results/channel=*/dt={date}/summary.json")),
-        ("carried to the next day", format!("carryover/channel=*/dt={date}/")),
-        ("rows the parser rejected", format!("rejected/channel=*/dt={date}/")),
-        ("run state", format!("runs/channel=*/dt={date}/manifest.json")),
+        (
+            "differences to review",
+            format!("results/channel=*/dt={date}/diffs.parquet"),
+        ),
+        (
+            "counts and amounts",
+            format!("results/channel=*/dt={date}/summary.json"),
+        ),
+        (
+            "carried to the next day",
+            format!("carryover/channel=*/dt={date}/"),
+        ),
+        (
+            "rows the parser rejected",
+            format!("rejected/channel=*/dt={date}/"),
+        ),
+        (
+            "run state",
+            format!("runs/channel=*/dt={date}/manifest.json"),
+        ),
     ] {
         let _ = writeln!(out, "  {path:<50} {what}");
     }
@@ -81,7 +97,11 @@ pub fn render_channel(out: &mut String, ch: &Value) {
     let name = ch["channel"].as_str().unwrap_or("?");
     let status = ch["status"].as_str().unwrap_or("?");
     if status != "reconciled" {
-        let _ = writeln!(out, "{name}: {status}: {}\n", ch["error"].as_str().unwrap_or(""));
+        let _ = writeln!(
+            out,
+            "{name}: {status}: {}\n",
+            ch["error"].as_str().unwrap_or("")
+        );
         return;
     }
     let holds = ch["conservation"]["holds"] == Value::Bool(true);
@@ -95,7 +115,11 @@ pub fn render_channel(out: &mut String, ch: &Value) {
         ch["inputs"]["rejected_rows"],
         if holds { "holds" } else { "FAILS" }
     );
-    let _ = writeln!(out, "  {:<22} {:>9} {:>18} {:>18}", "category", "rows", "channel amount", "platform amount");
+    let _ = writeln!(
+        out,
+        "  {:<22} {:>9} {:>18} {:>18}",
+        "category", "rows", "channel amount", "platform amount"
+    );
     for c in Category::ALL {
         let n = ch["counts"][c.as_str()].as_u64().unwrap_or(0);
         if n == 0 {

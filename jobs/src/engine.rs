@@ -55,8 +55,37 @@ fn session_config(target_partitions: usize) -> SessionConfig {
     config
 }
 
+/// The sessions of one process: `join` on the chosen engine runs the reconciliation; `local`
+/// (embedded DataFusion) runs the collect stage's filtered scan, which gains nothing from a
+/// cluster and needs a deterministic sort that Ballista 55 cannot plan (see ARCHITECTURE.md).
+#[derive(Clone)]
+pub struct Engines {
+    /// Runs `sql/reconcile.sql`.
+    pub join: SessionContext,
+    /// Runs `sql/platform.sql`.
+    pub local: SessionContext,
+}
+
+/// Opens the sessions for `kind`.
+pub async fn open(
+    kind: &EngineKind,
+    target_partitions: usize,
+    spill_dir: &Path,
+) -> Result<Engines> {
+    let local = session(&EngineKind::Local, target_partitions, spill_dir).await?;
+    let join = match kind {
+        EngineKind::Local => local.clone(),
+        other => session(other, target_partitions, spill_dir).await?,
+    };
+    Ok(Engines { join, local })
+}
+
 /// A session on `kind` with every reckon UDF registered; `spill_dir` holds spill files.
-pub async fn session(kind: &EngineKind, target_partitions: usize, spill_dir: &Path) -> Result<SessionContext> {
+pub async fn session(
+    kind: &EngineKind,
+    target_partitions: usize,
+    spill_dir: &Path,
+) -> Result<SessionContext> {
     let runtime = RuntimeEnvBuilder::new()
         .with_temp_file_path(spill_dir)
         .build_arc()?;
@@ -73,11 +102,11 @@ pub async fn session(kind: &EngineKind, target_partitions: usize, spill_dir: &Pa
             reckon_udfs::register_all(&mut state)?;
             SessionContext::standalone_with_state(state).await?
         }
-        EngineKind::Remote(url) => {
-            SessionContext::remote_with_state(url, builder.build())
-                .await
-                .map_err(|e| Error::Other(format!("cannot reach the Ballista scheduler at {url}: {e}")))?
-        }
+        EngineKind::Remote(url) => SessionContext::remote_with_state(url, builder.build())
+            .await
+            .map_err(|e| {
+                Error::Other(format!("cannot reach the Ballista scheduler at {url}: {e}"))
+            })?,
     };
     for udf in reckon_udfs::functions() {
         ctx.register_udf(Arc::unwrap_or_clone(udf));

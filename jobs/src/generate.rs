@@ -166,7 +166,9 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated> {
 
     for c in &opts.channels {
         if c != "alipay" && c != "wechat" {
-            return Err(Error::Config(format!("unknown channel {c:?}: generate knows alipay and wechat")));
+            return Err(Error::Config(format!(
+                "unknown channel {c:?}: generate knows alipay and wechat"
+            )));
         }
     }
     for (ci, kind) in [Kind::Alipay, Kind::Wechat].into_iter().enumerate() {
@@ -180,7 +182,15 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated> {
             let stream = opts.seed ^ ((ci as u64 + 1) << 40) ^ (u64::from(di) << 20);
             let mut rng = ChaCha8Rng::seed_from_u64(stream);
             let mut bill: Vec<BillRow> = std::mem::take(&mut next_day_rows);
-            day_records(kind, day, opts.rows, &mut rng, &mut bill, &mut next_day_rows, &mut warehouse);
+            day_records(
+                kind,
+                day,
+                opts.rows,
+                &mut rng,
+                &mut bill,
+                &mut next_day_rows,
+                &mut warehouse,
+            );
             bill.sort_by(|a, b| a.time.cmp(&b.time).then(a.order_no.cmp(&b.order_no)));
             let file = kind.bill_file(day);
             let path = opts.out.join("bills").join(kind.name()).join(&file);
@@ -212,7 +222,11 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated> {
         }
     }
     for p in &warehouse {
-        let channel = if p.order_no.starts_with('A') { "alipay" } else { "wechat" };
+        let channel = if p.order_no.starts_with('A') {
+            "alipay"
+        } else {
+            "wechat"
+        };
         for (d, c) in &p.labels {
             if *d <= last {
                 labels.push(Label {
@@ -231,8 +245,13 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated> {
     }
     out.warehouse_rows = write_warehouse(&opts.out, &warehouse)?;
     labels.sort_by(|a, b| {
-        (a.bill_date, a.channel, a.side, &a.record_id, &a.category)
-            .cmp(&(b.bill_date, b.channel, b.side, &b.record_id, &b.category))
+        (a.bill_date, a.channel, a.side, &a.record_id, &a.category).cmp(&(
+            b.bill_date,
+            b.channel,
+            b.side,
+            &b.record_id,
+            &b.category,
+        ))
     });
     out.labels = labels.len() as u64;
     write_labels(&opts.out.join("labels.parquet"), &labels)?;
@@ -377,7 +396,10 @@ fn day_records(
             let t = window_time(rng);
             p.at = shanghai_to_utc_micros(t);
             p.dt = utc_date(p.at);
-            p.labels = vec![(day, Category::CrossDayPending), (next, Category::CrossDayMatched)];
+            p.labels = vec![
+                (day, Category::CrossDayPending),
+                (next, Category::CrossDayMatched),
+            ];
             b.time = end + Duration::seconds(rng.gen_range(1..30));
             b.labels = vec![(next, Category::CrossDayMatched)];
             warehouse.push(p);
@@ -386,7 +408,10 @@ fn day_records(
         } else if u < 0.026 {
             // The channel booked it just before midnight; the platform's clock says next day.
             b.time = window_time(rng);
-            b.labels = vec![(day, Category::CrossDayPending), (next, Category::CrossDayMatched)];
+            b.labels = vec![
+                (day, Category::CrossDayPending),
+                (next, Category::CrossDayMatched),
+            ];
             p.at = shanghai_to_utc_micros(end + Duration::seconds(rng.gen_range(1..30)));
             p.dt = utc_date(p.at);
             p.labels = vec![(next, Category::CrossDayMatched)];
@@ -398,7 +423,10 @@ fn day_records(
             let t = window_time(rng);
             p.at = shanghai_to_utc_micros(t);
             p.dt = utc_date(p.at);
-            p.labels = vec![(day, Category::CrossDayPending), (next, Category::MissingInChannel)];
+            p.labels = vec![
+                (day, Category::CrossDayPending),
+                (next, Category::MissingInChannel),
+            ];
             warehouse.push(p);
             continue;
         } else if u < 0.028 {
@@ -547,9 +575,18 @@ fn write_alipay(day: NaiveDate, rows: &[BillRow], path: &Path) -> Result<i64> {
         text.push_str(&line);
     }
     text.push_str("#-----------------------------------------业务明细列表结束------------------------------------\r\n");
-    text.push_str(&format!("#交易合计：{pay_n}笔，商家实收共{}元\r\n", money(pay_sum)));
-    text.push_str(&format!("#退款合计：{ref_n}笔，商家实收共{}元\r\n", money(ref_sum)));
-    text.push_str(&format!("#导出时间：[{} 09:00:00]\r\n", next.format("%Y年%m月%d日")));
+    text.push_str(&format!(
+        "#交易合计：{pay_n}笔，商家实收共{}元\r\n",
+        money(pay_sum)
+    ));
+    text.push_str(&format!(
+        "#退款合计：{ref_n}笔，商家实收共{}元\r\n",
+        money(ref_sum)
+    ));
+    text.push_str(&format!(
+        "#导出时间：[{} 09:00:00]\r\n",
+        next.format("%Y年%m月%d日")
+    ));
     let summary = format!(
         "#支付宝业务汇总查询\r\n#账号：[{ALIPAY_ACCOUNT}]\r\n门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,商家实收（元）\r\n合计,,{pay_n},{ref_n},{},{}\r\n#结束\r\n",
         money(pay_sum),
@@ -565,9 +602,11 @@ fn write_alipay(day: NaiveDate, rows: &[BillRow], path: &Path) -> Result<i64> {
         .compression_method(zip::CompressionMethod::Deflated)
         .last_modified_time(stamp);
     let zerr = |e: zip::result::ZipError| Error::Other(format!("{}: {e}", path.display()));
-    zip.start_file(format!("{stem}_业务明细.csv"), opts).map_err(zerr)?;
+    zip.start_file(format!("{stem}_业务明细.csv"), opts)
+        .map_err(zerr)?;
     zip.write_all(&gbk(&text)).at(path)?;
-    zip.start_file(format!("{stem}_业务明细(汇总).csv"), opts).map_err(zerr)?;
+    zip.start_file(format!("{stem}_业务明细(汇总).csv"), opts)
+        .map_err(zerr)?;
     zip.write_all(&gbk(&summary)).at(path)?;
     zip.finish().map_err(zerr)?;
     Ok(first_line)
@@ -656,7 +695,11 @@ fn write_warehouse(out: &Path, rows: &[PlatformRow]) -> Result<u64> {
         let mut at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
         let mut s: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
         for r in rows {
-            let channel = if r.order_no.starts_with('A') { "alipay" } else { "wechat" };
+            let channel = if r.order_no.starts_with('A') {
+                "alipay"
+            } else {
+                "wechat"
+            };
             amount.append_value(r.amount);
             at.append_value(r.at);
             if *refund {
@@ -679,7 +722,11 @@ fn write_warehouse(out: &Path, rows: &[PlatformRow]) -> Result<u64> {
         cols.push(Arc::new(amount.finish()));
         cols.push(Arc::new(s[4].finish()));
         cols.push(Arc::new(at.finish()));
-        let schema = if *refund { refunds_schema() } else { orders_schema() };
+        let schema = if *refund {
+            refunds_schema()
+        } else {
+            orders_schema()
+        };
         let batch = RecordBatch::try_new(schema.clone(), cols)?;
         write_file(&path, schema, &[batch])?;
     }

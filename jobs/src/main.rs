@@ -14,7 +14,11 @@ use reckon::sql::SqlDir;
 use reckon::store::Store;
 
 #[derive(Parser)]
-#[command(name = "reckon", version, about = "Daily payment reconciliation on DataFusion and Ballista")]
+#[command(
+    name = "reckon",
+    version,
+    about = "Daily payment reconciliation on DataFusion and Ballista"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -82,8 +86,11 @@ enum Command {
 }
 
 fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("RECKON_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,datafusion=warn,ballista=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RECKON_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,datafusion=warn,ballista=warn,ballista_scheduler::display=off",
+        )
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -95,7 +102,10 @@ fn init_logs() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -118,12 +128,15 @@ fn print_json(v: &serde_json::Value) {
     println!("{v}");
 }
 
-async fn session_for(config: &Config, engine: Option<&str>) -> Result<(datafusion::prelude::SessionContext, Store, PathBuf)> {
+async fn session_for(
+    config: &Config,
+    engine: Option<&str>,
+) -> Result<(engine::Engines, Store, PathBuf)> {
     let kind = EngineKind::parse(engine.unwrap_or(&config.engine)).map_err(Error::Config)?;
     let store = Store::new(config.storage_path().map_err(Error::Config)?);
     let work = store.work_dir()?;
-    let ctx = engine::session(&kind, config.target_partitions, &work).await?;
-    Ok((ctx, store, work))
+    let engines = engine::open(&kind, config.target_partitions, &work).await?;
+    Ok((engines, store, work))
 }
 
 async fn dispatch(cmd: Command) -> Result<i32> {
@@ -133,9 +146,23 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             print!("{text}");
             Ok(code)
         }
-        Command::Generate { out, from, days, rows, seed, channels } => {
+        Command::Generate {
+            out,
+            from,
+            days,
+            rows,
+            seed,
+            channels,
+        } => {
             let from = parse_date(&from)?;
-            let g = generate(&GenerateOptions { out, from, days, rows, seed, channels })?;
+            let g = generate(&GenerateOptions {
+                out,
+                from,
+                days,
+                rows,
+                seed,
+                channels,
+            })?;
             println!(
                 "generated {} bill rows, {} warehouse rows, {} labels; config: {}",
                 g.bill_rows,
@@ -145,17 +172,30 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             );
             Ok(0)
         }
-        Command::Run { config, date, channels, engine, force: _ } => {
+        Command::Run {
+            config,
+            date,
+            channels,
+            engine,
+            force: _,
+        } => {
             let date = parse_date(&date)?;
             let config = Config::load(&config)?;
-            let (ctx, _store, work) = session_for(&config, engine.as_deref()).await?;
+            let (ctx, store, work) = session_for(&config, engine.as_deref()).await?;
             let result = run_day(&config, &channels, date, &ctx).await;
             let _ = std::fs::remove_dir_all(&work);
+            store.tidy();
             let (summary, code) = result?;
             print_json(&summary);
             Ok(code)
         }
-        Command::Stage { name, config, date, channel, engine } => {
+        Command::Stage {
+            name,
+            config,
+            date,
+            channel,
+            engine,
+        } => {
             let date = parse_date(&date)?;
             if !reckon::stages::STAGES.contains(&name.as_str()) {
                 return Err(Error::Config(format!(
@@ -166,9 +206,10 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             let config = Config::load(&config)?;
             config.channel(&channel)?;
             let sql = SqlDir::for_config(&config)?;
-            let (ctx, _store, work) = session_for(&config, engine.as_deref()).await?;
+            let (ctx, store, work) = session_for(&config, engine.as_deref()).await?;
             let out = run_channel(&config, &channel, date, &ctx, &sql, &[name.as_str()]).await;
             let _ = std::fs::remove_dir_all(&work);
+            store.tidy();
             let out = out?;
             print_json(&out.summary);
             Ok(out.exit_code)

@@ -1,7 +1,7 @@
 //! The daily job: every stage of every selected channel for one date, on one engine session.
 
+use crate::engine::Engines;
 use chrono::NaiveDate;
-use datafusion::prelude::SessionContext;
 use serde_json::{json, Value};
 
 use crate::config::Config;
@@ -23,9 +23,23 @@ fn store(config: &Config) -> Result<Store> {
 }
 
 /// Runs `stages` for one channel and date; a failure is recorded and returned as the outcome.
-pub async fn run_channel(config: &Config, channel: &str, date: NaiveDate, ctx: &SessionContext, sql: &SqlDir, stages: &[&str]) -> Result<ChannelOutcome> {
+pub async fn run_channel(
+    config: &Config,
+    channel: &str,
+    date: NaiveDate,
+    engines: &Engines,
+    sql: &SqlDir,
+    stages: &[&str],
+) -> Result<ChannelOutcome> {
     let ch = config.channel(channel)?;
-    let job = Job { config, channel: ch, date, store: store(config)?, sql, ctx };
+    let job = Job {
+        config,
+        channel: ch,
+        date,
+        store: store(config)?,
+        sql,
+        engines,
+    };
     job.store.clear_stale_staging(channel, date)?;
     for stage in stages {
         if let Err(e) = run_stage(&job, stage).await {
@@ -53,12 +67,20 @@ pub async fn run_channel(config: &Config, channel: &str, date: NaiveDate, ctx: &
         let m = job.manifest()?;
         json!({ "channel": channel, "bill_date": date.to_string(), "status": m.status, "stages": stages })
     };
-    Ok(ChannelOutcome { summary, exit_code: 0 })
+    Ok(ChannelOutcome {
+        summary,
+        exit_code: 0,
+    })
 }
 
 /// Runs the whole job for `channels` (all when empty) on `date`; returns the combined summary
 /// and the exit code (the most severe of the channels': 2, then 3, then 1, then 75).
-pub async fn run_day(config: &Config, channels: &[String], date: NaiveDate, ctx: &SessionContext) -> Result<(Value, i32)> {
+pub async fn run_day(
+    config: &Config,
+    channels: &[String],
+    date: NaiveDate,
+    engines: &Engines,
+) -> Result<(Value, i32)> {
     let names: Vec<String> = if channels.is_empty() {
         config.channels.iter().map(|c| c.name.clone()).collect()
     } else {
@@ -71,12 +93,15 @@ pub async fn run_day(config: &Config, channels: &[String], date: NaiveDate, ctx:
     let mut summaries = Vec::new();
     let mut codes = Vec::new();
     for name in &names {
-        let out = run_channel(config, name, date, ctx, &sql, &STAGES).await?;
+        let out = run_channel(config, name, date, engines, &sql, &STAGES).await?;
         codes.push(out.exit_code);
         summaries.push(out.summary);
     }
     let code = worst(&codes);
-    Ok((json!({ "bill_date": date.to_string(), "exit_code": code, "channels": summaries }), code))
+    Ok((
+        json!({ "bill_date": date.to_string(), "exit_code": code, "channels": summaries }),
+        code,
+    ))
 }
 
 /// The most severe exit code: configuration (2), bad input (3), failure (1), not ready (75).

@@ -51,8 +51,9 @@ impl SqlDir {
         match &self.dir {
             Some(d) => {
                 let p = d.join(name);
-                let text = std::fs::read_to_string(&p)
-                    .map_err(|e| Error::Config(format!("cannot read SQL file {}: {e}", p.display())))?;
+                let text = std::fs::read_to_string(&p).map_err(|e| {
+                    Error::Config(format!("cannot read SQL file {}: {e}", p.display()))
+                })?;
                 Ok((text, p.display().to_string()))
             }
             None => FILES
@@ -89,7 +90,12 @@ pub fn analyst_options() -> SQLOptions {
 }
 
 /// Plans `text` (from `origin`) with `params` bound; errors name the file.
-pub async fn plan(ctx: &SessionContext, text: &str, origin: &str, params: ParamValues) -> Result<DataFrame> {
+pub async fn plan(
+    ctx: &SessionContext,
+    text: &str,
+    origin: &str,
+    params: ParamValues,
+) -> Result<DataFrame> {
     let df = ctx
         .sql_with_options(text, analyst_options())
         .await

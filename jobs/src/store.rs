@@ -43,19 +43,30 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let dir = self
-            .root
-            .join("_staging")
-            .join(format!("{channel}-{date}-{stage}-{}-{nanos}", std::process::id()));
+        let dir = self.root.join("_staging").join(format!(
+            "{channel}-{date}-{stage}-{}-{nanos}",
+            std::process::id()
+        ));
         std::fs::create_dir_all(&dir).at(&dir)?;
         Ok(dir)
     }
 
     /// A work directory for engine spill and shuffle files.
     pub fn work_dir(&self) -> Result<PathBuf> {
-        let dir = self.root.join("_work").join(format!("{}", std::process::id()));
+        let dir = self
+            .root
+            .join("_work")
+            .join(format!("{}", std::process::id()));
         std::fs::create_dir_all(&dir).at(&dir)?;
         Ok(dir)
+    }
+
+    /// Removes the scratch folders when nothing is left in them (a concurrent run may still
+    /// be using them, so only empty ones go).
+    pub fn tidy(&self) {
+        for d in ["_staging", "_work"] {
+            let _ = std::fs::remove_dir(self.root.join(d));
+        }
     }
 
     /// Path relative to the root, as written in manifests.
@@ -75,9 +86,8 @@ impl Store {
     pub fn manifest(&self, channel: &str, date: NaiveDate) -> Result<Manifest> {
         let path = self.manifest_path(channel, date);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
-                Error::Other(format!("{}: unreadable manifest: {e}", path.display()))
-            }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| Error::Other(format!("{}: unreadable manifest: {e}", path.display()))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
                 channel: channel.to_string(),
                 bill_date: date.to_string(),
@@ -116,7 +126,8 @@ impl Store {
         for entry in std::fs::read_dir(dest).at(dest)? {
             let entry = entry.at(dest)?;
             let name = entry.file_name();
-            if exclusive && entry.file_type().at(entry.path())?.is_file() && !names.contains(&name) {
+            if exclusive && entry.file_type().at(entry.path())?.is_file() && !names.contains(&name)
+            {
                 std::fs::remove_file(entry.path()).at(entry.path())?;
             }
         }
@@ -148,7 +159,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::create_dir_all(dir).at(dir)?;
     let tmp = dir.join(format!(
         ".{}.{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
         std::process::id()
     ));
     std::fs::write(&tmp, bytes).at(&tmp)?;

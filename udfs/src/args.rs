@@ -2,8 +2,8 @@
 //! error naming the function and argument rather than a panic.
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Int64Array,
-    StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Decimal128Array, Int64Array, StringArray,
+    TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Int64Type, TimeUnit, TimestampMicrosecondType,

@@ -79,7 +79,11 @@ pub fn expected_fee(amount: i128, rate: i128) -> Option<i128> {
     let unit = 1_000_000i128;
     let q = raw / unit;
     let r = raw % unit;
-    Some(if r.abs() * 2 >= unit { q + raw.signum() } else { q })
+    Some(if r.abs() * 2 >= unit {
+        q + raw.signum()
+    } else {
+        q
+    })
 }
 
 /// The category of one row; `Err` names the impossible input.

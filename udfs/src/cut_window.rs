@@ -51,10 +51,10 @@ pub fn end_of_day_micros(day: NaiveDate, tz: Tz) -> Option<i64> {
     let next = day.checked_add_signed(Duration::days(1))?;
     let local = next.and_hms_opt(0, 0, 0)?;
     // A zone that skips midnight (a DST jump) starts the day at the first valid instant.
-    let instant = tz
-        .from_local_datetime(&local)
-        .earliest()
-        .or_else(|| tz.from_local_datetime(&(local + Duration::hours(1))).earliest())?;
+    let instant = tz.from_local_datetime(&local).earliest().or_else(|| {
+        tz.from_local_datetime(&(local + Duration::hours(1)))
+            .earliest()
+    })?;
     Some(instant.timestamp_micros())
 }
 

@@ -16,10 +16,10 @@ use std::sync::Arc;
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 
-pub use category::Category;
 pub use args::money_text;
-pub use classify::ClassifyFunc;
+pub use category::Category;
 pub use classify::expected_fee;
+pub use classify::ClassifyFunc;
 pub use cut_window::{end_of_day_micros, InCutWindowFunc};
 pub use diff_id::DiffIdFunc;
 pub use reason::ReasonFunc;
@@ -59,7 +59,10 @@ mod tests {
             "reckon_in_cut_window",
             "reckon_diff_id",
         ] {
-            assert!(state.scalar_functions().contains_key(name), "{name} missing");
+            assert!(
+                state.scalar_functions().contains_key(name),
+                "{name} missing"
+            );
         }
         // The built-ins are kept beside ours.
         assert!(state.scalar_functions().contains_key("coalesce"));

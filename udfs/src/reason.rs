@@ -188,7 +188,10 @@ mod tests {
                 ..Default::default()
             },
         );
-        assert!(r.contains("10.00") && r.contains("12.50") && r.contains("-2.50"), "{r}");
+        assert!(
+            r.contains("10.00") && r.contains("12.50") && r.contains("-2.50"),
+            "{r}"
+        );
     }
 
     #[test]

@@ -70,12 +70,21 @@ pub struct Target<'a> {
 /// Normalizes `input` with `template`. Malformed rows go to `rejected`; the file fails
 /// (`Error::BadInput`) when the container or encoding is wrong, the end marker is missing, the
 /// totals disagree, or too many rows are rejected.
-pub fn normalize_file(template: &Template, input: &Path, target: &Target<'_>) -> Result<NormalizeStats> {
+pub fn normalize_file(
+    template: &Template,
+    input: &Path,
+    target: &Target<'_>,
+) -> Result<NormalizeStats> {
     let file = File::open(input).at(input)?;
     match template.container.kind {
         ContainerKind::Plain => {
             let source = target.source_name.to_string();
-            run(template, BufReader::with_capacity(1 << 20, file), &source, target)
+            run(
+                template,
+                BufReader::with_capacity(1 << 20, file),
+                &source,
+                target,
+            )
         }
         ContainerKind::Zip => {
             let mut archive = zip::ZipArchive::new(file).map_err(|e| {
@@ -120,7 +129,10 @@ pub fn normalize_file(template: &Template, input: &Path, target: &Target<'_>) ->
                         many.len(),
                         pattern.as_str(),
                         template.origin,
-                        many.iter().map(|(_, n)| n.as_str()).collect::<Vec<_>>().join(", ")
+                        many.iter()
+                            .map(|(_, n)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )))
                 }
             };
@@ -128,7 +140,12 @@ pub fn normalize_file(template: &Template, input: &Path, target: &Target<'_>) ->
                 Error::BadInput(format!("{}: zip member {member}: {e}", input.display()))
             })?;
             let source = format!("{}!{member}", target.source_name);
-            run(template, BufReader::with_capacity(1 << 20, entry), &source, target)
+            run(
+                template,
+                BufReader::with_capacity(1 << 20, entry),
+                &source,
+                target,
+            )
         }
     }
 }
@@ -148,13 +165,28 @@ struct Col {
     spec: ColumnSpec,
 }
 
-fn run<R: Read>(t: &Template, mut reader: BufReader<R>, source: &str, target: &Target<'_>) -> Result<NormalizeStats> {
+fn run<R: Read>(
+    t: &Template,
+    mut reader: BufReader<R>,
+    source: &str,
+    target: &Target<'_>,
+) -> Result<NormalizeStats> {
     let enc = t.encoding()?;
     let cfg_err = |m: String| Error::Config(format!("template {}: {m}", t.origin));
-    let start = t.body.start.as_deref().map(Regex::new).transpose().map_err(|e| cfg_err(e.to_string()))?;
+    let start = t
+        .body
+        .start
+        .as_deref()
+        .map(Regex::new)
+        .transpose()
+        .map_err(|e| cfg_err(e.to_string()))?;
     let end = Regex::new(&t.body.end).map_err(|e| cfg_err(e.to_string()))?;
     let delimiter = t.body.delimiter.as_bytes().first().copied().unwrap_or(b',');
-    let mut section = if start.is_some() { Section::Head } else { Section::Header };
+    let mut section = if start.is_some() {
+        Section::Head
+    } else {
+        Section::Header
+    };
 
     let mut out = RowWriter::new(target, source)?;
     let mut stats = NormalizeStats::default();
@@ -187,7 +219,11 @@ fn run<R: Read>(t: &Template, mut reader: BufReader<R>, source: &str, target: &T
         let Some(text) = decoded else {
             if section == Section::Body {
                 let lossy = enc.decode_without_bom_handling(bytes).0;
-                out.reject(line_no, &format!("invalid {} byte sequence", enc.name()), &lossy)?;
+                out.reject(
+                    line_no,
+                    &format!("invalid {} byte sequence", enc.name()),
+                    &lossy,
+                )?;
                 stats.rows_read += 1;
                 stats.rows_rejected += 1;
                 check_reject_limit(&stats, target, source)?;
@@ -336,7 +372,12 @@ fn split(line: &str, delimiter: u8, cleanup: &[Cleanup], out: &mut Vec<String>) 
     out.truncate(n);
 }
 
-fn resolve_columns<'t>(t: &'t Template, header: &[String], source: &str, line: i64) -> Result<HashMap<&'t str, Col>> {
+fn resolve_columns<'t>(
+    t: &'t Template,
+    header: &[String],
+    source: &str,
+    line: i64,
+) -> Result<HashMap<&'t str, Col>> {
     let find = |name: &str| -> Result<usize> {
         header.iter().position(|h| h == name).ok_or_else(|| {
             Error::BadInput(format!(
@@ -370,11 +411,17 @@ struct Row {
     txn_time: i64,
 }
 
-fn canonical_row(cols: &HashMap<&str, Col>, fields: &[String], header: &[String]) -> std::result::Result<Row, String> {
-    let txn_type = text(cols, "txn_type", fields, false, header)?
-        .ok_or("empty transaction type")?;
+fn canonical_row(
+    cols: &HashMap<&str, Col>,
+    fields: &[String],
+    header: &[String],
+) -> std::result::Result<Row, String> {
+    let txn_type =
+        text(cols, "txn_type", fields, false, header)?.ok_or("empty transaction type")?;
     if txn_type != "PAY" && txn_type != "REFUND" {
-        return Err(format!("transaction type {txn_type:?} is neither PAY nor REFUND after mapping"));
+        return Err(format!(
+            "transaction type {txn_type:?} is neither PAY nor REFUND after mapping"
+        ));
     }
     let refund = txn_type == "REFUND";
     let amount = money(cols, "amount", fields, refund, header)?.ok_or("empty amount")?;
@@ -398,7 +445,12 @@ fn canonical_row(cols: &HashMap<&str, Col>, fields: &[String], header: &[String]
 }
 
 /// The raw text for canonical column `name` (the constant, or the mapped source field).
-fn raw<'a>(cols: &'a HashMap<&str, Col>, name: &str, fields: &'a [String], refund: bool) -> Option<(&'a str, Option<usize>, &'a ColumnSpec)> {
+fn raw<'a>(
+    cols: &'a HashMap<&str, Col>,
+    name: &str,
+    fields: &'a [String],
+    refund: bool,
+) -> Option<(&'a str, Option<usize>, &'a ColumnSpec)> {
     let col = cols.get(name)?;
     let spec = &col.spec;
     if refund {
@@ -415,15 +467,31 @@ fn raw<'a>(cols: &'a HashMap<&str, Col>, name: &str, fields: &'a [String], refun
     spec.value.as_deref().map(|v| (v, None, spec))
 }
 
-fn text(cols: &HashMap<&str, Col>, name: &str, fields: &[String], refund: bool, _h: &[String]) -> std::result::Result<Option<String>, String> {
+fn text(
+    cols: &HashMap<&str, Col>,
+    name: &str,
+    fields: &[String],
+    refund: bool,
+    _h: &[String],
+) -> std::result::Result<Option<String>, String> {
     let Some((v, _, spec)) = raw(cols, name, fields, refund) else {
         return Ok(None);
     };
     let v = spec.map.get(v).map(String::as_str).unwrap_or(v);
-    Ok(if v.is_empty() { None } else { Some(v.to_string()) })
+    Ok(if v.is_empty() {
+        None
+    } else {
+        Some(v.to_string())
+    })
 }
 
-fn money(cols: &HashMap<&str, Col>, name: &str, fields: &[String], refund: bool, header: &[String]) -> std::result::Result<Option<i128>, String> {
+fn money(
+    cols: &HashMap<&str, Col>,
+    name: &str,
+    fields: &[String],
+    refund: bool,
+    header: &[String],
+) -> std::result::Result<Option<i128>, String> {
     let Some((v, idx, spec)) = raw(cols, name, fields, refund) else {
         return Ok(None);
     };
@@ -455,7 +523,13 @@ pub fn parse_money(v: &str) -> std::result::Result<i128, String> {
     Ok(m)
 }
 
-fn timestamp(cols: &HashMap<&str, Col>, name: &str, fields: &[String], refund: bool, header: &[String]) -> std::result::Result<i64, String> {
+fn timestamp(
+    cols: &HashMap<&str, Col>,
+    name: &str,
+    fields: &[String],
+    refund: bool,
+    header: &[String],
+) -> std::result::Result<i64, String> {
     let (v, idx, spec) = raw(cols, name, fields, refund).ok_or("no time column")?;
     let column = idx.map(|i| header[i].as_str()).unwrap_or(name);
     let format = spec.format.as_deref().unwrap_or("%Y-%m-%d %H:%M:%S");
@@ -535,7 +609,14 @@ fn resolve_checks(t: &Template, header: &[String], source: &str) -> Result<Vec<C
         .collect()
 }
 
-fn check_totals(t: &Template, end_line: Option<&str>, tail: &[String], checks: &[CheckAcc], delimiter: u8, source: &str) -> Result<Vec<TotalsResult>> {
+fn check_totals(
+    t: &Template,
+    end_line: Option<&str>,
+    tail: &[String],
+    checks: &[CheckAcc],
+    delimiter: u8,
+    source: &str,
+) -> Result<Vec<TotalsResult>> {
     let Some(totals) = &t.totals else {
         return Ok(Vec::new());
     };
@@ -555,8 +636,17 @@ fn check_totals(t: &Template, end_line: Option<&str>, tail: &[String], checks: &
     if totals.table_after_end {
         let mut names = Vec::new();
         let mut vals = Vec::new();
-        split(end_line.unwrap_or(""), delimiter, &t.body.cleanup, &mut names);
-        let row = tail.iter().find(|l| !l.trim().is_empty()).map(String::as_str).unwrap_or("");
+        split(
+            end_line.unwrap_or(""),
+            delimiter,
+            &t.body.cleanup,
+            &mut names,
+        );
+        let row = tail
+            .iter()
+            .find(|l| !l.trim().is_empty())
+            .map(String::as_str)
+            .unwrap_or("");
         split(row, delimiter, &t.body.cleanup, &mut vals);
         for (n, v) in names.into_iter().zip(vals) {
             values.insert(n, v);
@@ -580,7 +670,10 @@ fn check_totals(t: &Template, end_line: Option<&str>, tail: &[String], checks: &
             };
             (parsed, ok)
         } else {
-            (c.count.to_string(), expected.parse::<u64>().is_ok_and(|w| w == c.count))
+            (
+                c.count.to_string(),
+                expected.parse::<u64>().is_ok_and(|w| w == c.count),
+            )
         };
         out.push(TotalsResult {
             value: c.value.clone(),
@@ -654,8 +747,10 @@ impl<'a> RowWriter<'a> {
 
     fn push(&mut self, r: &Row, line: i64) -> Result<()> {
         self.txn_type.append_value(&r.txn_type);
-        self.channel_txn_id.append_option(r.channel_txn_id.as_deref());
-        self.merchant_order_id.append_option(r.merchant_order_id.as_deref());
+        self.channel_txn_id
+            .append_option(r.channel_txn_id.as_deref());
+        self.merchant_order_id
+            .append_option(r.merchant_order_id.as_deref());
         self.refund_id.append_option(r.refund_id.as_deref());
         self.amount.append_value(r.amount);
         self.fee.append_option(r.fee);
@@ -689,7 +784,11 @@ impl<'a> RowWriter<'a> {
             day.append_value(self.bill_date);
             src.append_value(&self.source);
         }
-        (Arc::new(ch.finish()), Arc::new(day.finish()), Arc::new(src.finish()))
+        (
+            Arc::new(ch.finish()),
+            Arc::new(day.finish()),
+            Arc::new(src.finish()),
+        )
     }
 
     fn flush_rows(&mut self) -> Result<()> {
@@ -756,7 +855,12 @@ mod tests {
     #[test]
     fn split_cleans_backticks_and_quotes() {
         let mut out = Vec::new();
-        split("`a, \"b,c\" ,`d\t", b',', &[Cleanup::Trim, Cleanup::StripBacktick], &mut out);
+        split(
+            "`a, \"b,c\" ,`d\t",
+            b',',
+            &[Cleanup::Trim, Cleanup::StripBacktick],
+            &mut out,
+        );
         assert_eq!(out, vec!["a", "b,c", "d"]);
     }
 

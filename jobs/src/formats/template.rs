@@ -240,7 +240,11 @@ impl Template {
         {
             return Err(bad(format!(
                 "[columns.{extra}] is not a canonical column (known: {})",
-                CANONICAL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+                CANONICAL
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         if let Some(c) = self.columns.get("txn_time") {
@@ -255,9 +259,13 @@ impl Template {
             return Err(bad("a zip container needs `member`".into()));
         }
         self.encoding()?;
-        for r in [Some(&self.body.end), self.body.start.as_ref(), self.container.member.as_ref()]
-            .into_iter()
-            .flatten()
+        for r in [
+            Some(&self.body.end),
+            self.body.start.as_ref(),
+            self.container.member.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             Regex::new(r).map_err(|e| bad(format!("bad regex {r:?}: {e}")))?;
         }
@@ -267,7 +275,10 @@ impl Template {
             }
             for c in &t.checks {
                 if c.aggregate == Aggregate::Sum && c.column.is_none() {
-                    return Err(bad(format!("totals check {:?}: `sum` needs `column`", c.value)));
+                    return Err(bad(format!(
+                        "totals check {:?}: `sum` needs `column`",
+                        c.value
+                    )));
                 }
                 if c.when_column.is_some() != c.when_equals.is_some() {
                     return Err(bad(format!(
@@ -310,6 +321,9 @@ mod tests {
         let text = "name = \"x\"\n[container]\nkind = \"tarball\"\n";
         let e = Template::parse(text, "formats/x.toml").expect_err("bad kind");
         let msg = e.to_string();
-        assert!(msg.contains("formats/x.toml") && msg.contains("line 3"), "{msg}");
+        assert!(
+            msg.contains("formats/x.toml") && msg.contains("line 3"),
+            "{msg}"
+        );
     }
 }

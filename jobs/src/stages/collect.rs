@@ -12,9 +12,11 @@ use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{ident, SessionContext};
 use futures::StreamExt;
 use serde_json::json;
 
@@ -30,11 +32,16 @@ pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[PathBuf]) -
         .iter()
         .map(|d| {
             let s = d.to_string_lossy();
-            let s = if d.is_dir() && !s.ends_with('/') { format!("{s}/") } else { s.into_owned() };
+            let s = if d.is_dir() && !s.ends_with('/') {
+                format!("{s}/")
+            } else {
+                s.into_owned()
+            };
             ListingTableUrl::parse(&s)
         })
         .collect::<datafusion::error::Result<Vec<_>>>()?;
-    let options = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .infer_schema(&ctx.state())
@@ -53,7 +60,13 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, origin: &str) -> Result<
             Error::Config(format!(
                 "{origin}: the query has no output column {:?} (it has: {})",
                 f.name(),
-                batch.schema().fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+                batch
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|f| f.name().as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
         let c = if col.data_type() == f.data_type() {
@@ -106,7 +119,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
                 job.date + Duration::days(1)
             )));
         }
-        register_dirs(job.ctx, name, &parts).await?;
+        register_dirs(&job.engines.local, name, &parts).await?;
         read.extend(parts.iter().map(|p| p.display().to_string()));
     }
 
@@ -123,12 +136,26 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         ("day_end", ts(end)),
     ];
     let (text, origin) = job.sql.read("platform.sql")?;
-    let df = crate::sql::plan(job.ctx, &text, &origin, params.into()).await?;
+    let df = crate::sql::plan(&job.engines.local, &text, &origin, params.into()).await?;
+    // Sorted on every column, so the same warehouse rows give the same snapshot bytes (and
+    // run id) however the engine scheduled the scan.
+    let order = schema::PLATFORM
+        .fields()
+        .iter()
+        .map(|f| ident(f.name()).sort(true, true))
+        .collect::<Vec<_>>();
+    let df = df
+        .sort(order)
+        .map_err(|e| Error::Config(format!("{origin}: {e}")))?;
     let mut stream = df.execute_stream().await?;
 
     let staged = job.store.staging("collect", job.name(), job.date)?;
     let part = staged.join("part-0.parquet");
-    let mut writer = ArrowWriter::try_new(File::create(&part).at(&part)?, schema::PLATFORM.clone(), Some(writer_props()))?;
+    let mut writer = ArrowWriter::try_new(
+        File::create(&part).at(&part)?,
+        schema::PLATFORM.clone(),
+        Some(writer_props()),
+    )?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = conform(&batch?, &schema::PLATFORM, &origin)?;

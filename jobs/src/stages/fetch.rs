@@ -41,7 +41,10 @@ fn find_in_drop_folder(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::Config(format!("drop folder {} does not exist", dir.display())))
+            return Err(Error::Config(format!(
+                "drop folder {} does not exist",
+                dir.display()
+            )))
         }
         Err(e) => return Err(Error::io(dir, e)),
     };
@@ -115,7 +118,10 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
         "source": src.display().to_string(),
         "fetcher": "drop_folder",
     });
-    write_atomic(&staged.join("fetch.json"), serde_json::to_vec_pretty(&meta)?.as_slice())?;
+    write_atomic(
+        &staged.join("fetch.json"),
+        serde_json::to_vec_pretty(&meta)?.as_slice(),
+    )?;
     let files = job.store.publish(&staged, &dest, true)?;
     let files = files.iter().map(|p| job.store.relative(p)).collect();
     let mut detail = meta;

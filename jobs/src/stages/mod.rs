@@ -11,9 +11,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use chrono::NaiveDate;
-use datafusion::prelude::SessionContext;
 
 use crate::config::{Channel, Config};
+use crate::engine::Engines;
 use crate::error::{Error, Result};
 use crate::sql::SqlDir;
 use crate::store::{Manifest, StageRecord, Store};
@@ -33,8 +33,8 @@ pub struct Job<'a> {
     pub store: Store,
     /// The SQL files.
     pub sql: &'a SqlDir,
-    /// The engine session (shared by the stages of a run).
-    pub ctx: &'a SessionContext,
+    /// The engine sessions (shared by the stages of a run).
+    pub engines: &'a Engines,
 }
 
 impl Job<'_> {

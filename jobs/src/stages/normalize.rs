@@ -16,10 +16,16 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
         .ok_or_else(|| Error::Other("the fetch record names no file".into()))?
         .to_string();
     let raw = job.store.area("raw", job.name(), job.date).join(&file);
-    let template = Template::load(&job.channel.format, Some(&job.config.base_dir.join("formats")))?;
+    let template = Template::load(
+        &job.channel.format,
+        Some(&job.config.base_dir.join("formats")),
+    )?;
     let staged = job.store.staging("normalize", job.name(), job.date)?;
     let (norm_dir, rej_dir) = (staged.join("normalized"), staged.join("rejected"));
-    let (norm_file, rej_file) = (norm_dir.join("part-0.parquet"), rej_dir.join("part-0.parquet"));
+    let (norm_file, rej_file) = (
+        norm_dir.join("part-0.parquet"),
+        rej_dir.join("part-0.parquet"),
+    );
     let target = Target {
         channel: job.name(),
         bill_date: job.date,

@@ -12,8 +12,12 @@ use datafusion::arrow::array::{
     StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::kernels::cmp::neq;
-use datafusion::arrow::compute::{concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn};
-use datafusion::arrow::datatypes::{Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType};
+use datafusion::arrow::compute::{
+    concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
+};
+use datafusion::arrow::datatypes::{
+    Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType,
+};
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
 use reckon_udfs::Category;
@@ -69,7 +73,10 @@ fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(PathBuf, serde_json::Value)
             let p = job.path(f);
             let sha = sha256_file(&p)?;
             let rows = crate::parquet_io::row_count(&p)?;
-            return Ok((p, json!({ "from": prev.to_string(), "file": f, "rows": rows, "sha256": sha })));
+            return Ok((
+                p,
+                json!({ "from": prev.to_string(), "file": f, "rows": rows, "sha256": sha }),
+            ));
         }
     }
     let why = if m.stages.is_empty() {
@@ -80,13 +87,21 @@ fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(PathBuf, serde_json::Value)
     tracing::warn!(channel = job.name(), date = %job.date, "no carry-in: {why}");
     let p = staged.join("carry_in_empty").join("part-0.parquet");
     write_file(&p, schema::CARRY.clone(), &[])?;
-    Ok((p, json!({ "from": null, "rows": 0, "note": why, "sha256": "none" })))
+    Ok((
+        p,
+        json!({ "from": null, "rows": 0, "note": why, "sha256": "none" }),
+    ))
 }
 
 /// The engine may hand out strings as views; outputs always hold plain UTF-8.
 fn plain_strings(b: &RecordBatch) -> Result<RecordBatch> {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    if !b.schema().fields().iter().any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8)) {
+    if !b
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8))
+    {
         return Ok(b.clone());
     }
     let mut fields = Vec::new();
@@ -118,9 +133,10 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
 
     let bill = job.store.area("normalized", job.name(), job.date);
     let platform = job.store.area("platform", job.name(), job.date);
-    register_dirs(job.ctx, "bill", &[bill.clone()]).await?;
-    register_dirs(job.ctx, "platform", &[platform]).await?;
-    register_dirs(job.ctx, "carry_in", &[carry_path]).await?;
+    let ctx = &job.engines.join;
+    register_dirs(ctx, "bill", &[bill]).await?;
+    register_dirs(ctx, "platform", &[platform]).await?;
+    register_dirs(ctx, "carry_in", &[carry_path]).await?;
 
     let ch = job.channel;
     let tolerance = ch.tolerance().map_err(Error::Config)?;
@@ -134,14 +150,17 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         ("channel", ScalarValue::Utf8(Some(ch.name.clone()))),
         ("bill_date", ScalarValue::Date32(Some(date32(job.date)))),
         ("time_zone", ScalarValue::Utf8(Some(ch.time_zone.clone()))),
-        ("cut_window_secs", ScalarValue::Int64(Some(ch.cut_window_secs))),
+        (
+            "cut_window_secs",
+            ScalarValue::Int64(Some(ch.cut_window_secs)),
+        ),
         ("grace_days", ScalarValue::Int64(Some(ch.grace_days))),
         ("tolerance", decimal_param(Some(scaled(tolerance, 2)), 2)),
         ("fee_rate", decimal_param(fee_rate.map(|r| scaled(r, 6)), 6)),
         ("match_on", ScalarValue::Utf8(Some(ch.match_key.clone()))),
     ];
     let (text, origin) = job.sql.read("reconcile.sql")?;
-    let df = crate::sql::plan(job.ctx, &text, &origin, params.into()).await?;
+    let df = crate::sql::plan(ctx, &text, &origin, params.into()).await?;
     let mut stream = df.execute_stream().await?;
 
     let mut router = Router::new(job.date, ch.grace_days);
@@ -180,7 +199,10 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let run_id = hex::encode(&h.finalize()[..8]);
 
     let mut files = Vec::new();
-    for (dir, area, exclusive) in [("results", "results", false), ("carryover", "carryover", true)] {
+    for (dir, area, exclusive) in [
+        ("results", "results", false),
+        ("carryover", "carryover", true),
+    ] {
         let dest = job.store.area(area, job.name(), job.date);
         for p in job.store.publish(&staged.join(dir), &dest, exclusive)? {
             files.push(job.store.relative(&p));
@@ -191,7 +213,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         files,
         json!({
             "run_id": run_id,
-            "target_partitions": job.ctx.state().config().target_partitions(),
+            "target_partitions": ctx.state().config().target_partitions(),
             "carry_in": carry_detail,
             "diff_rows": diff_rows,
             "carry_out_rows": carry_rows,
@@ -213,7 +235,9 @@ struct Router {
 
 fn col<'a>(b: &'a RecordBatch, name: &str, origin: &str) -> Result<&'a Arc<dyn Array>> {
     b.column_by_name(name).ok_or_else(|| {
-        Error::Config(format!("{origin}: the query has no output column {name:?}, which the job needs"))
+        Error::Config(format!(
+            "{origin}: the query has no output column {name:?}, which the job needs"
+        ))
     })
 }
 
@@ -228,7 +252,13 @@ macro_rules! typed {
 
 impl Router {
     fn new(date: NaiveDate, grace_days: i64) -> Self {
-        Self { date, grace_days, counts: Counts::default(), diffs: Vec::new(), carry: Vec::new() }
+        Self {
+            date,
+            grace_days,
+            counts: Counts::default(),
+            diffs: Vec::new(),
+            carry: Vec::new(),
+        }
     }
 
     fn route(&mut self, b: &RecordBatch, origin: &str) -> Result<()> {
@@ -240,13 +270,27 @@ impl Router {
         let in_pf = typed!(b, "in_platform", origin, as_boolean_opt);
         let ch_carried = typed!(b, "channel_carried", origin, as_boolean_opt);
         let pf_carried = typed!(b, "platform_carried", origin, as_boolean_opt);
-        let ch_amount = typed!(b, "channel_amount", origin, as_primitive_opt::<Decimal128Type>);
-        let pf_amount = typed!(b, "platform_amount", origin, as_primitive_opt::<Decimal128Type>);
+        let ch_amount = typed!(
+            b,
+            "channel_amount",
+            origin,
+            as_primitive_opt::<Decimal128Type>
+        );
+        let pf_amount = typed!(
+            b,
+            "platform_amount",
+            origin,
+            as_primitive_opt::<Decimal128Type>
+        );
         for row in 0..b.num_rows() {
             if category.is_null(row) {
                 return Err(Error::Other(format!("{origin}: a row without a category")));
             }
-            let s = self.counts.by_category.entry(category.value(row).to_string()).or_default();
+            let s = self
+                .counts
+                .by_category
+                .entry(category.value(row).to_string())
+                .or_default();
             s.rows += 1;
             let (c, p) = (in_ch.value(row), in_pf.value(row));
             let (cc, pc) = (ch_carried.value(row), pf_carried.value(row));
@@ -260,9 +304,12 @@ impl Router {
                 s.platform_amount += pf_amount.value(row);
             }
         }
-        let not_matched = neq(category, &datafusion::arrow::array::Scalar::new(
-            datafusion::arrow::array::StringArray::from(vec![Category::Matched.as_str()]),
-        ))?;
+        let not_matched = neq(
+            category,
+            &datafusion::arrow::array::Scalar::new(datafusion::arrow::array::StringArray::from(
+                vec![Category::Matched.as_str()],
+            )),
+        )?;
         let diffs = filter_record_batch(b, &not_matched)?;
         if diffs.num_rows() > 0 {
             let pending: BooleanArray = typed!(&diffs, "category", origin, as_string_opt::<i32>)
@@ -283,17 +330,43 @@ impl Router {
         let n = b.num_rows();
         let s = |name| -> Result<_> { Ok(typed!(b, name, origin, as_string_opt::<i32>)) };
         let in_ch = typed!(b, "in_channel", origin, as_boolean_opt);
-        let ch_amount = typed!(b, "channel_amount", origin, as_primitive_opt::<Decimal128Type>);
-        let pf_amount = typed!(b, "platform_amount", origin, as_primitive_opt::<Decimal128Type>);
+        let ch_amount = typed!(
+            b,
+            "channel_amount",
+            origin,
+            as_primitive_opt::<Decimal128Type>
+        );
+        let pf_amount = typed!(
+            b,
+            "platform_amount",
+            origin,
+            as_primitive_opt::<Decimal128Type>
+        );
         let fee = typed!(b, "channel_fee", origin, as_primitive_opt::<Decimal128Type>);
-        let ch_time = typed!(b, "channel_time", origin, as_primitive_opt::<TimestampMicrosecondType>);
-        let pf_time = typed!(b, "platform_time", origin, as_primitive_opt::<TimestampMicrosecondType>);
+        let ch_time = typed!(
+            b,
+            "channel_time",
+            origin,
+            as_primitive_opt::<TimestampMicrosecondType>
+        );
+        let pf_time = typed!(
+            b,
+            "platform_time",
+            origin,
+            as_primitive_opt::<TimestampMicrosecondType>
+        );
         let line = typed!(b, "source_line", origin, as_primitive_opt::<Int64Type>);
         let from = typed!(b, "carried_from", origin, as_primitive_opt::<Date32Type>);
         let until = typed!(b, "grace_until", origin, as_primitive_opt::<Date32Type>);
         let (txn_type, ch_id, mo, refund, po, ch_status, pf_status, file) = (
-            s("txn_type")?, s("channel_txn_id")?, s("merchant_order_id")?, s("refund_id")?,
-            s("platform_order_id")?, s("channel_status")?, s("platform_status")?, s("source_file")?,
+            s("txn_type")?,
+            s("channel_txn_id")?,
+            s("merchant_order_id")?,
+            s("refund_id")?,
+            s("platform_order_id")?,
+            s("channel_status")?,
+            s("platform_status")?,
+            s("source_file")?,
         );
         let today = date32(self.date);
         let grace_end = date32(self.date + Duration::days(self.grace_days));
@@ -304,32 +377,59 @@ impl Router {
         let mut fees = Decimal128Builder::new().with_data_type(schema::MONEY);
         let mut time = TimestampMicrosecondBuilder::new().with_timezone("UTC");
         let mut lines = Int64Builder::new();
-        let get = |a: &datafusion::arrow::array::StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+        let get = |a: &datafusion::arrow::array::StringArray, i: usize| {
+            (!a.is_null(i)).then(|| a.value(i).to_string())
+        };
         for i in 0..n {
             let channel_side = in_ch.value(i);
             side.append_value(if channel_side { "CHANNEL" } else { "PLATFORM" });
-            cf.append_value(if from.is_null(i) { today } else { from.value(i) });
-            gu.append_value(if until.is_null(i) { grace_end } else { until.value(i) });
+            cf.append_value(if from.is_null(i) {
+                today
+            } else {
+                from.value(i)
+            });
+            gu.append_value(if until.is_null(i) {
+                grace_end
+            } else {
+                until.value(i)
+            });
             strs[0].append_option(get(txn_type, i));
             strs[1].append_option(get(ch_id, i));
             strs[2].append_option(get(mo, i));
             strs[3].append_option(get(refund, i));
             strs[4].append_option(get(po, i));
-            strs[5].append_option(if channel_side { get(ch_status, i) } else { get(pf_status, i) });
+            strs[5].append_option(if channel_side {
+                get(ch_status, i)
+            } else {
+                get(pf_status, i)
+            });
             strs[6].append_option(get(file, i));
-            let (a, t) = if channel_side { (ch_amount, ch_time) } else { (pf_amount, pf_time) };
+            let (a, t) = if channel_side {
+                (ch_amount, ch_time)
+            } else {
+                (pf_amount, pf_time)
+            };
             amount.append_option((!a.is_null(i)).then(|| a.value(i)));
             time.append_option((!t.is_null(i)).then(|| t.value(i)));
             fees.append_option((!fee.is_null(i)).then(|| fee.value(i)));
             lines.append_option((!line.is_null(i)).then(|| line.value(i)));
         }
-        let mut it = strs.into_iter().map(|mut b| Arc::new(b.finish()) as Arc<dyn Array>);
-        let mut next = || it.next().ok_or_else(|| Error::Other("carry columns".into()));
+        let mut it = strs
+            .into_iter()
+            .map(|mut b| Arc::new(b.finish()) as Arc<dyn Array>);
+        let mut next = || {
+            it.next()
+                .ok_or_else(|| Error::Other("carry columns".into()))
+        };
         let cols: Vec<Arc<dyn Array>> = vec![
             Arc::new(side.finish()),
             Arc::new(cf.finish()),
             Arc::new(gu.finish()),
-            next()?, next()?, next()?, next()?, next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
             Arc::new(amount.finish()),
             Arc::new(fees.finish()),
             next()?,
@@ -349,9 +449,16 @@ impl Router {
             Some(b) => write_file(diffs_path, b.schema(), &[b])?,
             None => write_file(diffs_path, Arc::new(diffs_schema_placeholder()), &[])?,
         }
-        let carry = sorted(&self.carry, &["side", "merchant_order_id", "refund_id", "source_line"])?;
+        let carry = sorted(
+            &self.carry,
+            &["side", "merchant_order_id", "refund_id", "source_line"],
+        )?;
         let carry_rows = carry.as_ref().map(|b| b.num_rows() as u64).unwrap_or(0);
-        write_file(carry_path, schema::CARRY.clone(), &carry.into_iter().collect::<Vec<_>>())?;
+        write_file(
+            carry_path,
+            schema::CARRY.clone(),
+            &carry.into_iter().collect::<Vec<_>>(),
+        )?;
         Ok((diff_rows, carry_rows))
     }
 }
@@ -361,17 +468,27 @@ fn diffs_schema_placeholder() -> datafusion::arrow::datatypes::Schema {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     let s = |n: &str| Field::new(n, DataType::Utf8, true);
     Schema::new(vec![
-        s("diff_id"), s("channel"), Field::new("bill_date", DataType::Date32, true), s("category"),
-        s("reason"), s("match_key"), s("txn_type"), s("platform_order_id"), s("channel_txn_id"),
-        s("merchant_order_id"), s("refund_id"),
+        s("diff_id"),
+        s("channel"),
+        Field::new("bill_date", DataType::Date32, true),
+        s("category"),
+        s("reason"),
+        s("match_key"),
+        s("txn_type"),
+        s("platform_order_id"),
+        s("channel_txn_id"),
+        s("merchant_order_id"),
+        s("refund_id"),
         Field::new("platform_amount", schema::MONEY, true),
         Field::new("channel_amount", schema::MONEY, true),
         Field::new("amount_delta", schema::MONEY, true),
         Field::new("channel_fee", schema::MONEY, true),
-        s("platform_status"), s("channel_status"),
+        s("platform_status"),
+        s("channel_status"),
         Field::new("platform_time", schema::utc_ts(), true),
         Field::new("channel_time", schema::utc_ts(), true),
-        s("source_file"), Field::new("source_line", DataType::Int64, true),
+        s("source_file"),
+        Field::new("source_line", DataType::Int64, true),
     ])
 }
 
@@ -384,7 +501,10 @@ fn sorted(batches: &[RecordBatch], keys: &[&str]) -> Result<Option<RecordBatch>>
         .iter()
         .map(|k| {
             all.column_by_name(k)
-                .map(|c| SortColumn { values: c.clone(), options: None })
+                .map(|c| SortColumn {
+                    values: c.clone(),
+                    options: None,
+                })
                 .ok_or_else(|| Error::Other(format!("no column {k} to sort by")))
         })
         .collect::<Result<Vec<_>>>()?;

@@ -32,7 +32,11 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
     let mut amounts = BTreeMap::new();
     let (mut ch, mut pf, mut ca, mut rows) = (0u64, 0u64, 0u64, 0u64);
     for c in Category::ALL {
-        let s = counts.by_category.get(c.as_str()).cloned().unwrap_or_default();
+        let s = counts
+            .by_category
+            .get(c.as_str())
+            .cloned()
+            .unwrap_or_default();
         count_map.insert(c.as_str(), s.rows);
         amounts.insert(
             c.as_str(),
@@ -58,8 +62,14 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
     let holds = ch == u(&inputs["channel_rows"])
         && pf == u(&inputs["platform_rows"])
         && ca == u(&inputs["carried_in_rows"]);
-    let matched = count_map.get(Category::Matched.as_str()).copied().unwrap_or(0)
-        + count_map.get(Category::CrossDayMatched.as_str()).copied().unwrap_or(0);
+    let matched = count_map
+        .get(Category::Matched.as_str())
+        .copied()
+        .unwrap_or(0)
+        + count_map
+            .get(Category::CrossDayMatched.as_str())
+            .copied()
+            .unwrap_or(0);
     let area = |a: &str| job.store.relative(&job.store.area(a, job.name(), job.date));
     Ok(json!({
         "channel": job.name(),
@@ -94,7 +104,10 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
 /// Runs the stage.
 pub fn run(job: &Job<'_>) -> Result<Outcome> {
     let s = summary(job)?;
-    let path = job.store.area("results", job.name(), job.date).join("summary.json");
+    let path = job
+        .store
+        .area("results", job.name(), job.date)
+        .join("summary.json");
     let mut text = serde_json::to_vec_pretty(&s)?;
     text.push(b'\n');
     write_atomic(&path, &text)?;

@@ -12,7 +12,10 @@ fn labels(dir: &Path) -> BTreeMap<(String, String), Multiset> {
     let mut out: BTreeMap<(String, String), Multiset> = BTreeMap::new();
     for batch in read(&dir.join("labels.parquet")) {
         for i in 0..batch.num_rows() {
-            let key = (date(&batch, "bill_date", i), s(&batch, "channel", i).expect("channel"));
+            let key = (
+                date(&batch, "bill_date", i),
+                s(&batch, "channel", i).expect("channel"),
+            );
             let rec = (
                 s(&batch, "side", i).expect("side"),
                 s(&batch, "record_id", i).expect("id"),
@@ -35,7 +38,8 @@ fn observed(root: &Path, channel: &str, day: &str) -> Multiset {
                 let file = s(&batch, "source_file", i).expect("file");
                 let file = file.split('!').next().expect("name").to_string();
                 let line = support::i64v(&batch, "source_line", i).expect("line");
-                *m.entry(("CHANNEL".into(), format!("{file}:{line}"), category.clone())).or_default() += 1;
+                *m.entry(("CHANNEL".into(), format!("{file}:{line}"), category.clone()))
+                    .or_default() += 1;
             }
             if support::b(&batch, "in_platform", i) {
                 let t = s(&batch, "txn_type", i).expect("type");
@@ -44,7 +48,12 @@ fn observed(root: &Path, channel: &str, day: &str) -> Multiset {
                 } else {
                     s(&batch, "platform_order_id", i)
                 };
-                *m.entry(("PLATFORM".into(), format!("{t}:{}", id.expect("id")), category)).or_default() += 1;
+                *m.entry((
+                    "PLATFORM".into(),
+                    format!("{t}:{}", id.expect("id")),
+                    category,
+                ))
+                .or_default() += 1;
             }
         }
     }
@@ -53,7 +62,12 @@ fn observed(root: &Path, channel: &str, day: &str) -> Multiset {
             let file = s(&batch, "source_file", i).expect("file");
             let file = file.split('!').next().expect("name").to_string();
             let line = support::i64v(&batch, "source_line", i).expect("line");
-            *m.entry(("CHANNEL".into(), format!("{file}:{line}"), "REJECTED".into())).or_default() += 1;
+            *m.entry((
+                "CHANNEL".into(),
+                format!("{file}:{line}"),
+                "REJECTED".into(),
+            ))
+            .or_default() += 1;
         }
     }
     m
@@ -71,21 +85,31 @@ fn check_seed(seed: u64) {
         assert_eq!(code, 0, "seed {seed} {day}: {json}\n{stderr}");
         for ch in ["alipay", "wechat"] {
             let summary: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(area(&root, "results", ch, day).join("summary.json")).expect("summary"),
+                &std::fs::read(area(&root, "results", ch, day).join("summary.json"))
+                    .expect("summary"),
             )
             .expect("json");
             assert_eq!(summary["status"], "reconciled", "{summary}");
             assert_eq!(summary["conservation"]["holds"], true, "{summary}");
             let inputs = &summary["inputs"];
-            let accounted = summary["conservation"]["channel_records"].as_u64().expect("n")
-                + summary["conservation"]["platform_records"].as_u64().expect("n")
-                + summary["conservation"]["carried_in_records"].as_u64().expect("n");
+            let accounted = summary["conservation"]["channel_records"]
+                .as_u64()
+                .expect("n")
+                + summary["conservation"]["platform_records"]
+                    .as_u64()
+                    .expect("n")
+                + summary["conservation"]["carried_in_records"]
+                    .as_u64()
+                    .expect("n");
             let given = inputs["channel_rows"].as_u64().expect("n")
                 + inputs["platform_rows"].as_u64().expect("n")
                 + inputs["carried_in_rows"].as_u64().expect("n");
             assert_eq!(accounted, given, "seed {seed} {ch} {day}");
 
-            let mut want = expected.get(&(day.to_string(), ch.to_string())).cloned().unwrap_or_default();
+            let mut want = expected
+                .get(&(day.to_string(), ch.to_string()))
+                .cloned()
+                .unwrap_or_default();
             let matched: i64 = want
                 .iter()
                 .filter(|((side, _, c), _)| side == "CHANNEL" && c == "MATCHED")
@@ -97,12 +121,24 @@ fn check_seed(seed: u64) {
                 .map(|(_, n)| n)
                 .sum();
             assert_eq!(matched, matched_pf, "labels pair up");
-            assert_eq!(summary["counts"]["MATCHED"].as_i64(), Some(matched), "seed {seed} {ch} {day} MATCHED");
+            assert_eq!(
+                summary["counts"]["MATCHED"].as_i64(),
+                Some(matched),
+                "seed {seed} {ch} {day} MATCHED"
+            );
             want.retain(|(_, _, c), _| c != "MATCHED");
             let got = observed(&root, ch, day);
             if got != want {
-                let missing: Vec<_> = want.iter().filter(|(k, n)| got.get(*k) != Some(n)).take(10).collect();
-                let extra: Vec<_> = got.iter().filter(|(k, n)| want.get(*k) != Some(n)).take(10).collect();
+                let missing: Vec<_> = want
+                    .iter()
+                    .filter(|(k, n)| got.get(*k) != Some(n))
+                    .take(10)
+                    .collect();
+                let extra: Vec<_> = got
+                    .iter()
+                    .filter(|(k, n)| want.get(*k) != Some(n))
+                    .take(10)
+                    .collect();
                 panic!("seed {seed} {ch} {day}: categories disagree with labels\nexpected but not seen: {missing:?}\nseen but not expected: {extra:?}");
             }
             for ((_, _, c), _) in &want {
@@ -113,7 +149,10 @@ fn check_seed(seed: u64) {
     // Every category of the contract occurs in the data set.
     for c in reckon_udfs::Category::ALL {
         if c != reckon_udfs::Category::Matched {
-            assert!(seen_categories.contains(c.as_str()), "seed {seed}: no {c} in the data");
+            assert!(
+                seen_categories.contains(c.as_str()),
+                "seed {seed}: no {c} in the data"
+            );
         }
     }
 }
@@ -127,10 +166,16 @@ fn categories_agree_with_labels_over_days_and_seeds() {
 
 #[test]
 fn the_same_seed_gives_byte_identical_files() {
-    let (a, b) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let (a, b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
     support::generate(a.path(), "2026-11-20", 2, 300, 9);
     support::generate(b.path(), "2026-11-20", 2, 300, 9);
-    let (sa, sb) = (support::snapshot(a.path(), &[]), support::snapshot(b.path(), &[]));
+    let (sa, sb) = (
+        support::snapshot(a.path(), &[]),
+        support::snapshot(b.path(), &[]),
+    );
     assert!(!sa.is_empty());
     assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
     for (k, v) in &sa {

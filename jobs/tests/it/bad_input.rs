@@ -32,11 +32,17 @@ fn a_malformed_row_is_rejected_with_file_line_reason_and_raw_text() {
     for b in &rejected {
         for i in 0..b.num_rows() {
             n += 1;
-            assert_eq!(s(b, "source_file", i).as_deref(), Some("tradebill_20261120.csv"));
+            assert_eq!(
+                s(b, "source_file", i).as_deref(),
+                Some("tradebill_20261120.csv")
+            );
             let reason = s(b, "reason", i).expect("reason");
             let raw = s(b, "raw", i).expect("raw");
             if support::i64v(b, "source_line", i) == Some(victim as i64) {
-                assert!(reason.contains("订单金额") && reason.contains("12.3.4"), "{reason}");
+                assert!(
+                    reason.contains("订单金额") && reason.contains("12.3.4"),
+                    "{reason}"
+                );
                 assert!(raw.contains("`12.3.4"), "{raw}");
                 found = true;
             }
@@ -58,7 +64,8 @@ fn rewrite_alipay(dir: &Path, edit: impl Fn(&str) -> String) {
     }
     let mut w = zip::ZipWriter::new(std::fs::File::create(&path).expect("create"));
     for (name, bytes) in members {
-        w.start_file(name.as_str(), zip::write::SimpleFileOptions::default()).expect("start");
+        w.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+            .expect("start");
         let bytes = if name.ends_with("业务明细.csv") {
             let text = encoding_rs::GBK.decode(&bytes).0.into_owned();
             encoding_rs::GBK.encode(&edit(&text)).0.into_owned()
@@ -76,12 +83,21 @@ fn assert_incomplete(dir: &Path, config: &Path, needle: &str) {
     let alipay = &json["channels"][0];
     assert_eq!(alipay["channel"], "alipay");
     assert_eq!(alipay["status"], "incomplete", "{alipay}");
-    assert!(alipay["error"].as_str().expect("error").contains(needle), "{alipay}");
+    assert!(
+        alipay["error"].as_str().expect("error").contains(needle),
+        "{alipay}"
+    );
     // The other channel still reconciled.
     assert_eq!(json["channels"][1]["status"], "reconciled");
     let root = dir.join("output");
-    assert!(!area(&root, "results", "alipay", DAY).exists(), "no results for a bad bill");
-    assert!(!area(&root, "normalized", "alipay", DAY).exists(), "nothing half-normalized");
+    assert!(
+        !area(&root, "results", "alipay", DAY).exists(),
+        "no results for a bad bill"
+    );
+    assert!(
+        !area(&root, "normalized", "alipay", DAY).exists(),
+        "nothing half-normalized"
+    );
     let manifest: serde_json::Value = serde_json::from_slice(
         &std::fs::read(area(&root, "runs", "alipay", DAY).join("manifest.json")).expect("manifest"),
     )
@@ -94,7 +110,9 @@ fn a_bill_without_its_end_marker_is_incomplete() {
     let tmp = tempfile::tempdir().expect("tmp");
     let config = support::generate(tmp.path(), DAY, 1, 300, 4);
     rewrite_alipay(tmp.path(), |t| {
-        let cut = t.find("#-----------------------------------------业务明细列表结束").expect("marker");
+        let cut = t
+            .find("#-----------------------------------------业务明细列表结束")
+            .expect("marker");
         // Truncated mid-way through the body: drop the last rows and everything after.
         let body_end = t[..cut - 2].rfind("\r\n").expect("row");
         t[..body_end + 2].to_string()
@@ -121,10 +139,31 @@ fn configuration_errors_exit_2_naming_the_problem() {
     let config = support::generate(tmp.path(), DAY, 1, 50, 6);
     let cfg = config.to_str().expect("utf8");
     let cases: [(&[&str], &str); 4] = [
-        (&["run", "--config", "/nonexistent/reckon.toml", "--date", DAY], "/nonexistent/reckon.toml"),
-        (&["run", "--config", cfg, "--date", DAY, "--channel", "paypal"], "unknown channel \"paypal\""),
-        (&["run", "--config", cfg, "--date", "2026-13-01"], "bad date \"2026-13-01\""),
-        (&["stage", "dance", "--config", cfg, "--date", DAY, "--channel", "alipay"], "unknown stage"),
+        (
+            &["run", "--config", "/nonexistent/reckon.toml", "--date", DAY],
+            "/nonexistent/reckon.toml",
+        ),
+        (
+            &["run", "--config", cfg, "--date", DAY, "--channel", "paypal"],
+            "unknown channel \"paypal\"",
+        ),
+        (
+            &["run", "--config", cfg, "--date", "2026-13-01"],
+            "bad date \"2026-13-01\"",
+        ),
+        (
+            &[
+                "stage",
+                "dance",
+                "--config",
+                cfg,
+                "--date",
+                DAY,
+                "--channel",
+                "alipay",
+            ],
+            "unknown stage",
+        ),
     ];
     for (args, needle) in cases {
         let out = support::run(args);
@@ -133,7 +172,13 @@ fn configuration_errors_exit_2_naming_the_problem() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
     std::fs::write(tmp.path().join("bad.toml"), "storage_root = 'x'\n[warehouse]\norders='a'\nrefunds='b'\n[[channel]]\nname='x'\nformat='alipay_trade_v1'\ntime_zone='Mars/Olympus'\nsource={kind='drop_folder',path='p',pattern='q'}\n").expect("write");
-    let out = support::run(&["run", "--config", tmp.path().join("bad.toml").to_str().expect("utf8"), "--date", DAY]);
+    let out = support::run(&[
+        "run",
+        "--config",
+        tmp.path().join("bad.toml").to_str().expect("utf8"),
+        "--date",
+        DAY,
+    ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("Mars/Olympus"), "{stderr}");

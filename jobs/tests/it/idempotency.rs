@@ -25,19 +25,36 @@ fn running_a_day_twice_leaves_the_same_results_and_no_extra_files() {
         assert_eq!(code, 0);
         assert_eq!(first, second, "the final JSON line differs on a rerun");
         let after = snapshot(&root, VOLATILE);
-        assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>(), "files added or removed");
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            after.keys().collect::<Vec<_>>(),
+            "files added or removed"
+        );
         for (k, v) in &before {
             assert!(after[k] == *v, "{k} changed on a rerun");
         }
     }
     let all = snapshot(&root, &[]);
-    assert!(all.keys().all(|k| !k.starts_with("_staging") && !k.starts_with("_work")), "scratch left: {:?}", all.keys());
+    assert!(
+        all.keys()
+            .all(|k| !k.starts_with("_staging") && !k.starts_with("_work")),
+        "scratch left: {:?}",
+        all.keys()
+    );
 }
 
 /// Runs `reckon run` and SIGKILLs it as soon as `stage` has started writing aside.
 fn kill_during(config: &Path, root: &Path, stage: &str) -> bool {
     let mut child = support::reckon()
-        .args(["run", "--config", config.to_str().expect("utf8"), "--date", DAY, "--channel", "alipay"])
+        .args([
+            "run",
+            "--config",
+            config.to_str().expect("utf8"),
+            "--date",
+            DAY,
+            "--channel",
+            "alipay",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -48,7 +65,10 @@ fn kill_during(config: &Path, root: &Path, stage: &str) -> bool {
     let mut hit = false;
     while Instant::now() < deadline {
         let seen = std::fs::read_dir(&staging)
-            .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(&marker)))
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(&marker))
+            })
             .unwrap_or(false);
         if seen {
             std::thread::sleep(Duration::from_millis(30));
@@ -70,11 +90,13 @@ fn kill_during(config: &Path, root: &Path, stage: &str) -> bool {
 fn assert_readable(root: &Path) {
     for (rel, _) in snapshot(root, &["_staging", "_work"]) {
         if rel.ends_with(".parquet") {
-            reckon::parquet_io::read_file(&root.join(&rel)).unwrap_or_else(|e| panic!("{rel} is not whole: {e}"));
+            reckon::parquet_io::read_file(&root.join(&rel))
+                .unwrap_or_else(|e| panic!("{rel} is not whole: {e}"));
         }
         if rel.ends_with(".json") {
             let bytes = std::fs::read(root.join(&rel)).expect("read");
-            serde_json::from_slice::<serde_json::Value>(&bytes).unwrap_or_else(|e| panic!("{rel}: {e}"));
+            serde_json::from_slice::<serde_json::Value>(&bytes)
+                .unwrap_or_else(|e| panic!("{rel}: {e}"));
         }
     }
 }
@@ -91,18 +113,30 @@ fn a_run_killed_in_normalize_or_reconcile_reruns_to_the_same_results() {
         let tmp = tempfile::tempdir().expect("tmp");
         let config = support::generate(tmp.path(), DAY, 1, 60_000, 33);
         let root = tmp.path().join("output");
-        assert!(kill_during(&config, &root, stage), "the run ended before {stage} could be killed");
+        assert!(
+            kill_during(&config, &root, stage),
+            "the run ended before {stage} could be killed"
+        );
         assert_readable(&root);
         assert!(
-            !support::area(&root, "results", "alipay", DAY).join("summary.json").exists(),
+            !support::area(&root, "results", "alipay", DAY)
+                .join("summary.json")
+                .exists(),
             "a killed run left a summary"
         );
         let (code, json, err) = support::run_day(&config, DAY, &["--channel", "alipay"]);
         assert_eq!(code, 0, "{json} {err}");
         let got = snapshot(&root, VOLATILE);
-        assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>(), "after a kill in {stage}");
+        assert_eq!(
+            want.keys().collect::<Vec<_>>(),
+            got.keys().collect::<Vec<_>>(),
+            "after a kill in {stage}"
+        );
         for (k, v) in &want {
-            assert!(got[k] == *v, "{k} differs after a kill in {stage} and a rerun");
+            assert!(
+                got[k] == *v,
+                "{k} differs after a kill in {stage} and a rerun"
+            );
         }
     }
 }

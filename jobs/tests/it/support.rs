@@ -23,16 +23,35 @@ pub fn run(args: &[&str]) -> Output {
 /// Generates a data set into `dir`.
 pub fn generate(dir: &Path, from: &str, days: u32, rows: u64, seed: u64) -> PathBuf {
     let out = run(&[
-        "generate", "--out", dir.to_str().expect("utf8"), "--from", from,
-        "--days", &days.to_string(), "--rows", &rows.to_string(), "--seed", &seed.to_string(),
+        "generate",
+        "--out",
+        dir.to_str().expect("utf8"),
+        "--from",
+        from,
+        "--days",
+        &days.to_string(),
+        "--rows",
+        &rows.to_string(),
+        "--seed",
+        &seed.to_string(),
     ]);
-    assert!(out.status.success(), "generate failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "generate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dir.join("reckon.toml")
 }
 
 /// `reckon run` for one date; returns (exit code, last stdout line as JSON, stderr).
 pub fn run_day(config: &Path, date: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
-    let mut args = vec!["run", "--config", config.to_str().expect("utf8"), "--date", date];
+    let mut args = vec![
+        "run",
+        "--config",
+        config.to_str().expect("utf8"),
+        "--date",
+        date,
+    ];
     args.extend_from_slice(extra);
     let out = run(&args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -45,7 +64,9 @@ pub fn run_day(config: &Path, date: &str, extra: &[&str]) -> (i32, serde_json::V
 
 /// The output folder of an area.
 pub fn area(root: &Path, area: &str, channel: &str, date: &str) -> PathBuf {
-    root.join(area).join(format!("channel={channel}")).join(format!("dt={date}"))
+    root.join(area)
+        .join(format!("channel={channel}"))
+        .join(format!("dt={date}"))
 }
 
 /// All rows of a Parquet file.
@@ -55,8 +76,12 @@ pub fn read(path: &Path) -> Vec<RecordBatch> {
 
 /// A string column's value (None for NULL).
 pub fn s(b: &RecordBatch, name: &str, i: usize) -> Option<String> {
-    let c = b.column_by_name(name).unwrap_or_else(|| panic!("no column {name}"));
-    let a = c.as_string_opt::<i32>().unwrap_or_else(|| panic!("{name} is {}", c.data_type()));
+    let c = b
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("no column {name}"));
+    let a = c
+        .as_string_opt::<i32>()
+        .unwrap_or_else(|| panic!("{name} is {}", c.data_type()));
     (!a.is_null(i)).then(|| a.value(i).to_string())
 }
 
@@ -67,14 +92,22 @@ pub fn b(b: &RecordBatch, name: &str, i: usize) -> bool {
 
 /// An i64 column's value.
 pub fn i64v(b: &RecordBatch, name: &str, i: usize) -> Option<i64> {
-    let a = b.column_by_name(name).expect(name).as_primitive::<Int64Type>();
+    let a = b
+        .column_by_name(name)
+        .expect(name)
+        .as_primitive::<Int64Type>();
     (!a.is_null(i)).then(|| a.value(i))
 }
 
 /// A date column's value as YYYY-MM-DD.
 pub fn date(b: &RecordBatch, name: &str, i: usize) -> String {
-    let v = b.column_by_name(name).expect(name).as_primitive::<Date32Type>().value(i);
-    (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(v.into())).to_string()
+    let v = b
+        .column_by_name(name)
+        .expect(name)
+        .as_primitive::<Date32Type>()
+        .value(i);
+    (chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch") + chrono::Duration::days(v.into()))
+        .to_string()
 }
 
 /// Every file under `dir`, relative, with its bytes, but for paths containing one of `skip`.
@@ -87,7 +120,11 @@ pub fn snapshot(dir: &Path, skip: &[&str]) -> BTreeMap<String, Vec<u8>> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                let rel = p.strip_prefix(dir).expect("prefix").to_string_lossy().into_owned();
+                let rel = p
+                    .strip_prefix(dir)
+                    .expect("prefix")
+                    .to_string_lossy()
+                    .into_owned();
                 if !skip.iter().any(|s| rel.contains(s)) {
                     out.insert(rel, std::fs::read(&p).expect("read"));
                 }
