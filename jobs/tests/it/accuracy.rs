@@ -141,7 +141,7 @@ fn check_seed(seed: u64) {
                     .collect();
                 panic!("seed {seed} {ch} {day}: categories disagree with labels\nexpected but not seen: {missing:?}\nseen but not expected: {extra:?}");
             }
-            for ((_, _, c), _) in &want {
+            for (_, _, c) in want.keys() {
                 seen_categories.insert(c.clone());
             }
         }
