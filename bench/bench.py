@@ -151,7 +151,7 @@ def main():
         t, rss, out = run_measured([venv / "bin" / "python", "-c", DUCKDB_SCRIPT, sql, work / f"duck-diffs-{n}.parquet"])
         print(f"| {n:,} | DuckDB join + classify + write diffs | {t:.2f} | {rss:.0f} | same Parquet, 2 threads |")
         duck = eval(out.strip().splitlines()[-1])
-        counts = {k: v for k, v in summary["channels"][0]["counts"].items() if v} if summary else {}
+        counts = {k: v for k, v in summary["counts"].items() if v} if summary else {}
         agree = all(duck.get(k) == v for k, v in counts.items() if k != "CROSS_DAY_MATCHED")
         print(f"| {n:,} | categories agree (reckon vs DuckDB) | | | {agree} |")
         sys.stdout.flush()

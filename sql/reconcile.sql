@@ -41,24 +41,38 @@ channel_keyed AS (
     FROM channel_source
 ),
 
+channel_ordered AS (
+    -- Which occurrence of a key comes first: a carried record, then the bill's line order.
+    SELECT *, CASE WHEN carried THEN 0 ELSE 1000000000000 + source_line END AS ordinal
+    FROM channel_keyed
+),
+
+channel_repeated AS (
+    -- The few keys that occur more than once, with their first occurrence.
+    SELECT match_key AS repeated_key, min(ordinal) AS first_ordinal
+    FROM channel_ordered
+    WHERE match_key IS NOT NULL
+    GROUP BY match_key
+    HAVING count(*) > 1
+),
+
 channel_side AS (
-    SELECT *,
+    SELECT o.*,
            TRUE AS present,
            -- The first occurrence of a key is reconciled; later ones are duplicates.
-           row_number() OVER (
-               PARTITION BY match_key ORDER BY carried DESC, source_file, source_line
-           ) AS occurrence
-    FROM channel_keyed
+           r.repeated_key IS NOT NULL AND o.ordinal <> r.first_ordinal AS duplicate
+    FROM channel_ordered o
+    LEFT JOIN channel_repeated r ON o.match_key = r.repeated_key
 ),
 
 platform_source AS (
     SELECT txn_type, platform_order_id, merchant_order_id, refund_id, channel_txn_id, amount,
-           status, txn_time,
+           status, txn_time, snapshot_row,
            FALSE AS carried, CAST(NULL AS DATE) AS carried_from, CAST(NULL AS DATE) AS grace_until
     FROM platform
     UNION ALL
     SELECT txn_type, platform_order_id, merchant_order_id, refund_id, channel_txn_id, amount,
-           status, txn_time,
+           status, txn_time, CAST(0 AS BIGINT) AS snapshot_row,
            TRUE AS carried, carried_from, grace_until
     FROM carry_in
     WHERE side = 'PLATFORM'
@@ -74,41 +88,54 @@ platform_keyed AS (
     FROM platform_source
 ),
 
-platform_side AS (
-    SELECT *,
-           TRUE AS present,
-           row_number() OVER (
-               PARTITION BY match_key ORDER BY carried DESC, platform_order_id, refund_id, txn_time
-           ) AS occurrence
+platform_ordered AS (
+    -- A carried record first, then the snapshot's order (it is sorted on every column).
+    SELECT *, CASE WHEN carried THEN 0 ELSE 1000000000000 + snapshot_row END AS ordinal
     FROM platform_keyed
+),
+
+platform_repeated AS (
+    SELECT match_key AS repeated_key, min(ordinal) AS first_ordinal
+    FROM platform_ordered
+    WHERE match_key IS NOT NULL
+    GROUP BY match_key
+    HAVING count(*) > 1
+),
+
+platform_side AS (
+    SELECT o.*,
+           TRUE AS present,
+           r.repeated_key IS NOT NULL AND o.ordinal <> r.first_ordinal AS duplicate
+    FROM platform_ordered o
+    LEFT JOIN platform_repeated r ON o.match_key = r.repeated_key
 ),
 
 joined AS (
     SELECT
         coalesce(c.present, FALSE) AS in_channel,
         coalesce(p.present, FALSE) AS in_platform,
-        c.match_key AS c_match_key, c.occurrence AS c_occurrence, c.txn_type AS c_txn_type,
+        c.match_key AS c_match_key, c.ordinal AS c_ordinal, c.duplicate AS c_dup, c.txn_type AS c_txn_type,
         c.channel_txn_id AS c_channel_txn_id, c.merchant_order_id AS c_merchant_order_id,
         c.refund_id AS c_refund_id, c.amount AS c_amount, c.fee AS c_fee, c.status AS c_status,
         c.txn_time AS c_txn_time, c.source_file AS c_source_file, c.source_line AS c_source_line,
         c.carried AS c_carried, c.carried_from AS c_carried_from, c.grace_until AS c_grace_until,
-        p.match_key AS p_match_key, p.occurrence AS p_occurrence, p.txn_type AS p_txn_type,
+        p.match_key AS p_match_key, p.ordinal AS p_ordinal, p.duplicate AS p_dup, p.txn_type AS p_txn_type,
         p.platform_order_id AS p_platform_order_id, p.merchant_order_id AS p_merchant_order_id,
         p.refund_id AS p_refund_id, p.channel_txn_id AS p_channel_txn_id, p.amount AS p_amount,
         p.status AS p_status, p.txn_time AS p_txn_time,
         p.carried AS p_carried, p.carried_from AS p_carried_from, p.grace_until AS p_grace_until
     -- Only first occurrences with a key take part in the join: duplicates and keyless records
     -- get a NULL join key, and a full outer join keeps each of them as a one-sided row.
-    FROM (SELECT *, CASE WHEN occurrence = 1 THEN match_key END AS join_key FROM channel_side) c
+    FROM (SELECT *, CASE WHEN NOT duplicate THEN match_key END AS join_key FROM channel_side) c
     FULL OUTER JOIN
-         (SELECT *, CASE WHEN occurrence = 1 THEN match_key END AS join_key FROM platform_side) p
+         (SELECT *, CASE WHEN NOT duplicate THEN match_key END AS join_key FROM platform_side) p
       ON c.join_key = p.join_key
 ),
 
 facts AS (
     SELECT *,
-           in_channel AND c_match_key IS NOT NULL AND c_occurrence > 1 AS c_duplicate,
-           in_platform AND p_match_key IS NOT NULL AND p_occurrence > 1 AS p_duplicate,
+           in_channel AND c_dup AS c_duplicate,
+           in_platform AND p_dup AS p_duplicate,
            coalesce(c_carried, FALSE) OR coalesce(p_carried, FALSE) AS carried,
            -- May a one-sided record wait for the next day? A fresh one inside the cut window
            -- of midnight (when grace is allowed at all); a carried one until its grace ends.
@@ -148,7 +175,7 @@ SELECT
     CASE WHEN category <> 'MATCHED' THEN reckon_diff_id(
         CAST($channel AS VARCHAR), CAST(CAST($bill_date AS DATE) AS VARCHAR),
         coalesce(c_match_key, p_match_key),
-        CAST(c_occurrence AS VARCHAR), CAST(p_occurrence AS VARCHAR),
+        CAST(c_ordinal AS VARCHAR), CAST(p_ordinal AS VARCHAR),
         c_source_file, CAST(c_source_line AS VARCHAR), p_platform_order_id, p_refund_id)
     END                                                AS diff_id,
     CAST($channel AS VARCHAR)                          AS channel,

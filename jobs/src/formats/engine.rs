@@ -347,6 +347,15 @@ fn split(line: &str, delimiter: u8, cleanup: &[Cleanup], out: &mut Vec<String>) 
         *n += 1;
         field.clear();
     };
+    if !line.contains('"') {
+        // The common case: no quoting, so fields are plain slices between delimiters.
+        for part in line.split(d) {
+            field.push_str(part);
+            push(&mut field, out, &mut n);
+        }
+        out.truncate(n);
+        return;
+    }
     while let Some(c) = chars.next() {
         if in_quotes {
             if c == '"' {

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Duration;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -40,8 +40,10 @@ pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[PathBuf]) -
             ListingTableUrl::parse(&s)
         })
         .collect::<datafusion::error::Result<Vec<_>>>()?;
-    let options =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    // The session's Parquet options (plain Utf8 strings, not views: see engine.rs).
+    let format =
+        ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone());
+    let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)
         .infer_schema(&ctx.state())
@@ -50,6 +52,21 @@ pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[PathBuf]) -
     ctx.deregister_table(name)?;
     ctx.register_table(name, Arc::new(table))?;
     Ok(())
+}
+
+/// `batch` with `name` added (or replaced).
+fn with_column(batch: &RecordBatch, name: &str, col: ArrayRef) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = Vec::new();
+    let mut cols = Vec::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        if f.name() != name {
+            fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+        }
+    }
+    fields.push(Field::new(name, col.data_type().clone(), true));
+    cols.push(col);
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }
 
 /// Casts a batch of query output to `target`, naming the SQL file and column on a mismatch.
@@ -142,6 +159,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let order = schema::PLATFORM
         .fields()
         .iter()
+        .filter(|f| f.name() != "snapshot_row")
         .map(|f| ident(f.name()).sort(true, true))
         .collect::<Vec<_>>();
     let df = df
@@ -158,7 +176,11 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     )?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
-        let batch = conform(&batch?, &schema::PLATFORM, &origin)?;
+        let batch = batch?;
+        // The row's place in the sorted snapshot: the tie-breaker between identical records.
+        let seq: Int64Array = (rows as i64 + 1..=rows as i64 + batch.num_rows() as i64).collect();
+        let batch = with_column(&batch, "snapshot_row", Arc::new(seq))?;
+        let batch = conform(&batch, &schema::PLATFORM, &origin)?;
         rows += batch.num_rows() as u64;
         writer.write(&batch)?;
     }
