@@ -41,8 +41,7 @@ pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[PathBuf]) -
         })
         .collect::<datafusion::error::Result<Vec<_>>>()?;
     // The session's Parquet options (plain Utf8 strings, not views: see engine.rs).
-    let format =
-        ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone());
+    let format = ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone());
     let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
     let config = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(options)

@@ -143,7 +143,10 @@ fn a_run_killed_in_normalize_or_reconcile_reruns_to_the_same_results() {
 
 #[test]
 fn stages_run_one_by_one_give_what_run_gives_and_refuse_to_run_out_of_order() {
-    let (a, b) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let (a, b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
     let ca = support::generate(a.path(), DAY, 1, 300, 41);
     let cb = support::generate(b.path(), DAY, 1, 300, 41);
     let (code, _, err) = support::run_day(&ca, DAY, &["--channel", "wechat"]);
@@ -151,20 +154,39 @@ fn stages_run_one_by_one_give_what_run_gives_and_refuse_to_run_out_of_order() {
 
     let stage = |name: &str| {
         support::run(&[
-            "stage", name, "--config", cb.to_str().expect("utf8"), "--date", DAY, "--channel", "wechat",
+            "stage",
+            name,
+            "--config",
+            cb.to_str().expect("utf8"),
+            "--date",
+            DAY,
+            "--channel",
+            "wechat",
         ])
     };
     let early = stage("reconcile");
-    assert_eq!(early.status.code(), Some(75), "reconcile before normalize is not ready yet");
+    assert_eq!(
+        early.status.code(),
+        Some(75),
+        "reconcile before normalize is not ready yet"
+    );
     let last = String::from_utf8_lossy(&early.stdout);
     assert!(last.contains("needs stage"), "{last}");
     for name in ["fetch", "normalize", "collect", "reconcile", "report"] {
         let out = stage(name);
-        assert_eq!(out.status.code(), Some(0), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     let want = snapshot(&a.path().join("output"), VOLATILE);
     let got = snapshot(&b.path().join("output"), VOLATILE);
-    assert_eq!(want.keys().collect::<Vec<_>>(), got.keys().collect::<Vec<_>>());
+    assert_eq!(
+        want.keys().collect::<Vec<_>>(),
+        got.keys().collect::<Vec<_>>()
+    );
     for (k, v) in &want {
         assert!(got[k] == *v, "{k} differs between stage-by-stage and run");
     }
