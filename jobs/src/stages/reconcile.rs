@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate};
 use datafusion::arrow::array::{
-    Array, AsArray, BooleanArray, Date32Builder, Decimal128Builder, Int64Builder, RecordBatch,
-    StringBuilder, TimestampMicrosecondBuilder,
+    Array, AsArray, BooleanArray, Date32Builder, Decimal128Array, Decimal128Builder, Int64Builder,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::compute::kernels::cmp::neq;
 use datafusion::arrow::compute::{
@@ -250,6 +250,11 @@ macro_rules! typed {
     }};
 }
 
+/// A money column of the query's output.
+fn money<'a>(b: &'a RecordBatch, name: &str, origin: &str) -> Result<&'a Decimal128Array> {
+    Ok(typed!(b, name, origin, as_primitive_opt::<Decimal128Type>))
+}
+
 impl Router {
     fn new(date: NaiveDate, grace_days: i64) -> Self {
         Self {
@@ -270,17 +275,9 @@ impl Router {
         let in_pf = typed!(b, "in_platform", origin, as_boolean_opt);
         let ch_carried = typed!(b, "channel_carried", origin, as_boolean_opt);
         let pf_carried = typed!(b, "platform_carried", origin, as_boolean_opt);
-        let ch_amount = typed!(
-            b,
-            "channel_amount",
-            origin,
-            as_primitive_opt::<Decimal128Type>
-        );
-        let pf_amount = typed!(
-            b,
-            "platform_amount",
-            origin,
-            as_primitive_opt::<Decimal128Type>
+        let (ch_amount, pf_amount) = (
+            money(b, "channel_amount", origin)?,
+            money(b, "platform_amount", origin)?,
         );
         for row in 0..b.num_rows() {
             if category.is_null(row) {
@@ -330,19 +327,11 @@ impl Router {
         let n = b.num_rows();
         let s = |name| -> Result<_> { Ok(typed!(b, name, origin, as_string_opt::<i32>)) };
         let in_ch = typed!(b, "in_channel", origin, as_boolean_opt);
-        let ch_amount = typed!(
-            b,
-            "channel_amount",
-            origin,
-            as_primitive_opt::<Decimal128Type>
+        let (ch_amount, pf_amount) = (
+            money(b, "channel_amount", origin)?,
+            money(b, "platform_amount", origin)?,
         );
-        let pf_amount = typed!(
-            b,
-            "platform_amount",
-            origin,
-            as_primitive_opt::<Decimal128Type>
-        );
-        let fee = typed!(b, "channel_fee", origin, as_primitive_opt::<Decimal128Type>);
+        let fee = money(b, "channel_fee", origin)?;
         let ch_time = typed!(
             b,
             "channel_time",
