@@ -21,6 +21,9 @@ pub struct Config {
     /// Partitions for the join; more partitions spread the hash table (default 16).
     #[serde(default = "default_partitions")]
     pub target_partitions: usize,
+    /// The engine's memory pool in MiB: aggregates and sorts spill to disk beyond it (the hash
+    /// join does not). Absent: no limit.
+    pub memory_limit_mb: Option<usize>,
     /// Where the reconciliation SQL lives (default: `sql/` beside the config, else the
     /// directory named by `RECKON_SQL_DIR`, else the copy built into the binary).
     pub sql_dir: Option<String>,

@@ -35,7 +35,7 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
     let config = Config::load(&generated.config)?;
     let store = Store::new(config.storage_path().map_err(Error::Config)?);
     let work = store.work_dir()?;
-    let engines = engine::open(&EngineKind::Local, config.target_partitions, &work).await?;
+    let engines = engine::open(&EngineKind::Local, &engine::Sizing::of(&config), &work).await?;
     let ran = Instant::now();
     let (result, code) = run_day(&config, &[], date, &engines).await?;
     let _ = std::fs::remove_dir_all(&work);

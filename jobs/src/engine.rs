@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -72,16 +73,31 @@ pub struct Engines {
     pub local: SessionContext,
 }
 
+/// How the sessions are sized.
+#[derive(Debug, Clone)]
+pub struct Sizing {
+    /// Partitions for joins and aggregates.
+    pub target_partitions: usize,
+    /// The memory pool in bytes; `None` for no limit.
+    pub memory_limit: Option<usize>,
+}
+
+impl Sizing {
+    /// The sizing a config asks for.
+    pub fn of(config: &crate::config::Config) -> Self {
+        Self {
+            target_partitions: config.target_partitions,
+            memory_limit: config.memory_limit_mb.map(|mb| mb * 1024 * 1024),
+        }
+    }
+}
+
 /// Opens the sessions for `kind`.
-pub async fn open(
-    kind: &EngineKind,
-    target_partitions: usize,
-    spill_dir: &Path,
-) -> Result<Engines> {
-    let local = session(&EngineKind::Local, target_partitions, spill_dir).await?;
+pub async fn open(kind: &EngineKind, sizing: &Sizing, spill_dir: &Path) -> Result<Engines> {
+    let local = session(&EngineKind::Local, sizing, spill_dir).await?;
     let join = match kind {
         EngineKind::Local => local.clone(),
-        other => session(other, target_partitions, spill_dir).await?,
+        other => session(other, sizing, spill_dir).await?,
     };
     Ok(Engines { join, local })
 }
@@ -89,12 +105,15 @@ pub async fn open(
 /// A session on `kind` with every reckon UDF registered; `spill_dir` holds spill files.
 pub async fn session(
     kind: &EngineKind,
-    target_partitions: usize,
+    sizing: &Sizing,
     spill_dir: &Path,
 ) -> Result<SessionContext> {
-    let runtime = RuntimeEnvBuilder::new()
-        .with_temp_file_path(spill_dir)
-        .build_arc()?;
+    let target_partitions = sizing.target_partitions;
+    let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(spill_dir);
+    if let Some(limit) = sizing.memory_limit {
+        runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
+    }
+    let runtime = runtime.build_arc()?;
     let builder = SessionStateBuilder::new()
         .with_config(session_config(kind, target_partitions))
         .with_runtime_env(runtime)

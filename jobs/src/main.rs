@@ -135,7 +135,7 @@ async fn session_for(
     let kind = EngineKind::parse(engine.unwrap_or(&config.engine)).map_err(Error::Config)?;
     let store = Store::new(config.storage_path().map_err(Error::Config)?);
     let work = store.work_dir()?;
-    let engines = engine::open(&kind, config.target_partitions, &work).await?;
+    let engines = engine::open(&kind, &engine::Sizing::of(config), &work).await?;
     Ok((engines, store, work))
 }
 

@@ -37,8 +37,10 @@ impl Store {
             .join(format!("dt={date}"))
     }
 
-    /// A fresh staging directory for one attempt of one stage; nothing outside reckon reads it.
-    pub fn staging(&self, stage: &str, channel: &str, date: NaiveDate) -> Result<PathBuf> {
+    /// A fresh staging directory for one attempt of one stage; nothing outside reckon reads it,
+    /// and it is removed when the attempt ends, however it ends (a kill is cleaned up by
+    /// [`Store::clear_stale_staging`] at the next run).
+    pub fn staging(&self, stage: &str, channel: &str, date: NaiveDate) -> Result<Staging> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -48,7 +50,7 @@ impl Store {
             std::process::id()
         ));
         std::fs::create_dir_all(&dir).at(&dir)?;
-        Ok(dir)
+        Ok(Staging(dir))
     }
 
     /// A work directory for engine spill and shuffle files.
@@ -148,6 +150,32 @@ impl Store {
             }
         }
         Ok(())
+    }
+}
+
+/// A staging directory, removed on drop: what a failed attempt wrote aside never lingers.
+#[derive(Debug)]
+pub struct Staging(PathBuf);
+
+impl std::ops::Deref for Staging {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Staging {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 

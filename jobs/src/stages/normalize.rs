@@ -34,13 +34,7 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
         rejected: &rej_file,
         max_rejected: job.channel.max_rejected_rows,
     };
-    let stats = match normalize_file(&template, &raw, &target) {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&staged);
-            return Err(e);
-        }
-    };
+    let stats = normalize_file(&template, &raw, &target)?;
     let mut files = Vec::new();
     for (dir, area) in [(&norm_dir, "normalized"), (&rej_dir, "rejected")] {
         let dest = job.store.area(area, job.name(), job.date);
@@ -48,7 +42,6 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
             files.push(job.store.relative(&p));
         }
     }
-    std::fs::remove_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
     tracing::info!(
         channel = job.name(),
         date = %job.date,

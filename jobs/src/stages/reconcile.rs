@@ -208,7 +208,6 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             files.push(job.store.relative(&p));
         }
     }
-    std::fs::remove_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
     Ok((
         files,
         json!({

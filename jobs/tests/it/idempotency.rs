@@ -191,3 +191,45 @@ fn stages_run_one_by_one_give_what_run_gives_and_refuse_to_run_out_of_order() {
         assert!(got[k] == *v, "{k} differs between stage-by-stage and run");
     }
 }
+
+#[test]
+fn an_engine_failure_is_exit_1_with_the_cause_and_publishes_nothing() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = support::generate(tmp.path(), DAY, 1, 3000, 51);
+    // A memory pool far too small for the join's build side.
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replacen(
+            "engine = \"local\"",
+            "engine = \"local\"\nmemory_limit_mb = 1",
+            1,
+        ),
+    )
+    .expect("write");
+    let (code, json, _) = support::run_day(&config, DAY, &["--channel", "alipay"]);
+    assert_eq!(code, 1, "{json}");
+    let ch = &json["channels"][0];
+    assert_eq!(ch["status"], "failed");
+    // The pool is too small for the collect stage's sort already (sorts spill, but not below
+    // a minimum); either way the stage fails cleanly.
+    let stage = ch["stage"].as_str().expect("stage");
+    assert!(stage == "collect" || stage == "reconcile", "{ch}");
+    assert!(
+        ch["error"]
+            .as_str()
+            .expect("error")
+            .contains("Resources exhausted"),
+        "{ch}"
+    );
+    let root = tmp.path().join("output");
+    assert!(
+        !support::area(&root, "results", "alipay", DAY).exists(),
+        "no results"
+    );
+    assert!(
+        !support::area(&root, "carryover", "alipay", DAY).exists(),
+        "no carry-over"
+    );
+    assert!(!root.join("_staging").exists(), "no staging left behind");
+}
