@@ -10,11 +10,9 @@ use reckon_udfs::Category;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::engine::{self, EngineKind};
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions};
-use crate::pipeline::run_day;
-use crate::store::Store;
+use crate::pipeline::{run_day, Runtime};
 
 /// The demo's bill date.
 pub const DEMO_DATE: (i32, u32, u32) = (2026, 11, 20);
@@ -33,13 +31,11 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
         channels: Vec::new(),
     })?;
     let config = Config::load(&generated.config)?;
-    let store = Store::new(config.storage_path().map_err(Error::Config)?);
-    let work = store.work_dir()?;
-    let engines = engine::open(&EngineKind::Local, &engine::Sizing::of(&config), &work).await?;
+    let rt = Runtime::open(&config, Some("local")).await?;
     let ran = Instant::now();
-    let (result, code) = run_day(&config, &[], date, &engines).await?;
-    let _ = std::fs::remove_dir_all(&work);
-    store.tidy();
+    let (result, code) = run_day(&config, &[], date, &rt.engines).await?;
+    let root = rt.store.root().display().to_string();
+    rt.close();
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -57,7 +53,6 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
     for ch in result["channels"].as_array().cloned().unwrap_or_default() {
         render_channel(&mut out, &ch);
     }
-    let root = store.root().display().to_string();
     let _ = writeln!(out, "outputs under {root}/:");
     for (what, path) in [
         (

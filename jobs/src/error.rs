@@ -49,6 +49,15 @@ impl Error {
         }
     }
 
+    /// The run status this error leaves a channel-date in (manifest and final JSON).
+    pub fn status(&self) -> &'static str {
+        match self {
+            Error::BadInput(_) => "incomplete",
+            Error::NotReady(_) => "waiting",
+            _ => "failed",
+        }
+    }
+
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

@@ -6,12 +6,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use reckon::config::{parse_date, Config};
-use reckon::engine::{self, EngineKind};
 use reckon::error::{Error, Result};
 use reckon::generate::{generate, GenerateOptions};
-use reckon::pipeline::{run_channel, run_day};
+use reckon::pipeline::{run_channel, run_day, Runtime};
 use reckon::sql::SqlDir;
-use reckon::store::Store;
 
 #[derive(Parser)]
 #[command(
@@ -128,17 +126,6 @@ fn print_json(v: &serde_json::Value) {
     println!("{v}");
 }
 
-async fn session_for(
-    config: &Config,
-    engine: Option<&str>,
-) -> Result<(engine::Engines, Store, PathBuf)> {
-    let kind = EngineKind::parse(engine.unwrap_or(&config.engine)).map_err(Error::Config)?;
-    let store = Store::new(config.storage_path().map_err(Error::Config)?);
-    let work = store.work_dir()?;
-    let engines = engine::open(&kind, &engine::Sizing::of(config), &work).await?;
-    Ok((engines, store, work))
-}
-
 async fn dispatch(cmd: Command) -> Result<i32> {
     match cmd {
         Command::Demo { dir, rows } => {
@@ -181,10 +168,9 @@ async fn dispatch(cmd: Command) -> Result<i32> {
         } => {
             let date = parse_date(&date)?;
             let config = Config::load(&config)?;
-            let (ctx, store, work) = session_for(&config, engine.as_deref()).await?;
-            let result = run_day(&config, &channels, date, &ctx).await;
-            let _ = std::fs::remove_dir_all(&work);
-            store.tidy();
+            let rt = Runtime::open(&config, engine.as_deref()).await?;
+            let result = run_day(&config, &channels, date, &rt.engines).await;
+            rt.close();
             let (summary, code) = result?;
             print_json(&summary);
             Ok(code)
@@ -206,10 +192,10 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             let config = Config::load(&config)?;
             config.channel(&channel)?;
             let sql = SqlDir::for_config(&config)?;
-            let (ctx, store, work) = session_for(&config, engine.as_deref()).await?;
-            let out = run_channel(&config, &channel, date, &ctx, &sql, &[name.as_str()]).await;
-            let _ = std::fs::remove_dir_all(&work);
-            store.tidy();
+            let rt = Runtime::open(&config, engine.as_deref()).await?;
+            let out =
+                run_channel(&config, &channel, date, &rt.engines, &sql, &[name.as_str()]).await;
+            rt.close();
             let out = out?;
             print_json(&out.summary);
             Ok(out.exit_code)

@@ -10,6 +10,38 @@ use crate::sql::SqlDir;
 use crate::stages::{run_stage, Job, STAGES};
 use crate::store::Store;
 
+/// The engine sessions of one process with their storage root and scratch folder; `close`
+/// removes the scratch space.
+pub struct Runtime {
+    /// The sessions.
+    pub engines: Engines,
+    /// The storage root.
+    pub store: Store,
+    work: std::path::PathBuf,
+}
+
+impl Runtime {
+    /// Opens sessions on `kind` (the config's engine when `None`) for `config`.
+    pub async fn open(config: &Config, kind: Option<&str>) -> Result<Runtime> {
+        let kind = crate::engine::EngineKind::parse(kind.unwrap_or(&config.engine))
+            .map_err(Error::Config)?;
+        let store = store(config)?;
+        let work = store.work_dir()?;
+        let engines = crate::engine::open(&kind, &crate::engine::Sizing::of(config), &work).await?;
+        Ok(Runtime {
+            engines,
+            store,
+            work,
+        })
+    }
+
+    /// Removes the scratch folder and any empty staging folders.
+    pub fn close(self) {
+        let _ = std::fs::remove_dir_all(&self.work);
+        self.store.tidy();
+    }
+}
+
 /// One channel's outcome: its summary, or the error and its exit code.
 pub struct ChannelOutcome {
     /// The summary JSON (or a status object for a failure).
@@ -41,31 +73,33 @@ pub async fn run_channel(
         engines,
     };
     job.store.clear_stale_staging(channel, date)?;
+    let mut summary = None;
     for stage in stages {
-        if let Err(e) = run_stage(&job, stage).await {
-            let status = match &e {
-                Error::BadInput(_) => "incomplete",
-                Error::NotReady(_) => "waiting",
-                _ => "failed",
-            };
-            return Ok(ChannelOutcome {
-                summary: json!({
-                    "channel": channel,
-                    "bill_date": date.to_string(),
-                    "status": status,
-                    "stage": stage,
-                    "error": e.to_string(),
-                    "exit_code": e.exit_code(),
-                }),
-                exit_code: e.exit_code(),
-            });
+        match run_stage(&job, stage).await {
+            // The report stage already built the summary: take it from its record.
+            Ok(record) if *stage == "report" => summary = Some(record.detail["summary"].clone()),
+            Ok(_) => {}
+            Err(e) => {
+                return Ok(ChannelOutcome {
+                    summary: json!({
+                        "channel": channel,
+                        "bill_date": date.to_string(),
+                        "status": e.status(),
+                        "stage": stage,
+                        "error": e.to_string(),
+                        "exit_code": e.exit_code(),
+                    }),
+                    exit_code: e.exit_code(),
+                })
+            }
         }
     }
-    let summary = if stages.contains(&"report") {
-        crate::stages::report::summary(&job)?
-    } else {
-        let m = job.manifest()?;
-        json!({ "channel": channel, "bill_date": date.to_string(), "status": m.status, "stages": stages })
+    let summary = match summary {
+        Some(s) => s,
+        None => {
+            let m = job.manifest()?;
+            json!({ "channel": channel, "bill_date": date.to_string(), "status": m.status, "stages": stages })
+        }
     };
     Ok(ChannelOutcome {
         summary,

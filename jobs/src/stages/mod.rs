@@ -127,11 +127,7 @@ pub async fn run_stage(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
                     detail: serde_json::json!({ "error": e.to_string() }),
                 },
             );
-            manifest.status = match &e {
-                Error::BadInput(_) => "incomplete".into(),
-                Error::NotReady(_) => "waiting".into(),
-                _ => "failed".into(),
-            };
+            manifest.status = e.status().into();
             manifest.error = Some(e.to_string());
             job.store.save_manifest(&manifest, job.date)?;
             tracing::error!(channel = job.name(), date = %job.date, stage, error = %e, "stage failed");

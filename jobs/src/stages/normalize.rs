@@ -35,6 +35,7 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
         max_rejected: job.channel.max_rejected_rows,
     };
     let stats = normalize_file(&template, &raw, &target)?;
+    let normalized_sha = crate::store::sha256_file(&norm_file)?;
     let mut files = Vec::new();
     for (dir, area) in [(&norm_dir, "normalized"), (&rej_dir, "rejected")] {
         let dest = job.store.area(area, job.name(), job.date);
@@ -58,6 +59,7 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
             "rows_read": stats.rows_read,
             "rows_written": stats.rows_written,
             "rows_rejected": stats.rows_rejected,
+            "sha256": normalized_sha,
             "totals": stats.totals,
         }),
     ))

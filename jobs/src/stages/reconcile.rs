@@ -176,18 +176,12 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         "grace_days": ch.grace_days, "tolerance": tolerance.to_string(),
         "fee_rate": fee_rate.map(|r| r.to_string()), "match_key": ch.match_key,
     });
-    let normalized_sha = normalized
-        .files
-        .iter()
-        .filter(|f| f.starts_with("normalized/"))
-        .map(|f| sha256_file(&job.path(f)))
-        .collect::<Result<Vec<_>>>()?;
     let mut h = Sha256::new();
     for part in [
         job.name().to_string(),
         job.date.to_string(),
         fetched.detail["sha256"].to_string(),
-        normalized_sha.join(","),
+        normalized.detail["sha256"].to_string(),
         collected.detail["sha256"].to_string(),
         carry_detail["sha256"].to_string(),
         job.sql.hash("reconcile.sql")?,
