@@ -124,12 +124,13 @@ joined AS (
         p.refund_id AS p_refund_id, p.channel_txn_id AS p_channel_txn_id, p.amount AS p_amount,
         p.status AS p_status, p.txn_time AS p_txn_time,
         p.carried AS p_carried, p.carried_from AS p_carried_from, p.grace_until AS p_grace_until
-    -- Only first occurrences with a key take part in the join: duplicates and keyless records
-    -- get a NULL join key, and a full outer join keeps each of them as a one-sided row.
-    FROM (SELECT *, CASE WHEN NOT duplicate THEN match_key END AS join_key FROM channel_side) c
-    FULL OUTER JOIN
-         (SELECT *, CASE WHEN NOT duplicate THEN match_key END AS join_key FROM platform_side) p
-      ON c.join_key = p.join_key
+    -- Only first occurrences with a key pair up: a duplicate fails the join condition and a
+    -- keyless record (NULL key) equals nothing, so the full outer join keeps each of them as a
+    -- one-sided row. Joining on match_key itself lets the engine reuse the partitioning of the
+    -- duplicate check instead of shuffling both sides again.
+    FROM channel_side c
+    FULL OUTER JOIN platform_side p
+      ON c.match_key = p.match_key AND NOT c.duplicate AND NOT p.duplicate
 ),
 
 facts AS (

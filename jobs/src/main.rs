@@ -11,6 +11,28 @@ use reckon::generate::{generate, GenerateOptions};
 use reckon::pipeline::{run_channel, run_day, Runtime};
 use reckon::sql::SqlDir;
 
+/// mimalloc returns freed memory to the system sooner than glibc's allocator under
+/// DataFusion's many threads, which lowers the peak resident memory of a large join.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` in the mimalloc.h of libmimalloc-sys 0.1.49 (pinned exactly in
+/// Cargo.toml; the Rust bindings do not name it).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Gives freed pages back to the system at once instead of after mimalloc's default delay of
+/// one second. A reconcile frees its duplicate check's hash tables while the join's build side
+/// grows; at 10M records a side this lowers the peak by about 0.5 GB at no measured cost in
+/// time (BENCHMARKS.md). `MIMALLOC_PURGE_DELAY` in the environment still wins.
+#[allow(unsafe_code)]
+fn purge_freed_memory_at_once() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: mi_option_set stores an integer option; it has no preconditions and is safe
+        // to call at any time from any thread.
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "reckon",
@@ -98,6 +120,7 @@ fn init_logs() {
 }
 
 fn main() -> ExitCode {
+    purge_freed_memory_at_once();
     let cli = Cli::parse();
     init_logs();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
