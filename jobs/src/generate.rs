@@ -549,6 +549,7 @@ fn write_alipay(day: NaiveDate, rows: &[BillRow], path: &Path) -> Result<i64> {
     }
     let first_line = head.len() as i64 + 1;
     let (mut pay_n, mut pay_sum, mut ref_n, mut ref_sum) = (0u64, 0i128, 0u64, 0i128);
+    let (mut order_sum, mut fee_sum) = (0i128, 0i128);
     for r in rows {
         let (kind, received, fee, refund_no) = if r.refund {
             ref_n += 1;
@@ -559,6 +560,10 @@ fn write_alipay(day: NaiveDate, rows: &[BillRow], path: &Path) -> Result<i64> {
             pay_sum += r.amount;
             ("交易", r.amount, -r.fee, "")
         };
+        if !r.refund {
+            order_sum += r.amount;
+        }
+        fee_sum += fee;
         let created = r.time - Duration::seconds(3);
         let line = format!(
             "{}\t,{}\t,{kind},商品{},{},{},,,,,ab***@example.com,{},{},0.00,0.00,0.00,0.00,0.00,,0.00,0.00,{}\t,{},0.00,\r\n",
@@ -587,10 +592,22 @@ fn write_alipay(day: NaiveDate, rows: &[BillRow], path: &Path) -> Result<i64> {
         "#导出时间：[{} 09:00:00]\r\n",
         next.format("%Y年%m月%d日")
     ));
+    // The summary member, as Alipay writes it: one row per store, then the 合计 row.
     let summary = format!(
-        "#支付宝业务汇总查询\r\n#账号：[{ALIPAY_ACCOUNT}]\r\n门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,商家实收（元）\r\n合计,,{pay_n},{ref_n},{},{}\r\n#结束\r\n",
-        money(pay_sum),
-        money(pay_sum + ref_sum)
+        "#支付宝业务汇总查询\r\n#账号：[{ALIPAY_ACCOUNT}]\r\n#起始日期：[{}]   终止日期：[{}]\r\n\
+         #-----------------------------------------业务汇总列表----------------------------------------\r\n\
+         门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,商家实收（元）,支付宝优惠（元）,商家优惠（元）,卡消费金额（元）,服务费（元）,分润（元）,实收净额（元）\r\n\
+         ,,{pay_n},{ref_n},{order},{received},0.00,0.00,0.00,{fee},0.00,{net}\r\n\
+         合计,,{pay_n},{ref_n},{order},{received},0.00,0.00,0.00,{fee},0.00,{net}\r\n\
+         #-----------------------------------------业务汇总列表结束------------------------------------\r\n\
+         #导出时间：[{} 09:00:00]\r\n",
+        day.format("%Y年%m月%d日 00:00:00"),
+        next.format("%Y年%m月%d日 00:00:00"),
+        next.format("%Y年%m月%d日"),
+        order = money(order_sum),
+        received = money(pay_sum + ref_sum),
+        fee = money(fee_sum),
+        net = money(pay_sum + ref_sum + fee_sum),
     );
     let gbk = |s: &str| encoding_rs::GBK.encode(s).0.into_owned();
     let stem = format!("{ALIPAY_ACCOUNT}_{}", day.format("%Y%m%d"));

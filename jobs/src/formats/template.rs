@@ -1,4 +1,5 @@
 //! A bill template: the declarative description of one channel's file format and version.
+//! `formats/README.md` is the user's guide to every setting here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -9,14 +10,34 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 
 /// Templates shipped with reckon, built into the binary so it runs from anywhere.
-const BUILT_IN: &[(&str, &str)] = &[
+pub const BUILT_IN: &[(&str, &str)] = &[
     (
         "alipay_trade_v1",
         include_str!("../../../formats/alipay_trade_v1.toml"),
     ),
     (
+        "alipay_fund_v1",
+        include_str!("../../../formats/alipay_fund_v1.toml"),
+    ),
+    (
         "wechat_trade_v3",
         include_str!("../../../formats/wechat_trade_v3.toml"),
+    ),
+    (
+        "wechat_trade_v2",
+        include_str!("../../../formats/wechat_trade_v2.toml"),
+    ),
+    (
+        "stripe_balance_v1",
+        include_str!("../../../formats/stripe_balance_v1.toml"),
+    ),
+    (
+        "generic_acquirer_v1",
+        include_str!("../../../formats/generic_acquirer_v1.toml"),
+    ),
+    (
+        "camt053_v1",
+        include_str!("../../../formats/camt053_v1.toml"),
     ),
 ];
 
@@ -31,8 +52,11 @@ pub struct Template {
     pub description: String,
     /// The file around the text.
     pub container: Container,
-    /// Where the rows are.
+    /// Where the records are.
     pub body: Body,
+    /// Rows that are not transactions to reconcile (payouts, fees): counted, not written.
+    #[serde(default)]
+    pub skip: Vec<Condition>,
     /// Canonical column → how to fill it.
     pub columns: BTreeMap<String, ColumnSpec>,
     /// The bill's own totals, checked against what was parsed.
@@ -40,19 +64,28 @@ pub struct Template {
     /// Where the template came from (file or built-in name), for error messages.
     #[serde(skip)]
     pub origin: String,
+    /// The template's text, to point errors at its lines.
+    #[serde(skip)]
+    pub text: String,
 }
 
 /// The container and text encoding.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Container {
-    /// `plain` or `zip`.
+    /// `plain`, `zip` or `gzip`.
     pub kind: ContainerKind,
     /// For `zip`: a regex the wanted member's name matches (exactly one member must).
     pub member: Option<String>,
     /// `utf-8`, `gbk` or `gb18030`.
     #[serde(default = "utf8")]
     pub encoding: String,
+    /// A UTF-8 byte order mark: `optional` (default), `required` or `forbidden`.
+    #[serde(default)]
+    pub bom: Bom,
+    /// `any` (default: LF or CRLF), `crlf` or `lf`; a file that breaks it fails.
+    #[serde(default)]
+    pub line_ending: LineEnding,
 }
 
 fn utf8() -> String {
@@ -67,26 +100,85 @@ pub enum ContainerKind {
     Plain,
     /// A zip archive holding the text file.
     Zip,
+    /// A gzip-compressed text file.
+    Gzip,
 }
 
-/// The body: the header row, the data rows and the markers around them.
+/// What a UTF-8 byte order mark may do.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Bom {
+    /// Stripped when present.
+    #[default]
+    Optional,
+    /// Must be present.
+    Required,
+    /// Must not be present.
+    Forbidden,
+}
+
+/// The declared line ending.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LineEnding {
+    /// LF or CRLF.
+    #[default]
+    Any,
+    /// CRLF only.
+    Crlf,
+    /// LF only.
+    Lf,
+}
+
+/// The body: delimited text with a header row, or XML records.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Body {
-    /// A regex for the line just before the header row; absent: the first line is the header.
+    /// `delimited` (default) or `xml`.
+    #[serde(default)]
+    pub kind: BodyKind,
+    /// Delimited: lines before the header row, counted (an alternative to `start`).
+    #[serde(default)]
+    pub head_lines: usize,
+    /// Delimited: a regex for the line just before the header row.
     pub start: Option<String>,
-    /// A regex for the line that ends the data rows. Required: a bill without it is truncated.
-    pub end: String,
+    /// Delimited: a regex for the line that ends the data rows. When set, a bill without it is
+    /// truncated and fails; when absent, the rows run to the end of the file.
+    pub end: Option<String>,
+    /// Delimited: lines in the body starting with one of these are comments, not rows.
+    #[serde(default)]
+    pub comment: Vec<String>,
     /// Field separator (one character).
     #[serde(default = "comma")]
     pub delimiter: String,
-    /// Cleanups applied to every field, in order: `trim`, `strip_backtick`.
+    /// The quote character (one character), or `""` for none.
+    #[serde(default = "double_quote")]
+    pub quote: String,
+    /// Cleanups applied to every field, in order: `trim`, `strip_trailing_tab`,
+    /// `strip_backtick`.
     #[serde(default)]
     pub cleanup: Vec<Cleanup>,
+    /// XML: the path of the record element, from the root (`Document/BkToCstmrStmt/Stmt/Ntry`).
+    pub record: Option<String>,
 }
 
 fn comma() -> String {
     ",".into()
+}
+
+fn double_quote() -> String {
+    "\"".into()
+}
+
+/// The body's kind.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum BodyKind {
+    /// Lines of delimited fields under a header row.
+    #[default]
+    Delimited,
+    /// XML: one record per element at `record`; columns are paths below it.
+    Xml,
 }
 
 /// A per-field cleanup step.
@@ -95,18 +187,57 @@ fn comma() -> String {
 pub enum Cleanup {
     /// Remove surrounding whitespace (spaces, tabs).
     Trim,
+    /// Remove trailing tabs (Alipay pads fields with one so spreadsheets keep long numbers).
+    StripTrailingTab,
     /// Remove one leading backtick (WeChat Pay marks every field with one).
     StripBacktick,
+}
+
+/// One name or a list of alternatives (the first present in the header wins).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Names {
+    /// One name.
+    One(String),
+    /// Alternatives, in order.
+    Any(Vec<String>),
+}
+
+impl Names {
+    /// The names, in order.
+    pub fn list(&self) -> Vec<&str> {
+        match self {
+            Names::One(n) => vec![n.as_str()],
+            Names::Any(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// How a decimal's sign is made.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Sign {
+    /// As written.
+    #[default]
+    Keep,
+    /// The absolute value (the direction lives in `txn_type`).
+    Abs,
+    /// Negated.
+    Negate,
 }
 
 /// How one canonical column is filled.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ColumnSpec {
-    /// The source column (matched by header name).
-    pub source: Option<String>,
+    /// The source column (a header name, or an XML path below the record; `Amt@Ccy` reads an
+    /// attribute). A list gives alternatives: the first the bill has is used.
+    pub source: Option<Names>,
     /// The source column on refund rows, when it differs.
-    pub refund_source: Option<String>,
+    pub refund_source: Option<Names>,
+    /// The bill may lack the source column: the value is then NULL (optional columns only).
+    #[serde(default)]
+    pub optional: bool,
     /// A constant instead of a source column.
     pub value: Option<String>,
     /// A constant on refund rows.
@@ -114,44 +245,91 @@ pub struct ColumnSpec {
     /// Value mappings (`交易` → `PAY`); values not listed pass through unchanged.
     #[serde(default)]
     pub map: BTreeMap<String, String>,
-    /// Decimals: take the absolute value (the sign lives in `txn_type`).
+    /// Decimals: `keep`, `abs` or `negate`.
     #[serde(default)]
-    pub abs: bool,
-    /// Timestamps: the chrono format of the text.
-    pub format: Option<String>,
-    /// Timestamps: the zone the text is in.
+    pub sign: Sign,
+    /// Decimals: the sign on refund rows, when it differs.
+    pub refund_sign: Option<Sign>,
+    /// Decimals: the text is in minor units (cents), not major.
+    #[serde(default)]
+    pub minor_units: bool,
+    /// Decimals: a thousands separator to drop (`","` in `1,234.50`).
+    pub thousands: Option<String>,
+    /// Decimals: the decimal separator when it is not `.` (`","` in `1234,50`).
+    pub decimal_point: Option<String>,
+    /// Timestamps: chrono formats of the text, tried in order; `rfc3339`, `unix` (seconds)
+    /// and `unix_ms` are also accepted. A date-only format gives midnight.
+    pub format: Option<Names>,
+    /// Timestamps: the zone the text is in, when it carries no offset.
     pub time_zone: Option<String>,
+}
+
+/// A condition on one source column of a row.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// The source column (or alternatives, like `source`).
+    pub column: Names,
+    /// The value equals one of these.
+    #[serde(default, rename = "in")]
+    pub one_of: Vec<String>,
+    /// The value is a decimal other than zero.
+    #[serde(default)]
+    pub nonzero: bool,
 }
 
 /// Where the bill's totals are and what they must equal.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Totals {
-    /// Regexes over the tail lines; their named captures become values.
+    /// Regexes over the lines outside the body (head and tail); named captures become values.
     #[serde(default)]
     pub lines: Vec<String>,
     /// The end marker line is the header of a one-row totals table that follows it.
     #[serde(default)]
     pub table_after_end: bool,
+    /// A summary file next to the bill (a zip member) holding a totals table.
+    pub summary: Option<Summary>,
+    /// XML: value name → path from the root (`Document/BkToCstmrStmt/Stmt/TxsSummry/…`).
+    #[serde(default)]
+    pub paths: BTreeMap<String, String>,
     /// The checks.
     #[serde(rename = "check", default)]
     pub checks: Vec<TotalsCheck>,
+}
+
+/// A totals table in another zip member: a header row after `start`, and the row matching
+/// `row`; each header name becomes a value.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    /// A regex for the member's name.
+    pub member: String,
+    /// A regex for the line before the header row; absent: the first line not starting with
+    /// `#` is the header.
+    pub start: Option<String>,
+    /// A regex the totals row matches (`^合计`).
+    pub row: String,
 }
 
 /// One total: a named value of the bill against a count or sum of what was parsed.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TotalsCheck {
-    /// The value's name (a regex capture or a totals-table column).
+    /// The value's name (a regex capture, a totals-table column or an XML path's name).
     pub value: String,
     /// `count` for a row count, or `sum` of `column`.
     pub aggregate: Aggregate,
     /// The source column summed (for `sum`).
     pub column: Option<String>,
-    /// Only rows whose source `when_column` equals `when_equals`.
-    pub when_column: Option<String>,
-    /// See `when_column`.
-    pub when_equals: Option<String>,
+    /// Sum absolute values.
+    #[serde(default)]
+    pub abs: bool,
+    /// A bill without this value skips the check instead of failing.
+    #[serde(default)]
+    pub optional: bool,
+    /// Only rows meeting this condition.
+    pub when: Option<Condition>,
 }
 
 /// A totals aggregate.
@@ -160,24 +338,35 @@ pub struct TotalsCheck {
 pub enum Aggregate {
     /// Number of rows.
     Count,
-    /// Sum of a decimal column, as written (signs kept).
+    /// Sum of a decimal column, as written (signs kept unless `abs`).
     Sum,
 }
 
-/// The canonical columns a template may fill, and which must be filled.
-pub const CANONICAL: &[(&str, bool)] = &[
-    ("txn_type", true),
-    ("channel_txn_id", false),
-    ("merchant_order_id", false),
-    ("refund_id", false),
-    ("amount", true),
-    ("fee", false),
-    ("status", true),
-    ("txn_time", true),
+/// What a canonical column holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Text.
+    Text,
+    /// Money, DECIMAL(18,2).
+    Money,
+    /// An instant.
+    Time,
+}
+
+/// The canonical columns a template may fill: name, required, kind.
+pub const CANONICAL: &[(&str, bool, Kind)] = &[
+    ("txn_type", true, Kind::Text),
+    ("channel_txn_id", false, Kind::Text),
+    ("merchant_order_id", false, Kind::Text),
+    ("refund_id", false, Kind::Text),
+    ("amount", true, Kind::Money),
+    ("fee", false, Kind::Money),
+    ("status", true, Kind::Text),
+    ("txn_time", true, Kind::Time),
 ];
 
 impl Template {
-    /// A built-in template by name, or a template file by path.
+    /// A built-in template by name, a template in `search_dir` by name, or a file by path.
     pub fn load(name_or_path: &str, search_dir: Option<&Path>) -> Result<Template> {
         let as_path = PathBuf::from(name_or_path);
         let (origin, text) = if name_or_path.ends_with(".toml") || as_path.is_file() {
@@ -216,77 +405,171 @@ impl Template {
             }
         })?;
         t.origin = origin.to_string();
+        t.text = text.to_string();
         t.check()?;
         Ok(t)
     }
 
+    /// `template F, line N` for the first line of the template containing `needle`.
+    pub fn at(&self, needle: &str) -> String {
+        match self
+            .text
+            .lines()
+            .position(|l| l.contains(needle))
+            .map(|i| i + 1)
+        {
+            Some(n) => format!("template {}, line {n}", self.origin),
+            None => format!("template {}", self.origin),
+        }
+    }
+
+    /// `template F, line N` for a canonical column's table.
+    pub fn at_column(&self, name: &str) -> String {
+        self.at(&format!("[columns.{name}]"))
+    }
+
     fn check(&self) -> Result<()> {
-        let bad = |what: String| Error::Config(format!("template {}: {what}", self.origin));
-        for (name, required) in CANONICAL {
+        let bad = |at: String, what: String| Error::Config(format!("{at}: {what}"));
+        for (name, required, kind) in CANONICAL {
             match self.columns.get(*name) {
                 None if *required => {
-                    return Err(bad(format!("[columns.{name}] is required")));
+                    return Err(bad(
+                        format!("template {}", self.origin),
+                        format!("[columns.{name}] is required"),
+                    ));
                 }
                 Some(c) if c.source.is_none() && c.value.is_none() => {
-                    return Err(bad(format!("[columns.{name}] needs `source` or `value`")));
+                    return Err(bad(
+                        self.at_column(name),
+                        format!("[columns.{name}] needs `source` or `value`"),
+                    ));
                 }
-                _ => {}
+                Some(c) => {
+                    if *kind == Kind::Time && c.format.is_none() && c.value.is_none() {
+                        return Err(bad(
+                            self.at_column(name),
+                            format!("[columns.{name}] needs `format`"),
+                        ));
+                    }
+                    if let Some(z) = &c.time_zone {
+                        if z.parse::<chrono_tz::Tz>().is_err() {
+                            return Err(bad(
+                                self.at(&format!("\"{z}\"")),
+                                format!(
+                                    "unknown time zone {z:?} (an IANA name such as Asia/Shanghai)"
+                                ),
+                            ));
+                        }
+                    }
+                    for (what, v) in [
+                        ("thousands", &c.thousands),
+                        ("decimal_point", &c.decimal_point),
+                    ] {
+                        if v.as_ref().is_some_and(|s| s.chars().count() != 1) {
+                            return Err(bad(
+                                self.at_column(name),
+                                format!("[columns.{name}] {what} must be one character"),
+                            ));
+                        }
+                    }
+                }
+                None => {}
             }
         }
         if let Some(extra) = self
             .columns
             .keys()
-            .find(|k| !CANONICAL.iter().any(|(n, _)| n == k))
+            .find(|k| !CANONICAL.iter().any(|(n, _, _)| n == k))
         {
-            return Err(bad(format!(
-                "[columns.{extra}] is not a canonical column (known: {})",
-                CANONICAL
-                    .iter()
-                    .map(|(n, _)| *n)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
+            return Err(bad(
+                self.at_column(extra),
+                format!(
+                    "[columns.{extra}] is not a canonical column (known: {})",
+                    CANONICAL
+                        .iter()
+                        .map(|(n, _, _)| *n)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
         }
-        if let Some(c) = self.columns.get("txn_time") {
-            if c.format.is_none() {
-                return Err(bad("[columns.txn_time] needs `format`".into()));
+        let one_char = |what: &str, v: &str, empty_ok: bool| -> Result<()> {
+            let n = v.chars().count();
+            if n == 1 && v.is_ascii() || (empty_ok && n == 0) {
+                Ok(())
+            } else {
+                Err(bad(
+                    self.at(&format!("{what} =")),
+                    format!(
+                        "body.{what} must be one ASCII character{}",
+                        if empty_ok { " or empty" } else { "" }
+                    ),
+                ))
             }
-        }
-        if self.body.delimiter.chars().count() != 1 {
-            return Err(bad("body.delimiter must be one character".into()));
-        }
+        };
+        one_char("delimiter", &self.body.delimiter, false)?;
+        one_char("quote", &self.body.quote, true)?;
         if self.container.kind == ContainerKind::Zip && self.container.member.is_none() {
-            return Err(bad("a zip container needs `member`".into()));
+            return Err(bad(
+                self.at("[container]"),
+                "a zip container needs `member`".into(),
+            ));
         }
         self.encoding()?;
-        for r in [
-            Some(&self.body.end),
+        match self.body.kind {
+            BodyKind::Xml => {
+                if self.body.record.is_none() {
+                    return Err(bad(self.at("[body]"), "an xml body needs `record`".into()));
+                }
+                if self.encoding()? != encoding_rs::UTF_8 {
+                    return Err(bad(
+                        self.at("encoding"),
+                        "an xml body is read as UTF-8".into(),
+                    ));
+                }
+            }
+            BodyKind::Delimited => {
+                if self.body.start.is_some() && self.body.head_lines > 0 {
+                    return Err(bad(
+                        self.at("head_lines"),
+                        "body.start and body.head_lines exclude each other".into(),
+                    ));
+                }
+            }
+        }
+        let mut regexes: Vec<&String> = [
+            self.body.end.as_ref(),
             self.body.start.as_ref(),
             self.container.member.as_ref(),
         ]
         .into_iter()
         .flatten()
-        {
-            Regex::new(r).map_err(|e| bad(format!("bad regex {r:?}: {e}")))?;
-        }
+        .collect();
         if let Some(t) = &self.totals {
-            for r in &t.lines {
-                Regex::new(r).map_err(|e| bad(format!("bad regex {r:?}: {e}")))?;
+            regexes.extend(t.lines.iter());
+            if let Some(s) = &t.summary {
+                regexes.push(&s.member);
+                regexes.push(&s.row);
+                regexes.extend(s.start.iter());
+            }
+            if t.table_after_end && self.body.end.is_none() {
+                return Err(bad(
+                    self.at("table_after_end"),
+                    "table_after_end needs body.end".into(),
+                ));
             }
             for c in &t.checks {
+                let at = self.at(&format!("\"{}\"", c.value));
                 if c.aggregate == Aggregate::Sum && c.column.is_none() {
-                    return Err(bad(format!(
-                        "totals check {:?}: `sum` needs `column`",
-                        c.value
-                    )));
-                }
-                if c.when_column.is_some() != c.when_equals.is_some() {
-                    return Err(bad(format!(
-                        "totals check {:?}: when_column and when_equals go together",
-                        c.value
-                    )));
+                    return Err(bad(
+                        at,
+                        format!("totals check {:?}: `sum` needs `column`", c.value),
+                    ));
                 }
             }
+        }
+        for r in regexes {
+            Regex::new(r).map_err(|e| bad(self.at(r), format!("bad regex {r:?}: {e}")))?;
         }
         Ok(())
     }
@@ -298,10 +581,15 @@ impl Template {
             "gbk" => Ok(encoding_rs::GBK),
             "gb18030" => Ok(encoding_rs::GB18030),
             other => Err(Error::Config(format!(
-                "template {}: encoding {other:?} is not one of utf-8, gbk, gb18030",
-                self.origin
+                "{}: encoding {other:?} is not one of utf-8, gbk, gb18030",
+                self.at("encoding")
             ))),
         }
+    }
+
+    /// A regex the template declared (already checked by `parse`).
+    pub fn regex(&self, r: &str) -> Result<Regex> {
+        Regex::new(r).map_err(|e| Error::Config(format!("{}: {e}", self.at(r))))
     }
 }
 
@@ -323,6 +611,18 @@ mod tests {
         let msg = e.to_string();
         assert!(
             msg.contains("formats/x.toml") && msg.contains("line 3"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_semantic_error_names_the_line_of_the_setting() {
+        let text = "name = \"x\"\n[container]\nkind = \"plain\"\n[body]\n\n[columns.txn_type]\nvalue = \"PAY\"\n[columns.amount]\nsource = \"a\"\n[columns.status]\nvalue = \"S\"\n[columns.txn_time]\nsource = \"t\"\ntime_zone = \"Mars/Olympus\"\nformat = \"%Y\"\n";
+        let msg = Template::parse(text, "x.toml")
+            .expect_err("bad zone")
+            .to_string();
+        assert!(
+            msg.contains("line 14") && msg.contains("Mars/Olympus"),
             "{msg}"
         );
     }

@@ -28,7 +28,7 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
     );
     let target = Target {
         channel: job.name(),
-        bill_date: job.date,
+        bill_date: Some(job.date),
         source_name: &file,
         normalized: &norm_file,
         rejected: &rej_file,
@@ -49,6 +49,7 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
         read = stats.rows_read,
         written = stats.rows_written,
         rejected = stats.rows_rejected,
+        skipped = stats.rows_skipped,
         "normalized"
     );
     Ok((
@@ -59,6 +60,7 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
             "rows_read": stats.rows_read,
             "rows_written": stats.rows_written,
             "rows_rejected": stats.rows_rejected,
+            "rows_skipped": stats.rows_skipped,
             "sha256": normalized_sha,
             "totals": stats.totals,
         }),

@@ -1,0 +1,296 @@
+//! Field values: exact money and instants, parsed without allocating on the hot path.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone};
+use chrono_tz::Tz;
+
+/// The largest DECIMAL(18,2) mantissa plus one.
+const LIMIT: i128 = 1_000_000_000_000_000_000;
+
+/// How decimal text is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoneyFormat {
+    /// The text is in minor units (cents).
+    pub minor_units: bool,
+    /// A thousands separator to skip.
+    pub thousands: Option<char>,
+    /// The decimal separator.
+    pub point: char,
+}
+
+impl Default for MoneyFormat {
+    fn default() -> Self {
+        Self {
+            minor_units: false,
+            thousands: None,
+            point: '.',
+        }
+    }
+}
+
+/// A decimal amount as a scale-2 mantissa: exact, at most two decimals (more only when they
+/// are zeros), within DECIMAL(18,2).
+pub fn parse_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
+    let bytes = v.as_bytes();
+    let (neg, digits) = match bytes.first() {
+        Some(b'-') => (true, &v[1..]),
+        Some(b'+') => (false, &v[1..]),
+        _ => (false, v),
+    };
+    if digits.is_empty() {
+        return Err(format!("{v:?} is not a decimal amount"));
+    }
+    let mut whole: i128 = 0;
+    let mut frac: i128 = 0;
+    let mut frac_digits = 0u32;
+    let mut in_frac = false;
+    let mut any_digit = false;
+    for c in digits.chars() {
+        match c {
+            '0'..='9' => {
+                any_digit = true;
+                let d = i128::from(c as u8 - b'0');
+                if in_frac {
+                    if frac_digits < 2 {
+                        frac = frac * 10 + d;
+                        frac_digits += 1;
+                    } else if d != 0 {
+                        return Err(format!("{v:?} has more than two decimals"));
+                    }
+                } else {
+                    whole = whole * 10 + d;
+                    if whole >= LIMIT {
+                        return Err(format!("{v:?} does not fit DECIMAL(18,2)"));
+                    }
+                }
+            }
+            c if c == f.point && !in_frac && !f.minor_units => in_frac = true,
+            c if Some(c) == f.thousands && !in_frac => {}
+            _ => return Err(format!("{v:?} is not a decimal amount")),
+        }
+    }
+    if !any_digit {
+        return Err(format!("{v:?} is not a decimal amount"));
+    }
+    let m = if f.minor_units {
+        whole
+    } else {
+        whole * 100 + frac * 10i128.pow(2 - frac_digits)
+    };
+    if m >= LIMIT {
+        return Err(format!("{v:?} does not fit DECIMAL(18,2)"));
+    }
+    Ok(if neg { -m } else { m })
+}
+
+/// One accepted way of writing an instant.
+#[derive(Debug, Clone)]
+enum Layout {
+    /// `%Y-%m-%d %H:%M:%S`, parsed by hand (the common case).
+    Iso,
+    /// Any other chrono format; `date_only` when it has no time of day.
+    Chrono { format: String, date_only: bool },
+    /// RFC 3339 with its own offset.
+    Rfc3339,
+    /// Seconds since the epoch.
+    Unix,
+    /// Milliseconds since the epoch.
+    UnixMs,
+}
+
+/// Parses instants in one or more layouts, in a zone, caching the zone's offset per hour.
+#[derive(Debug, Clone)]
+pub struct TimeParser {
+    layouts: Vec<Layout>,
+    zone: Tz,
+    /// (local hour since the epoch, offset seconds) of the last conversion.
+    cached: Option<(i64, i64)>,
+}
+
+impl TimeParser {
+    /// `formats` as a template writes them; `zone` for text without an offset.
+    pub fn new(formats: &[&str], zone: Tz) -> Self {
+        let layouts = formats
+            .iter()
+            .map(|f| match *f {
+                "%Y-%m-%d %H:%M:%S" => Layout::Iso,
+                "rfc3339" => Layout::Rfc3339,
+                "unix" => Layout::Unix,
+                "unix_ms" => Layout::UnixMs,
+                other => Layout::Chrono {
+                    format: other.to_string(),
+                    date_only: !["%H", "%I", "%T", "%R", "%s", "%X", "%c"]
+                        .iter()
+                        .any(|t| other.contains(t)),
+                },
+            })
+            .collect();
+        Self {
+            layouts,
+            zone,
+            cached: None,
+        }
+    }
+
+    /// Microseconds since the epoch, UTC.
+    pub fn parse(&mut self, v: &str) -> Result<i64, String> {
+        for i in 0..self.layouts.len() {
+            let got = match &self.layouts[i] {
+                Layout::Iso => iso(v).map(|l| self.local_to_utc(l)),
+                Layout::Chrono { format, date_only } => {
+                    let local = if *date_only {
+                        NaiveDate::parse_from_str(v, format)
+                            .ok()
+                            .map(|d| d.and_time(NaiveTime::MIN))
+                    } else {
+                        NaiveDateTime::parse_from_str(v, format).ok()
+                    };
+                    local.map(|l| self.local_to_utc(l))
+                }
+                Layout::Rfc3339 => DateTime::parse_from_rfc3339(v)
+                    .ok()
+                    .map(|t| Ok(t.timestamp_micros())),
+                Layout::Unix => v
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|s| s.checked_mul(1_000_000))
+                    .map(Ok),
+                Layout::UnixMs => v
+                    .parse::<i64>()
+                    .ok()
+                    .and_then(|s| s.checked_mul(1_000))
+                    .map(Ok),
+            };
+            if let Some(r) = got {
+                return r;
+            }
+        }
+        Err(format!("{v:?} is not a time in {}", self.describe()))
+    }
+
+    fn describe(&self) -> String {
+        let names: Vec<String> = self
+            .layouts
+            .iter()
+            .map(|l| match l {
+                Layout::Iso => "\"%Y-%m-%d %H:%M:%S\"".to_string(),
+                Layout::Chrono { format, .. } => format!("{format:?}"),
+                Layout::Rfc3339 => "rfc3339".into(),
+                Layout::Unix => "unix".into(),
+                Layout::UnixMs => "unix_ms".into(),
+            })
+            .collect();
+        format!("the format {}", names.join(" or "))
+    }
+
+    fn local_to_utc(&mut self, local: NaiveDateTime) -> Result<i64, String> {
+        let secs = local.and_utc().timestamp();
+        let hour = secs.div_euclid(3600);
+        let offset = match self.cached {
+            Some((h, off)) if h == hour => off,
+            _ => {
+                let at = self
+                    .zone
+                    .from_local_datetime(&local)
+                    .earliest()
+                    .ok_or_else(|| {
+                        format!(
+                            "{local} does not exist in {} (a daylight-saving gap)",
+                            self.zone
+                        )
+                    })?;
+                let off = i64::from(at.offset().fix().local_minus_utc());
+                // Only an hour whose offset is unambiguous may be cached.
+                if self.zone.from_local_datetime(&local).single().is_some() {
+                    self.cached = Some((hour, off));
+                }
+                off
+            }
+        };
+        Ok((secs - offset) * 1_000_000 + i64::from(local.and_utc().timestamp_subsec_micros()))
+    }
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, exactly.
+fn iso(v: &str) -> Option<NaiveDateTime> {
+    let b = v.as_bytes();
+    if b.len() != 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b' '
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let mut n = 0u32;
+        for &c in &b[r] {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u32::from(c - b'0');
+        }
+        Some(n)
+    };
+    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+    let time = NaiveTime::from_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?;
+    Some(date.and_time(time))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn money(v: &str) -> Result<i128, String> {
+        parse_money(v, MoneyFormat::default())
+    }
+
+    #[test]
+    fn money_keeps_cents_exact_and_refuses_fractions_of_a_cent() {
+        assert_eq!(money("12.30"), Ok(1230));
+        assert_eq!(money("-0.01"), Ok(-1));
+        assert_eq!(money("+7"), Ok(700));
+        assert_eq!(money("1.000"), Ok(100));
+        assert_eq!(money(".5"), Ok(50));
+        assert!(money("1.005").is_err());
+        assert!(money("12.3.4").is_err());
+        assert!(money("-").is_err());
+        assert!(money("1e5").is_err());
+        assert!(money("99999999999999999999").is_err());
+        let eu = MoneyFormat {
+            thousands: Some('.'),
+            point: ',',
+            ..MoneyFormat::default()
+        };
+        assert_eq!(parse_money("1.234,50", eu), Ok(123450));
+        let cents = MoneyFormat {
+            minor_units: true,
+            ..MoneyFormat::default()
+        };
+        assert_eq!(parse_money("-1999", cents), Ok(-1999));
+        assert!(parse_money("19.99", cents).is_err());
+    }
+
+    #[test]
+    fn times_are_converted_from_the_zone_and_from_offsets() {
+        let sh: Tz = "Asia/Shanghai".parse().expect("zone");
+        let mut p = TimeParser::new(&["%Y-%m-%d %H:%M:%S", "rfc3339", "%Y-%m-%d"], sh);
+        let want = DateTime::parse_from_rfc3339("2026-11-20T00:00:00+08:00")
+            .expect("time")
+            .timestamp_micros();
+        assert_eq!(p.parse("2026-11-20 00:00:00"), Ok(want));
+        assert_eq!(p.parse("2026-11-19T16:00:00Z"), Ok(want));
+        assert_eq!(p.parse("2026-11-20"), Ok(want));
+        assert!(p.parse("2026-13-20 00:00:00").is_err());
+        assert!(p.parse("20/11/2026").is_err());
+        let ny: Tz = "America/New_York".parse().expect("zone");
+        let mut p = TimeParser::new(&["%Y-%m-%d %H:%M:%S"], ny);
+        assert!(
+            p.parse("2026-03-08 02:30:00").is_err(),
+            "inside the DST gap"
+        );
+        let before = p.parse("2026-03-08 01:59:59").expect("before");
+        let after = p.parse("2026-03-08 03:00:00").expect("after");
+        assert_eq!(after - before, 1_000_000);
+    }
+}

@@ -1,0 +1,218 @@
+//! Buffers canonical and rejected rows into Arrow batches and streams them to Parquet.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate};
+use chrono_tz::Tz;
+use datafusion::arrow::array::{
+    ArrayRef, Date32Builder, Decimal128Builder, Int64Builder, RecordBatch, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
+use datafusion::parquet::arrow::ArrowWriter;
+
+use super::rows::Row;
+use crate::error::{IoContext, Result};
+use crate::parquet_io::writer_props;
+use crate::schema;
+
+const BATCH_ROWS: usize = 64 * 1024;
+
+/// The facts about the file being read, for rows and errors.
+pub struct Target<'a> {
+    /// Channel name written into every row.
+    pub channel: &'a str,
+    /// The bill date written into every row; `None`: the local date (in the template's zone)
+    /// of the first row's time.
+    pub bill_date: Option<NaiveDate>,
+    /// The file name written as `source_file`.
+    pub source_name: &'a str,
+    /// Where canonical rows go.
+    pub normalized: &'a Path,
+    /// Where rejected rows go.
+    pub rejected: &'a Path,
+    /// More rejected rows than this fails the file.
+    pub max_rejected: u64,
+}
+
+pub(crate) struct RowWriter<'a> {
+    target: &'a Target<'a>,
+    source: String,
+    zone: Tz,
+    bill_date: Option<i32>,
+    normalized: ArrowWriter<File>,
+    rejected: ArrowWriter<File>,
+    txn_type: StringBuilder,
+    channel_txn_id: StringBuilder,
+    merchant_order_id: StringBuilder,
+    refund_id: StringBuilder,
+    amount: Decimal128Builder,
+    fee: Decimal128Builder,
+    status: StringBuilder,
+    txn_time: TimestampMicrosecondBuilder,
+    line: Int64Builder,
+    rows: usize,
+    rej_line: Int64Builder,
+    rej_reason: StringBuilder,
+    rej_raw: StringBuilder,
+    rej_rows: usize,
+}
+
+fn money_builder() -> Decimal128Builder {
+    Decimal128Builder::new().with_data_type(schema::MONEY)
+}
+
+fn days(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
+}
+
+impl<'a> RowWriter<'a> {
+    pub(crate) fn new(target: &'a Target<'a>, source: &str, zone: Tz) -> Result<Self> {
+        let open = |p: &Path, s| -> Result<ArrowWriter<File>> {
+            if let Some(dir) = p.parent() {
+                std::fs::create_dir_all(dir).at(dir)?;
+            }
+            let f = File::create(p).at(p)?;
+            Ok(ArrowWriter::try_new(f, s, Some(writer_props()))?)
+        };
+        Ok(Self {
+            target,
+            source: source.to_string(),
+            zone,
+            bill_date: target.bill_date.map(days),
+            normalized: open(target.normalized, schema::BILL.clone())?,
+            rejected: open(target.rejected, schema::REJECTED.clone())?,
+            txn_type: StringBuilder::new(),
+            channel_txn_id: StringBuilder::new(),
+            merchant_order_id: StringBuilder::new(),
+            refund_id: StringBuilder::new(),
+            amount: money_builder(),
+            fee: money_builder(),
+            status: StringBuilder::new(),
+            txn_time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            line: Int64Builder::new(),
+            rows: 0,
+            rej_line: Int64Builder::new(),
+            rej_reason: StringBuilder::new(),
+            rej_raw: StringBuilder::new(),
+            rej_rows: 0,
+        })
+    }
+
+    /// The bill date written, once known.
+    pub(crate) fn bill_date(&self) -> Option<NaiveDate> {
+        self.bill_date.map(|d| {
+            NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
+                + chrono::Duration::days(d.into())
+        })
+    }
+
+    pub(crate) fn push(&mut self, r: &Row<'_>, line: i64) -> Result<()> {
+        if self.bill_date.is_none() {
+            let local = DateTime::from_timestamp_micros(r.txn_time)
+                .map(|t| t.with_timezone(&self.zone).date_naive());
+            self.bill_date = local.map(days);
+        }
+        self.txn_type.append_value(r.txn_type);
+        self.channel_txn_id.append_option(r.channel_txn_id);
+        self.merchant_order_id.append_option(r.merchant_order_id);
+        self.refund_id.append_option(r.refund_id);
+        self.amount.append_value(r.amount);
+        self.fee.append_option(r.fee);
+        self.status.append_value(r.status);
+        self.txn_time.append_value(r.txn_time);
+        self.line.append_value(line);
+        self.rows += 1;
+        if self.rows >= BATCH_ROWS {
+            self.flush_rows()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn reject(&mut self, line: i64, reason: &str, raw: &str) -> Result<()> {
+        self.rej_line.append_value(line);
+        self.rej_reason.append_value(reason);
+        self.rej_raw.append_value(raw);
+        self.rej_rows += 1;
+        if self.rej_rows >= BATCH_ROWS {
+            self.flush_rejects()?;
+        }
+        Ok(())
+    }
+
+    fn constant_columns(&self, n: usize) -> (ArrayRef, ArrayRef, ArrayRef) {
+        let mut ch = StringBuilder::with_capacity(n, n * self.target.channel.len());
+        let mut day = Date32Builder::with_capacity(n);
+        let mut src = StringBuilder::with_capacity(n, n * self.source.len());
+        // A file with no good row at all: its rejected rows take the epoch unless a date was given.
+        let d = self.bill_date.unwrap_or(0);
+        for _ in 0..n {
+            ch.append_value(self.target.channel);
+            day.append_value(d);
+            src.append_value(&self.source);
+        }
+        (
+            Arc::new(ch.finish()),
+            Arc::new(day.finish()),
+            Arc::new(src.finish()),
+        )
+    }
+
+    fn flush_rows(&mut self) -> Result<()> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let (ch, day, src) = self.constant_columns(self.rows);
+        let batch = RecordBatch::try_new(
+            schema::BILL.clone(),
+            vec![
+                ch,
+                day,
+                Arc::new(self.txn_type.finish()),
+                Arc::new(self.channel_txn_id.finish()),
+                Arc::new(self.merchant_order_id.finish()),
+                Arc::new(self.refund_id.finish()),
+                Arc::new(self.amount.finish()),
+                Arc::new(self.fee.finish()),
+                Arc::new(self.status.finish()),
+                Arc::new(self.txn_time.finish()),
+                src,
+                Arc::new(self.line.finish()),
+            ],
+        )?;
+        self.normalized.write(&batch)?;
+        self.rows = 0;
+        Ok(())
+    }
+
+    fn flush_rejects(&mut self) -> Result<()> {
+        if self.rej_rows == 0 {
+            return Ok(());
+        }
+        let (ch, day, src) = self.constant_columns(self.rej_rows);
+        let batch = RecordBatch::try_new(
+            schema::REJECTED.clone(),
+            vec![
+                ch,
+                day,
+                src,
+                Arc::new(self.rej_line.finish()),
+                Arc::new(self.rej_reason.finish()),
+                Arc::new(self.rej_raw.finish()),
+            ],
+        )?;
+        self.rejected.write(&batch)?;
+        self.rej_rows = 0;
+        Ok(())
+    }
+
+    pub(crate) fn finish(mut self) -> Result<Option<NaiveDate>> {
+        self.flush_rows()?;
+        self.flush_rejects()?;
+        let date = self.bill_date();
+        self.normalized.close()?;
+        self.rejected.close()?;
+        Ok(date)
+    }
+}
