@@ -400,6 +400,8 @@ fn delimited<R: Read>(
     let mut decoded = String::new();
     let mut fields = Fields::default();
     let mut line_no: i64 = 0;
+    let mut undecodable = false;
+    let mut looks_other = String::new();
     loop {
         buf.clear();
         let n = reader.read_until(b'\n', &mut buf).map_err(|e| {
@@ -454,23 +456,10 @@ fn delimited<R: Read>(
             match std::str::from_utf8(bytes) {
                 Ok(s) => s,
                 Err(_) => {
-                    if section == Section::Body {
-                        stats.rows_read += 1;
-                        reject(
-                            &mut out,
-                            &mut stats,
-                            target,
-                            source,
-                            line_no,
-                            "invalid UTF-8 byte sequence",
-                            &String::from_utf8_lossy(bytes),
-                        )?;
-                        continue;
-                    }
-                    if section == Section::Header {
-                        return Err(not_encoded(t, source, line_no, enc, bytes));
-                    }
-                    continue;
+                    decoded.clear();
+                    decoded.push_str(&String::from_utf8_lossy(bytes));
+                    undecodable = true;
+                    &decoded
                 }
             }
         } else {
@@ -483,20 +472,38 @@ fn delimited<R: Read>(
             );
             let (res, _) = decoder.decode_to_string_without_replacement(bytes, &mut decoded, true);
             if !matches!(res, encoding_rs::DecoderResult::InputEmpty) {
-                if section == Section::Body {
-                    stats.rows_read += 1;
-                    let lossy = enc.decode_without_bom_handling(bytes).0;
-                    let why = format!("invalid {} byte sequence", enc.name());
-                    reject(&mut out, &mut stats, target, source, line_no, &why, &lossy)?;
-                    continue;
-                }
-                if section == Section::Header {
-                    return Err(not_encoded(t, source, line_no, enc, bytes));
-                }
-                continue;
+                decoded.clear();
+                decoded.push_str(&enc.decode_without_bom_handling(bytes).0);
+                undecodable = true;
             }
             &decoded
         };
+        if undecodable {
+            undecodable = false;
+            if looks_other.is_empty() {
+                looks_other = encoding_hint(enc, bytes);
+            }
+            match section {
+                Section::Header => return Err(not_encoded(t, source, line_no, enc, bytes)),
+                Section::Body if !end.as_ref().is_some_and(|r| r.is_match(text)) => {
+                    // Rejected, and still counted into the totals with what could be read.
+                    stats.rows_read += 1;
+                    fields.split(text, delim, quote, cleanup);
+                    if let Some(plan) = plan.as_mut() {
+                        let rec = LineRecord {
+                            line: text,
+                            fields: &fields,
+                            map: &field_of,
+                        };
+                        let _ = plan.row(&rec);
+                    }
+                    let why = format!("invalid {} byte sequence", enc.name());
+                    reject(&mut out, &mut stats, target, source, line_no, &why, text)?;
+                    continue;
+                }
+                _ => {}
+            }
+        }
         match section {
             Section::Head => {
                 if outside.len() < KEPT_LINES {
@@ -596,7 +603,7 @@ fn delimited<R: Read>(
     };
     if let Some(what) = what {
         return Err(Error::BadInput(format!(
-            "{source}: {what} ({}, after line {line_no})",
+            "{source}: {what} ({}, after line {line_no}){looks_other}",
             t.at("[body]")
         )));
     }

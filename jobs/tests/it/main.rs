@@ -4,5 +4,7 @@
 mod accuracy;
 mod bad_input;
 mod engines;
+mod formats;
+mod fuzz;
 mod idempotency;
 mod support;

@@ -1,0 +1,662 @@
+//! Bill templates on the example bills of `formats/examples/` (each in its channel's real
+//! layout) through `reckon normalize`, and the ways a bill can be wrong.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::{Decimal128Type, TimestampMicrosecondType};
+
+use crate::support::{i64v, read, run, s};
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../formats/examples")
+        .join(name)
+}
+
+/// Runs `reckon normalize`; returns (exit code, JSON line, stderr).
+fn normalize(
+    format: &str,
+    input: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> (i32, serde_json::Value, String) {
+    let mut args = vec![
+        "normalize",
+        "--format",
+        format,
+        "--input",
+        input.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let json = serde_json::from_str(stdout.lines().last().unwrap_or("{}")).expect("json line");
+    (
+        o.status.code().unwrap_or(-1),
+        json,
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn one(path: &Path) -> RecordBatch {
+    let batches = read(path);
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(|| reckon::schema::BILL.clone());
+    concat_batches(&schema, &batches).expect("concat")
+}
+
+fn money(b: &RecordBatch, col: &str, i: usize) -> Option<String> {
+    let a = b
+        .column_by_name(col)
+        .expect(col)
+        .as_primitive::<Decimal128Type>();
+    (!a.is_null(i)).then(|| rust_decimal::Decimal::from_i128_with_scale(a.value(i), 2).to_string())
+}
+
+fn utc(b: &RecordBatch, i: usize) -> String {
+    let a = b
+        .column_by_name("txn_time")
+        .expect("txn_time")
+        .as_primitive::<TimestampMicrosecondType>();
+    DateTime::<Utc>::from_timestamp_micros(a.value(i))
+        .expect("time")
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// (txn_type, channel_txn_id, merchant_order_id, refund_id, amount, fee, status, UTC time)
+type Expected<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    Option<&'a str>,
+    &'a str,
+    &'a str,
+);
+
+fn check_rows(b: &RecordBatch, want: &[Expected<'_>]) {
+    assert_eq!(b.num_rows(), want.len());
+    for (i, w) in want.iter().enumerate() {
+        let got = (
+            s(b, "txn_type", i).unwrap_or_default(),
+            s(b, "channel_txn_id", i).unwrap_or_default(),
+            s(b, "merchant_order_id", i).unwrap_or_default(),
+            s(b, "refund_id", i),
+            money(b, "amount", i).unwrap_or_default(),
+            money(b, "fee", i),
+            s(b, "status", i).unwrap_or_default(),
+            utc(b, i),
+        );
+        assert_eq!(
+            (
+                got.0.as_str(),
+                got.1.as_str(),
+                got.2.as_str(),
+                got.3.as_deref(),
+                got.4.as_str(),
+                got.5.as_deref(),
+                got.6.as_str(),
+                got.7.as_str()
+            ),
+            *w,
+            "row {i}"
+        );
+    }
+}
+
+#[test]
+fn every_shipped_template_reads_its_example_bill() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cases: Vec<(&str, &str, Vec<Expected<'_>>, u64)> = vec![
+        (
+            "alipay_trade_v1",
+            "20881234567890120156_20261120.csv.zip",
+            vec![
+                (
+                    "PAY",
+                    "2026112022001400001001",
+                    "ORD20261120000001",
+                    None,
+                    "199.00",
+                    Some("1.19"),
+                    "SUCCESS",
+                    "2026-11-20T00:01:15Z",
+                ),
+                (
+                    "PAY",
+                    "2026112022001400001002",
+                    "ORD20261120000002",
+                    None,
+                    "32.50",
+                    Some("0.20"),
+                    "SUCCESS",
+                    "2026-11-20T04:30:02Z",
+                ),
+                (
+                    "PAY",
+                    "2026112022001400001003",
+                    "ORD20261120000003",
+                    None,
+                    "1288.00",
+                    Some("7.73"),
+                    "SUCCESS",
+                    "2026-11-20T15:59:58Z",
+                ),
+                (
+                    "REFUND",
+                    "2026111922001400000990",
+                    "ORD20261119000990",
+                    Some("RF20261120000001"),
+                    "199.00",
+                    Some("1.19"),
+                    "SUCCESS",
+                    "2026-11-20T02:00:03Z",
+                ),
+            ],
+            0,
+        ),
+        (
+            "alipay_fund_v1",
+            "20881234567890120156_20261120_fund.csv.zip",
+            vec![
+                (
+                    "PAY",
+                    "2026112022001400001001",
+                    "ORD20261120000001",
+                    None,
+                    "199.00",
+                    None,
+                    "SUCCESS",
+                    "2026-11-20T00:01:15Z",
+                ),
+                (
+                    "REFUND",
+                    "2026111922001400000990",
+                    "ORD20261119000990",
+                    Some("ORD20261119000990"),
+                    "199.00",
+                    None,
+                    "SUCCESS",
+                    "2026-11-20T02:00:03Z",
+                ),
+                (
+                    "PAY",
+                    "2026112022001400001002",
+                    "ORD20261120000002",
+                    None,
+                    "32.50",
+                    None,
+                    "SUCCESS",
+                    "2026-11-20T04:30:02Z",
+                ),
+            ],
+            2,
+        ),
+        (
+            "wechat_trade_v3",
+            "tradebill_20261120.csv",
+            vec![
+                (
+                    "PAY",
+                    "4200001234202611200000000001",
+                    "WX20261120000001",
+                    None,
+                    "88.00",
+                    Some("0.53"),
+                    "SUCCESS",
+                    "2026-11-20T01:15:02Z",
+                ),
+                (
+                    "PAY",
+                    "4200001234202611200000000002",
+                    "WX20261120000002",
+                    None,
+                    "1200.00",
+                    Some("7.20"),
+                    "SUCCESS",
+                    "2026-11-20T05:40:11Z",
+                ),
+                (
+                    "REFUND",
+                    "50300001022026112000000001",
+                    "WX20261119000099",
+                    Some("WXR20261120000001"),
+                    "45.00",
+                    Some("0.27"),
+                    "SUCCESS",
+                    "2026-11-20T08:05:45Z",
+                ),
+            ],
+            0,
+        ),
+        (
+            "wechat_trade_v2",
+            "wechat_v2_20190601.csv",
+            vec![
+                (
+                    "PAY",
+                    "4200000300201906010000000001",
+                    "OLD20190601000001",
+                    None,
+                    "10.00",
+                    Some("0.06"),
+                    "SUCCESS",
+                    "2019-06-01T02:11:12Z",
+                ),
+                (
+                    "REFUND",
+                    "50000000382019060100000001",
+                    "OLD20190531000009",
+                    Some("OLDR20190601000001"),
+                    "20.00",
+                    Some("0.12"),
+                    "SUCCESS",
+                    "2019-06-01T03:00:00Z",
+                ),
+            ],
+            0,
+        ),
+        (
+            "stripe_balance_v1",
+            "stripe_balance_2026-11-20.csv",
+            vec![
+                (
+                    "PAY",
+                    "ch_3Q1aaa",
+                    "1001",
+                    None,
+                    "49.99",
+                    Some("1.75"),
+                    "SUCCESS",
+                    "2026-11-20T14:02:00Z",
+                ),
+                (
+                    "PAY",
+                    "py_3Q1bbb",
+                    "1002",
+                    None,
+                    "1250.00",
+                    Some("36.55"),
+                    "SUCCESS",
+                    "2026-11-20T15:30:00Z",
+                ),
+                (
+                    "REFUND",
+                    "re_3Q1ccc",
+                    "0990",
+                    Some("re_3Q1ccc"),
+                    "19.99",
+                    Some("0.00"),
+                    "SUCCESS",
+                    "2026-11-20T16:45:00Z",
+                ),
+            ],
+            2,
+        ),
+        (
+            "generic_acquirer_v1",
+            "settlement_detail_report_batch_412.csv",
+            vec![
+                (
+                    "PAY",
+                    "8816178952346541",
+                    "EU-20261120-0001",
+                    None,
+                    "120.00",
+                    Some("0.12"),
+                    "SUCCESS",
+                    "2026-11-20T08:12:45Z",
+                ),
+                (
+                    "PAY",
+                    "8816178952346542",
+                    "EU-20261120-0002",
+                    None,
+                    "35.50",
+                    Some("0.04"),
+                    "SUCCESS",
+                    "2026-11-20T09:30:00Z",
+                ),
+                (
+                    "REFUND",
+                    "8816178952346543",
+                    "EU-20261118-0077",
+                    Some("RF-EU-0077"),
+                    "60.00",
+                    Some("0.06"),
+                    "SUCCESS",
+                    "2026-11-20T10:05:10Z",
+                ),
+            ],
+            2,
+        ),
+        (
+            "camt053_v1",
+            "camt053_20261120.xml",
+            vec![
+                (
+                    "PAY",
+                    "BANKREF-0001",
+                    "INV-2026-1120-01",
+                    None,
+                    "1250.00",
+                    None,
+                    "SUCCESS",
+                    "2026-11-20T08:30:00Z",
+                ),
+                (
+                    "PAY",
+                    "BANKREF-0002",
+                    "INV-2026-1120-02",
+                    None,
+                    "100.25",
+                    None,
+                    "SUCCESS",
+                    "2026-11-19T23:00:00Z",
+                ),
+                (
+                    "REFUND",
+                    "BANKREF-0003",
+                    "REFUND-2026-0990",
+                    Some("REFUND-2026-0990"),
+                    "100.00",
+                    None,
+                    "SUCCESS",
+                    "2026-11-20T14:00:00Z",
+                ),
+            ],
+            0,
+        ),
+    ];
+    for (format, file, want, skipped) in cases {
+        let out = tmp.path().join(format);
+        let (code, json, err) = normalize(format, &example(file), &out, &[]);
+        assert_eq!(code, 0, "{format}: {err}");
+        assert_eq!(json["rows_skipped"], skipped, "{format}: {json}");
+        assert_eq!(json["rows_rejected"], 0, "{format}: {json}");
+        assert!(
+            json["totals"]
+                .as_array()
+                .is_some_and(|t| t.iter().all(|c| c["ok"] == true)),
+            "{format}: {json}"
+        );
+        let b = one(&out.join("normalized.parquet"));
+        check_rows(&b, &want);
+        assert_eq!(
+            s(&b, "source_file", 0).map(|f| f.contains(file)),
+            Some(true),
+            "{format}"
+        );
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::write(path, bytes).expect("write");
+}
+
+fn wechat_lines() -> Vec<String> {
+    std::fs::read_to_string(example("tradebill_20261120.csv"))
+        .expect("example")
+        .split("\r\n")
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn malformed_rows_are_rejected_with_line_and_reason_and_the_rest_goes_on() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let mut lines = wechat_lines();
+    // Line 2: a bad date; line 3: a missing field (27 → 26). Totals still hold: the sums and
+    // counts include rejected rows.
+    lines[1] = lines[1].replacen("`2026-11-20 09:15:02", "`2026-11-31 09:15:02", 1);
+    let fields: Vec<&str> = lines[2].split(',').collect();
+    lines[2] = [&fields[..20], &fields[21..]].concat().join(",");
+    let bill = tmp.path().join("bill.csv");
+    write(&bill, lines.join("\r\n").as_bytes());
+    let out = tmp.path().join("out");
+    let (code, json, err) = normalize(
+        "wechat_trade_v3",
+        &bill,
+        &out,
+        &["--bill-date", "2026-11-20"],
+    );
+    // The fee column of the shortened row is unreadable, so the fee total cannot be verified.
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("手续费总金额"), "{err}");
+    assert_eq!(json["status"], "incomplete");
+
+    // The same with the count intact but the date broken only: the file passes.
+    let mut lines = wechat_lines();
+    lines[1] = lines[1].replacen("`2026-11-20 09:15:02", "`2026-11-31 09:15:02", 1);
+    lines[3] = lines[3].replacen("`早餐", "`早餐\u{FFFD}", 1);
+    let mut bytes = lines.join("\r\n").into_bytes();
+    // An invalid UTF-8 sequence inside the refund row's product name.
+    let at = bytes
+        .windows(3)
+        .position(|w| w == "\u{FFFD}".as_bytes())
+        .expect("marker");
+    bytes.splice(at..at + 3, [0xFF, 0xFE]);
+    write(&bill, &bytes);
+    let (code, json, err) = normalize(
+        "wechat_trade_v3",
+        &bill,
+        &out,
+        &["--bill-date", "2026-11-20"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json["rows_read"], 3);
+    assert_eq!(json["rows_written"], 1);
+    assert_eq!(json["rows_rejected"], 2);
+    let r = one(&out.join("rejected.parquet"));
+    assert_eq!(i64v(&r, "source_line", 0), Some(2));
+    assert!(
+        s(&r, "reason", 0).is_some_and(|x| x.contains("交易时间") && x.contains("2026-11-31")),
+        "{:?}",
+        s(&r, "reason", 0)
+    );
+    assert!(s(&r, "raw", 0).is_some_and(|x| x.contains("WX20261120000001")));
+    assert_eq!(i64v(&r, "source_line", 1), Some(4));
+    assert!(s(&r, "reason", 1).is_some_and(|x| x.contains("invalid UTF-8")));
+}
+
+#[test]
+fn reordered_and_extra_columns_are_matched_by_name() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let lines = wechat_lines();
+    let n = lines[0].split(',').count();
+    let mut out_lines = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let mut f: Vec<String> = l.split(',').map(str::to_string).collect();
+        if (1..=3).contains(&i) || i == 0 {
+            assert_eq!(f.len(), n);
+            f.reverse();
+            f.push(if i == 0 {
+                "新增列".into()
+            } else {
+                "`x".into()
+            });
+        }
+        out_lines.push(f.join(","));
+    }
+    let bill = tmp.path().join("bill.csv");
+    write(&bill, out_lines.join("\r\n").as_bytes());
+    let out = tmp.path().join("out");
+    let (code, json, err) = normalize("wechat_trade_v3", &bill, &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json["rows_written"], 3);
+    assert_eq!(json["bill_date"], "2026-11-20");
+    let b = one(&out.join("normalized.parquet"));
+    assert_eq!(money(&b, "amount", 1).as_deref(), Some("1200.00"));
+
+    // A missing column is named, with the template's line.
+    let without: Vec<String> = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if i <= 3 {
+                let f: Vec<&str> = l.split(',').collect();
+                [&f[..22], &f[23..]].concat().join(",")
+            } else {
+                l.clone()
+            }
+        })
+        .collect();
+    write(&bill, without.join("\r\n").as_bytes());
+    let (code, _, err) = normalize("wechat_trade_v3", &bill, &out, &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("\"手续费\"") && err.contains("wechat_trade_v3.toml, line"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bill_that_does_not_fit_its_template_fails_the_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out");
+    let bill = tmp.path().join("bill.csv");
+    let lines = wechat_lines();
+
+    // Truncated: no summary header.
+    write(&bill, lines[..3].join("\r\n").as_bytes());
+    let (code, json, err) = normalize("wechat_trade_v3", &bill, &out, &[]);
+    assert_eq!(
+        (code, json["status"].as_str()),
+        (3, Some("incomplete")),
+        "{err}"
+    );
+    assert!(err.contains("end marker is missing"), "{err}");
+    assert!(!out.join("normalized.parquet").exists());
+
+    // Totals that disagree.
+    let mut bad = lines.clone();
+    let last = bad.len() - 2;
+    bad[last] = bad[last].replacen("`3,", "`4,", 1);
+    write(&bill, bad.join("\r\n").as_bytes());
+    let (code, _, err) = normalize("wechat_trade_v3", &bill, &out, &[]);
+    assert_eq!(code, 3);
+    assert!(err.contains("总交易单数 = 4, parsed 3"), "{err}");
+
+    // LF where the template declares CRLF.
+    write(&bill, lines.join("\n").as_bytes());
+    let (code, _, err) = normalize("wechat_trade_v3", &bill, &out, &[]);
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("line_ending") || err.contains("CRLF") || err.contains("Crlf"),
+        "{err}"
+    );
+
+    // A zip where a plain file is declared, and a plain file where a zip is.
+    let (code, _, err) = normalize(
+        "wechat_trade_v3",
+        &example("20881234567890120156_20261120.csv.zip"),
+        &out,
+        &[],
+    );
+    assert_eq!(code, 3);
+    assert!(err.contains("zip-compressed"), "{err}");
+    let (code, _, err) = normalize(
+        "alipay_trade_v1",
+        &example("tradebill_20261120.csv"),
+        &out,
+        &[],
+    );
+    assert_eq!(code, 3);
+    assert!(err.contains("not a zip archive"), "{err}");
+
+    // GBK declared, UTF-8 given: the header cannot match, and the message says why.
+    let text = "#支付宝业务明细查询\r\n#-----------------------------------------业务明细列表----------------------------------------\r\n支付宝交易号,商户订单号\r\n";
+    let zip_path = tmp.path().join("utf8.zip");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&zip_path).expect("zip"));
+    z.start_file("x_业务明细.csv", zip::write::SimpleFileOptions::default())
+        .expect("member");
+    z.write_all(text.as_bytes()).expect("write");
+    z.start_file(
+        "x_业务明细(汇总).csv",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .expect("member");
+    z.finish().expect("finish");
+    let (code, _, err) = normalize("alipay_trade_v1", &zip_path, &out, &[]);
+    assert_eq!(code, 3);
+    assert!(err.contains("UTF-8"), "{err}");
+
+    // A truncated XML statement.
+    let xml = std::fs::read_to_string(example("camt053_20261120.xml")).expect("xml");
+    let cut = &xml[..xml.find("<Ntry>").expect("entry") + 200];
+    write(&tmp.path().join("s.xml"), cut.as_bytes());
+    let (code, _, err) = normalize("camt053_v1", &tmp.path().join("s.xml"), &out, &[]);
+    assert_eq!(code, 3);
+    assert!(err.contains("truncated"), "{err}");
+
+    // Too many rejected rows.
+    let mut many = lines.clone();
+    for l in many.iter_mut().take(4).skip(1) {
+        *l = l.replacen("`2026-11-20", "`2026-11-99", 1);
+    }
+    write(&bill, many.join("\r\n").as_bytes());
+    let (code, _, err) = normalize("wechat_trade_v3", &bill, &out, &["--max-rejected", "2"]);
+    assert_eq!(code, 3);
+    assert!(err.contains("more than 2 rows rejected"), "{err}");
+}
+
+#[test]
+fn a_template_of_your_own_gzip_and_its_errors() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = tmp.path().join("out");
+    let builtin = reckon::formats::BUILT_IN
+        .iter()
+        .find(|(n, _)| *n == "wechat_trade_v2")
+        .expect("v2")
+        .1;
+    let mine = tmp.path().join("wechat_gz.toml");
+    write(
+        &mine,
+        builtin
+            .replace("kind = \"plain\"", "kind = \"gzip\"")
+            .as_bytes(),
+    );
+    let gz = tmp.path().join("bill.csv.gz");
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(&std::fs::read(example("wechat_v2_20190601.csv")).expect("v2"))
+        .expect("gz");
+    write(&gz, &enc.finish().expect("gz"));
+    let (code, json, err) = normalize(mine.to_str().expect("utf8"), &gz, &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json["rows_written"], 2);
+
+    // A plain file where gzip is declared.
+    let (code, _, err) = normalize(
+        mine.to_str().expect("utf8"),
+        &example("wechat_v2_20190601.csv"),
+        &out,
+        &[],
+    );
+    assert_eq!(code, 3);
+    assert!(err.contains("not a gzip file"), "{err}");
+
+    // A template error names the file and the line.
+    write(
+        &mine,
+        builtin
+            .replace("sign = \"abs\"", "sign = \"absolute\"")
+            .as_bytes(),
+    );
+    let (code, json, err) = normalize(mine.to_str().expect("utf8"), &gz, &out, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert_eq!(json["status"], "failed");
+    assert!(err.contains("wechat_gz.toml, line 32"), "{err}");
+    let (code, _, err) = normalize("no_such_format_v9", &gz, &out, &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("alipay_trade_v1"), "{err}");
+}
