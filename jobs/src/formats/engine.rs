@@ -775,10 +775,10 @@ pub(crate) fn finish_totals(
                 t.at(&format!("\"{}\"", c.value))
             )));
         };
-        let want = expected.trim().replace(',', "");
         let (parsed, ok) = if c.is_sum() {
             let sum = Decimal::from_i128_with_scale(c.sum, 2);
-            let ok = c.unknown == 0 && want.parse::<Decimal>().is_ok_and(|w| w == sum);
+            // The bill's total is written the way its amounts are.
+            let ok = c.unknown == 0 && c.parse_total(expected.trim()).is_ok_and(|w| w == c.sum);
             let parsed = if c.unknown > 0 {
                 format!("{sum} (+{} rows with unreadable amounts)", c.unknown)
             } else {
@@ -786,11 +786,14 @@ pub(crate) fn finish_totals(
             };
             (parsed, ok)
         } else {
-            (
-                c.count.to_string(),
-                want.parse::<Decimal>()
-                    .is_ok_and(|w| w == Decimal::from(c.count)),
-            )
+            let want: String = expected.chars().filter(char::is_ascii_digit).collect();
+            let ok = !want.is_empty()
+                && expected
+                    .trim()
+                    .chars()
+                    .all(|ch| ch.is_ascii_digit() || ch == ',' || ch == '.' || ch == ' ')
+                && want.parse::<u64>().is_ok_and(|w| w == c.count);
+            (c.count.to_string(), ok)
         };
         stats.totals.push(TotalsResult {
             value: c.value.clone(),

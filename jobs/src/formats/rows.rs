@@ -86,6 +86,19 @@ impl CheckAcc {
         self.sum_field.is_some()
     }
 
+    /// A total as the bill writes it, in this check's money format: a scale-2 mantissa.
+    pub fn parse_total(&self, v: &str) -> std::result::Result<i128, String> {
+        parse_money(v, self.money).or_else(|e| {
+            v.parse::<rust_decimal::Decimal>()
+                .map(|d| {
+                    let mut d = d;
+                    d.rescale(2);
+                    d.mantissa()
+                })
+                .map_err(|_| e)
+        })
+    }
+
     fn add(&mut self, r: &dyn Record) {
         if self.when.as_ref().is_some_and(|c| !c.holds(r)) {
             return;

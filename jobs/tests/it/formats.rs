@@ -660,3 +660,66 @@ fn a_template_of_your_own_gzip_and_its_errors() {
     assert_eq!(code, 2);
     assert!(err.contains("alipay_trade_v1"), "{err}");
 }
+
+/// The Acme Pay example of formats/README.md, taken from the README itself.
+#[test]
+fn the_worked_example_of_the_readme() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../formats/README.md"))
+            .expect("readme");
+    let part = &readme[readme.find("## Worked example").expect("section")..];
+    let blocks: Vec<&str> = part.split("```").collect();
+    let bill = blocks[1].trim_start_matches("text").trim_start();
+    let template = blocks[3].trim_start_matches("toml").trim_start();
+    let tmp = tempfile::tempdir().expect("tmp");
+    write(&tmp.path().join("acme_v1.toml"), template.as_bytes());
+    write(&tmp.path().join("acme_20261120.csv"), bill.as_bytes());
+    let out = tmp.path().join("out");
+    let t = tmp.path().join("acme_v1.toml");
+    let (code, json, err) = normalize(
+        t.to_str().expect("utf8"),
+        &tmp.path().join("acme_20261120.csv"),
+        &out,
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json["rows_written"], 3, "{json}");
+    assert_eq!(json["totals"].as_array().map(Vec::len), Some(2), "{json}");
+    let b = one(&out.join("normalized.parquet"));
+    check_rows(
+        &b,
+        &[
+            (
+                "PAY",
+                "A-1",
+                "SO-1",
+                None,
+                "12.50",
+                Some("0.08"),
+                "SUCCESS",
+                "2026-11-20T08:15:00Z",
+            ),
+            (
+                "PAY",
+                "A-2",
+                "SO-2",
+                None,
+                "1200.00",
+                Some("7.20"),
+                "SUCCESS",
+                "2026-11-20T22:59:00Z",
+            ),
+            (
+                "REFUND",
+                "R-1",
+                "SO-0",
+                Some("R-1"),
+                "5.00",
+                Some("0.00"),
+                "SUCCESS",
+                "2026-11-20T11:00:00Z",
+            ),
+        ],
+    );
+    assert_eq!(json["bill_date"], "2026-11-20");
+}
