@@ -119,6 +119,7 @@ pub(crate) fn run<R: Read>(
     let mut raw = String::new();
     let mut text = String::new();
     let mut totals: HashMap<String, String> = HashMap::new();
+    let mut ending: Option<Option<String>> = None;
     let line_of =
         |x: &quick_xml::Reader<LineCounter<BufReader<R>>>| x.get_ref().newlines as i64 + 1;
     loop {
@@ -167,31 +168,7 @@ pub(crate) fn run<R: Read>(
                     }
                 }
                 if empty {
-                    let was_record = in_record && stack == record_path;
-                    close(
-                        &mut stack,
-                        &record_path,
-                        &mut in_record,
-                        &mut raw,
-                        None,
-                        &wanted,
-                        &mut values,
-                        &text,
-                        &totals_paths,
-                        &mut totals,
-                    );
-                    if was_record {
-                        emit(
-                            &mut plan,
-                            &values,
-                            &raw,
-                            record_line,
-                            &mut out,
-                            &mut stats,
-                            target,
-                            source,
-                        )?;
-                    }
+                    ending = Some(None);
                 }
             }
             Event::Text(e) => {
@@ -239,35 +216,40 @@ pub(crate) fn run<R: Read>(
                         stack.last().map(String::as_str).unwrap_or("")
                     )));
                 }
-                let was_record = in_record && stack == record_path;
-                close(
-                    &mut stack,
-                    &record_path,
-                    &mut in_record,
-                    &mut raw,
-                    Some(&name),
-                    &wanted,
-                    &mut values,
-                    &text,
-                    &totals_paths,
-                    &mut totals,
-                );
-                text.clear();
-                if was_record {
-                    emit(
-                        &mut plan,
-                        &values,
-                        &raw,
-                        record_line,
-                        &mut out,
-                        &mut stats,
-                        target,
-                        source,
-                    )?;
-                }
+                ending = Some(Some(name));
             }
             Event::Eof => break,
             _ => {}
+        }
+        // An element ends (`</x>`, or `<x/>` with `None`): its text goes where a path wants
+        // it, and a record that ends is a row.
+        if let Some(name) = ending.take() {
+            let was_record = in_record && stack == record_path;
+            close(
+                &mut stack,
+                &record_path,
+                &mut in_record,
+                &mut raw,
+                name.as_deref(),
+                &wanted,
+                &mut values,
+                &text,
+                &totals_paths,
+                &mut totals,
+            );
+            text.clear();
+            if was_record {
+                emit(
+                    &mut plan,
+                    &values,
+                    &raw,
+                    record_line,
+                    &mut out,
+                    &mut stats,
+                    target,
+                    source,
+                )?;
+            }
         }
     }
     if let Some(open) = stack.last() {
