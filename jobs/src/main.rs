@@ -142,8 +142,15 @@ fn init_logs() {
 }
 
 fn main() -> ExitCode {
-    purge_freed_memory_at_once();
     let cli = Cli::parse();
+    // Only the commands that reconcile hold a large join; the others (normalize, generate)
+    // churn through small allocations, where purging at once costs page faults.
+    if matches!(
+        cli.command,
+        Command::Run { .. } | Command::Stage { .. } | Command::Demo { .. }
+    ) {
+        purge_freed_memory_at_once();
+    }
     init_logs();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

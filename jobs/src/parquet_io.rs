@@ -15,9 +15,26 @@ use crate::error::{IoContext, Result};
 /// One set of writer properties for every file reckon writes: zstd, and no creation time so
 /// the same rows give the same bytes.
 pub fn writer_props() -> WriterProperties {
+    props_builder().build()
+}
+
+fn props_builder() -> datafusion::parquet::file::properties::WriterPropertiesBuilder {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_created_by("reckon".into())
+}
+
+/// `writer_props` for a file whose `unique` columns hold (nearly) distinct values: ids and
+/// times gain nothing from a dictionary and cost its hashing.
+pub fn writer_props_unique(unique: &[&str]) -> WriterProperties {
+    unique
+        .iter()
+        .fold(props_builder(), |b, c| {
+            b.set_column_dictionary_enabled(
+                datafusion::parquet::schema::types::ColumnPath::from(*c),
+                false,
+            )
+        })
         .build()
 }
 

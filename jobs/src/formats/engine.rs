@@ -220,11 +220,13 @@ fn run<R: Read>(
 }
 
 /// One line split into fields: ranges into the line, or into `owned` for quoted fields that
-/// needed unescaping.
+/// needed unescaping. Cleanups are applied when a field is read, so fields nobody reads cost
+/// only their delimiter.
 #[derive(Default)]
 pub(crate) struct Fields {
     spans: Vec<(u32, u32, bool)>,
     owned: String,
+    cleanup: Vec<Cleanup>,
 }
 
 /// A split line as a record.
@@ -237,11 +239,10 @@ struct LineRecord<'a> {
 
 impl Record for LineRecord<'_> {
     fn field(&self, i: usize) -> &str {
-        let Some(&(s, e, owned)) = self.map.get(i).and_then(|f| self.fields.spans.get(*f)) else {
-            return "";
-        };
-        let text = if owned { &self.fields.owned } else { self.line };
-        text.get(s as usize..e as usize).unwrap_or("")
+        match self.map.get(i) {
+            Some(f) => self.fields.get(self.line, *f),
+            None => "",
+        }
     }
 }
 
@@ -250,11 +251,13 @@ impl Fields {
         self.spans.len()
     }
 
+    /// Field `i`, cleaned.
     pub(crate) fn get<'a>(&'a self, line: &'a str, i: usize) -> &'a str {
         match self.spans.get(i) {
             Some(&(s, e, owned)) => {
-                let text = if owned { &self.owned } else { line };
-                text.get(s as usize..e as usize).unwrap_or("")
+                let text = if owned { self.owned.as_str() } else { line };
+                let (s, e) = clean(text, s as usize, e as usize, &self.cleanup);
+                text.get(s..e).unwrap_or("")
             }
             None => "",
         }
@@ -267,14 +270,31 @@ impl Fields {
     }
 
     /// Splits `line` at `delim`, honouring `quote` (RFC 4180: a quoted field may hold the
-    /// delimiter, and `""` inside it is one quote), then applies `cleanup`.
+    /// delimiter, and `""` inside it is one quote); `cleanup` applies when fields are read.
     pub(crate) fn split(&mut self, line: &str, delim: u8, quote: Option<u8>, cleanup: &[Cleanup]) {
         self.spans.clear();
         self.owned.clear();
+        if self.cleanup != cleanup {
+            self.cleanup = cleanup.to_vec();
+        }
         let b = line.as_bytes();
+        if quote.is_none_or(|q| memchr::memchr(q, b).is_none()) {
+            // The common case: no quotes, so fields lie between delimiters.
+            // Delimiters are dense (a field is a few bytes), where a plain scan beats memchr's
+            // per-call setup.
+            let mut start = 0u32;
+            for (at, c) in b.iter().enumerate() {
+                if *c == delim {
+                    self.spans.push((start, at as u32, false));
+                    start = at as u32 + 1;
+                }
+            }
+            self.spans.push((start, b.len() as u32, false));
+            return;
+        }
         let mut i = 0;
         loop {
-            // Skip leading spaces only to find an opening quote; otherwise the field starts at i.
+            // Skip leading blanks only to find an opening quote; otherwise the field starts at i.
             let mut q = i;
             while q < b.len() && (b[q] == b' ' || b[q] == b'\t') {
                 q += 1;
@@ -285,7 +305,7 @@ impl Fields {
                 let mut j = q + 1;
                 let mut seg = j;
                 loop {
-                    match b[j..].iter().position(|c| *c == qc) {
+                    match memchr::memchr(qc, &b[j..]) {
                         Some(p) => {
                             let at = j + p;
                             if b.get(at + 1) == Some(&qc) {
@@ -307,20 +327,19 @@ impl Fields {
                     }
                 }
                 // Text between the closing quote and the delimiter is kept (lenient).
-                let next = b[j..].iter().position(|c| *c == delim).map(|p| j + p);
+                let next = memchr::memchr(delim, &b[j..]).map(|p| j + p);
                 let end_txt = next.unwrap_or(b.len());
                 self.owned.push_str(&line[j..end_txt]);
-                let (s, e) = clean(&self.owned, start, self.owned.len(), cleanup);
-                self.spans.push((s as u32, e as u32, true));
+                self.spans
+                    .push((start as u32, self.owned.len() as u32, true));
                 match next {
                     Some(n) => i = n + 1,
                     None => return,
                 }
             } else {
-                let next = b[i..].iter().position(|c| *c == delim).map(|p| i + p);
+                let next = memchr::memchr(delim, &b[i..]).map(|p| i + p);
                 let end = next.unwrap_or(b.len());
-                let (s, e) = clean(line, i, end, cleanup);
-                self.spans.push((s as u32, e as u32, false));
+                self.spans.push((i as u32, end as u32, false));
                 match next {
                     Some(n) => i = n + 1,
                     None => return,

@@ -465,10 +465,10 @@ impl Template {
                         ("thousands", &c.thousands),
                         ("decimal_point", &c.decimal_point),
                     ] {
-                        if v.as_ref().is_some_and(|s| s.chars().count() != 1) {
+                        if v.as_ref().is_some_and(|s| s.len() != 1 || !s.is_ascii()) {
                             return Err(bad(
                                 self.at_column(name),
-                                format!("[columns.{name}] {what} must be one character"),
+                                format!("[columns.{name}] {what} must be one ASCII character"),
                             ));
                         }
                     }

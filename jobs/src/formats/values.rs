@@ -11,9 +11,9 @@ const LIMIT: i128 = 1_000_000_000_000_000_000;
 pub struct MoneyFormat {
     /// The text is in minor units (cents).
     pub minor_units: bool,
-    /// A thousands separator to skip.
+    /// A thousands separator to skip (ASCII).
     pub thousands: Option<char>,
-    /// The decimal separator.
+    /// The decimal separator (ASCII).
     pub point: char,
 }
 
@@ -44,11 +44,12 @@ pub fn parse_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
     let mut frac_digits = 0u32;
     let mut in_frac = false;
     let mut any_digit = false;
-    for c in digits.chars() {
+    let (point, thousands) = (f.point as u8, f.thousands.map(|c| c as u8));
+    for &c in digits.as_bytes() {
         match c {
-            '0'..='9' => {
+            b'0'..=b'9' => {
                 any_digit = true;
-                let d = i128::from(c as u8 - b'0');
+                let d = i128::from(c - b'0');
                 if in_frac {
                     if frac_digits < 2 {
                         frac = frac * 10 + d;
@@ -63,8 +64,8 @@ pub fn parse_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
                     }
                 }
             }
-            c if c == f.point && !in_frac && !f.minor_units => in_frac = true,
-            c if Some(c) == f.thousands && !in_frac => {}
+            c if c == point && !in_frac && !f.minor_units => in_frac = true,
+            c if Some(c) == thousands && !in_frac => {}
             _ => return Err(format!("{v:?} is not a decimal amount")),
         }
     }

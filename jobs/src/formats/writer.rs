@@ -14,7 +14,7 @@ use datafusion::parquet::arrow::ArrowWriter;
 
 use super::rows::Row;
 use crate::error::{IoContext, Result};
-use crate::parquet_io::writer_props;
+use crate::parquet_io::writer_props_unique;
 use crate::schema;
 
 const BATCH_ROWS: usize = 64 * 1024;
@@ -60,7 +60,22 @@ pub(crate) struct RowWriter<'a> {
 }
 
 fn money_builder() -> Decimal128Builder {
-    Decimal128Builder::new().with_data_type(schema::MONEY)
+    Decimal128Builder::with_capacity(BATCH_ROWS).with_data_type(schema::MONEY)
+}
+
+fn times() -> TimestampMicrosecondBuilder {
+    TimestampMicrosecondBuilder::with_capacity(BATCH_ROWS).with_timezone("UTC")
+}
+
+/// A string builder sized for a batch whose last one held `bytes` bytes (a builder's `finish`
+/// gives its buffers away, and regrowing them by doubling costs copies and page faults).
+fn strings(bytes: usize) -> StringBuilder {
+    StringBuilder::with_capacity(BATCH_ROWS, bytes.max(BATCH_ROWS * 8))
+}
+
+fn take_strings(b: &mut StringBuilder) -> ArrayRef {
+    let bytes = b.values_slice().len();
+    Arc::new(std::mem::replace(b, strings(bytes)).finish())
 }
 
 fn days(d: NaiveDate) -> i32 {
@@ -69,29 +84,47 @@ fn days(d: NaiveDate) -> i32 {
 
 impl<'a> RowWriter<'a> {
     pub(crate) fn new(target: &'a Target<'a>, source: &str, zone: Tz) -> Result<Self> {
-        let open = |p: &Path, s| -> Result<ArrowWriter<File>> {
+        let open = |p: &Path, s, unique: &[&str]| -> Result<ArrowWriter<File>> {
             if let Some(dir) = p.parent() {
                 std::fs::create_dir_all(dir).at(dir)?;
             }
             let f = File::create(p).at(p)?;
-            Ok(ArrowWriter::try_new(f, s, Some(writer_props()))?)
+            Ok(ArrowWriter::try_new(
+                f,
+                s,
+                Some(writer_props_unique(unique)),
+            )?)
         };
         Ok(Self {
             target,
             source: source.to_string(),
             zone,
             bill_date: target.bill_date.map(days),
-            normalized: open(target.normalized, schema::BILL.clone())?,
-            rejected: open(target.rejected, schema::REJECTED.clone())?,
-            txn_type: StringBuilder::new(),
-            channel_txn_id: StringBuilder::new(),
-            merchant_order_id: StringBuilder::new(),
-            refund_id: StringBuilder::new(),
+            normalized: open(
+                target.normalized,
+                schema::BILL.clone(),
+                &[
+                    "channel_txn_id",
+                    "merchant_order_id",
+                    "refund_id",
+                    "txn_time",
+                    "source_line",
+                ],
+            )?,
+            rejected: open(
+                target.rejected,
+                schema::REJECTED.clone(),
+                &["source_line", "raw"],
+            )?,
+            txn_type: strings(0),
+            channel_txn_id: strings(0),
+            merchant_order_id: strings(0),
+            refund_id: strings(0),
             amount: money_builder(),
             fee: money_builder(),
-            status: StringBuilder::new(),
-            txn_time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            line: Int64Builder::new(),
+            status: strings(0),
+            txn_time: times(),
+            line: Int64Builder::with_capacity(BATCH_ROWS),
             rows: 0,
             rej_line: Int64Builder::new(),
             rej_reason: StringBuilder::new(),
@@ -169,16 +202,19 @@ impl<'a> RowWriter<'a> {
             vec![
                 ch,
                 day,
-                Arc::new(self.txn_type.finish()),
-                Arc::new(self.channel_txn_id.finish()),
-                Arc::new(self.merchant_order_id.finish()),
-                Arc::new(self.refund_id.finish()),
-                Arc::new(self.amount.finish()),
-                Arc::new(self.fee.finish()),
-                Arc::new(self.status.finish()),
-                Arc::new(self.txn_time.finish()),
+                take_strings(&mut self.txn_type),
+                take_strings(&mut self.channel_txn_id),
+                take_strings(&mut self.merchant_order_id),
+                take_strings(&mut self.refund_id),
+                Arc::new(std::mem::replace(&mut self.amount, money_builder()).finish()),
+                Arc::new(std::mem::replace(&mut self.fee, money_builder()).finish()),
+                take_strings(&mut self.status),
+                Arc::new(std::mem::replace(&mut self.txn_time, times()).finish()),
                 src,
-                Arc::new(self.line.finish()),
+                Arc::new(
+                    std::mem::replace(&mut self.line, Int64Builder::with_capacity(BATCH_ROWS))
+                        .finish(),
+                ),
             ],
         )?;
         self.normalized.write(&batch)?;
