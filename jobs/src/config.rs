@@ -29,6 +29,9 @@ pub struct Config {
     pub sql_dir: Option<String>,
     /// The platform's warehouse tables.
     pub warehouse: Warehouse,
+    /// Settings for `s3://` locations; anything left out comes from the `AWS_*` environment.
+    #[serde(default)]
+    pub object_store: ObjectStoreConfig,
     /// The channels, each reconciled on its own.
     #[serde(rename = "channel", default)]
     pub channels: Vec<Channel>,
@@ -37,11 +40,26 @@ pub struct Config {
     pub base_dir: PathBuf,
 }
 
+/// How to reach `s3://` locations. Credentials come from the environment
+/// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, or the instance's role),
+/// never from this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectStoreConfig {
+    /// An S3-compatible endpoint (`http://127.0.0.1:9000`); default: AWS.
+    pub endpoint: Option<String>,
+    /// The region (default: `AWS_REGION`, else us-east-1).
+    pub region: Option<String>,
+    /// Allow plain HTTP (for a local S3-compatible server).
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
 /// The platform's Hive-partitioned (`dt=YYYY-MM-DD`) Parquet tables.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Warehouse {
-    /// Orders table location (`file://` URL or path).
+    /// Orders table location (`s3://bucket/prefix`, a `file://` URL or a path).
     pub orders: String,
     /// Refunds table location.
     pub refunds: String,

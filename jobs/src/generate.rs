@@ -788,3 +788,43 @@ fn write_labels(path: &Path, labels: &[Label]) -> Result<()> {
     )?;
     write_file(path, schema, &[batch])
 }
+
+/// Moves the generated warehouse (`OUT/warehouse/{orders,refunds}`) to `url` (`s3://…` or a
+/// path) and points `OUT/reckon.toml` at it. The endpoint of an S3-compatible server is taken
+/// from `AWS_ENDPOINT` / `AWS_ALLOW_HTTP` and written into the config's `[object_store]`.
+/// Returns the number of files written.
+pub async fn move_warehouse(out: &Path, url: &str) -> Result<usize> {
+    let config_path = out.join("reckon.toml");
+    let mut text = std::fs::read_to_string(&config_path).at(&config_path)?;
+    let url = url.trim_end_matches('/');
+    if url.starts_with("s3://") && !text.contains("[object_store]") {
+        let mut section = String::from("\n[object_store]\n");
+        if let Ok(e) = std::env::var("AWS_ENDPOINT").or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+        {
+            section.push_str(&format!("endpoint = {e:?}\n"));
+        }
+        if std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v == "true" || v == "1") {
+            section.push_str("allow_http = true\n");
+        }
+        let at = text.find("\n[[channel]]").unwrap_or(text.len());
+        text.insert_str(at, &section);
+    }
+    for table in ["orders", "refunds"] {
+        text = text.replace(
+            &format!("{table} = \"warehouse/{table}\""),
+            &format!("{table} = \"{url}/{table}\""),
+        );
+    }
+    std::fs::write(&config_path, &text).at(&config_path)?;
+    let config = crate::config::Config::load(&config_path)?;
+    let dest = crate::objstore::Location::parse(&config, "--warehouse-url", url)?;
+    let local = out.join("warehouse");
+    let src = crate::objstore::Location::Local(local.clone());
+    let files = src.files().await?;
+    for f in &files {
+        let p = local.join(f);
+        dest.put(f, std::fs::read(&p).at(&p)?).await?;
+    }
+    std::fs::remove_dir_all(&local).at(&local)?;
+    Ok(files.len())
+}

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod error;
 pub mod formats;
 pub mod generate;
+pub mod objstore;
 pub mod parquet_io;
 pub mod pipeline;
 pub mod schema;

@@ -72,6 +72,10 @@ enum Command {
         /// Only this channel (repeatable: alipay, wechat); both when absent.
         #[arg(long = "channel")]
         channels: Vec<String>,
+        /// Write the warehouse there instead (`s3://bucket/prefix`; an S3-compatible server's
+        /// endpoint from AWS_ENDPOINT) and point reckon.toml at it.
+        #[arg(long)]
+        warehouse_url: Option<String>,
     },
     /// Run the whole daily job (fetch, normalize, collect, reconcile, report) for a date.
     Run {
@@ -192,8 +196,10 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             rows,
             seed,
             channels,
+            warehouse_url,
         } => {
             let from = parse_date(&from)?;
+            let out_dir = out.clone();
             let g = generate(&GenerateOptions {
                 out,
                 from,
@@ -202,6 +208,10 @@ async fn dispatch(cmd: Command) -> Result<i32> {
                 seed,
                 channels,
             })?;
+            if let Some(url) = &warehouse_url {
+                let n = reckon::generate::move_warehouse(&out_dir, url).await?;
+                eprintln!("warehouse: {n} files written to {url}");
+            }
             println!(
                 "generated {} bill rows, {} warehouse rows, {} labels; config: {}",
                 g.bill_rows,

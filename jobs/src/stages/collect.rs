@@ -3,7 +3,6 @@
 //! `sql/platform.sql`, snapshotted to `platform/`.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::Duration;
@@ -22,23 +21,17 @@ use serde_json::json;
 
 use super::{Job, Outcome};
 use crate::error::{Error, IoContext, Result};
+use crate::objstore::Location;
 use crate::parquet_io::writer_props;
 use crate::schema;
 use crate::store::sha256_file;
 
-/// Registers `name` as a Parquet listing table over `dirs` (replacing any earlier table).
-pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[PathBuf]) -> Result<()> {
+/// Registers `name` as a Parquet listing table over `dirs` (URLs or local paths, one per
+/// directory; replacing any earlier table).
+pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[String]) -> Result<()> {
     let urls = dirs
         .iter()
-        .map(|d| {
-            let s = d.to_string_lossy();
-            let s = if d.is_dir() && !s.ends_with('/') {
-                format!("{s}/")
-            } else {
-                s.into_owned()
-            };
-            ListingTableUrl::parse(&s)
-        })
+        .map(|d| ListingTableUrl::parse(d))
         .collect::<datafusion::error::Result<Vec<_>>>()?;
     // The session's Parquet options (plain Utf8 strings, not views: see engine.rs).
     let format = ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone());
@@ -102,25 +95,26 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, origin: &str) -> Result<
     Ok(RecordBatch::try_new(target.clone(), cols)?)
 }
 
-fn partitions(table: &Path, date: chrono::NaiveDate) -> Vec<PathBuf> {
-    [date - Duration::days(1), date, date + Duration::days(1)]
-        .iter()
-        .map(|d| table.join(format!("dt={d}")))
-        .filter(|p| p.is_dir())
-        .collect()
-}
-
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let wh = &job.config.warehouse;
     let mut read = Vec::new();
     for (name, location) in [("orders", &wh.orders), ("refunds", &wh.refunds)] {
-        let table = job
-            .config
-            .resolve(&format!("warehouse.{name}"), location)
-            .map_err(Error::Config)?;
-        let parts = partitions(&table, job.date);
-        if !table.join(format!("dt={}", job.date)).is_dir() && name == "orders" {
+        let table = Location::parse(job.config, &format!("warehouse.{name}"), location)?;
+        table.register(&job.engines.local);
+        let mut parts = Vec::new();
+        let mut has_day = false;
+        for d in [
+            job.date - Duration::days(1),
+            job.date,
+            job.date + Duration::days(1),
+        ] {
+            if let Some(url) = table.partition(&format!("dt={d}")).await? {
+                has_day |= d == job.date;
+                parts.push(url);
+            }
+        }
+        if !has_day && name == "orders" {
             return Err(Error::NotReady(format!(
                 "the warehouse has no partition dt={} in {} yet",
                 job.date,
@@ -136,7 +130,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             )));
         }
         register_dirs(&job.engines.local, name, &parts).await?;
-        read.extend(parts.iter().map(|p| p.display().to_string()));
+        read.extend(parts);
     }
 
     let tz = job.channel.tz().map_err(Error::Config)?;

@@ -134,9 +134,10 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let bill = job.store.area("normalized", job.name(), job.date);
     let platform = job.store.area("platform", job.name(), job.date);
     let ctx = &job.engines.join;
-    register_dirs(ctx, "bill", &[bill]).await?;
-    register_dirs(ctx, "platform", &[platform]).await?;
-    register_dirs(ctx, "carry_in", &[carry_path]).await?;
+    let url = |p: &Path| crate::objstore::dir_url(p);
+    register_dirs(ctx, "bill", &[url(&bill)]).await?;
+    register_dirs(ctx, "platform", &[url(&platform)]).await?;
+    register_dirs(ctx, "carry_in", &[url(&carry_path)]).await?;
 
     let ch = job.channel;
     let tolerance = ch.tolerance().map_err(Error::Config)?;

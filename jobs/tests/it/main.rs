@@ -7,4 +7,6 @@ mod engines;
 mod formats;
 mod fuzz;
 mod idempotency;
+mod services;
 mod support;
+mod warehouse;

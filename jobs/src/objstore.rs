@@ -1,0 +1,203 @@
+//! Locations of tables: a local directory (`file://` URL or path) or an object store
+//! (`s3://bucket/prefix`). A table's partitions are found by their explicit paths, never by
+//! listing the whole table.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use url::Url;
+
+use crate::config::{resolve_location, Config, ObjectStoreConfig};
+use crate::error::{Error, Result};
+
+/// Where a table lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// A local directory.
+    Local(PathBuf),
+    /// A prefix in an object store.
+    Remote {
+        /// `s3://bucket/` — what the store is registered under.
+        root: Url,
+        /// The table's prefix inside the bucket.
+        prefix: StorePath,
+        /// The store.
+        store: Arc<dyn ObjectStore>,
+    },
+}
+
+impl Location {
+    /// Parses a location setting (`what` names it in errors).
+    pub fn parse(config: &Config, what: &str, value: &str) -> Result<Location> {
+        if value.starts_with("s3://") {
+            let url =
+                Url::parse(value).map_err(|e| Error::Config(format!("{what} = {value:?}: {e}")))?;
+            let bucket = url
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| Error::Config(format!("{what} = {value:?}: no bucket")))?
+                .to_string();
+            let store = s3_store(&config.object_store, &bucket)
+                .map_err(|e| Error::Config(format!("{what} = {value:?}: {e}")))?;
+            let root = Url::parse(&format!("s3://{bucket}/"))
+                .map_err(|e| Error::Config(format!("{what} = {value:?}: {e}")))?;
+            let prefix = StorePath::from(url.path().trim_matches('/'));
+            return Ok(Location::Remote {
+                root,
+                prefix,
+                store,
+            });
+        }
+        resolve_location(&config.base_dir, what, value)
+            .map(Location::Local)
+            .map_err(Error::Config)
+    }
+
+    /// The location as a user wrote it.
+    pub fn display(&self) -> String {
+        match self {
+            Location::Local(p) => p.display().to_string(),
+            Location::Remote { root, prefix, .. } => format!("{root}{prefix}"),
+        }
+    }
+
+    /// Makes the location readable by `ctx` (object stores are registered by bucket).
+    pub fn register(&self, ctx: &SessionContext) {
+        if let Location::Remote { root, store, .. } = self {
+            ctx.register_object_store(root, store.clone());
+        }
+    }
+
+    /// The URL of the sub-directory `name` (`dt=2026-11-20`) when it holds at least one file;
+    /// only that directory is listed.
+    pub async fn partition(&self, name: &str) -> Result<Option<String>> {
+        match self {
+            Location::Local(p) => {
+                let d = p.join(name);
+                Ok(d.is_dir().then(|| dir_url(&d)))
+            }
+            Location::Remote {
+                root,
+                prefix,
+                store,
+            } => {
+                let dir = prefix.clone().join(name);
+                let listed = store
+                    .list_with_delimiter(Some(&dir))
+                    .await
+                    .map_err(|e| remote_error(&self.display(), e))?;
+                Ok((!listed.objects.is_empty()).then(|| format!("{root}{dir}/")))
+            }
+        }
+    }
+
+    /// Writes `bytes` at `relative` below the location (for `reckon generate`).
+    pub async fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<()> {
+        match self {
+            Location::Local(p) => {
+                let path = p.join(relative);
+                if let Some(d) = path.parent() {
+                    std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+                }
+                std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))
+            }
+            Location::Remote { prefix, store, .. } => {
+                let mut path = prefix.clone();
+                for part in relative.split('/').filter(|s| !s.is_empty()) {
+                    path = path.join(part);
+                }
+                store
+                    .put(&path, PutPayload::from(bytes))
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| remote_error(&self.display(), e))
+            }
+        }
+    }
+
+    /// Every file below the location (for tests and tools; tables are read by partition).
+    pub async fn files(&self) -> Result<Vec<String>> {
+        match self {
+            Location::Local(p) => Ok(walk(p)
+                .into_iter()
+                .filter_map(|f| f.strip_prefix(p).ok().map(|r| r.display().to_string()))
+                .collect()),
+            Location::Remote { prefix, store, .. } => {
+                let metas: Vec<_> = store
+                    .list(Some(prefix))
+                    .try_collect()
+                    .await
+                    .map_err(|e| remote_error(&self.display(), e))?;
+                Ok(metas
+                    .into_iter()
+                    .filter_map(|m| {
+                        m.location.prefix_match(prefix).map(|parts| {
+                            parts
+                                .map(|p| p.as_ref().to_string())
+                                .collect::<Vec<_>>()
+                                .join("/")
+                        })
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
+fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A local directory as a listing URL (with the trailing slash a directory needs).
+pub fn dir_url(d: &std::path::Path) -> String {
+    let s = d.to_string_lossy();
+    if d.is_dir() && !s.ends_with('/') {
+        format!("{s}/")
+    } else {
+        s.into_owned()
+    }
+}
+
+fn remote_error(location: &str, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            Error::NotReady(format!("{location}: not found: {e}"))
+        }
+        other => Error::Other(format!("{location}: {other}")),
+    }
+}
+
+/// An S3 store for `bucket`: the config's settings over the `AWS_*` environment.
+pub fn s3_store(
+    cfg: &ObjectStoreConfig,
+    bucket: &str,
+) -> std::result::Result<Arc<dyn ObjectStore>, String> {
+    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(e) = &cfg.endpoint {
+        b = b.with_endpoint(e);
+    }
+    if let Some(r) = &cfg.region {
+        b = b.with_region(r);
+    }
+    if cfg.allow_http {
+        b = b.with_allow_http(true);
+    }
+    Ok(Arc::new(b.build().map_err(|e| e.to_string())?))
+}

@@ -1,0 +1,145 @@
+//! Real servers for the tests that need them, installed and started here: an S3-compatible
+//! server (moto, from PyPI, in a venv under `~/.cache/reckon/services`). Outside CI a test
+//! whose server cannot be had says so and passes; with `CI=true` it fails.
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// Fails in CI, else tells why the test did not run.
+pub fn unavailable(what: &str, why: &str) {
+    assert!(
+        !in_ci(),
+        "{what} is needed in CI and could not be started: {why}"
+    );
+    eprintln!("SKIPPED: {what} could not be started here: {why}");
+}
+
+fn cache() -> PathBuf {
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    home.join(".cache/reckon/services")
+}
+
+/// A Python venv with `packages`, made once.
+fn venv(name: &str, packages: &[&str]) -> Result<PathBuf, String> {
+    let dir = cache().join(name);
+    let python = dir.join("bin/python");
+    let marker = dir.join(".installed");
+    if marker.exists() {
+        return Ok(dir);
+    }
+    std::fs::create_dir_all(cache()).map_err(|e| e.to_string())?;
+    let ok = Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(&dir)
+        .status()
+        .map_err(|e| format!("python3 -m venv: {e}"))?;
+    if !ok.success() {
+        return Err("python3 -m venv failed".into());
+    }
+    let out = Command::new(&python)
+        .args(["-m", "pip", "install", "-q"])
+        .args(packages)
+        .output()
+        .map_err(|e| format!("pip: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "pip install {packages:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    std::fs::write(&marker, packages.join("\n")).map_err(|e| e.to_string())?;
+    Ok(dir)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+fn wait_for(port: u16, child: &mut Child) -> Result<(), String> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the server exited: {status}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Err("the server did not listen within 30 s".into())
+}
+
+/// A running moto S3 server with a bucket; stopped when dropped.
+pub struct S3 {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The bucket made for this test.
+    pub bucket: String,
+}
+
+impl S3 {
+    /// Starts a server and makes `bucket`, or says why it could not.
+    pub fn start(bucket: &str) -> Result<S3, String> {
+        let dir = venv("moto", &["moto[server]==5.1.*", "boto3"])?;
+        let port = free_port();
+        let mut child = Command::new(dir.join("bin/moto_server"))
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("moto_server: {e}"))?;
+        wait_for(port, &mut child)?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let made = Command::new(dir.join("bin/python"))
+            .args([
+                "-c",
+                "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+                 aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket=sys.argv[2])",
+                &endpoint,
+                bucket,
+            ])
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !made.status.success() {
+            return Err(format!(
+                "create bucket: {}",
+                String::from_utf8_lossy(&made.stderr)
+            ));
+        }
+        Ok(S3 {
+            child,
+            endpoint,
+            bucket: bucket.to_string(),
+        })
+    }
+
+    /// The environment a reckon process needs to reach the server.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT", self.endpoint.clone()),
+            ("AWS_ALLOW_HTTP", "true".into()),
+            ("AWS_ACCESS_KEY_ID", "test".into()),
+            ("AWS_SECRET_ACCESS_KEY", "test".into()),
+            ("AWS_REGION", "us-east-1".into()),
+        ]
+    }
+}
+
+impl Drop for S3 {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
