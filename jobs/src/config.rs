@@ -63,6 +63,56 @@ pub struct Warehouse {
     pub orders: String,
     /// Refunds table location.
     pub refunds: String,
+    /// Read the tables from PostgreSQL instead: `orders` and `refunds` are then table names.
+    pub postgres: Option<PostgresSource>,
+}
+
+/// PostgreSQL as the warehouse: each day's rows are read in chunks from a read-only
+/// transaction and snapshotted to Parquet (`platform_source/`) before any SQL runs on them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSource {
+    /// `postgres://user@host:port/db` (the password from `PGPASSWORD` or the URL).
+    pub url: String,
+    /// The orders table's time column (`timestamptz`, or `timestamp` in UTC).
+    #[serde(default = "default_orders_time")]
+    pub orders_time: String,
+    /// The refunds table's time column.
+    #[serde(default = "default_refunds_time")]
+    pub refunds_time: String,
+    /// A column holding the channel's name, to read only that channel's rows.
+    pub channel_column: Option<String>,
+    /// Rows per fetch.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: usize,
+    /// Fetches per second at most (the rate limit on the database).
+    #[serde(default = "default_chunks_per_second")]
+    pub chunks_per_second: u32,
+    /// Statement and per-fetch timeout.
+    #[serde(default = "default_statement_timeout")]
+    pub statement_timeout_secs: u64,
+    /// Connect timeout.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+}
+
+fn default_orders_time() -> String {
+    "paid_at".into()
+}
+fn default_refunds_time() -> String {
+    "refunded_at".into()
+}
+fn default_chunk_rows() -> usize {
+    50_000
+}
+fn default_chunks_per_second() -> u32 {
+    20
+}
+fn default_statement_timeout() -> u64 {
+    600
+}
+fn default_connect_timeout() -> u64 {
+    10
 }
 
 /// One payment channel.

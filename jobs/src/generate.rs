@@ -796,6 +796,9 @@ fn write_labels(path: &Path, labels: &[Label]) -> Result<()> {
 pub async fn move_warehouse(out: &Path, url: &str) -> Result<usize> {
     let config_path = out.join("reckon.toml");
     let mut text = std::fs::read_to_string(&config_path).at(&config_path)?;
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return warehouse_to_postgres(out, url, &config_path, text).await;
+    }
     let url = url.trim_end_matches('/');
     if url.starts_with("s3://") && !text.contains("[object_store]") {
         let mut section = String::from("\n[object_store]\n");
@@ -827,4 +830,48 @@ pub async fn move_warehouse(out: &Path, url: &str) -> Result<usize> {
     }
     std::fs::remove_dir_all(&local).at(&local)?;
     Ok(files.len())
+}
+
+/// The generated warehouse as two new PostgreSQL tables, `orders` and `refunds`.
+async fn warehouse_to_postgres(
+    out: &Path,
+    url: &str,
+    config_path: &Path,
+    mut text: String,
+) -> Result<usize> {
+    let src = crate::config::PostgresSource {
+        url: url.to_string(),
+        orders_time: "paid_at".into(),
+        refunds_time: "refunded_at".into(),
+        channel_column: Some("pay_channel".into()),
+        chunk_rows: 50_000,
+        chunks_per_second: 20,
+        statement_timeout_secs: 600,
+        connect_timeout_secs: 10,
+    };
+    let local = out.join("warehouse");
+    let mut files = 0;
+    for table in ["orders", "refunds"] {
+        let dir = crate::objstore::Location::Local(local.join(table));
+        let parts: Vec<PathBuf> = dir
+            .files()
+            .await?
+            .iter()
+            .map(|f| local.join(table).join(f))
+            .collect();
+        files += parts.len();
+        crate::postgres::load_table(&src, table, &parts).await?;
+        text = text.replace(
+            &format!("{table} = \"warehouse/{table}\""),
+            &format!("{table} = \"{table}\""),
+        );
+    }
+    let at = text.find("\n[[channel]]").unwrap_or(text.len());
+    text.insert_str(
+        at,
+        &format!("postgres = {{ url = {url:?}, channel_column = \"pay_channel\" }}\n"),
+    );
+    std::fs::write(config_path, &text).at(config_path)?;
+    std::fs::remove_dir_all(&local).at(&local)?;
+    Ok(files)
 }

@@ -13,6 +13,7 @@ pub mod generate;
 pub mod objstore;
 pub mod parquet_io;
 pub mod pipeline;
+pub mod postgres;
 pub mod schema;
 pub mod sql;
 pub mod stages;

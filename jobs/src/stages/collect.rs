@@ -99,7 +99,47 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, origin: &str) -> Result<
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let wh = &job.config.warehouse;
     let mut read = Vec::new();
+    let tz = job.channel.tz().map_err(Error::Config)?;
+    let start = reckon_udfs::end_of_day_micros(job.date - Duration::days(1), tz);
+    let end = reckon_udfs::end_of_day_micros(job.date, tz);
+    let (Some(start), Some(end)) = (start, end) else {
+        return Err(Error::Config(format!("date {} is out of range", job.date)));
+    };
+    let mut source_files = Vec::new();
+    if let Some(pg) = &wh.postgres {
+        // The day's rows, snapshotted first; the SQL then reads the snapshot.
+        let staged = job.store.staging("collect-source", job.name(), job.date)?;
+        let (from, to) = (
+            chrono::DateTime::from_timestamp_micros(start).unwrap_or_default(),
+            chrono::DateTime::from_timestamp_micros(end).unwrap_or_default(),
+        );
+        let mut detail = Vec::new();
+        for (name, table, time) in [
+            ("orders", &wh.orders, &pg.orders_time),
+            ("refunds", &wh.refunds, &pg.refunds_time),
+        ] {
+            let out = staged.join(format!("{name}.parquet"));
+            let snap = crate::postgres::snapshot(pg, table, time, Some(job.name()), from, to, &out)
+                .await?;
+            detail.push(format!(
+                "postgres {table}: {} rows in {} chunks",
+                snap.rows, snap.chunks
+            ));
+        }
+        let dest = job.store.area("platform_source", job.name(), job.date);
+        for p in job.store.publish(&staged, &dest, true)? {
+            source_files.push(job.store.relative(&p));
+        }
+        for name in ["orders", "refunds"] {
+            let file = dest.join(format!("{name}.parquet")).display().to_string();
+            register_dirs(&job.engines.local, name, &[file]).await?;
+        }
+        read.extend(detail);
+    }
     for (name, location) in [("orders", &wh.orders), ("refunds", &wh.refunds)] {
+        if wh.postgres.is_some() {
+            break;
+        }
         let table = Location::parse(job.config, &format!("warehouse.{name}"), location)?;
         table.register(&job.engines.local);
         let mut parts = Vec::new();
@@ -133,12 +173,6 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         read.extend(parts);
     }
 
-    let tz = job.channel.tz().map_err(Error::Config)?;
-    let start = reckon_udfs::end_of_day_micros(job.date - Duration::days(1), tz);
-    let end = reckon_udfs::end_of_day_micros(job.date, tz);
-    let (Some(start), Some(end)) = (start, end) else {
-        return Err(Error::Config(format!("date {} is out of range", job.date)));
-    };
     let ts = |v| ScalarValue::TimestampMicrosecond(Some(v), Some("UTC".into()));
     let params = vec![
         ("channel", ScalarValue::Utf8(Some(job.name().to_string()))),
@@ -182,8 +216,9 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let dest = job.store.area("platform", job.name(), job.date);
     let files = job.store.publish(&staged, &dest, true)?;
     tracing::info!(channel = job.name(), date = %job.date, rows, "collected");
+    source_files.extend(files.iter().map(|p| job.store.relative(p)));
     Ok((
-        files.iter().map(|p| job.store.relative(p)).collect(),
+        source_files,
         json!({ "rows": rows, "partitions_read": read, "sha256": sha, "sql": origin }),
     ))
 }

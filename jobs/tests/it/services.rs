@@ -143,3 +143,167 @@ impl Drop for S3 {
         let _ = self.child.wait();
     }
 }
+
+/// A PostgreSQL server of the test's own (initdb into a temporary folder, as the `postgres`
+/// user when the tests run as root); stopped and removed when dropped.
+pub struct Postgres {
+    child: Child,
+    _dir: tempfile::TempDir,
+    /// `postgres://postgres@127.0.0.1:PORT/postgres`.
+    pub url: String,
+    port: u16,
+    bin: PathBuf,
+}
+
+fn pg_bin() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("bin"))
+        .filter(|p| p.join("initdb").exists())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+/// A command run as the `postgres` user when we are root.
+fn as_pg(bin: PathBuf) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+impl Postgres {
+    /// Installs (Debian's `postgresql`, when root and missing), initializes and starts one.
+    pub fn start() -> Result<Postgres, String> {
+        let bin = match pg_bin() {
+            Some(b) => b,
+            None => {
+                if !is_root() {
+                    return Err(
+                        "no PostgreSQL server binaries, and not root to install them".into(),
+                    );
+                }
+                let ok = Command::new("sh")
+                    .args(["-c", "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null"])
+                    .status()
+                    .map_err(|e| e.to_string())?;
+                if !ok.success() {
+                    return Err("apt-get install postgresql failed".into());
+                }
+                pg_bin().ok_or("postgresql installed but no initdb found")?
+            }
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("reckon-pg")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let data = dir.path().join("data");
+        if is_root() {
+            let ok = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .map_err(|e| e.to_string())?;
+            if !ok.success() {
+                return Err("chown to postgres failed".into());
+            }
+        }
+        let out = as_pg(bin.join("initdb"))
+            .args([
+                "-D",
+                data.to_str().unwrap_or(""),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+            ])
+            .output()
+            .map_err(|e| format!("initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("initdb: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        let port = free_port();
+        let mut child = as_pg(bin.join("postgres"))
+            .args([
+                "-D",
+                data.to_str().unwrap_or(""),
+                "-p",
+                &port.to_string(),
+                "-k",
+            ])
+            .arg(dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("postgres: {e}"))?;
+        wait_for(port, &mut child)?;
+        // Accepting connections takes a moment after the port opens.
+        let start = Instant::now();
+        loop {
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready || start.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(Postgres {
+            child,
+            _dir: dir,
+            url: format!("postgres://postgres@127.0.0.1:{port}/postgres"),
+            port,
+            bin,
+        })
+    }
+
+    /// Runs SQL through psql; returns its output.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-At",
+                "-c",
+                sql,
+            ])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql {sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,418 @@
+//! PostgreSQL as the platform's source: the day's rows of a table read in chunks from one
+//! read-only transaction, at a limited rate and with timeouts, into a Parquet snapshot. The
+//! reconciliation then reads the snapshot, never the database.
+
+use std::fs::File;
+use std::num::NonZeroU32;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use datafusion::arrow::array::{
+    Array, ArrayRef, BooleanBuilder, Date32Builder, Decimal128Builder, Float64Builder,
+    Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::parquet::arrow::ArrowWriter;
+use governor::{Quota, RateLimiter};
+use rust_decimal::Decimal;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{IsolationLevel, NoTls, Row};
+
+use crate::config::PostgresSource;
+use crate::error::{Error, IoContext, Result};
+use crate::parquet_io::writer_props;
+use crate::schema::utc_ts;
+
+/// NUMERIC columns become DECIMAL(38, 6), exactly; a value with more decimals is refused.
+const NUMERIC_SCALE: u32 = 6;
+
+/// What one table's snapshot read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Snapshot {
+    /// Rows written.
+    pub rows: u64,
+    /// Chunks fetched.
+    pub chunks: u64,
+}
+
+/// A quoted identifier (`schema.table` → `"schema"."table"`); only letters, digits and `_`.
+fn ident(name: &str) -> Result<String> {
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.is_empty()
+        || parts
+            .iter()
+            .any(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+    {
+        return Err(Error::Config(format!(
+            "warehouse.postgres: {name:?} is not a table or column name (letters, digits, '_', one '.')"
+        )));
+    }
+    Ok(parts
+        .iter()
+        .map(|p| format!("\"{p}\""))
+        .collect::<Vec<_>>()
+        .join("."))
+}
+
+fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
+    // A database that cannot be reached is worth a retry later; a bad query is not.
+    if e.as_db_error().is_none() && (e.is_closed() || e.to_string().contains("connect")) {
+        Error::NotReady(format!("postgres: {what}: {e}"))
+    } else {
+        Error::Other(format!("postgres: {what}: {e}"))
+    }
+}
+
+/// Connects with the source's timeouts (no TLS: a database on the same network).
+pub async fn connect(src: &PostgresSource) -> Result<tokio_postgres::Client> {
+    let mut cfg: tokio_postgres::Config = src
+        .url
+        .parse()
+        .map_err(|e| Error::Config(format!("warehouse.postgres.url: {e}")))?;
+    cfg.connect_timeout(Duration::from_secs(src.connect_timeout_secs))
+        .application_name("reckon");
+    let (client, conn) = tokio::time::timeout(
+        Duration::from_secs(src.connect_timeout_secs + 1),
+        cfg.connect(NoTls),
+    )
+    .await
+    .map_err(|_| Error::NotReady("postgres: connect timed out".into()))?
+    .map_err(|e| db_error("connect", e))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!("postgres connection ended: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// Snapshots the rows of `table` whose `time_column` is in `[start, end)` (and, with
+/// `channel`, whose column equals the value) into `out`.
+pub async fn snapshot(
+    src: &PostgresSource,
+    table: &str,
+    time_column: &str,
+    channel: Option<&str>,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    out: &Path,
+) -> Result<Snapshot> {
+    let mut client = connect(src).await?;
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .start()
+        .await
+        .map_err(|e| db_error("begin", e))?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}; SET LOCAL idle_in_transaction_session_timeout = {}",
+        src.statement_timeout_secs * 1000,
+        src.statement_timeout_secs * 1000
+    ))
+    .await
+    .map_err(|e| db_error("set timeouts", e))?;
+    let mut sql = format!(
+        "SELECT * FROM {} WHERE {t} >= $1 AND {t} < $2",
+        ident(table)?,
+        t = ident(time_column)?
+    );
+    if let (Some(col), Some(_)) = (&src.channel_column, channel) {
+        sql.push_str(&format!(" AND {} = $3", ident(col)?));
+    }
+    let stmt = tx
+        .prepare(&sql)
+        .await
+        .map_err(|e| db_error(&format!("prepare {sql:?}"), e))?;
+    let naive = stmt.params().first() == Some(&Type::TIMESTAMP);
+    let (ns, ne) = (start.naive_utc(), end.naive_utc());
+    let mut params: Vec<&(dyn ToSql + Sync)> = if naive {
+        vec![&ns, &ne]
+    } else {
+        vec![&start, &end]
+    };
+    let chan = channel.map(str::to_string);
+    if src.channel_column.is_some() {
+        if let Some(c) = &chan {
+            params.push(c);
+        }
+    }
+    let schema = arrow_schema(stmt.columns(), table)?;
+    let portal = tx
+        .bind(&stmt, &params)
+        .await
+        .map_err(|e| db_error("bind", e))?;
+    let rate = NonZeroU32::new(src.chunks_per_second).unwrap_or(NonZeroU32::MIN);
+    let limiter = RateLimiter::direct(Quota::per_second(rate));
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).at(dir)?;
+    }
+    let mut writer = ArrowWriter::try_new(
+        File::create(out).at(out)?,
+        schema.clone(),
+        Some(writer_props()),
+    )?;
+    let mut snap = Snapshot::default();
+    let chunk = i32::try_from(src.chunk_rows.max(1)).unwrap_or(i32::MAX);
+    loop {
+        limiter.until_ready().await;
+        let rows = tokio::time::timeout(
+            Duration::from_secs(src.statement_timeout_secs),
+            tx.query_portal(&portal, chunk),
+        )
+        .await
+        .map_err(|_| {
+            Error::Other(format!(
+                "postgres: a chunk of {table} took over {} s",
+                src.statement_timeout_secs
+            ))
+        })?
+        .map_err(|e| db_error(&format!("fetch {table}"), e))?;
+        if rows.is_empty() {
+            break;
+        }
+        snap.chunks += 1;
+        snap.rows += rows.len() as u64;
+        writer.write(&to_batch(&rows, &schema, table)?)?;
+        if rows.len() < chunk as usize {
+            break;
+        }
+    }
+    writer.close()?;
+    tx.rollback().await.map_err(|e| db_error("end", e))?;
+    tracing::info!(
+        table,
+        rows = snap.rows,
+        chunks = snap.chunks,
+        "postgres snapshot"
+    );
+    Ok(snap)
+}
+
+fn arrow_type(t: &Type) -> Option<DataType> {
+    Some(match *t {
+        Type::BOOL => DataType::Boolean,
+        Type::INT2 | Type::INT4 | Type::INT8 => DataType::Int64,
+        Type::FLOAT4 | Type::FLOAT8 => DataType::Float64,
+        Type::NUMERIC => DataType::Decimal128(38, NUMERIC_SCALE as i8),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => DataType::Utf8,
+        Type::TIMESTAMPTZ | Type::TIMESTAMP => utc_ts(),
+        Type::DATE => DataType::Date32,
+        _ => return None,
+    })
+}
+
+fn arrow_schema(cols: &[tokio_postgres::Column], table: &str) -> Result<SchemaRef> {
+    let mut fields = Vec::new();
+    for c in cols {
+        let t = arrow_type(c.type_()).ok_or_else(|| {
+            Error::Config(format!(
+                "postgres: {table}.{} has type {} that reckon does not snapshot (cast it in a view)",
+                c.name(),
+                c.type_()
+            ))
+        })?;
+        fields.push(Field::new(c.name(), t, true));
+    }
+    Ok(Arc::new(Schema::new(fields)))
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    i: usize,
+    table: &str,
+) -> Result<Option<T>> {
+    row.try_get::<_, Option<T>>(i).map_err(|e| {
+        Error::Other(format!(
+            "postgres: {table}.{}: {e}",
+            row.columns()[i].name()
+        ))
+    })
+}
+
+fn to_batch(rows: &[Row], schema: &SchemaRef, table: &str) -> Result<RecordBatch> {
+    let n = rows.len();
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    let mut cols: Vec<ArrayRef> = Vec::new();
+    for (i, f) in schema.fields().iter().enumerate() {
+        let pg = rows[0].columns()[i].type_().clone();
+        let col: ArrayRef = match f.data_type() {
+            DataType::Boolean => {
+                let mut b = BooleanBuilder::with_capacity(n);
+                for r in rows {
+                    b.append_option(get::<bool>(r, i, table)?);
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Int64 => {
+                let mut b = Int64Builder::with_capacity(n);
+                for r in rows {
+                    let v = match pg {
+                        Type::INT2 => get::<i16>(r, i, table)?.map(i64::from),
+                        Type::INT4 => get::<i32>(r, i, table)?.map(i64::from),
+                        _ => get::<i64>(r, i, table)?,
+                    };
+                    b.append_option(v);
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Float64 => {
+                let mut b = Float64Builder::with_capacity(n);
+                for r in rows {
+                    let v = match pg {
+                        Type::FLOAT4 => get::<f32>(r, i, table)?.map(f64::from),
+                        _ => get::<f64>(r, i, table)?,
+                    };
+                    b.append_option(v);
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Decimal128(p, s) => {
+                let mut b = Decimal128Builder::with_capacity(n)
+                    .with_data_type(DataType::Decimal128(*p, *s));
+                for r in rows {
+                    match get::<Decimal>(r, i, table)? {
+                        None => b.append_null(),
+                        Some(d) => {
+                            let mut e = d;
+                            e.rescale(NUMERIC_SCALE);
+                            if e != d {
+                                return Err(Error::Other(format!(
+                                    "postgres: {table}.{} = {d} has more than {NUMERIC_SCALE} decimals",
+                                    f.name()
+                                )));
+                            }
+                            b.append_value(e.mantissa());
+                        }
+                    }
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Utf8 => {
+                let mut b = StringBuilder::with_capacity(n, n * 16);
+                for r in rows {
+                    b.append_option(get::<&str>(r, i, table)?);
+                }
+                Arc::new(b.finish())
+            }
+            DataType::Date32 => {
+                let mut b = Date32Builder::with_capacity(n);
+                for r in rows {
+                    b.append_option(
+                        get::<NaiveDate>(r, i, table)?.map(|d| (d - epoch).num_days() as i32),
+                    );
+                }
+                Arc::new(b.finish())
+            }
+            _ => {
+                // Timestamps: with a zone as they are; without one, taken as UTC.
+                let mut b = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
+                for r in rows {
+                    let v = match pg {
+                        Type::TIMESTAMP => get::<NaiveDateTime>(r, i, table)?
+                            .map(|t| t.and_utc().timestamp_micros()),
+                        _ => get::<DateTime<Utc>>(r, i, table)?.map(|t| t.timestamp_micros()),
+                    };
+                    b.append_option(v);
+                }
+                Arc::new(b.finish())
+            }
+        };
+        debug_assert_eq!(col.len(), n);
+        cols.push(col);
+    }
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// Loads Parquet files into a new PostgreSQL table `table` (for `reckon generate`): the table is
+/// created from the files' schema and must not exist yet. Returns the rows copied.
+pub async fn load_table(
+    src: &PostgresSource,
+    table: &str,
+    files: &[std::path::PathBuf],
+) -> Result<u64> {
+    use futures::SinkExt;
+    let client = connect(src).await?;
+    let Some(first) = files.first() else {
+        return Ok(0);
+    };
+    let batches = crate::parquet_io::read_file(first)?;
+    let schema = batches
+        .first()
+        .map(|b| b.schema())
+        .ok_or_else(|| Error::Other(format!("{} is empty", first.display())))?;
+    let cols: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let t = match f.data_type() {
+                DataType::Utf8 => "text",
+                DataType::Decimal128(_, _) => "numeric(18,2)",
+                DataType::Timestamp(_, _) => "timestamptz",
+                DataType::Date32 => "date",
+                DataType::Int64 => "bigint",
+                DataType::Boolean => "boolean",
+                _ => "text",
+            };
+            Ok(format!("{} {t}", ident(f.name())?))
+        })
+        .collect::<Result<_>>()?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE {} ({})",
+            ident(table)?,
+            cols.join(", ")
+        ))
+        .await
+        .map_err(|e| db_error(&format!("create table {table}"), e))?;
+    let sink = client
+        .copy_in(&format!("COPY {} FROM STDIN", ident(table)?))
+        .await
+        .map_err(|e| db_error("copy", e))?;
+    futures::pin_mut!(sink);
+    let mut rows = 0u64;
+    for f in files {
+        for b in crate::parquet_io::read_file(f)? {
+            let text = copy_text(&b)?;
+            rows += b.num_rows() as u64;
+            sink.send(bytes::Bytes::from(text))
+                .await
+                .map_err(|e| db_error("copy", e))?;
+        }
+    }
+    sink.finish().await.map_err(|e| db_error("copy", e))?;
+    Ok(rows)
+}
+
+/// A batch in COPY's text format.
+fn copy_text(b: &RecordBatch) -> Result<String> {
+    use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+    let opts = FormatOptions::default().with_null("\\N");
+    let fmts = b
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut out = String::new();
+    for r in 0..b.num_rows() {
+        for (i, f) in fmts.iter().enumerate() {
+            if i > 0 {
+                out.push('\t');
+            }
+            let v = f.value(r).to_string();
+            if b.column(i).is_null(r) {
+                out.push_str("\\N");
+            } else {
+                out.push_str(
+                    &v.replace('\\', "\\\\")
+                        .replace('\t', "\\t")
+                        .replace('\n', "\\n"),
+                );
+            }
+        }
+        out.push('\n');
+    }
+    Ok(out)
+}
