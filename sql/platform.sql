@@ -2,6 +2,8 @@
 -- (sql/README.md). This is the file to edit when your warehouse names things differently:
 -- change the `*_renamed` CTEs, keep the output columns.
 --
+-- Output: the canonical platform schema (sql/README.md); refunded_amount is, for an order,
+-- the sum of its successful refunds in the partitions read (NULL when none, and on refunds).
 -- Tables (registered by the job from the partitions dt = D-1, D and D+1, by explicit path):
 --   orders   order_no, pay_channel, channel_trade_no, amount, status, paid_at (UTC)
 --   refunds  refund_no, order_no, pay_channel, channel_refund_no, amount, status, refunded_at (UTC)
@@ -10,6 +12,15 @@
 --   $day_start  TIMESTAMP  the bill date's first instant in the channel's time zone, as UTC
 --   $day_end    TIMESTAMP  the next day's first instant, as UTC
 WITH
+-- What the platform's refund table says each order got back (the refund check of
+-- reconcile.sql: a REFUNDED order whose refunds add up to its amount is explained).
+refunded AS (
+    SELECT order_no, CAST(sum(amount) AS DECIMAL(18, 2)) AS refunded_amount
+    FROM refunds
+    WHERE pay_channel = $channel AND status = 'SUCCESS'
+    GROUP BY order_no
+),
+
 orders_renamed AS (
     SELECT
         'PAY'                          AS txn_type,
@@ -19,8 +30,10 @@ orders_renamed AS (
         channel_trade_no               AS channel_txn_id,
         CAST(amount AS DECIMAL(18, 2)) AS amount,
         status                         AS status,
-        paid_at                        AS txn_time
+        paid_at                        AS txn_time,
+        r.refunded_amount              AS refunded_amount
     FROM orders
+    LEFT JOIN refunded r USING (order_no)
     WHERE pay_channel = $channel
       -- Orders the platform believes were paid; unpaid ones have nothing to reconcile.
       AND status IN ('SUCCESS', 'REFUNDED')
@@ -35,7 +48,8 @@ refunds_renamed AS (
         channel_refund_no              AS channel_txn_id,
         CAST(amount AS DECIMAL(18, 2)) AS amount,
         status                         AS status,
-        refunded_at                    AS txn_time
+        refunded_at                    AS txn_time,
+        CAST(NULL AS DECIMAL(18, 2))   AS refunded_amount
     FROM refunds
     WHERE pay_channel = $channel
 ),
@@ -55,7 +69,8 @@ SELECT
     channel_txn_id,
     amount,
     status,
-    txn_time
+    txn_time,
+    refunded_amount
 FROM unioned
 -- The bill date is a day in the channel's zone; the warehouse may have put the record in
 -- any of the three partitions read, so the time decides.

@@ -15,7 +15,8 @@
 --   $match_on         VARCHAR        'merchant_order_id' or 'channel_txn_id'
 -- Output: one row per reconciled record or pair of records; sql/README.md describes each
 -- column. The job writes every row that is not MATCHED to diffs.parquet, the
--- CROSS_DAY_PENDING rows to the carry-over, and counts every row in summary.json.
+-- CROSS_DAY_PENDING rows to the carry-over, and counts every row in summary.json (rows whose
+-- refund_explained is true also as `refund_explained` of their category).
 WITH
 channel_source AS (
     SELECT txn_type, channel_txn_id, merchant_order_id, refund_id, amount, fee, status,
@@ -67,12 +68,13 @@ channel_side AS (
 
 platform_source AS (
     SELECT txn_type, platform_order_id, merchant_order_id, refund_id, channel_txn_id, amount,
-           status, txn_time, snapshot_row,
+           status, txn_time, refunded_amount, snapshot_row,
            FALSE AS carried, CAST(NULL AS DATE) AS carried_from, CAST(NULL AS DATE) AS grace_until
     FROM platform
     UNION ALL
     SELECT txn_type, platform_order_id, merchant_order_id, refund_id, channel_txn_id, amount,
-           status, txn_time, CAST(0 AS BIGINT) AS snapshot_row,
+           status, txn_time, CAST(NULL AS DECIMAL(18, 2)) AS refunded_amount,
+           CAST(0 AS BIGINT) AS snapshot_row,
            TRUE AS carried, carried_from, grace_until
     FROM carry_in
     WHERE side = 'PLATFORM'
@@ -122,7 +124,7 @@ joined AS (
         p.match_key AS p_match_key, p.ordinal AS p_ordinal, p.duplicate AS p_dup, p.txn_type AS p_txn_type,
         p.platform_order_id AS p_platform_order_id, p.merchant_order_id AS p_merchant_order_id,
         p.refund_id AS p_refund_id, p.channel_txn_id AS p_channel_txn_id, p.amount AS p_amount,
-        p.status AS p_status, p.txn_time AS p_txn_time,
+        p.status AS p_status, p.txn_time AS p_txn_time, p.refunded_amount AS p_refunded_amount,
         p.carried AS p_carried, p.carried_from AS p_carried_from, p.grace_until AS p_grace_until
     -- Only first occurrences with a key pair up: a duplicate fails the join condition and a
     -- keyless record (NULL key) equals nothing, so the full outer join keeps each of them as a
@@ -156,7 +158,14 @@ facts AS (
                END
            END AS pending_ok,
            -- The fee check applies to payments; refund fees follow each channel's own policy.
-           CASE WHEN c_txn_type = 'PAY' THEN c_fee END AS c_checked_fee
+           CASE WHEN c_txn_type = 'PAY' THEN c_fee END AS c_checked_fee,
+           -- The refund check: the platform marks a paid order REFUNDED while the channel's
+           -- payment row says SUCCESS; the platform's own refund table explains it when the
+           -- order's refunds add up to the amount paid (the refunds are reconciled as records
+           -- of their own).
+           coalesce(in_channel AND in_platform AND c_txn_type = 'PAY' AND c_status = 'SUCCESS'
+                    AND p_status = 'REFUNDED' AND p_refunded_amount = p_amount, FALSE)
+               AS refund_explained
     FROM joined
 ),
 
@@ -164,7 +173,8 @@ classified AS (
     SELECT *,
            reckon_classify(
                in_channel, in_platform, c_duplicate, p_duplicate,
-               c_amount, p_amount, c_status, p_status,
+               c_amount, p_amount, c_status,
+               CASE WHEN refund_explained THEN c_status ELSE p_status END,
                c_checked_fee, CAST($fee_rate AS DECIMAL(18, 6)),
                CAST($tolerance AS DECIMAL(18, 2)),
                pending_ok, carried
@@ -207,5 +217,6 @@ SELECT
     coalesce(c_carried, FALSE)                         AS channel_carried,
     coalesce(p_carried, FALSE)                         AS platform_carried,
     coalesce(c_carried_from, p_carried_from)           AS carried_from,
-    coalesce(c_grace_until, p_grace_until)             AS grace_until
+    coalesce(c_grace_until, p_grace_until)             AS grace_until,
+    refund_explained
 FROM classified

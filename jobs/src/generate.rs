@@ -448,7 +448,9 @@ fn day_records(
             warehouse.push(p);
             continue;
         }
-        let refund = rng.gen_bool(0.03);
+        // An order the platform already marked REFUNDED without a refund record stays a
+        // status mismatch: it gets no refund here.
+        let refund = p.status != "REFUNDED" && rng.gen_bool(0.03);
         if refund {
             let r_amount = rng.gen_range(1..=amount);
             let room = (end - Duration::seconds(2 * CUT_WINDOW_SECS) - ch_time).num_seconds();
@@ -499,6 +501,13 @@ fn day_records(
                 rb.refund_status = "PROCESSING";
                 rb.labels = vec![(day, Category::StatusMismatch)];
                 rp.labels = rb.labels.clone();
+            } else if v < 0.30 {
+                // A full refund: the platform marks the order REFUNDED while the channel's
+                // payment row still says SUCCESS; the refund table explains it (MATCHED).
+                rb.amount = amount;
+                rb.fee = fee_of(amount);
+                rp.amount = amount;
+                p.status = "REFUNDED";
             }
             bill.push(rb);
             warehouse.push(rp);

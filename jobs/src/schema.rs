@@ -54,6 +54,7 @@ pub static PLATFORM: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("amount", MONEY, true),
         Field::new("status", DataType::Utf8, true),
         Field::new("txn_time", utc_ts(), true),
+        Field::new("refunded_amount", MONEY, true),
         Field::new("snapshot_row", DataType::Int64, true),
     ]))
 });

@@ -75,7 +75,7 @@ pub fn reason(category: Category, f: &ReasonFacts<'_>) -> String {
             )
         }
         Category::StatusMismatch => format!(
-            "channel status {} but platform status {}: check whether the platform missed a callback or a refund",
+            "channel status {} but platform status {}, and the platform's refund table does not explain it: check whether the platform missed a callback or a refund",
             f.channel_status.unwrap_or("(none)"),
             f.platform_status.unwrap_or("(none)")
         ),

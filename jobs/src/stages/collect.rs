@@ -31,7 +31,7 @@ use crate::store::sha256_file;
 pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[String]) -> Result<()> {
     let urls = dirs
         .iter()
-        .map(|d| ListingTableUrl::parse(d))
+        .map(ListingTableUrl::parse)
         .collect::<datafusion::error::Result<Vec<_>>>()?;
     // The session's Parquet options (plain Utf8 strings, not views: see engine.rs).
     let format = ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone());

@@ -47,6 +47,9 @@ pub struct CategoryStats {
     pub channel_amount: i128,
     /// Sum of the platform amounts, scale-2 mantissa.
     pub platform_amount: i128,
+    /// Rows whose status difference the platform's refund table explains.
+    #[serde(default)]
+    pub refund_explained: u64,
 }
 
 /// What the router counted.
@@ -273,6 +276,11 @@ impl Router {
             money(b, "channel_amount", origin)?,
             money(b, "platform_amount", origin)?,
         );
+        // Optional: SQL from before the refund check has no such column.
+        let explained = b
+            .column_by_name("refund_explained")
+            .and_then(|c| c.as_boolean_opt())
+            .cloned();
         for row in 0..b.num_rows() {
             if category.is_null(row) {
                 return Err(Error::Other(format!("{origin}: a row without a category")));
@@ -293,6 +301,12 @@ impl Router {
             }
             if !pf_amount.is_null(row) {
                 s.platform_amount += pf_amount.value(row);
+            }
+            if explained
+                .as_ref()
+                .is_some_and(|e| e.is_valid(row) && e.value(row))
+            {
+                s.refund_explained += 1;
             }
         }
         let not_matched = neq(

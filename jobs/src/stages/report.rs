@@ -31,6 +31,7 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
     let mut count_map = BTreeMap::new();
     let mut amounts = BTreeMap::new();
     let (mut ch, mut pf, mut ca, mut rows) = (0u64, 0u64, 0u64, 0u64);
+    let mut refund_explained = 0u64;
     for c in Category::ALL {
         let s = counts
             .by_category
@@ -49,6 +50,9 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
         pf += s.platform_records;
         ca += s.carried_records;
         rows += s.rows;
+        if matches!(c, Category::Matched | Category::CrossDayMatched) {
+            refund_explained += s.refund_explained;
+        }
     }
     if let Some(unknown) = counts
         .by_category
@@ -80,6 +84,8 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
         "rows": rows,
         "counts": count_map,
         "amounts": amounts,
+        // Matched rows whose status difference the platform's refund table explained.
+        "matched_refund_explained": refund_explained,
         "match_rate": if rows == 0 { 1.0 } else { (matched as f64 / rows as f64 * 1e6).round() / 1e6 },
         "conservation": {
             "holds": holds,

@@ -80,6 +80,7 @@ fn check_seed(seed: u64) {
     let expected = labels(tmp.path());
     let root = tmp.path().join("output");
     let mut seen_categories = std::collections::BTreeSet::new();
+    let mut refund_explained = 0u64;
     for day in days {
         let (code, json, stderr) = support::run_day(&config, day, &[]);
         assert_eq!(code, 0, "seed {seed} {day}: {json}\n{stderr}");
@@ -91,6 +92,7 @@ fn check_seed(seed: u64) {
             .expect("json");
             assert_eq!(summary["status"], "reconciled", "{summary}");
             assert_eq!(summary["conservation"]["holds"], true, "{summary}");
+            refund_explained += summary["matched_refund_explained"].as_u64().unwrap_or(0);
             let inputs = &summary["inputs"];
             let accounted = summary["conservation"]["channel_records"]
                 .as_u64()
@@ -146,6 +148,11 @@ fn check_seed(seed: u64) {
             }
         }
     }
+    // The refund check had cases to explain (they are MATCHED in the labels too).
+    assert!(
+        refund_explained > 0,
+        "seed {seed}: no status difference explained by a refund"
+    );
     // Every category of the contract occurs in the data set.
     for c in reckon_udfs::Category::ALL {
         if c != reckon_udfs::Category::Matched {

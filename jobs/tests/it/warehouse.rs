@@ -39,6 +39,53 @@ fn generate(dir: &Path, env: &[(&'static str, String)], extra: &[&str]) {
     assert_eq!(code, 0, "generate: {err}");
 }
 
+/// Runs day 2026-11-20 from both configs; asserts the diffs are byte-identical and returns each
+/// channel's manifest of `remote`.
+fn run_both_and_compare(
+    env: &[(&'static str, String)],
+    local: &Path,
+    remote: &Path,
+    what: &str,
+) -> Vec<(&'static str, serde_json::Value)> {
+    for dir in [local, remote] {
+        let cfg = dir.join("reckon.toml");
+        let (code, out, err) = run_with(
+            env,
+            &[
+                "run",
+                "--config",
+                cfg.to_str().expect("utf8"),
+                "--date",
+                "2026-11-20",
+            ],
+        );
+        assert_eq!(code, 0, "{}: {err}\n{out}", dir.display());
+    }
+    let diffs = |root: &Path, channel| {
+        std::fs::read(
+            area(&root.join("output"), "results", channel, "2026-11-20").join("diffs.parquet"),
+        )
+        .expect("diffs")
+    };
+    ["alipay", "wechat"]
+        .into_iter()
+        .map(|channel| {
+            assert!(
+                diffs(local, channel) == diffs(remote, channel),
+                "{channel}: the diffs differ between disk and {what}"
+            );
+            let m = serde_json::from_slice(
+                &std::fs::read(remote.join(format!(
+                    "output/runs/channel={channel}/dt=2026-11-20/manifest.json"
+                )))
+                .expect("manifest"),
+            )
+            .expect("json");
+            (channel, m)
+        })
+        .collect()
+}
+
 #[test]
 fn a_warehouse_on_s3_reconciles_like_one_on_disk() {
     let s3 = match S3::start("reckon-wh") {
@@ -61,37 +108,7 @@ fn a_warehouse_on_s3_reconciles_like_one_on_disk() {
         "{toml}"
     );
 
-    for dir in [&local, &remote] {
-        let cfg = dir.join("reckon.toml");
-        let (code, out, err) = run_with(
-            &env,
-            &[
-                "run",
-                "--config",
-                cfg.to_str().expect("utf8"),
-                "--date",
-                "2026-11-20",
-            ],
-        );
-        assert_eq!(code, 0, "{}: {err}\n{out}", dir.display());
-    }
-    for channel in ["alipay", "wechat"] {
-        let a = std::fs::read(
-            area(&local.join("output"), "results", channel, "2026-11-20").join("diffs.parquet"),
-        )
-        .expect("local diffs");
-        let b = std::fs::read(
-            area(&remote.join("output"), "results", channel, "2026-11-20").join("diffs.parquet"),
-        )
-        .expect("s3 diffs");
-        assert!(a == b, "{channel}: the diffs differ between disk and S3");
-        let m: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(remote.join(format!(
-                "output/runs/channel={channel}/dt=2026-11-20/manifest.json"
-            )))
-            .expect("manifest"),
-        )
-        .expect("json");
+    for (_, m) in run_both_and_compare(&env, &local, &remote, "S3") {
         let read: Vec<String> = m["stages"]["collect"]["detail"]["partitions_read"]
             .as_array()
             .expect("partitions")
@@ -155,40 +172,7 @@ fn a_warehouse_in_postgres_is_snapshotted_in_chunks_and_reconciles_like_one_on_d
     );
     std::fs::write(&cfg, text).expect("config");
 
-    for dir in [&local, &remote] {
-        let cfg = dir.join("reckon.toml");
-        let (code, out, err) = run_with(
-            &[],
-            &[
-                "run",
-                "--config",
-                cfg.to_str().expect("utf8"),
-                "--date",
-                "2026-11-20",
-            ],
-        );
-        assert_eq!(code, 0, "{}: {err}\n{out}", dir.display());
-    }
-    for channel in ["alipay", "wechat"] {
-        let a = std::fs::read(
-            area(&local.join("output"), "results", channel, "2026-11-20").join("diffs.parquet"),
-        )
-        .expect("local diffs");
-        let b = std::fs::read(
-            area(&remote.join("output"), "results", channel, "2026-11-20").join("diffs.parquet"),
-        )
-        .expect("pg diffs");
-        assert!(
-            a == b,
-            "{channel}: the diffs differ between disk and PostgreSQL"
-        );
-        let m: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(remote.join(format!(
-                "output/runs/channel={channel}/dt=2026-11-20/manifest.json"
-            )))
-            .expect("manifest"),
-        )
-        .expect("json");
+    for (channel, m) in run_both_and_compare(&[], &local, &remote, "PostgreSQL") {
         let read = m["stages"]["collect"]["detail"]["partitions_read"].to_string();
         assert!(
             read.contains("postgres orders:") && read.contains("chunks"),
