@@ -32,12 +32,70 @@ pub struct Config {
     /// Settings for `s3://` locations; anything left out comes from the `AWS_*` environment.
     #[serde(default)]
     pub object_store: ObjectStoreConfig,
+    /// The second look: channel-only records looked up in the platform's own database before
+    /// they are reported missing.
+    pub second_look: Option<SecondLook>,
     /// The channels, each reconciled on its own.
     #[serde(rename = "channel", default)]
     pub channels: Vec<Channel>,
     /// The directory the config was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// The second look at the platform's operational PostgreSQL database: a channel-only record
+/// whose key is there (written after the warehouse was loaded) gets a reason that says so.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecondLook {
+    /// `postgres://user@host:port/db` (a read-only user; the password from `PGPASSWORD`).
+    pub url: String,
+    /// The orders table and its key column (the channel's merchant order id).
+    #[serde(default = "default_orders_table")]
+    pub orders_table: String,
+    /// See `orders_table`.
+    #[serde(default = "default_order_key")]
+    pub order_key: String,
+    /// The refunds table and its key column (the channel's refund request id).
+    #[serde(default = "default_refunds_table")]
+    pub refunds_table: String,
+    /// See `refunds_table`.
+    #[serde(default = "default_refund_key")]
+    pub refund_key: String,
+    /// Keys per query.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Queries per second at most.
+    #[serde(default = "default_lookups_per_second")]
+    pub queries_per_second: u32,
+    /// Per-query and connect timeout.
+    #[serde(default = "default_connect_timeout")]
+    pub timeout_secs: u64,
+    /// Attempts per query before the stage fails (with a backoff between them).
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+}
+
+fn default_orders_table() -> String {
+    "orders".into()
+}
+fn default_order_key() -> String {
+    "order_no".into()
+}
+fn default_refunds_table() -> String {
+    "refunds".into()
+}
+fn default_refund_key() -> String {
+    "refund_no".into()
+}
+fn default_batch() -> usize {
+    500
+}
+fn default_lookups_per_second() -> u32 {
+    10
+}
+fn default_attempts() -> u32 {
+    3
 }
 
 /// How to reach `s3://` locations. Credentials come from the environment

@@ -416,3 +416,79 @@ fn copy_text(b: &RecordBatch) -> Result<String> {
     }
     Ok(out)
 }
+
+/// The second look: which of `keys` are in `table.column` of the operational database. Keys
+/// go in batches, at most `queries_per_second`, each query under the timeout and retried with
+/// a backoff (connection errors and timeouts only).
+pub async fn second_look(
+    cfg: &crate::config::SecondLook,
+    table: &str,
+    column: &str,
+    keys: &[String],
+) -> Result<std::collections::HashSet<String>> {
+    let mut found = std::collections::HashSet::new();
+    if keys.is_empty() {
+        return Ok(found);
+    }
+    let src = PostgresSource {
+        url: cfg.url.clone(),
+        orders_time: String::new(),
+        refunds_time: String::new(),
+        channel_column: None,
+        chunk_rows: 1,
+        chunks_per_second: cfg.queries_per_second,
+        statement_timeout_secs: cfg.timeout_secs,
+        connect_timeout_secs: cfg.timeout_secs,
+    };
+    let sql = format!(
+        "SELECT {c}::text FROM {t} WHERE {c}::text = ANY($1)",
+        c = ident(column)?,
+        t = ident(table)?
+    );
+    let rate = NonZeroU32::new(cfg.queries_per_second).unwrap_or(NonZeroU32::MIN);
+    let limiter = RateLimiter::direct(Quota::per_second(rate));
+    let mut client: Option<tokio_postgres::Client> = None;
+    for chunk in keys.chunks(cfg.batch.max(1)) {
+        let batch: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            limiter.until_ready().await;
+            let result: Result<Vec<Row>> = async {
+                if client.as_ref().is_none_or(|c| c.is_closed()) {
+                    client = Some(connect(&src).await?);
+                }
+                let c = client
+                    .as_ref()
+                    .ok_or_else(|| Error::Other("postgres: no connection".into()))?;
+                tokio::time::timeout(
+                    Duration::from_secs(cfg.timeout_secs),
+                    c.query(&sql, &[&batch]),
+                )
+                .await
+                .map_err(|_| {
+                    Error::NotReady(format!("postgres: second look on {table} timed out"))
+                })?
+                .map_err(|e| db_error(&format!("second look on {table}"), e))
+            }
+            .await;
+            match result {
+                Ok(rows) => {
+                    for r in rows {
+                        if let Some(k) = get::<String>(&r, 0, table)? {
+                            found.insert(k);
+                        }
+                    }
+                    break;
+                }
+                Err(Error::NotReady(why)) if attempt < cfg.attempts.max(1) => {
+                    tracing::warn!(attempt, "{why}; retrying");
+                    client = None;
+                    tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(found)
+}

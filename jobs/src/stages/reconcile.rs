@@ -171,6 +171,10 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     while let Some(batch) = stream.next().await {
         router.route(&plain_strings(&batch?)?, &origin)?;
     }
+    let looked = match &job.config.second_look {
+        Some(cfg) => second_look(cfg, &mut router, &origin).await?,
+        None => serde_json::Value::Null,
+    };
     let diffs_path = staged.join("results").join("diffs.parquet");
     let carry_out = staged.join("carryover").join("part-0.parquet");
     let (diff_rows, carry_rows) = router.finish(&diffs_path, &carry_out)?;
@@ -190,6 +194,8 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         carry_detail["sha256"].to_string(),
         job.sql.hash("reconcile.sql")?,
         rules.to_string(),
+        // What the operational database answered is an input too.
+        looked.to_string(),
     ] {
         h.update(part.as_bytes());
         h.update([0u8]);
@@ -214,6 +220,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             "carry_in": carry_detail,
             "diff_rows": diff_rows,
             "carry_out_rows": carry_rows,
+            "second_look": looked,
             "counts": router.counts,
             "rules": rules,
             "sql": origin,
@@ -245,6 +252,95 @@ macro_rules! typed {
             Error::Config(format!("{}: output column {:?} has type {}", $origin, $name, c.data_type()))
         })?
     }};
+}
+
+/// The second look: the keys of MISSING_IN_PLATFORM rows are looked up in the platform's own
+/// database; a row whose key is there keeps its category (the warehouse snapshot has not got
+/// it) and gets a reason that says where it is.
+async fn second_look(
+    cfg: &crate::config::SecondLook,
+    router: &mut Router,
+    origin: &str,
+) -> Result<serde_json::Value> {
+    let missing = Category::MissingInPlatform.as_str();
+    let (mut orders, mut refunds) = (Vec::new(), Vec::new());
+    for b in &router.diffs {
+        let cat = typed!(b, "category", origin, as_string_opt::<i32>);
+        let tt = typed!(b, "txn_type", origin, as_string_opt::<i32>);
+        let mo = typed!(b, "merchant_order_id", origin, as_string_opt::<i32>);
+        let rf = typed!(b, "refund_id", origin, as_string_opt::<i32>);
+        for row in 0..b.num_rows() {
+            if cat.is_null(row) || cat.value(row) != missing {
+                continue;
+            }
+            let refund = !tt.is_null(row) && tt.value(row) == "REFUND";
+            let (keys, col) = if refund {
+                (&mut refunds, rf)
+            } else {
+                (&mut orders, mo)
+            };
+            if !col.is_null(row) {
+                keys.push(col.value(row).to_string());
+            }
+        }
+    }
+    orders.sort();
+    orders.dedup();
+    refunds.sort();
+    refunds.dedup();
+    let found_orders =
+        crate::postgres::second_look(cfg, &cfg.orders_table, &cfg.order_key, &orders).await?;
+    let found_refunds =
+        crate::postgres::second_look(cfg, &cfg.refunds_table, &cfg.refund_key, &refunds).await?;
+    let mut rewritten = 0u64;
+    for b in router.diffs.iter_mut() {
+        let cat = typed!(b, "category", origin, as_string_opt::<i32>);
+        let tt = typed!(b, "txn_type", origin, as_string_opt::<i32>);
+        let mo = typed!(b, "merchant_order_id", origin, as_string_opt::<i32>);
+        let rf = typed!(b, "refund_id", origin, as_string_opt::<i32>);
+        let reason = typed!(b, "reason", origin, as_string_opt::<i32>);
+        let mut out = StringBuilder::with_capacity(b.num_rows(), b.num_rows() * 64);
+        for row in 0..b.num_rows() {
+            let refund = !tt.is_null(row) && tt.value(row) == "REFUND";
+            let (col, found, table) = if refund {
+                (rf, &found_refunds, &cfg.refunds_table)
+            } else {
+                (mo, &found_orders, &cfg.orders_table)
+            };
+            let hit = !cat.is_null(row)
+                && cat.value(row) == missing
+                && !col.is_null(row)
+                && found.contains(col.value(row));
+            if hit {
+                rewritten += 1;
+                out.append_value(format!(
+                    "the platform's database has it ({table} {}), but the warehouse snapshot does not: \
+                     it was loaded into the warehouse late; rerun collect and reconcile once it is there",
+                    col.value(row)
+                ));
+            } else if reason.is_null(row) {
+                out.append_null();
+            } else {
+                out.append_value(reason.value(row));
+            }
+        }
+        let idx = b
+            .schema()
+            .index_of("reason")
+            .map_err(|e| Error::Other(format!("{origin}: {e}")))?;
+        let mut cols = b.columns().to_vec();
+        cols[idx] = Arc::new(out.finish());
+        *b = RecordBatch::try_new(b.schema(), cols)?;
+    }
+    tracing::info!(
+        looked_up = orders.len() + refunds.len(),
+        found = rewritten,
+        "second look"
+    );
+    Ok(json!({
+        "looked_up": orders.len() + refunds.len(),
+        "found_in_database": rewritten,
+    }))
 }
 
 /// A money column of the query's output.

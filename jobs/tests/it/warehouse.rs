@@ -191,3 +191,126 @@ fn a_warehouse_in_postgres_is_snapshotted_in_chunks_and_reconciles_like_one_on_d
     let open = pg.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'reckon'");
     assert_eq!(open.trim(), "0");
 }
+
+/// `(category, txn_type, merchant_order_id, reason)` of every diff row.
+fn diff_rows(root: &Path, channel: &str) -> Vec<(String, String, Option<String>, String)> {
+    let path = area(&root.join("output"), "results", channel, "2026-11-20").join("diffs.parquet");
+    let mut out = Vec::new();
+    for b in crate::support::read(&path) {
+        for i in 0..b.num_rows() {
+            let s = |c| crate::support::s(&b, c, i);
+            out.push((
+                s("category").unwrap_or_default(),
+                s("txn_type").unwrap_or_default(),
+                s("merchant_order_id"),
+                s("reason").unwrap_or_default(),
+            ));
+        }
+    }
+    out
+}
+
+#[test]
+fn the_second_look_finds_in_the_database_what_the_warehouse_lacks() {
+    let pg = match crate::services::Postgres::start() {
+        Ok(p) => p,
+        Err(why) => return unavailable("a PostgreSQL server", &why),
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    generate(&dir, &[], &[]);
+    let cfg = dir.join("reckon.toml");
+    let args = |stage: &'static str| {
+        vec![
+            "stage".to_string(),
+            stage.to_string(),
+            "--config".into(),
+            cfg.display().to_string(),
+            "--date".into(),
+            "2026-11-20".into(),
+            "--channel".into(),
+            "wechat".into(),
+        ]
+    };
+    let (code, _, err) = run_with(
+        &[],
+        &[
+            "run",
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "--date",
+            "2026-11-20",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let before = diff_rows(&dir, "wechat");
+    let missing: Vec<String> = before
+        .iter()
+        .filter(|(c, t, k, _)| c == "MISSING_IN_PLATFORM" && t == "PAY" && k.is_some())
+        .filter_map(|(_, _, k, _)| k.clone())
+        .collect();
+    assert!(missing.len() >= 2, "{missing:?}");
+    let late: Vec<&String> = missing.iter().step_by(2).collect();
+    let values: Vec<String> = late.iter().map(|k| format!("('{k}')")).collect();
+    pg.psql(
+        "CREATE TABLE orders (order_no text PRIMARY KEY); CREATE TABLE refunds (refund_no text)",
+    );
+    pg.psql(&format!("INSERT INTO orders VALUES {}", values.join(", ")));
+    let mut text = std::fs::read_to_string(&cfg).expect("config");
+    text.push_str(&format!(
+        "\n[second_look]\nurl = {:?}\nbatch = 1\nqueries_per_second = 100\n",
+        pg.url
+    ));
+    std::fs::write(&cfg, text).expect("config");
+
+    for stage in ["reconcile", "report"] {
+        let a = args(stage);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, _, err) = run_with(&[], &a);
+        assert_eq!(code, 0, "{stage}: {err}");
+    }
+    let after = diff_rows(&dir, "wechat");
+    assert_eq!(after.len(), before.len(), "categories and rows stay");
+    for (c, _, k, reason) in &after {
+        let is_late = k.as_ref().is_some_and(|k| late.contains(&k));
+        if c == "MISSING_IN_PLATFORM" && is_late {
+            assert!(reason.contains("database has it"), "{k:?}: {reason}");
+        } else {
+            assert!(!reason.contains("database has it"), "{k:?}: {reason}");
+        }
+    }
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("output/runs/channel=wechat/dt=2026-11-20/manifest.json"))
+            .expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(
+        m["stages"]["reconcile"]["detail"]["second_look"]["found_in_database"],
+        late.len() as u64
+    );
+    // Refund keys are looked up too (in `refunds`, where none is).
+    let looked_up = m["stages"]["reconcile"]["detail"]["second_look"]["looked_up"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(looked_up >= missing.len() as u64, "{looked_up}");
+
+    // A database that cannot be reached: the stage says so and can be retried (exit 75).
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let port = pg
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .unwrap_or("")
+        .to_string();
+    std::fs::write(
+        &cfg,
+        text.replace(&format!(":{port}/"), ":1/")
+            .replace("batch = 1", "batch = 1\nattempts = 2\ntimeout_secs = 2"),
+    )
+    .expect("config");
+    let a = args("reconcile");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    let (code, _, err) = run_with(&[], &a);
+    assert_eq!(code, 75, "{err}");
+}
