@@ -848,16 +848,6 @@ async fn warehouse_to_postgres(
     config_path: &Path,
     mut text: String,
 ) -> Result<usize> {
-    let src = crate::config::PostgresSource {
-        url: url.to_string(),
-        orders_time: "paid_at".into(),
-        refunds_time: "refunded_at".into(),
-        channel_column: Some("pay_channel".into()),
-        chunk_rows: 50_000,
-        chunks_per_second: 20,
-        statement_timeout_secs: 600,
-        connect_timeout_secs: 10,
-    };
     let local = out.join("warehouse");
     let mut files = 0;
     for table in ["orders", "refunds"] {
@@ -869,7 +859,7 @@ async fn warehouse_to_postgres(
             .map(|f| local.join(table).join(f))
             .collect();
         files += parts.len();
-        crate::postgres::load_table(&src, table, &parts).await?;
+        crate::postgres::load_table(url, table, &parts).await?;
         text = text.replace(
             &format!("{table} = \"warehouse/{table}\""),
             &format!("{table} = \"{table}\""),

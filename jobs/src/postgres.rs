@@ -65,21 +65,18 @@ fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
     }
 }
 
-/// Connects with the source's timeouts (no TLS: a database on the same network).
-pub async fn connect(src: &PostgresSource) -> Result<tokio_postgres::Client> {
-    let mut cfg: tokio_postgres::Config = src
-        .url
+/// Connects to `url` within `timeout_secs` (no TLS: a database on the same network).
+pub async fn connect(url: &str, timeout_secs: u64) -> Result<tokio_postgres::Client> {
+    let mut cfg: tokio_postgres::Config = url
         .parse()
-        .map_err(|e| Error::Config(format!("warehouse.postgres.url: {e}")))?;
-    cfg.connect_timeout(Duration::from_secs(src.connect_timeout_secs))
+        .map_err(|e| Error::Config(format!("postgres url: {e}")))?;
+    cfg.connect_timeout(Duration::from_secs(timeout_secs))
         .application_name("reckon");
-    let (client, conn) = tokio::time::timeout(
-        Duration::from_secs(src.connect_timeout_secs + 1),
-        cfg.connect(NoTls),
-    )
-    .await
-    .map_err(|_| Error::NotReady("postgres: connect timed out".into()))?
-    .map_err(|e| db_error("connect", e))?;
+    let (client, conn) =
+        tokio::time::timeout(Duration::from_secs(timeout_secs + 1), cfg.connect(NoTls))
+            .await
+            .map_err(|_| Error::NotReady("postgres: connect timed out".into()))?
+            .map_err(|e| db_error("connect", e))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!("postgres connection ended: {e}");
@@ -99,7 +96,7 @@ pub async fn snapshot(
     end: DateTime<Utc>,
     out: &Path,
 ) -> Result<Snapshot> {
-    let mut client = connect(src).await?;
+    let mut client = connect(&src.url, src.connect_timeout_secs).await?;
     let tx = client
         .build_transaction()
         .read_only(true)
@@ -328,13 +325,9 @@ fn to_batch(rows: &[Row], schema: &SchemaRef, table: &str) -> Result<RecordBatch
 
 /// Loads Parquet files into a new PostgreSQL table `table` (for `reckon generate`): the table is
 /// created from the files' schema and must not exist yet. Returns the rows copied.
-pub async fn load_table(
-    src: &PostgresSource,
-    table: &str,
-    files: &[std::path::PathBuf],
-) -> Result<u64> {
+pub async fn load_table(url: &str, table: &str, files: &[std::path::PathBuf]) -> Result<u64> {
     use futures::SinkExt;
-    let client = connect(src).await?;
+    let client = connect(url, 10).await?;
     let Some(first) = files.first() else {
         return Ok(0);
     };
@@ -430,16 +423,6 @@ pub async fn second_look(
     if keys.is_empty() {
         return Ok(found);
     }
-    let src = PostgresSource {
-        url: cfg.url.clone(),
-        orders_time: String::new(),
-        refunds_time: String::new(),
-        channel_column: None,
-        chunk_rows: 1,
-        chunks_per_second: cfg.queries_per_second,
-        statement_timeout_secs: cfg.timeout_secs,
-        connect_timeout_secs: cfg.timeout_secs,
-    };
     let sql = format!(
         "SELECT {c}::text FROM {t} WHERE {c}::text = ANY($1)",
         c = ident(column)?,
@@ -456,7 +439,7 @@ pub async fn second_look(
             limiter.until_ready().await;
             let result: Result<Vec<Row>> = async {
                 if client.as_ref().is_none_or(|c| c.is_closed()) {
-                    client = Some(connect(&src).await?);
+                    client = Some(connect(&cfg.url, cfg.timeout_secs).await?);
                 }
                 let c = client
                     .as_ref()
