@@ -25,15 +25,19 @@ fn props_builder() -> datafusion::parquet::file::properties::WriterPropertiesBui
 }
 
 /// `writer_props` for a file whose `unique` columns hold (nearly) distinct values: ids and
-/// times gain nothing from a dictionary and cost its hashing.
-pub fn writer_props_unique(unique: &[&str]) -> WriterProperties {
-    unique
+/// times gain nothing from a dictionary and cost its hashing. The `opaque` ones (random ids)
+/// get no min/max statistics either: no filter can prune on them, and comparing every value
+/// costs as much as compressing it.
+pub fn writer_props_unique(unique: &[&str], opaque: &[&str]) -> WriterProperties {
+    use datafusion::parquet::file::properties::EnabledStatistics;
+    use datafusion::parquet::schema::types::ColumnPath;
+    let b = unique.iter().fold(props_builder(), |b, c| {
+        b.set_column_dictionary_enabled(ColumnPath::from(*c), false)
+    });
+    opaque
         .iter()
-        .fold(props_builder(), |b, c| {
-            b.set_column_dictionary_enabled(
-                datafusion::parquet::schema::types::ColumnPath::from(*c),
-                false,
-            )
+        .fold(b, |b, c| {
+            b.set_column_statistics_enabled(ColumnPath::from(*c), EnabledStatistics::None)
         })
         .build()
 }

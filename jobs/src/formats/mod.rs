@@ -9,6 +9,7 @@
 //! - `writer`: canonical and rejected rows to Parquet.
 
 mod engine;
+mod lines;
 mod rows;
 mod template;
 mod values;

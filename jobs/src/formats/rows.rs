@@ -3,8 +3,6 @@
 //! Shared by the delimited and the XML bodies; nothing here allocates per row unless the row
 //! is bad.
 
-use std::collections::HashMap;
-
 use chrono_tz::Tz;
 
 use super::template::{Aggregate, Condition, Kind, Sign, Template, CANONICAL};
@@ -36,7 +34,8 @@ struct ColumnPlan {
     refund: Src,
     /// The source column's name, for reasons.
     label: String,
-    map: HashMap<String, String>,
+    /// Value mappings; a template's maps are small, so a scan beats hashing.
+    map: Vec<(String, String)>,
     sign: Sign,
     refund_sign: Sign,
     money: MoneyFormat,
@@ -44,7 +43,7 @@ struct ColumnPlan {
 }
 
 /// A row filter on one field.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Cond {
     field: usize,
     one_of: Vec<String>,
@@ -70,7 +69,8 @@ pub struct CheckAcc {
     pub optional: bool,
     sum_field: Option<usize>,
     abs: bool,
-    when: Option<Cond>,
+    /// The index of its condition in `Plan::conds`.
+    when: Option<usize>,
     money: MoneyFormat,
     /// Records counted.
     pub count: u64,
@@ -99,8 +99,8 @@ impl CheckAcc {
         })
     }
 
-    fn add(&mut self, r: &dyn Record) {
-        if self.when.as_ref().is_some_and(|c| !c.holds(r)) {
+    fn add(&mut self, r: &dyn Record, held: &[bool]) {
+        if self.when.is_some_and(|c| !held.get(c).copied().unwrap_or(false)) {
             return;
         }
         self.count += 1;
@@ -152,7 +152,12 @@ pub enum Outcome<'a> {
 #[derive(Debug, Clone)]
 pub struct Plan {
     cols: Vec<ColumnPlan>,
-    skip: Vec<Cond>,
+    /// Every distinct condition of the skips and checks, evaluated once per record.
+    conds: Vec<Cond>,
+    /// Whether each of `conds` holds for the current record.
+    held: Vec<bool>,
+    /// Indices into `conds`.
+    skip: Vec<usize>,
     /// The totals accumulators.
     pub checks: Vec<CheckAcc>,
 }
@@ -198,7 +203,7 @@ impl Plan {
                     pay: Src::Null,
                     refund: Src::Null,
                     label: (*name).to_string(),
-                    map: HashMap::new(),
+                    map: Vec::new(),
                     sign: Sign::Keep,
                     refund_sign: Sign::Keep,
                     money: MoneyFormat::default(),
@@ -255,10 +260,11 @@ impl Plan {
                 time,
             });
         }
+        let mut conds = Vec::new();
         let skip = t
             .skip
             .iter()
-            .map(|c| cond(c, lookup, missing, t.at("[[skip]]")))
+            .map(|c| cond(c, lookup, missing, t.at("[[skip]]"), &mut conds))
             .collect::<Result<Vec<_>>>()?;
         let mut checks = Vec::new();
         if let Some(totals) = &t.totals {
@@ -274,7 +280,7 @@ impl Plan {
                 let when = c
                     .when
                     .as_ref()
-                    .map(|w| cond(w, lookup, missing, at.clone()))
+                    .map(|w| cond(w, lookup, missing, at.clone(), &mut conds))
                     .transpose()?;
                 checks.push(CheckAcc {
                     value: c.value.clone(),
@@ -289,15 +295,24 @@ impl Plan {
                 });
             }
         }
-        Ok(Plan { cols, skip, checks })
+        Ok(Plan {
+            cols,
+            held: vec![false; conds.len()],
+            conds,
+            skip,
+            checks,
+        })
     }
 
     /// Turns one record into a row (or a skip, or a reason), and counts it into the totals.
     pub fn row<'a>(&'a mut self, r: &'a dyn Record) -> Outcome<'a> {
-        for c in &mut self.checks {
-            c.add(r);
+        for (h, c) in self.held.iter_mut().zip(&self.conds) {
+            *h = c.holds(r);
         }
-        if self.skip.iter().any(|c| c.holds(r)) {
+        for c in &mut self.checks {
+            c.add(r, &self.held);
+        }
+        if self.skip.iter().any(|&c| self.held.get(c).copied().unwrap_or(false)) {
             return Outcome::Skipped;
         }
         match self.build(r) {
@@ -359,17 +374,22 @@ fn cond(
     lookup: &mut dyn FnMut(&str) -> Option<usize>,
     missing: &dyn Fn(&str, &str) -> Error,
     at: String,
-) -> Result<Cond> {
+    conds: &mut Vec<Cond>,
+) -> Result<usize> {
     let names = c.column.list();
     let field = names
         .iter()
         .find_map(|n| lookup(n))
         .ok_or_else(|| missing(&names.join("\" or \""), &at))?;
-    Ok(Cond {
+    let c = Cond {
         field,
         one_of: c.one_of.clone(),
         nonzero: c.nonzero,
-    })
+    };
+    Ok(conds.iter().position(|k| *k == c).unwrap_or_else(|| {
+        conds.push(c);
+        conds.len() - 1
+    }))
 }
 
 fn money_format(spec: &super::template::ColumnSpec) -> MoneyFormat {
@@ -396,7 +416,11 @@ fn pick<'a>(src: &'a Src, r: &'a dyn Record) -> Option<&'a str> {
 fn text<'a>(c: &'a ColumnPlan, r: &'a dyn Record, refund: bool) -> Option<&'a str> {
     debug_assert_eq!(c.kind, Kind::Text, "{}", c.name);
     let v = pick(if refund { &c.refund } else { &c.pay }, r)?;
-    let v = c.map.get(v).map(String::as_str).unwrap_or(v);
+    let v = c
+        .map
+        .iter()
+        .find(|(k, _)| k == v)
+        .map_or(v, |(_, to)| to.as_str());
     (!v.is_empty()).then_some(v)
 }
 

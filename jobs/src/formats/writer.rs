@@ -84,7 +84,7 @@ fn days(d: NaiveDate) -> i32 {
 
 impl<'a> RowWriter<'a> {
     pub(crate) fn new(target: &'a Target<'a>, source: &str, zone: Tz) -> Result<Self> {
-        let open = |p: &Path, s, unique: &[&str]| -> Result<ArrowWriter<File>> {
+        let open = |p: &Path, s, unique: &[&str], opaque: &[&str]| -> Result<ArrowWriter<File>> {
             if let Some(dir) = p.parent() {
                 std::fs::create_dir_all(dir).at(dir)?;
             }
@@ -92,7 +92,7 @@ impl<'a> RowWriter<'a> {
             Ok(ArrowWriter::try_new(
                 f,
                 s,
-                Some(writer_props_unique(unique)),
+                Some(writer_props_unique(unique, opaque)),
             )?)
         };
         Ok(Self {
@@ -110,11 +110,13 @@ impl<'a> RowWriter<'a> {
                     "txn_time",
                     "source_line",
                 ],
+                &["channel_txn_id", "merchant_order_id", "refund_id"],
             )?,
             rejected: open(
                 target.rejected,
                 schema::REJECTED.clone(),
                 &["source_line", "raw"],
+                &["raw"],
             )?,
             txn_type: strings(0),
             channel_txn_id: strings(0),
