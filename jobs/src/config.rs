@@ -65,9 +65,12 @@ pub struct SecondLook {
     /// Keys per query.
     #[serde(default = "default_batch")]
     pub batch: usize,
-    /// Queries per second at most.
+    /// Queries per second at most (over all connections).
     #[serde(default = "default_lookups_per_second")]
     pub queries_per_second: u32,
+    /// Connections in the pool: queries at once.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
     /// Per-query and connect timeout.
     #[serde(default = "default_connect_timeout")]
     pub timeout_secs: u64,
@@ -94,6 +97,9 @@ fn default_batch() -> usize {
 fn default_lookups_per_second() -> u32 {
     10
 }
+fn default_pool_size() -> usize {
+    4
+}
 fn default_attempts() -> u32 {
     3
 }
@@ -113,7 +119,8 @@ pub struct ObjectStoreConfig {
     pub allow_http: bool,
 }
 
-/// The platform's Hive-partitioned (`dt=YYYY-MM-DD`) Parquet tables.
+/// The platform's tables: Hive-partitioned (`dt=YYYY-MM-DD`) Parquet, Delta Lake tables, or
+/// PostgreSQL.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Warehouse {
@@ -121,8 +128,29 @@ pub struct Warehouse {
     pub orders: String,
     /// Refunds table location.
     pub refunds: String,
+    /// How the tables at `orders` and `refunds` are stored.
+    #[serde(default)]
+    pub format: WarehouseFormat,
+    /// The column the tables are partitioned by day on (`dt=2026-11-20`).
+    #[serde(default = "default_partition_column")]
+    pub partition_column: String,
     /// Read the tables from PostgreSQL instead: `orders` and `refunds` are then table names.
     pub postgres: Option<PostgresSource>,
+}
+
+/// How warehouse tables are stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WarehouseFormat {
+    /// Parquet files in Hive partition directories.
+    #[default]
+    Parquet,
+    /// Delta Lake tables (partitioned by `partition_column`).
+    Delta,
+}
+
+fn default_partition_column() -> String {
+    "dt".into()
 }
 
 /// PostgreSQL as the warehouse: each day's rows are read in chunks from a read-only

@@ -798,6 +798,22 @@ fn write_labels(path: &Path, labels: &[Label]) -> Result<()> {
     write_file(path, schema, &[batch])
 }
 
+/// Turns the generated warehouse tables into Delta tables in place (each keeps its Parquet
+/// files and gains a `_delta_log`) and says so in `OUT/reckon.toml`.
+pub async fn warehouse_to_delta(out: &Path) -> Result<()> {
+    for table in ["orders", "refunds"] {
+        crate::delta::convert_local(&out.join("warehouse").join(table), "dt").await?;
+    }
+    let config_path = out.join("reckon.toml");
+    let text = std::fs::read_to_string(&config_path).at(&config_path)?;
+    let text = text.replacen(
+        "refunds = \"warehouse/refunds\"\n",
+        "refunds = \"warehouse/refunds\"\nformat = \"delta\"\n",
+        1,
+    );
+    std::fs::write(&config_path, text).at(&config_path)
+}
+
 /// Moves the generated warehouse (`OUT/warehouse/{orders,refunds}`) to `url` (`s3://…` or a
 /// path) and points `OUT/reckon.toml` at it. The endpoint of an S3-compatible server is taken
 /// from `AWS_ENDPOINT` / `AWS_ALLOW_HTTP` and written into the config's `[object_store]`.

@@ -5,6 +5,7 @@
 //! lives.
 
 pub mod config;
+pub mod delta;
 pub mod demo;
 pub mod engine;
 pub mod error;

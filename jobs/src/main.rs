@@ -76,6 +76,10 @@ enum Command {
         /// endpoint from AWS_ENDPOINT) and point reckon.toml at it.
         #[arg(long)]
         warehouse_url: Option<String>,
+        /// The warehouse tables' format: parquet (Hive partitions) or delta (the same files
+        /// with a Delta Lake log).
+        #[arg(long, default_value = "parquet", value_parser = ["parquet", "delta"])]
+        warehouse_format: String,
     },
     /// Run the whole daily job (fetch, normalize, collect, reconcile, report) for a date.
     Run {
@@ -134,7 +138,8 @@ enum Command {
 fn init_logs() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RECKON_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
-            "info,datafusion=warn,ballista=warn,ballista_scheduler::display=off",
+            "info,datafusion=warn,ballista=warn,ballista_scheduler::display=off,\
+             deltalake_core=warn,buoyant_kernel=warn,buoyant_kernel_engine=warn",
         )
     });
     tracing_subscriber::fmt()
@@ -197,6 +202,7 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             seed,
             channels,
             warehouse_url,
+            warehouse_format,
         } => {
             let from = parse_date(&from)?;
             let out_dir = out.clone();
@@ -208,6 +214,17 @@ async fn dispatch(cmd: Command) -> Result<i32> {
                 seed,
                 channels,
             })?;
+            if warehouse_format == "delta" {
+                if warehouse_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("postgres"))
+                {
+                    return Err(reckon::error::Error::Config(
+                        "--warehouse-format delta needs a file or s3:// warehouse".into(),
+                    ));
+                }
+                reckon::generate::warehouse_to_delta(&out_dir).await?;
+            }
             if let Some(url) = &warehouse_url {
                 let n = reckon::generate::move_warehouse(&out_dir, url).await?;
                 eprintln!("warehouse: {n} files written to {url}");

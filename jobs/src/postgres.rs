@@ -410,68 +410,132 @@ fn copy_text(b: &RecordBatch) -> Result<String> {
     Ok(out)
 }
 
-/// The second look: which of `keys` are in `table.column` of the operational database. Keys
-/// go in batches, at most `queries_per_second`, each query under the timeout and retried with
-/// a backoff (connection errors and timeouts only).
-pub async fn second_look(
-    cfg: &crate::config::SecondLook,
-    table: &str,
-    column: &str,
-    keys: &[String],
-) -> Result<std::collections::HashSet<String>> {
-    let mut found = std::collections::HashSet::new();
-    if keys.is_empty() {
-        return Ok(found);
+/// The second look's connections to the operational database: a pool of at most
+/// `pool_size` connections (made within the timeout, replaced when broken) and one rate limit
+/// shared by every query.
+pub struct Lookups {
+    pool: deadpool_postgres::Pool,
+    limiter: governor::DefaultDirectRateLimiter,
+    cfg: crate::config::SecondLook,
+}
+
+impl Lookups {
+    /// The pool for `cfg`; no connection is made until the first query.
+    pub fn new(cfg: &crate::config::SecondLook) -> Result<Lookups> {
+        use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+        let mut pg: tokio_postgres::Config = cfg
+            .url
+            .parse()
+            .map_err(|e| Error::Config(format!("second_look.url: {e}")))?;
+        let timeout = Duration::from_secs(cfg.timeout_secs);
+        pg.connect_timeout(timeout).application_name("reckon");
+        let manager = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(cfg.pool_size.max(1))
+            .wait_timeout(Some(timeout))
+            .create_timeout(Some(timeout))
+            .recycle_timeout(Some(timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::Config(format!("second_look: {e}")))?;
+        let rate = NonZeroU32::new(cfg.queries_per_second).unwrap_or(NonZeroU32::MIN);
+        Ok(Lookups {
+            pool,
+            limiter: RateLimiter::direct(Quota::per_second(rate)),
+            cfg: cfg.clone(),
+        })
     }
-    let sql = format!(
-        "SELECT {c}::text FROM {t} WHERE {c}::text = ANY($1)",
-        c = ident(column)?,
-        t = ident(table)?
-    );
-    let rate = NonZeroU32::new(cfg.queries_per_second).unwrap_or(NonZeroU32::MIN);
-    let limiter = RateLimiter::direct(Quota::per_second(rate));
-    let mut client: Option<tokio_postgres::Client> = None;
-    for chunk in keys.chunks(cfg.batch.max(1)) {
-        let batch: Vec<&str> = chunk.iter().map(String::as_str).collect();
+
+    /// Connections the pool holds (opened and not discarded).
+    pub fn connections(&self) -> usize {
+        self.pool.status().size
+    }
+
+    /// Which of `keys` are in `table.column`. Keys go in batches of `batch`, up to
+    /// `pool_size` queries at once and at most `queries_per_second`; each query runs under the
+    /// timeout and is retried with a backoff on connection errors and timeouts.
+    pub async fn find(
+        &self,
+        table: &str,
+        column: &str,
+        keys: &[String],
+    ) -> Result<std::collections::HashSet<String>> {
+        use futures::{StreamExt, TryStreamExt};
+        let sql = format!(
+            "SELECT {c}::text FROM {t} WHERE {c}::text = ANY($1)",
+            c = ident(column)?,
+            t = ident(table)?
+        );
+        let batches: Vec<Vec<String>> = keys
+            .chunks(self.cfg.batch.max(1))
+            .map(<[String]>::to_vec)
+            .collect();
+        let found: Vec<Vec<String>> = futures::stream::iter(batches)
+            .map(|b| self.batch(&sql, table, b))
+            .buffer_unordered(self.cfg.pool_size.max(1))
+            .try_collect()
+            .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    async fn batch(&self, sql: &str, table: &str, keys: Vec<String>) -> Result<Vec<String>> {
+        let attempts = self.cfg.attempts.max(1);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            limiter.until_ready().await;
-            let result: Result<Vec<Row>> = async {
-                if client.as_ref().is_none_or(|c| c.is_closed()) {
-                    client = Some(connect(&cfg.url, cfg.timeout_secs).await?);
-                }
-                let c = client
-                    .as_ref()
-                    .ok_or_else(|| Error::Other("postgres: no connection".into()))?;
-                tokio::time::timeout(
-                    Duration::from_secs(cfg.timeout_secs),
-                    c.query(&sql, &[&batch]),
-                )
-                .await
-                .map_err(|_| {
-                    Error::NotReady(format!("postgres: second look on {table} timed out"))
-                })?
-                .map_err(|e| db_error(&format!("second look on {table}"), e))
-            }
-            .await;
-            match result {
+            self.limiter.until_ready().await;
+            match self.query(sql, table, &keys).await {
                 Ok(rows) => {
-                    for r in rows {
-                        if let Some(k) = get::<String>(&r, 0, table)? {
-                            found.insert(k);
+                    let mut out = Vec::with_capacity(rows.len());
+                    for r in &rows {
+                        if let Some(k) = get::<String>(r, 0, table)? {
+                            out.push(k);
                         }
                     }
-                    break;
+                    return Ok(out);
                 }
-                Err(Error::NotReady(why)) if attempt < cfg.attempts.max(1) => {
-                    tracing::warn!(attempt, "{why}; retrying");
-                    client = None;
-                    tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(attempt))).await;
+                Err(Error::NotReady(why)) if attempt < attempts => {
+                    // Full jitter, so that parallel batches do not retry in step.
+                    let cap = 200u64 * 2u64.pow(attempt);
+                    let wait = rand::Rng::gen_range(&mut rand::thread_rng(), cap / 2..=cap);
+                    tracing::warn!(attempt, wait_ms = wait, "{why}; retrying");
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
                 }
                 Err(e) => return Err(e),
             }
         }
     }
-    Ok(found)
+
+    async fn query(&self, sql: &str, table: &str, keys: &[String]) -> Result<Vec<Row>> {
+        use deadpool_postgres::PoolError;
+        let client = self.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => db_error("second look: connect", e),
+            PoolError::Timeout(_) => Error::NotReady(format!(
+                "postgres: second look: no connection within {} s",
+                self.cfg.timeout_secs
+            )),
+            other => Error::Other(format!("postgres: second look: {other}")),
+        })?;
+        let batch: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let timeout = Duration::from_secs(self.cfg.timeout_secs);
+        let result = match tokio::time::timeout(timeout, client.query(sql, &[&batch])).await {
+            Ok(r) => r.map_err(|e| db_error(&format!("second look on {table}"), e)),
+            Err(_) => Err(Error::NotReady(format!(
+                "postgres: second look on {table} timed out after {} s",
+                self.cfg.timeout_secs
+            ))),
+        };
+        if result.is_err() {
+            // A connection that failed or is still busy with the abandoned query is not
+            // handed out again.
+            drop(deadpool_postgres::Object::take(client));
+        }
+        result
+    }
 }

@@ -935,7 +935,15 @@ mod tests {
         let mut lines: Vec<String> = (0..40)
             .map(|n| {
                 (0..n)
-                    .map(|i| if i % 3 == 0 { "," } else if i % 5 == 0 { "交易" } else { "x" })
+                    .map(|i| {
+                        if i % 3 == 0 {
+                            ","
+                        } else if i % 5 == 0 {
+                            "交易"
+                        } else {
+                            "x"
+                        }
+                    })
                     .collect()
             })
             .collect();
@@ -945,7 +953,10 @@ mod tests {
             let want: Vec<&str> = line.split(',').collect();
             assert_eq!(split(line, &[]), want, "{line:?}");
         }
-        assert_eq!(split("aaaaaaaaaaaaaaa,\"b,c\"", &[]), vec!["aaaaaaaaaaaaaaa", "b,c"]);
+        assert_eq!(
+            split("aaaaaaaaaaaaaaa,\"b,c\"", &[]),
+            vec!["aaaaaaaaaaaaaaa", "b,c"]
+        );
         assert_eq!(split("aaaaaaaa,\"b,c\"", &[]), vec!["aaaaaaaa", "b,c"]);
     }
 }

@@ -129,7 +129,12 @@ mod tests {
         for step in [1, 2, 3, 100] {
             assert_eq!(
                 all(data, step),
-                vec![b"a,b\r\n".to_vec(), b"ccc\n".to_vec(), b"\n".to_vec(), b"last".to_vec()]
+                vec![
+                    b"a,b\r\n".to_vec(),
+                    b"ccc\n".to_vec(),
+                    b"\n".to_vec(),
+                    b"last".to_vec()
+                ]
             );
         }
         // Lines that straddle the block boundary, and one longer than a block.

@@ -100,7 +100,10 @@ impl CheckAcc {
     }
 
     fn add(&mut self, r: &dyn Record, held: &[bool]) {
-        if self.when.is_some_and(|c| !held.get(c).copied().unwrap_or(false)) {
+        if self
+            .when
+            .is_some_and(|c| !held.get(c).copied().unwrap_or(false))
+        {
             return;
         }
         self.count += 1;
@@ -312,7 +315,11 @@ impl Plan {
         for c in &mut self.checks {
             c.add(r, &self.held);
         }
-        if self.skip.iter().any(|&c| self.held.get(c).copied().unwrap_or(false)) {
+        if self
+            .skip
+            .iter()
+            .any(|&c| self.held.get(c).copied().unwrap_or(false))
+        {
             return Outcome::Skipped;
         }
         match self.build(r) {

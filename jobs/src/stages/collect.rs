@@ -1,5 +1,6 @@
 //! collect: the platform's records of the channel-day, from the warehouse's partitions
-//! D-1, D and D+1 (by explicit path; a record's time decides its day), through
+//! D-1, D and D+1 (by explicit path, or by a Delta table's log; a record's time decides its
+//! day), or from a PostgreSQL snapshot, through
 //! `sql/platform.sql`, snapshotted to `platform/`.
 
 use std::fs::File;
@@ -20,6 +21,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::{Job, Outcome};
+use crate::config::WarehouseFormat;
 use crate::error::{Error, IoContext, Result};
 use crate::objstore::Location;
 use crate::parquet_io::writer_props;
@@ -136,37 +138,69 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         }
         read.extend(detail);
     }
+    let days = [
+        job.date - Duration::days(1),
+        job.date,
+        job.date + Duration::days(1),
+    ];
+    let column = &wh.partition_column;
     for (name, location) in [("orders", &wh.orders), ("refunds", &wh.refunds)] {
         if wh.postgres.is_some() {
             break;
         }
-        let table = Location::parse(job.config, &format!("warehouse.{name}"), location)?;
+        let what = format!("warehouse.{name}");
+        let table = Location::parse(job.config, &what, location)?;
         table.register(&job.engines.local);
+        if wh.format == WarehouseFormat::Delta {
+            let got = crate::delta::register(
+                &job.engines.local,
+                &what,
+                name,
+                &table,
+                column,
+                &days,
+                job.date,
+            )
+            .await?;
+            if got.files_of_day == 0 && name == "orders" {
+                return Err(Error::NotReady(format!(
+                    "the Delta table {} (version {}) has no files in {column}={} yet",
+                    table.display(),
+                    got.version,
+                    job.date
+                )));
+            }
+            read.push(format!(
+                "delta {} version {}: {} files in {column}={}..{}",
+                table.display(),
+                got.version,
+                got.files,
+                days[0],
+                days[2]
+            ));
+            continue;
+        }
         let mut parts = Vec::new();
         let mut has_day = false;
-        for d in [
-            job.date - Duration::days(1),
-            job.date,
-            job.date + Duration::days(1),
-        ] {
-            if let Some(url) = table.partition(&format!("dt={d}")).await? {
+        for d in days {
+            if let Some(url) = table.partition(&format!("{column}={d}")).await? {
                 has_day |= d == job.date;
                 parts.push(url);
             }
         }
         if !has_day && name == "orders" {
             return Err(Error::NotReady(format!(
-                "the warehouse has no partition dt={} in {} yet",
+                "the warehouse has no partition {column}={} in {} yet",
                 job.date,
                 table.display()
             )));
         }
         if parts.is_empty() {
             return Err(Error::NotReady(format!(
-                "the warehouse table {name} ({}) has no partition among dt={}..{}",
+                "the warehouse table {name} ({}) has no partition among {column}={}..{}",
                 table.display(),
-                job.date - Duration::days(1),
-                job.date + Duration::days(1)
+                days[0],
+                days[2]
             )));
         }
         register_dirs(&job.engines.local, name, &parts).await?;

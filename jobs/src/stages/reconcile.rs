@@ -288,10 +288,13 @@ async fn second_look(
     orders.dedup();
     refunds.sort();
     refunds.dedup();
-    let found_orders =
-        crate::postgres::second_look(cfg, &cfg.orders_table, &cfg.order_key, &orders).await?;
-    let found_refunds =
-        crate::postgres::second_look(cfg, &cfg.refunds_table, &cfg.refund_key, &refunds).await?;
+    let lookups = crate::postgres::Lookups::new(cfg)?;
+    let found_orders = lookups
+        .find(&cfg.orders_table, &cfg.order_key, &orders)
+        .await?;
+    let found_refunds = lookups
+        .find(&cfg.refunds_table, &cfg.refund_key, &refunds)
+        .await?;
     let mut rewritten = 0u64;
     for b in router.diffs.iter_mut() {
         let cat = typed!(b, "category", origin, as_string_opt::<i32>);
@@ -340,6 +343,7 @@ async fn second_look(
     Ok(json!({
         "looked_up": orders.len() + refunds.len(),
         "found_in_database": rewritten,
+        "connections": lookups.connections(),
     }))
 }
 

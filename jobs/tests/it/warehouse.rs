@@ -86,18 +86,51 @@ fn run_both_and_compare(
         .collect()
 }
 
-#[test]
-fn a_warehouse_on_s3_reconciles_like_one_on_disk() {
-    let s3 = match S3::start("reckon-wh") {
+/// A started S3 server, a data set generated on disk (`local`), and the same data set
+/// (`remote`) generated with `extra` and its warehouse at `s3://BUCKET/PREFIX` (`url`).
+struct OnS3 {
+    _s3: S3,
+    _tmp: tempfile::TempDir,
+    env: Vec<(&'static str, String)>,
+    local: std::path::PathBuf,
+    remote: std::path::PathBuf,
+    url: String,
+}
+
+/// `None` (having said why, or failed in CI) when no S3 server can start.
+fn on_s3(bucket: &str, prefix: &str, extra: &[&str]) -> Option<OnS3> {
+    let s3 = match S3::start(bucket) {
         Ok(s) => s,
-        Err(why) => return unavailable("an S3-compatible server (moto)", &why),
+        Err(why) => {
+            unavailable("an S3-compatible server (moto)", &why);
+            return None;
+        }
     };
     let env = s3.env();
     let tmp = tempfile::tempdir().expect("tmp");
     let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
     generate(&local, &env, &[]);
-    let url = format!("s3://{}/warehouse", s3.bucket);
-    generate(&remote, &env, &["--warehouse-url", &url]);
+    let url = format!("s3://{}/{prefix}", s3.bucket);
+    let mut args = extra.to_vec();
+    args.extend(["--warehouse-url", &url]);
+    generate(&remote, &env, &args);
+    Some(OnS3 {
+        _s3: s3,
+        _tmp: tmp,
+        env,
+        local,
+        remote,
+        url,
+    })
+}
+
+#[test]
+fn a_warehouse_on_s3_reconciles_like_one_on_disk() {
+    // Kept whole until the test ends: the server runs and the files stay.
+    let Some(t) = on_s3("reckon-wh", "warehouse", &[]) else {
+        return;
+    };
+    let (env, local, remote, url) = (t.env.clone(), &t.local, &t.remote, &t.url);
     assert!(
         !remote.join("warehouse").exists(),
         "the warehouse moved to S3"
@@ -108,7 +141,7 @@ fn a_warehouse_on_s3_reconciles_like_one_on_disk() {
         "{toml}"
     );
 
-    for (_, m) in run_both_and_compare(&env, &local, &remote, "S3") {
+    for (_, m) in run_both_and_compare(&env, local, remote, "S3") {
         let read: Vec<String> = m["stages"]["collect"]["detail"]["partitions_read"]
             .as_array()
             .expect("partitions")
@@ -258,7 +291,7 @@ fn the_second_look_finds_in_the_database_what_the_warehouse_lacks() {
     pg.psql(&format!("INSERT INTO orders VALUES {}", values.join(", ")));
     let mut text = std::fs::read_to_string(&cfg).expect("config");
     text.push_str(&format!(
-        "\n[second_look]\nurl = {:?}\nbatch = 1\nqueries_per_second = 100\n",
+        "\n[second_look]\nurl = {:?}\nbatch = 1\nqueries_per_second = 100\npool_size = 2\n",
         pg.url
     ));
     std::fs::write(&cfg, text).expect("config");
@@ -293,6 +326,11 @@ fn the_second_look_finds_in_the_database_what_the_warehouse_lacks() {
         .as_u64()
         .unwrap_or(0);
     assert!(looked_up >= missing.len() as u64, "{looked_up}");
+    // One key a query: the queries ran two at a time, on the pool's two connections.
+    assert_eq!(
+        m["stages"]["reconcile"]["detail"]["second_look"]["connections"],
+        2
+    );
 
     // A database that cannot be reached: the stage says so and can be retried (exit 75).
     let text = std::fs::read_to_string(&cfg).expect("config");
@@ -313,4 +351,98 @@ fn the_second_look_finds_in_the_database_what_the_warehouse_lacks() {
     let a: Vec<&str> = a.iter().map(String::as_str).collect();
     let (code, _, err) = run_with(&[], &a);
     assert_eq!(code, 75, "{err}");
+}
+
+fn collect_read(m: &serde_json::Value) -> Vec<String> {
+    m["stages"]["collect"]["detail"]["partitions_read"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_delta_warehouse_is_read_through_its_log_and_reconciles_like_parquet() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (parquet, delta) = (tmp.path().join("parquet"), tmp.path().join("delta"));
+    generate(&parquet, &[], &[]);
+    generate(&delta, &[], &["--warehouse-format", "delta"]);
+    let orders = delta.join("warehouse/orders");
+    assert!(
+        orders.join("_delta_log").is_dir(),
+        "a Delta log was written"
+    );
+    let toml = std::fs::read_to_string(delta.join("reckon.toml")).expect("config");
+    assert!(toml.contains("format = \"delta\""), "{toml}");
+
+    // A file the log does not list is not part of the table: a Hive reader would count its
+    // rows twice, the Delta reader never opens it.
+    let day = orders.join("dt=2026-11-20");
+    let part = std::fs::read_dir(&day)
+        .expect("partition")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .expect("a data file");
+    std::fs::copy(&part, day.join("stray-copy.parquet")).expect("copy");
+
+    for (channel, m) in run_both_and_compare(&[], &parquet, &delta, "Delta on disk") {
+        let read = collect_read(&m);
+        assert_eq!(read.len(), 2, "{channel}: {read:?}");
+        assert!(
+            read.iter().all(|r| r.starts_with("delta ")
+                && r.contains(" version 0: ")
+                && r.ends_with("in dt=2026-11-19..2026-11-21")),
+            "{channel}: {read:?}"
+        );
+    }
+
+    let cfg = delta.join("reckon.toml");
+    let run = |date: &str| {
+        run_with(
+            &[],
+            &[
+                "stage",
+                "collect",
+                "--config",
+                cfg.to_str().expect("utf8"),
+                "--date",
+                date,
+                "--channel",
+                "alipay",
+            ],
+        )
+    };
+    // A day the table has no files for yet is "not ready".
+    let (code, _, err) = run("2026-11-25");
+    assert_eq!(code, 75, "{err}");
+    assert!(err.contains("has no files in dt=2026-11-25"), "{err}");
+
+    // A directory that is not a Delta table is a configuration error naming the setting.
+    std::fs::remove_dir_all(orders.join("_delta_log")).expect("rm log");
+    let (code, _, err) = run("2026-11-21");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("warehouse.orders") && err.contains("not a Delta table"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_delta_warehouse_on_s3_reconciles_like_parquet_on_disk() {
+    // Kept whole until the test ends: the server runs and the files stay.
+    let Some(t) = on_s3("reckon-delta", "lake", &["--warehouse-format", "delta"]) else {
+        return;
+    };
+    let (env, local, remote, url) = (t.env.clone(), &t.local, &t.remote, &t.url);
+    for (channel, m) in run_both_and_compare(&env, local, remote, "Delta on S3") {
+        let read = collect_read(&m);
+        assert!(
+            read.len() == 2
+                && read
+                    .iter()
+                    .all(|r| r.starts_with(&format!("delta {url}/")) && r.contains(" version 0: ")),
+            "{channel}: {read:?}"
+        );
+    }
 }
