@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod postgres;
 pub mod schema;
 pub mod sql;
+pub mod sqlcheck;
 pub mod stages;
 pub mod store;
 

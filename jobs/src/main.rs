@@ -111,6 +111,11 @@ enum Command {
         #[arg(long)]
         engine: Option<String>,
     },
+    /// The analysts' SQL files.
+    Sql {
+        #[command(subcommand)]
+        command: SqlCommand,
+    },
     /// Normalize one bill file with a template, to OUT/normalized.parquet and
     /// OUT/rejected.parquet; prints rows read, written, rejected and skipped, and the totals.
     Normalize {
@@ -132,6 +137,21 @@ enum Command {
         /// More rejected rows than this fails the file.
         #[arg(long, default_value_t = 1000)]
         max_rejected: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum SqlCommand {
+    /// Parse every SQL file, refuse anything but one query, and plan it against the tables
+    /// the job gives it, without data; each error names the file, line and column.
+    Check {
+        /// The SQL folder (default: the config's, else the copy built into reckon).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// A config: its channel's rules are the parameters, and platform.sql is planned
+        /// against the warehouse's own tables.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
 }
 
@@ -278,6 +298,37 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             let out = out?;
             print_json(&out.summary);
             Ok(out.exit_code)
+        }
+        Command::Sql {
+            command: SqlCommand::Check { dir, config },
+        } => {
+            let config = config.as_deref().map(Config::load).transpose()?;
+            let sql = match (&dir, &config) {
+                (Some(d), _) if !d.is_dir() => {
+                    return Err(Error::Config(format!(
+                        "--dir {} is not a directory",
+                        d.display()
+                    )))
+                }
+                (Some(d), _) => SqlDir {
+                    dir: Some(d.clone()),
+                },
+                (None, Some(c)) => SqlDir::for_config(c)?,
+                (None, None) => SqlDir { dir: None },
+            };
+            let reports = reckon::sqlcheck::check(&sql, config.as_ref()).await?;
+            let mut errors = 0;
+            for r in &reports {
+                if r.findings.is_empty() {
+                    println!("ok     {} ({})", r.file, r.checked);
+                }
+                for f in &r.findings {
+                    errors += 1;
+                    println!("error  {f}");
+                }
+            }
+            println!("{} file(s), {errors} error(s)", reports.len());
+            Ok(if errors > 0 { 2 } else { 0 })
         }
         Command::Normalize {
             format,

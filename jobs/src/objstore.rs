@@ -96,6 +96,39 @@ impl Location {
         }
     }
 
+    /// The URLs of the partition directories `column=…` directly below the location, in
+    /// name order (one listing of the top level; for `reckon sql check`).
+    pub async fn partitions(&self, column: &str) -> Result<Vec<String>> {
+        let prefix = format!("{column}=");
+        let mut out = match self {
+            Location::Local(p) => std::fs::read_dir(p)
+                .map_err(|e| Error::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|d| {
+                    d.is_dir()
+                        && d.file_name()
+                            .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                })
+                .map(|d| dir_url(&d))
+                .collect::<Vec<_>>(),
+            Location::Remote {
+                root,
+                prefix: table,
+                store,
+            } => store
+                .list_with_delimiter(Some(table))
+                .await
+                .map_err(|e| remote_error(&self.display(), e))?
+                .common_prefixes
+                .into_iter()
+                .filter(|d| d.filename().is_some_and(|n| n.starts_with(&prefix)))
+                .map(|d| format!("{root}{d}/"))
+                .collect(),
+        };
+        out.sort();
+        Ok(out)
+    }
+
     /// Writes `bytes` at `relative` below the location (for `reckon generate`).
     pub async fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<()> {
         match self {

@@ -97,6 +97,17 @@ pub fn conform(batch: &RecordBatch, target: &SchemaRef, origin: &str) -> Result<
     Ok(RecordBatch::try_new(target.clone(), cols)?)
 }
 
+/// The parameters `platform.sql` gets: the channel, and the day as `[day_start, day_end)` in
+/// microseconds since the epoch.
+pub fn params(channel: &str, start: i64, end: i64) -> Vec<(&'static str, ScalarValue)> {
+    let ts = |v| ScalarValue::TimestampMicrosecond(Some(v), Some("UTC".into()));
+    vec![
+        ("channel", ScalarValue::Utf8(Some(channel.to_string()))),
+        ("day_start", ts(start)),
+        ("day_end", ts(end)),
+    ]
+}
+
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let wh = &job.config.warehouse;
@@ -207,12 +218,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         read.extend(parts);
     }
 
-    let ts = |v| ScalarValue::TimestampMicrosecond(Some(v), Some("UTC".into()));
-    let params = vec![
-        ("channel", ScalarValue::Utf8(Some(job.name().to_string()))),
-        ("day_start", ts(start)),
-        ("day_end", ts(end)),
-    ];
+    let params = params(job.name(), start, end);
     let (text, origin) = job.sql.read("platform.sql")?;
     let df = crate::sql::plan(&job.engines.local, &text, &origin, params.into()).await?;
     // Sorted on every column, so the same warehouse rows give the same snapshot bytes (and

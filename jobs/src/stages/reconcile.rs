@@ -27,6 +27,7 @@ use sha2::{Digest, Sha256};
 
 use super::collect::register_dirs;
 use super::{Job, Outcome};
+use crate::config::Channel;
 use crate::error::{Error, Result};
 use crate::parquet_io::write_file;
 use crate::schema;
@@ -125,6 +126,50 @@ fn decimal_param(mantissa: Option<i128>, scale: i8) -> ScalarValue {
     ScalarValue::Decimal128(mantissa, 18, scale)
 }
 
+/// The output columns of `reconcile.sql` the job reads (every other column is written to the
+/// differences as it is).
+pub const OUTPUT_COLUMNS: &[&str] = &[
+    "diff_id",
+    "category",
+    "reason",
+    "txn_type",
+    "merchant_order_id",
+    "refund_id",
+    "channel_amount",
+    "platform_amount",
+    "in_channel",
+    "in_platform",
+    "channel_carried",
+    "platform_carried",
+    "carried_from",
+    "grace_until",
+    "source_line",
+];
+
+/// The parameters `reconcile.sql` gets for channel `ch` on bill date `date`.
+pub fn params(ch: &Channel, date: NaiveDate) -> Result<Vec<(&'static str, ScalarValue)>> {
+    let tolerance = ch.tolerance().map_err(Error::Config)?;
+    let fee_rate = ch.fee_rate().map_err(Error::Config)?;
+    let scaled = |d: rust_decimal::Decimal, s: u32| {
+        let mut d = d;
+        d.rescale(s);
+        d.mantissa()
+    };
+    Ok(vec![
+        ("channel", ScalarValue::Utf8(Some(ch.name.clone()))),
+        ("bill_date", ScalarValue::Date32(Some(date32(date)))),
+        ("time_zone", ScalarValue::Utf8(Some(ch.time_zone.clone()))),
+        (
+            "cut_window_secs",
+            ScalarValue::Int64(Some(ch.cut_window_secs)),
+        ),
+        ("grace_days", ScalarValue::Int64(Some(ch.grace_days))),
+        ("tolerance", decimal_param(Some(scaled(tolerance, 2)), 2)),
+        ("fee_rate", decimal_param(fee_rate.map(|r| scaled(r, 6)), 6)),
+        ("match_on", ScalarValue::Utf8(Some(ch.match_key.clone()))),
+    ])
+}
+
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let manifest = job.manifest()?;
@@ -145,24 +190,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let ch = job.channel;
     let tolerance = ch.tolerance().map_err(Error::Config)?;
     let fee_rate = ch.fee_rate().map_err(Error::Config)?;
-    let scaled = |d: rust_decimal::Decimal, s: u32| {
-        let mut d = d;
-        d.rescale(s);
-        d.mantissa()
-    };
-    let params = vec![
-        ("channel", ScalarValue::Utf8(Some(ch.name.clone()))),
-        ("bill_date", ScalarValue::Date32(Some(date32(job.date)))),
-        ("time_zone", ScalarValue::Utf8(Some(ch.time_zone.clone()))),
-        (
-            "cut_window_secs",
-            ScalarValue::Int64(Some(ch.cut_window_secs)),
-        ),
-        ("grace_days", ScalarValue::Int64(Some(ch.grace_days))),
-        ("tolerance", decimal_param(Some(scaled(tolerance, 2)), 2)),
-        ("fee_rate", decimal_param(fee_rate.map(|r| scaled(r, 6)), 6)),
-        ("match_on", ScalarValue::Utf8(Some(ch.match_key.clone()))),
-    ];
+    let params = params(ch, job.date)?;
     let (text, origin) = job.sql.read("reconcile.sql")?;
     let df = crate::sql::plan(ctx, &text, &origin, params.into()).await?;
     let mut stream = df.execute_stream().await?;

@@ -8,5 +8,6 @@ mod formats;
 mod fuzz;
 mod idempotency;
 mod services;
+mod sqlcheck;
 mod support;
 mod warehouse;
