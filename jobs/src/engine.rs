@@ -59,6 +59,14 @@ fn session_config(kind: &EngineKind, target_partitions: usize) -> SessionConfig 
     let opts = config.options_mut();
     // Plain Utf8 halves the hash join's accounted memory against Utf8View (ENGINE-NOTES.md).
     opts.execution.parquet.schema_force_view_types = false;
+    analyst_sql(config)
+}
+
+/// How analyst SQL is read, wherever it is planned (the job, `reckon sql check`, the `.slt`
+/// tests): a literal such as `0.01` is an exact decimal, never a float, so that money compared
+/// or computed with it stays exact.
+pub fn analyst_sql(mut config: SessionConfig) -> SessionConfig {
+    config.options_mut().sql_parser.parse_float_as_decimal = true;
     config
 }
 

@@ -106,7 +106,8 @@ pub async fn check(dir: &SqlDir, config: Option<&Config>) -> Result<Vec<FileRepo
 
 /// A session with reckon's UDFs whose planner keeps the source spans of names.
 fn context() -> SessionContext {
-    let config = SessionConfig::new().set_bool("datafusion.sql_parser.collect_spans", true);
+    let config = crate::engine::analyst_sql(SessionConfig::new())
+        .set_bool("datafusion.sql_parser.collect_spans", true);
     let ctx = SessionContext::new_with_config(config);
     for udf in reckon_udfs::functions() {
         ctx.register_udf(Arc::unwrap_or_clone(udf));

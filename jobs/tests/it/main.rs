@@ -8,6 +8,7 @@ mod formats;
 mod fuzz;
 mod idempotency;
 mod services;
+mod slt;
 mod sqlcheck;
 mod support;
 mod warehouse;
