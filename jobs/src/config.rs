@@ -230,8 +230,34 @@ pub struct Channel {
     /// More rejected rows than this fails the bill (exit 3). Default 1000.
     #[serde(default = "default_max_rejected")]
     pub max_rejected_rows: u64,
+    /// Per category, the count and amount past which a day is flagged in its summary
+    /// (`thresholds.MISSING_IN_PLATFORM = { count = 10, amount = "500.00" }`).
+    #[serde(default)]
+    pub thresholds: std::collections::BTreeMap<String, Threshold>,
     /// Where the bill comes from.
     pub source: Source,
+}
+
+/// A category's limits for one day: more rows than `count`, or a larger amount than
+/// `amount` (the larger of the category's channel and platform sums), passes the threshold.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threshold {
+    /// Rows of the category.
+    pub count: Option<u64>,
+    /// Decimal string.
+    pub amount: Option<String>,
+}
+
+/// A checked threshold: the category and its limits (the amount as a scale-2 mantissa).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limit {
+    /// The category's name.
+    pub category: String,
+    /// See `Threshold::count`.
+    pub count: Option<u64>,
+    /// See `Threshold::amount`.
+    pub amount: Option<i128>,
 }
 
 /// Where a channel's bill is fetched from.
@@ -314,6 +340,7 @@ impl Config {
                 .map_err(|e| format!("channel {}: {e}", c.name))?;
             c.fee_rate()
                 .map_err(|e| format!("channel {}: {e}", c.name))?;
+            c.limits().map_err(|e| format!("channel {}: {e}", c.name))?;
             if !["merchant_order_id", "channel_txn_id"].contains(&c.match_key.as_str()) {
                 return Err(format!(
                     "channel {}: match_key {:?} must be merchant_order_id or channel_txn_id",
@@ -409,6 +436,51 @@ impl Channel {
     }
 
     /// The contracted fee rate, exact decimal at scale ≤ 6.
+    /// The thresholds, checked: known categories, at least one limit each, amounts exact.
+    pub fn limits(&self) -> std::result::Result<Vec<Limit>, String> {
+        let mut out = Vec::new();
+        for (category, t) in &self.thresholds {
+            if category.parse::<reckon_udfs::Category>().is_err()
+                || category == reckon_udfs::Category::Matched.as_str()
+            {
+                return Err(format!(
+                    "thresholds.{category}: not a difference category (one of {})",
+                    reckon_udfs::Category::ALL
+                        .iter()
+                        .filter(|c| **c != reckon_udfs::Category::Matched)
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            if t.count.is_none() && t.amount.is_none() {
+                return Err(format!("thresholds.{category}: give count, amount or both"));
+            }
+            let amount = match &t.amount {
+                None => None,
+                Some(a) => {
+                    let mut d: Decimal = a.parse().map_err(|_| {
+                        format!("thresholds.{category}.amount {a:?} is not a decimal")
+                    })?;
+                    if d.is_sign_negative() || d.scale() > 2 {
+                        return Err(format!(
+                            "thresholds.{category}.amount {a:?} must be non-negative with at most 2 decimals"
+                        ));
+                    }
+                    d.rescale(2);
+                    Some(d.mantissa())
+                }
+            };
+            out.push(Limit {
+                category: category.clone(),
+                count: t.count,
+                amount,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The contracted fee rate, checked.
     pub fn fee_rate(&self) -> std::result::Result<Option<Decimal>, String> {
         match &self.fee_rate {
             None => Ok(None),

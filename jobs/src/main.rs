@@ -97,6 +97,10 @@ enum Command {
         /// Accepted for the scheduler's sake: every run recomputes its stages.
         #[arg(long)]
         force: bool,
+        /// Exit 3 when a channel's day passes one of its thresholds (default: exit 0, the
+        /// summary says so).
+        #[arg(long)]
+        fail_on_threshold: bool,
     },
     /// Run one stage of one channel and date.
     Stage {
@@ -110,6 +114,9 @@ enum Command {
         channel: String,
         #[arg(long)]
         engine: Option<String>,
+        /// Exit 3 when the report finds a threshold passed.
+        #[arg(long)]
+        fail_on_threshold: bool,
     },
     /// The analysts' SQL files.
     Sql {
@@ -202,6 +209,19 @@ fn main() -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
+/// The exit code of a run that went through: 3 with `--fail-on-threshold` when a threshold
+/// passed (differences are results, so by default they do not fail a run).
+fn threshold_code(fail_on_threshold: bool, summary: &serde_json::Value, code: i32) -> i32 {
+    if code == 0 && fail_on_threshold && reckon::stages::report::threshold_passed(summary) {
+        eprintln!(
+            "error: a threshold passed (--fail-on-threshold); see \"thresholds\" in the summary"
+        );
+        3
+    } else {
+        code
+    }
+}
+
 /// Prints the final JSON line the scheduler reads.
 fn print_json(v: &serde_json::Value) {
     println!("{v}");
@@ -264,6 +284,7 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             channels,
             engine,
             force: _,
+            fail_on_threshold,
         } => {
             let date = parse_date(&date)?;
             let config = Config::load(&config)?;
@@ -272,7 +293,7 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             rt.close();
             let (summary, code) = result?;
             print_json(&summary);
-            Ok(code)
+            Ok(threshold_code(fail_on_threshold, &summary, code))
         }
         Command::Stage {
             name,
@@ -280,6 +301,7 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             date,
             channel,
             engine,
+            fail_on_threshold,
         } => {
             let date = parse_date(&date)?;
             if !reckon::stages::STAGES.contains(&name.as_str()) {
@@ -297,7 +319,11 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             rt.close();
             let out = out?;
             print_json(&out.summary);
-            Ok(out.exit_code)
+            Ok(threshold_code(
+                fail_on_threshold,
+                &out.summary,
+                out.exit_code,
+            ))
         }
         Command::Sql {
             command: SqlCommand::Check { dir, config },

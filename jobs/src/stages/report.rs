@@ -74,6 +74,7 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
             .get(Category::CrossDayMatched.as_str())
             .copied()
             .unwrap_or(0);
+    let thresholds = check_thresholds(job, &counts)?;
     let area = |a: &str| job.store.relative(&job.store.area(a, job.name(), job.date));
     Ok(json!({
         "channel": job.name(),
@@ -93,6 +94,7 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
             "platform_records": pf,
             "carried_in_records": ca,
         },
+        "thresholds": thresholds,
         "bill_totals": normalized.detail["totals"],
         "diff_rows": reconciled.detail["diff_rows"],
         "carry_out_rows": reconciled.detail["carry_out_rows"],
@@ -105,6 +107,55 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
             "platform": area("platform"),
         },
     }))
+}
+
+/// The channel's thresholds against the day: `{"passed": [categories], "checked": […]}`. A
+/// passed threshold is a finding, not a failure (see `--fail-on-threshold`).
+fn check_thresholds(job: &Job<'_>, counts: &Counts) -> Result<Value> {
+    let mut passed = Vec::new();
+    let mut checked = Vec::new();
+    for l in job.channel.limits().map_err(Error::Config)? {
+        let s = counts
+            .by_category
+            .get(&l.category)
+            .cloned()
+            .unwrap_or_default();
+        let amount = s.channel_amount.abs().max(s.platform_amount.abs());
+        let over = l.count.is_some_and(|c| s.rows > c) || l.amount.is_some_and(|a| amount > a);
+        if over {
+            tracing::warn!(
+                channel = job.name(),
+                date = %job.date,
+                category = l.category,
+                rows = s.rows,
+                amount = money_text(amount),
+                "a threshold is passed"
+            );
+            passed.push(l.category.clone());
+        }
+        checked.push(json!({
+            "category": l.category,
+            "count": s.rows,
+            "count_limit": l.count,
+            "amount": money_text(amount),
+            "amount_limit": l.amount.map(money_text),
+            "passed": over,
+        }));
+    }
+    Ok(json!({ "passed": passed, "checked": checked }))
+}
+
+/// Whether a run summary (one channel's, or a day's with `channels`) says a threshold passed.
+pub fn threshold_passed(summary: &Value) -> bool {
+    let one = |s: &Value| {
+        s["thresholds"]["passed"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    };
+    one(summary)
+        || summary["channels"]
+            .as_array()
+            .is_some_and(|cs| cs.iter().any(one))
 }
 
 /// Runs the stage.

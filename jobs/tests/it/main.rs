@@ -11,4 +11,5 @@ mod services;
 mod slt;
 mod sqlcheck;
 mod support;
+mod thresholds;
 mod warehouse;

@@ -1,0 +1,132 @@
+//! Thresholds per category: a day past one says so in its summary and still exits 0, unless
+//! the scheduler asks `--fail-on-threshold` (exit 3).
+
+use std::path::Path;
+
+use crate::support::{generate, run};
+
+fn with_thresholds(cfg: &Path, lines: &str) {
+    let text = std::fs::read_to_string(cfg).expect("config");
+    let text = text.replacen(
+        "name = \"alipay\"\n",
+        &format!("name = \"alipay\"\n{lines}\n"),
+        1,
+    );
+    std::fs::write(cfg, text).expect("config");
+}
+
+fn last_json(stdout: &[u8]) -> serde_json::Value {
+    let text = String::from_utf8_lossy(stdout);
+    serde_json::from_str(text.lines().last().expect("a JSON line")).expect("json")
+}
+
+#[test]
+fn a_day_past_a_threshold_says_so_and_fails_only_when_asked() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = generate(&tmp.path().join("d"), "2026-11-20", 1, 1000, 5);
+    with_thresholds(
+        &cfg,
+        "thresholds.MISSING_IN_PLATFORM = { count = 0 }\n\
+         thresholds.AMOUNT_MISMATCH = { count = 100000, amount = \"99999999.00\" }",
+    );
+    let c = cfg.to_str().expect("utf8");
+    let base = [
+        "run",
+        "--config",
+        c,
+        "--date",
+        "2026-11-20",
+        "--channel",
+        "alipay",
+    ];
+    let o = run(&base);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let s = last_json(&o.stdout);
+    let t = &s["channels"][0]["thresholds"];
+    assert_eq!(
+        t["passed"],
+        serde_json::json!(["MISSING_IN_PLATFORM"]),
+        "{t}"
+    );
+    let checked = t["checked"].as_array().expect("checked");
+    assert_eq!(checked.len(), 2, "{t}");
+    let missing = checked
+        .iter()
+        .find(|c| c["category"] == "MISSING_IN_PLATFORM")
+        .expect("checked");
+    assert_eq!(
+        missing["count"], s["channels"][0]["counts"]["MISSING_IN_PLATFORM"],
+        "{t}"
+    );
+    assert!(missing["count"].as_u64().unwrap_or(0) > 0, "{t}");
+    // The summary on disk says the same.
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            tmp.path()
+                .join("d/output/results/channel=alipay/dt=2026-11-20/summary.json"),
+        )
+        .expect("summary"),
+    )
+    .expect("json");
+    assert_eq!(summary["thresholds"], *t);
+
+    let mut failing = base.to_vec();
+    failing.push("--fail-on-threshold");
+    let o = run(&failing);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("a threshold passed"));
+    let o = run(&[
+        "stage",
+        "report",
+        "--config",
+        c,
+        "--date",
+        "2026-11-20",
+        "--channel",
+        "alipay",
+        "--fail-on-threshold",
+    ]);
+    assert_eq!(o.status.code(), Some(3));
+
+    // Limits the day stays within pass nothing, with the flag too.
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "thresholds.MISSING_IN_PLATFORM = { count = 0 }",
+            "thresholds.MISSING_IN_PLATFORM = { count = 100000 }",
+        ),
+    )
+    .expect("config");
+    let o = run(&failing);
+    assert_eq!(o.status.code(), Some(0));
+
+    // A threshold on something that is not a difference category is a configuration error.
+    for bad in [
+        "thresholds.MATCHED = { count = 1 }",
+        "thresholds.MISSING = { count = 1 }",
+        "thresholds.AMOUNT_MISMATCH = { amount = \"1.005\" }",
+        "thresholds.FEE_MISMATCH = {}",
+    ] {
+        let cfg2 = tmp.path().join("bad.toml");
+        let text = std::fs::read_to_string(&cfg)
+            .expect("config")
+            .replace("thresholds.MISSING_IN_PLATFORM = { count = 100000 }", bad);
+        std::fs::write(&cfg2, text).expect("config");
+        let o = run(&[
+            "run",
+            "--config",
+            cfg2.to_str().expect("utf8"),
+            "--date",
+            "2026-11-20",
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{bad}: {err}");
+        assert!(err.contains("thresholds."), "{bad}: {err}");
+    }
+}
