@@ -232,3 +232,44 @@ async fn the_reconciliation_sql_is_pinned_by_its_slt_files() {
     }
     assert!(failed.is_empty(), "{}", failed.join("\n\n"));
 }
+
+/// Every output column of `reconcile.sql` is described in `sql/README.md`'s table, and every
+/// column the README describes is in the output: an analyst reading one reads the other.
+#[tokio::test]
+async fn every_output_column_is_described_in_the_sql_readme() {
+    let h = Harness::new().expect("harness");
+    h.reconcile().await.expect("plan");
+    let df = h.ctx.table("reconciled").await.expect("reconciled");
+    let columns: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let readme = std::fs::read_to_string(sql_dir().join("README.md")).expect("README");
+    let section = readme
+        .split("## `reconcile.sql`")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("the reconcile.sql section");
+    // The first cell of each table row names one or more columns: `a`, `b`.
+    let described: Vec<String> = section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .filter_map(|l| l.split('|').nth(1))
+        .flat_map(|cell| {
+            cell.split('`')
+                .skip(1)
+                .step_by(2)
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let undescribed: Vec<&String> = columns.iter().filter(|c| !described.contains(c)).collect();
+    let gone: Vec<&String> = described.iter().filter(|d| !columns.contains(d)).collect();
+    assert!(
+        undescribed.is_empty() && gone.is_empty(),
+        "sql/README.md: output columns not described: {undescribed:?}; described but not in \
+         the output: {gone:?}"
+    );
+}
