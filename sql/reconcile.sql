@@ -11,6 +11,8 @@
 --   $cut_window_secs  BIGINT         the daily-cut window around midnight, in seconds
 --   $grace_days       BIGINT         days a one-sided record may wait for its other side
 --   $tolerance        DECIMAL(18,2)  the accepted amount difference
+--   $tolerance_rate   DECIMAL(18,6)  the accepted difference as a fraction of the platform's
+--                                    amount (rounded to the cent); NULL: none. The larger applies.
 --   $fee_rate         DECIMAL(18,6)  the contracted fee rate; NULL skips the fee check
 --   $match_on         VARCHAR        'merchant_order_id' or 'channel_txn_id'
 -- Output: one row per reconciled record or pair of records; sql/README.md describes each
@@ -176,7 +178,13 @@ classified AS (
                c_amount, p_amount, c_status,
                CASE WHEN refund_explained THEN c_status ELSE p_status END,
                c_checked_fee, CAST($fee_rate AS DECIMAL(18, 6)),
-               CAST($tolerance AS DECIMAL(18, 2)),
+               -- The accepted difference: the absolute one, or the relative one of the
+               -- platform's amount when that is larger.
+               CAST(greatest(
+                   CAST($tolerance AS DECIMAL(18, 2)),
+                   coalesce(CAST(abs(p_amount) * CAST($tolerance_rate AS DECIMAL(18, 6))
+                                 AS DECIMAL(18, 2)), CAST(0 AS DECIMAL(18, 2)))
+               ) AS DECIMAL(18, 2)),
                pending_ok, carried
            ) AS category
     FROM facts

@@ -224,6 +224,10 @@ pub struct Channel {
     /// Largest accepted amount difference (decimal string, default exact: "0").
     #[serde(default)]
     pub amount_tolerance: Option<String>,
+    /// Largest accepted amount difference as a fraction of the platform's amount ("0.001" is
+    /// 0.1%, rounded to the cent); the larger of the two tolerances applies.
+    #[serde(default)]
+    pub amount_tolerance_rate: Option<String>,
     /// Contracted fee rate (decimal string, "0.006" is 0.6%); absent skips the fee check.
     #[serde(default)]
     pub fee_rate: Option<String>,
@@ -340,6 +344,8 @@ impl Config {
                 .map_err(|e| format!("channel {}: {e}", c.name))?;
             c.fee_rate()
                 .map_err(|e| format!("channel {}: {e}", c.name))?;
+            c.tolerance_rate()
+                .map_err(|e| format!("channel {}: {e}", c.name))?;
             c.limits().map_err(|e| format!("channel {}: {e}", c.name))?;
             if !["merchant_order_id", "channel_txn_id"].contains(&c.match_key.as_str()) {
                 return Err(format!(
@@ -436,6 +442,14 @@ impl Channel {
     }
 
     /// The contracted fee rate, exact decimal at scale ≤ 6.
+    /// The relative amount tolerance, checked.
+    pub fn tolerance_rate(&self) -> std::result::Result<Option<Decimal>, String> {
+        rate(
+            "amount_tolerance_rate",
+            self.amount_tolerance_rate.as_deref(),
+        )
+    }
+
     /// The thresholds, checked: known categories, at least one limit each, amounts exact.
     pub fn limits(&self) -> std::result::Result<Vec<Limit>, String> {
         let mut out = Vec::new();
@@ -482,21 +496,24 @@ impl Channel {
 
     /// The contracted fee rate, checked.
     pub fn fee_rate(&self) -> std::result::Result<Option<Decimal>, String> {
-        match &self.fee_rate {
-            None => Ok(None),
-            Some(s) => {
-                let d: Decimal = s
-                    .parse()
-                    .map_err(|_| format!("fee_rate {s:?} is not a decimal"))?;
-                if d.is_sign_negative() || d.scale() > 6 || d >= Decimal::ONE {
-                    return Err(format!(
-                        "fee_rate {s:?} must be in [0, 1) with at most 6 decimals"
-                    ));
-                }
-                Ok(Some(d))
-            }
-        }
+        rate("fee_rate", self.fee_rate.as_deref())
     }
+}
+
+/// A rate setting (`name`): a decimal in [0, 1) with at most 6 decimals.
+fn rate(name: &str, value: Option<&str>) -> std::result::Result<Option<Decimal>, String> {
+    let Some(s) = value else {
+        return Ok(None);
+    };
+    let d: Decimal = s
+        .parse()
+        .map_err(|_| format!("{name} {s:?} is not a decimal"))?;
+    if d.is_sign_negative() || d.scale() > 6 || d >= Decimal::ONE {
+        return Err(format!(
+            "{name} {s:?} must be in [0, 1) with at most 6 decimals"
+        ));
+    }
+    Ok(Some(d))
 }
 
 /// Parses a bill date `YYYY-MM-DD`, or a configuration error naming the bad value.

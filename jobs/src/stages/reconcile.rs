@@ -150,6 +150,7 @@ pub const OUTPUT_COLUMNS: &[&str] = &[
 pub fn params(ch: &Channel, date: NaiveDate) -> Result<Vec<(&'static str, ScalarValue)>> {
     let tolerance = ch.tolerance().map_err(Error::Config)?;
     let fee_rate = ch.fee_rate().map_err(Error::Config)?;
+    let tolerance_rate = ch.tolerance_rate().map_err(Error::Config)?;
     let scaled = |d: rust_decimal::Decimal, s: u32| {
         let mut d = d;
         d.rescale(s);
@@ -165,6 +166,10 @@ pub fn params(ch: &Channel, date: NaiveDate) -> Result<Vec<(&'static str, Scalar
         ),
         ("grace_days", ScalarValue::Int64(Some(ch.grace_days))),
         ("tolerance", decimal_param(Some(scaled(tolerance, 2)), 2)),
+        (
+            "tolerance_rate",
+            decimal_param(tolerance_rate.map(|r| scaled(r, 6)), 6),
+        ),
         ("fee_rate", decimal_param(fee_rate.map(|r| scaled(r, 6)), 6)),
         ("match_on", ScalarValue::Utf8(Some(ch.match_key.clone()))),
     ])
@@ -210,6 +215,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let rules = json!({
         "time_zone": ch.time_zone, "cut_window_secs": ch.cut_window_secs,
         "grace_days": ch.grace_days, "tolerance": tolerance.to_string(),
+        "tolerance_rate": ch.tolerance_rate().map_err(Error::Config)?.map(|r| r.to_string()),
         "fee_rate": fee_rate.map(|r| r.to_string()), "match_key": ch.match_key,
     });
     let mut h = Sha256::new();
