@@ -83,14 +83,8 @@ enum Command {
     },
     /// Run the whole daily job (fetch, normalize, collect, reconcile, report) for a date.
     Run {
-        #[arg(long)]
-        config: PathBuf,
-        /// Bill date, YYYY-MM-DD, in the channel's time zone.
-        #[arg(long)]
-        date: String,
-        /// Only these channels (repeatable); all when absent.
-        #[arg(long = "channel")]
-        channels: Vec<String>,
+        #[command(flatten)]
+        day: Day,
         /// local, standalone, or df://HOST:PORT (overrides the config).
         #[arg(long)]
         engine: Option<String>,
@@ -117,6 +111,11 @@ enum Command {
         /// Exit 3 when the report finds a threshold passed.
         #[arg(long)]
         fail_on_threshold: bool,
+    },
+    /// Print a reconciled day's summary per channel as a table (from `summary.json`).
+    Report {
+        #[command(flatten)]
+        day: Day,
     },
     /// The analysts' SQL files.
     Sql {
@@ -145,6 +144,19 @@ enum Command {
         #[arg(long, default_value_t = 1000)]
         max_rejected: u64,
     },
+}
+
+/// One day of some or all channels.
+#[derive(clap::Args, Debug)]
+struct Day {
+    #[arg(long)]
+    config: PathBuf,
+    /// Bill date, YYYY-MM-DD, in the channel's time zone.
+    #[arg(long)]
+    date: String,
+    /// Only these channels (repeatable); all when absent.
+    #[arg(long = "channel")]
+    channels: Vec<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -279,9 +291,12 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             Ok(0)
         }
         Command::Run {
-            config,
-            date,
-            channels,
+            day:
+                Day {
+                    config,
+                    date,
+                    channels,
+                },
             engine,
             force: _,
             fail_on_threshold,
@@ -324,6 +339,36 @@ async fn dispatch(cmd: Command) -> Result<i32> {
                 &out.summary,
                 out.exit_code,
             ))
+        }
+        Command::Report {
+            day:
+                Day {
+                    config,
+                    date,
+                    channels,
+                },
+        } => {
+            let date = parse_date(&date)?;
+            let config = Config::load(&config)?;
+            let store = reckon::store::Store::new(config.storage_path().map_err(Error::Config)?);
+            let names: Vec<String> = if channels.is_empty() {
+                config.channels.iter().map(|c| c.name.clone()).collect()
+            } else {
+                channels
+            };
+            for name in &names {
+                config.channel(name)?;
+                let path = store.area("results", name, date).join("summary.json");
+                let text = std::fs::read(&path).map_err(|_| {
+                    Error::NotReady(format!(
+                        "no summary for {name} on {date} ({}): reconcile the day first",
+                        path.display()
+                    ))
+                })?;
+                let summary: serde_json::Value = serde_json::from_slice(&text)?;
+                print!("{}", reckon::stages::report::render(&summary));
+            }
+            Ok(0)
         }
         Command::Sql {
             command: SqlCommand::Check { dir, config },

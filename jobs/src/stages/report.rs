@@ -63,6 +63,19 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
             "the reconciliation produced an unknown category {unknown:?}"
         )));
     }
+    // What no rule explains, channel minus platform: every difference except a match across
+    // days and a record waiting for the next day. The goal is exactly zero.
+    let net_unexplained: i128 = Category::ALL
+        .iter()
+        .filter(|c| {
+            !matches!(
+                c,
+                Category::Matched | Category::CrossDayMatched | Category::CrossDayPending
+            )
+        })
+        .filter_map(|c| counts.by_category.get(c.as_str()))
+        .map(|s| s.channel_amount - s.platform_amount)
+        .sum();
     let holds = ch == u(&inputs["channel_rows"])
         && pf == u(&inputs["platform_rows"])
         && ca == u(&inputs["carried_in_rows"]);
@@ -87,6 +100,7 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
         "amounts": amounts,
         // Matched rows whose status difference the platform's refund table explained.
         "matched_refund_explained": refund_explained,
+        "net_unexplained": money_text(net_unexplained),
         "match_rate": if rows == 0 { 1.0 } else { (matched as f64 / rows as f64 * 1e6).round() / 1e6 },
         "conservation": {
             "holds": holds,
@@ -177,4 +191,72 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
         )));
     }
     Ok((vec![job.store.relative(&path)], json!({ "summary": s })))
+}
+
+/// `summary.json` as a person reads it: one table per channel-day (for `reckon report`).
+pub fn render(s: &Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let _ = writeln!(
+        out,
+        "{} {}  run {}  {}",
+        text(&s["channel"]),
+        text(&s["bill_date"]),
+        text(&s["run_id"]),
+        text(&s["status"])
+    );
+    let i = &s["inputs"];
+    let _ = writeln!(
+        out,
+        "  inputs: {} channel rows ({} rejected), {} platform rows, {} carried in",
+        u(&i["channel_rows"]),
+        u(&i["rejected_rows"]),
+        u(&i["platform_rows"]),
+        u(&i["carried_in_rows"])
+    );
+    let _ = writeln!(
+        out,
+        "  {:<22} {:>9} {:>18} {:>18}",
+        "category", "rows", "channel amount", "platform amount"
+    );
+    for c in Category::ALL {
+        let name = c.as_str();
+        let a = &s["amounts"][name];
+        let _ = writeln!(
+            out,
+            "  {:<22} {:>9} {:>18} {:>18}",
+            name,
+            u(&s["counts"][name]),
+            text(&a["channel"]),
+            text(&a["platform"])
+        );
+    }
+    let rate = s["match_rate"].as_f64().unwrap_or(0.0) * 100.0;
+    let _ = writeln!(
+        out,
+        "  match rate {rate:.2}%   net unexplained {}   conservation {}",
+        text(&s["net_unexplained"]),
+        if s["conservation"]["holds"] == json!(true) {
+            "holds"
+        } else {
+            "FAILS"
+        }
+    );
+    if let Some(checked) = s["thresholds"]["checked"].as_array() {
+        for t in checked.iter().filter(|t| t["passed"] == json!(true)) {
+            let _ = writeln!(
+                out,
+                "  threshold passed: {} ({} rows, amount {}; limits: rows {}, amount {})",
+                text(&t["category"]),
+                u(&t["count"]),
+                text(&t["amount"]),
+                t["count_limit"]
+                    .as_u64()
+                    .map_or("-".to_string(), |v| v.to_string()),
+                t["amount_limit"].as_str().unwrap_or("-"),
+            );
+        }
+    }
+    out
 }

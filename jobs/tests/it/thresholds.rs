@@ -1,5 +1,6 @@
 //! Thresholds per category: a day past one says so in its summary and still exits 0, unless
-//! the scheduler asks `--fail-on-threshold` (exit 3).
+//! the scheduler asks `--fail-on-threshold` (exit 3). `reckon report` prints the day as a
+//! table, with its net unexplained amount.
 
 use std::path::Path;
 
@@ -21,7 +22,7 @@ fn last_json(stdout: &[u8]) -> serde_json::Value {
 }
 
 #[test]
-fn a_day_past_a_threshold_says_so_and_fails_only_when_asked() {
+fn a_day_past_a_threshold_says_so_fails_only_when_asked_and_reports_as_a_table() {
     let tmp = tempfile::tempdir().expect("tmp");
     let cfg = generate(&tmp.path().join("d"), "2026-11-20", 1, 1000, 5);
     with_thresholds(
@@ -75,22 +76,67 @@ fn a_day_past_a_threshold_says_so_and_fails_only_when_asked() {
     .expect("json");
     assert_eq!(summary["thresholds"], *t);
 
+    // The net unexplained amount: channel minus platform over every difference that no rule
+    // explains (all but the matched across days and the waiting), from the summary's amounts.
+    let mut net = rust_decimal::Decimal::ZERO;
+    for (category, a) in summary["amounts"].as_object().expect("amounts") {
+        if ["MATCHED", "CROSS_DAY_MATCHED", "CROSS_DAY_PENDING"].contains(&category.as_str()) {
+            continue;
+        }
+        let d = |v: &serde_json::Value| -> rust_decimal::Decimal {
+            v.as_str().expect("amount").parse().expect("decimal")
+        };
+        net += d(&a["channel"]) - d(&a["platform"]);
+    }
+    assert_eq!(summary["net_unexplained"], net.to_string());
+    let alipay_day = ["--config", c, "--date", "2026-11-20", "--channel", "alipay"];
+    let o = run(&[&["report"][..], &alipay_day].concat());
+    assert_eq!(o.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "alipay 2026-11-20",
+        &format!("net unexplained {net}"),
+        "conservation holds",
+        "threshold passed: MISSING_IN_PLATFORM",
+    ] {
+        assert!(table.contains(want), "{want:?} in:\n{table}");
+    }
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("MISSING_IN_PLATFORM "))
+        .expect("a row per category")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (row[1], row[2], row[3]),
+        (
+            summary["counts"]["MISSING_IN_PLATFORM"]
+                .to_string()
+                .as_str(),
+            summary["amounts"]["MISSING_IN_PLATFORM"]["channel"]
+                .as_str()
+                .unwrap_or(""),
+            summary["amounts"]["MISSING_IN_PLATFORM"]["platform"]
+                .as_str()
+                .unwrap_or("")
+        ),
+        "{table}"
+    );
+    // The wechat channel was not reconciled: not ready.
+    let o = run(&["report", "--config", c, "--date", "2026-11-20"]);
+    assert_eq!(o.status.code(), Some(75), "a day not reconciled yet");
+
     let mut failing = base.to_vec();
     failing.push("--fail-on-threshold");
     let o = run(&failing);
     assert_eq!(o.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&o.stderr).contains("a threshold passed"));
     let o = run(&[
-        "stage",
-        "report",
-        "--config",
-        c,
-        "--date",
-        "2026-11-20",
-        "--channel",
-        "alipay",
-        "--fail-on-threshold",
-    ]);
+        &["stage", "report"][..],
+        &alipay_day,
+        &["--fail-on-threshold"],
+    ]
+    .concat());
     assert_eq!(o.status.code(), Some(3));
 
     // Limits the day stays within pass nothing, with the flag too.
