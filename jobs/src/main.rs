@@ -257,6 +257,15 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             warehouse_format,
         } => {
             let from = parse_date(&from)?;
+            if warehouse_format == "delta"
+                && warehouse_url
+                    .as_deref()
+                    .is_some_and(|u| u.starts_with("postgres"))
+            {
+                return Err(Error::Config(
+                    "--warehouse-format delta needs a file or s3:// warehouse".into(),
+                ));
+            }
             let out_dir = out.clone();
             let g = generate(&GenerateOptions {
                 out,
@@ -267,14 +276,6 @@ async fn dispatch(cmd: Command) -> Result<i32> {
                 channels,
             })?;
             if warehouse_format == "delta" {
-                if warehouse_url
-                    .as_deref()
-                    .is_some_and(|u| u.starts_with("postgres"))
-                {
-                    return Err(reckon::error::Error::Config(
-                        "--warehouse-format delta needs a file or s3:// warehouse".into(),
-                    ));
-                }
                 reckon::generate::warehouse_to_delta(&out_dir).await?;
             }
             if let Some(url) = &warehouse_url {

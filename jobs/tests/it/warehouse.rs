@@ -418,6 +418,29 @@ fn a_delta_warehouse_is_read_through_its_log_and_reconciles_like_parquet() {
     assert_eq!(code, 75, "{err}");
     assert!(err.contains("has no files in dt=2026-11-25"), "{err}");
 
+    // Delta tables are files: a PostgreSQL warehouse cannot be one.
+    let (code, _, err) = run_with(
+        &[],
+        &[
+            "generate",
+            "--out",
+            tmp.path().join("pg").to_str().expect("utf8"),
+            "--from",
+            "2026-11-20",
+            "--rows",
+            "10",
+            "--warehouse-format",
+            "delta",
+            "--warehouse-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--warehouse-format delta needs a file or s3://"),
+        "{err}"
+    );
+
     // A directory that is not a Delta table is a configuration error naming the setting.
     std::fs::remove_dir_all(orders.join("_delta_log")).expect("rm log");
     let (code, _, err) = run("2026-11-21");
