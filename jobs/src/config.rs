@@ -371,6 +371,17 @@ impl Config {
         Ok(())
     }
 
+    /// The channels a command names (`only`, each checked), or all of them when it names none.
+    pub fn channel_names(&self, only: &[String]) -> Result<Vec<String>> {
+        if only.is_empty() {
+            return Ok(self.channels.iter().map(|c| c.name.clone()).collect());
+        }
+        for c in only {
+            self.channel(c)?;
+        }
+        Ok(only.to_vec())
+    }
+
     /// The channel named `name`, or a configuration error listing the known ones.
     pub fn channel(&self, name: &str) -> Result<&Channel> {
         self.channels
@@ -442,6 +453,16 @@ impl Channel {
     }
 
     /// The contracted fee rate, exact decimal at scale ≤ 6.
+    /// A channel named `name` with `rules` (TOML lines of a `[[channel]]` table) and every
+    /// other rule at its default; for planning SQL outside a run.
+    pub fn with_rules(name: &str, rules: &str) -> std::result::Result<Channel, String> {
+        toml::from_str(&format!(
+            "name = {name:?}\nformat = {name:?}\n\
+             source = {{ kind = \"drop_folder\", path = \".\", pattern = \"*\" }}\n{rules}\n"
+        ))
+        .map_err(|e| e.to_string())
+    }
+
     /// The relative amount tolerance, checked.
     pub fn tolerance_rate(&self) -> std::result::Result<Option<Decimal>, String> {
         rate(

@@ -173,11 +173,11 @@ pub async fn register(
 /// Turns the Hive-partitioned Parquet table in the local directory `dir` into a Delta table
 /// in place (the files stay; a `_delta_log` describing them is written). For `reckon
 /// generate --warehouse-format delta`.
-pub async fn convert_local(dir: &std::path::Path, partition_column: &str) -> Result<u64> {
-    let table = deltalake::operations::convert_to_delta::ConvertToDeltaBuilder::new()
+pub async fn convert_local(dir: &std::path::Path, partition_column: &str) -> Result<()> {
+    deltalake::operations::convert_to_delta::ConvertToDeltaBuilder::new()
         .with_location(dir.display().to_string())
         .with_partition_schema([StructField::new(partition_column, DeltaType::STRING, true)])
         .await
         .map_err(|e| Error::Other(format!("converting {} to Delta: {e}", dir.display())))?;
-    Ok(table.version().unwrap_or_default())
+    Ok(())
 }

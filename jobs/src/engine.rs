@@ -141,8 +141,20 @@ pub async fn session(
                 Error::Other(format!("cannot reach the Ballista scheduler at {url}: {e}"))
             })?,
     };
+    register_udfs(&ctx);
+    Ok(ctx)
+}
+
+fn register_udfs(ctx: &SessionContext) {
     for udf in reckon_udfs::functions() {
         ctx.register_udf(Arc::unwrap_or_clone(udf));
     }
-    Ok(ctx)
+}
+
+/// An embedded session for analyst SQL outside a run (`reckon sql check`, the `.slt` tests):
+/// `config` read as the job reads it (`analyst_sql`), with every reckon UDF.
+pub fn analyst_context(config: SessionConfig) -> SessionContext {
+    let ctx = SessionContext::new_with_config(analyst_sql(config));
+    register_udfs(&ctx);
+    ctx
 }

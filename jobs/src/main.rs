@@ -351,14 +351,8 @@ async fn dispatch(cmd: Command) -> Result<i32> {
         } => {
             let date = parse_date(&date)?;
             let config = Config::load(&config)?;
-            let store = reckon::store::Store::new(config.storage_path().map_err(Error::Config)?);
-            let names: Vec<String> = if channels.is_empty() {
-                config.channels.iter().map(|c| c.name.clone()).collect()
-            } else {
-                channels
-            };
-            for name in &names {
-                config.channel(name)?;
+            let store = reckon::pipeline::store(&config)?;
+            for name in &config.channel_names(&channels)? {
                 let path = store.area("results", name, date).join("summary.json");
                 let text = std::fs::read(&path).map_err(|_| {
                     Error::NotReady(format!(

@@ -50,7 +50,8 @@ pub struct ChannelOutcome {
     pub exit_code: i32,
 }
 
-fn store(config: &Config) -> Result<Store> {
+/// The storage root of `config`.
+pub fn store(config: &Config) -> Result<Store> {
     Ok(Store::new(config.storage_path().map_err(Error::Config)?))
 }
 
@@ -115,14 +116,7 @@ pub async fn run_day(
     date: NaiveDate,
     engines: &Engines,
 ) -> Result<(Value, i32)> {
-    let names: Vec<String> = if channels.is_empty() {
-        config.channels.iter().map(|c| c.name.clone()).collect()
-    } else {
-        for c in channels {
-            config.channel(c)?;
-        }
-        channels.to_vec()
-    };
+    let names = config.channel_names(channels)?;
     let sql = SqlDir::for_config(config)?;
     let mut summaries = Vec::new();
     let mut codes = Vec::new();

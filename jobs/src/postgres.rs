@@ -472,11 +472,7 @@ impl Lookups {
             c = ident(column)?,
             t = ident(table)?
         );
-        let batches: Vec<Vec<String>> = keys
-            .chunks(self.cfg.batch.max(1))
-            .map(<[String]>::to_vec)
-            .collect();
-        let found: Vec<Vec<String>> = futures::stream::iter(batches)
+        let found: Vec<Vec<String>> = futures::stream::iter(keys.chunks(self.cfg.batch.max(1)))
             .map(|b| self.batch(&sql, table, b))
             .buffer_unordered(self.cfg.pool_size.max(1))
             .try_collect()
@@ -484,13 +480,13 @@ impl Lookups {
         Ok(found.into_iter().flatten().collect())
     }
 
-    async fn batch(&self, sql: &str, table: &str, keys: Vec<String>) -> Result<Vec<String>> {
+    async fn batch(&self, sql: &str, table: &str, keys: &[String]) -> Result<Vec<String>> {
         let attempts = self.cfg.attempts.max(1);
         let mut attempt = 0;
         loop {
             attempt += 1;
             self.limiter.until_ready().await;
-            match self.query(sql, table, &keys).await {
+            match self.query(sql, table, keys).await {
                 Ok(rows) => {
                     let mut out = Vec::with_capacity(rows.len());
                     for r in &rows {

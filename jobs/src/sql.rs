@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use datafusion::common::ParamValues;
 use datafusion::dataframe::DataFrame;
+use datafusion::error::DataFusionError;
 use datafusion::execution::context::SQLOptions;
 use datafusion::prelude::SessionContext;
 use sha2::{Digest, Sha256};
@@ -89,6 +90,27 @@ pub fn analyst_options() -> SQLOptions {
         .with_allow_statements(false)
 }
 
+/// Which step of planning failed, with DataFusion's error (its diagnostic spans intact).
+pub enum PlanError {
+    /// Parsing or planning the query.
+    Query(DataFusionError),
+    /// Binding the parameters.
+    Params(DataFusionError),
+}
+
+/// Plans `text` under the analyst options with `params` bound.
+pub async fn plan_query(
+    ctx: &SessionContext,
+    text: &str,
+    params: ParamValues,
+) -> std::result::Result<DataFrame, PlanError> {
+    let df = ctx
+        .sql_with_options(text, analyst_options())
+        .await
+        .map_err(PlanError::Query)?;
+    df.with_param_values(params).map_err(PlanError::Params)
+}
+
 /// Plans `text` (from `origin`) with `params` bound; errors name the file.
 pub async fn plan(
     ctx: &SessionContext,
@@ -96,10 +118,8 @@ pub async fn plan(
     origin: &str,
     params: ParamValues,
 ) -> Result<DataFrame> {
-    let df = ctx
-        .sql_with_options(text, analyst_options())
-        .await
-        .map_err(|e| Error::Config(format!("{origin}: {e}")))?;
-    df.with_param_values(params)
-        .map_err(|e| Error::Config(format!("{origin}: binding parameters: {e}")))
+    plan_query(ctx, text, params).await.map_err(|e| match e {
+        PlanError::Query(e) => Error::Config(format!("{origin}: {e}")),
+        PlanError::Params(e) => Error::Config(format!("{origin}: binding parameters: {e}")),
+    })
 }

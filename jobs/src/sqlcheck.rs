@@ -20,7 +20,7 @@ use crate::config::{Channel, Config, WarehouseFormat};
 use crate::error::{Error, Result};
 use crate::objstore::Location;
 use crate::schema;
-use crate::sql::{analyst_options, SqlDir, FILES};
+use crate::sql::{plan_query, PlanError, SqlDir, FILES};
 
 /// One problem in one file.
 #[derive(Debug, Clone, PartialEq)]
@@ -106,13 +106,9 @@ pub async fn check(dir: &SqlDir, config: Option<&Config>) -> Result<Vec<FileRepo
 
 /// A session with reckon's UDFs whose planner keeps the source spans of names.
 fn context() -> SessionContext {
-    let config = crate::engine::analyst_sql(SessionConfig::new())
-        .set_bool("datafusion.sql_parser.collect_spans", true);
-    let ctx = SessionContext::new_with_config(config);
-    for udf in reckon_udfs::functions() {
-        ctx.register_udf(Arc::unwrap_or_clone(udf));
-    }
-    ctx
+    crate::engine::analyst_context(
+        SessionConfig::new().set_bool("datafusion.sql_parser.collect_spans", true),
+    )
 }
 
 /// The columns a file's output must have, each with the type it must cast to (`None`: any).
@@ -153,12 +149,7 @@ fn reconcile_inputs(config: Option<&Config>) -> Result<Inputs> {
 }
 
 fn sample_channel() -> Result<Channel> {
-    // Every rule at its default.
-    toml::from_str(
-        "name = \"check\"\nformat = \"check\"\n\
-         source = { kind = \"drop_folder\", path = \".\", pattern = \"*\" }\n",
-    )
-    .map_err(|e| Error::Other(format!("sample channel: {e}")))
+    Channel::with_rules("check", "").map_err(|e| Error::Other(format!("sample channel: {e}")))
 }
 
 /// The tables `platform.sql` reads are the user's own: with a config, their schemas are read
@@ -358,13 +349,10 @@ async fn plan(
             message: first_line(&e.to_string()),
         }
     };
-    let df = match ctx.sql_with_options(text, analyst_options()).await {
+    let df = match plan_query(ctx, text, params).await {
         Ok(df) => df,
-        Err(e) => return vec![located(&e)],
-    };
-    let df = match df.with_param_values(params) {
-        Ok(df) => df,
-        Err(e) => {
+        Err(PlanError::Query(e)) => return vec![located(&e)],
+        Err(PlanError::Params(e)) => {
             let mut f = located(&e);
             f.message = format!("binding parameters: {}", f.message);
             return vec![f];

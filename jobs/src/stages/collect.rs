@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::sync::Arc;
 
-use chrono::Duration;
+use chrono::{Duration, NaiveDate};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
@@ -21,7 +21,7 @@ use futures::StreamExt;
 use serde_json::json;
 
 use super::{Job, Outcome};
-use crate::config::WarehouseFormat;
+use crate::config::{PostgresSource, WarehouseFormat};
 use crate::error::{Error, IoContext, Result};
 use crate::objstore::Location;
 use crate::parquet_io::writer_props;
@@ -108,10 +108,123 @@ pub fn params(channel: &str, start: i64, end: i64) -> Vec<(&'static str, ScalarV
     ]
 }
 
+/// The partitions a bill date reads: the day before, the day, the day after.
+fn days(date: NaiveDate) -> [NaiveDate; 3] {
+    [date - Duration::days(1), date, date + Duration::days(1)]
+}
+
+/// Snapshots the day's rows of both PostgreSQL tables to `platform_source/` and registers
+/// the snapshot; returns what was read.
+async fn snapshot_postgres(
+    job: &Job<'_>,
+    pg: &PostgresSource,
+    start: i64,
+    end: i64,
+    source_files: &mut Vec<String>,
+) -> Result<Vec<String>> {
+    let wh = &job.config.warehouse;
+    let staged = job.store.staging("collect-source", job.name(), job.date)?;
+    let (from, to) = (
+        chrono::DateTime::from_timestamp_micros(start).unwrap_or_default(),
+        chrono::DateTime::from_timestamp_micros(end).unwrap_or_default(),
+    );
+    let mut read = Vec::new();
+    for (name, table, time) in [
+        ("orders", &wh.orders, &pg.orders_time),
+        ("refunds", &wh.refunds, &pg.refunds_time),
+    ] {
+        let out = staged.join(format!("{name}.parquet"));
+        let snap =
+            crate::postgres::snapshot(pg, table, time, Some(job.name()), from, to, &out).await?;
+        read.push(format!(
+            "postgres {table}: {} rows in {} chunks",
+            snap.rows, snap.chunks
+        ));
+    }
+    let dest = job.store.area("platform_source", job.name(), job.date);
+    for p in job.store.publish(&staged, &dest, true)? {
+        source_files.push(job.store.relative(&p));
+    }
+    for name in ["orders", "refunds"] {
+        let file = dest.join(format!("{name}.parquet")).display().to_string();
+        register_dirs(&job.engines.local, name, &[file]).await?;
+    }
+    Ok(read)
+}
+
+/// Registers the Delta table `name` restricted to the day's partitions, as its log lists
+/// them; returns what was read.
+async fn register_delta(
+    job: &Job<'_>,
+    what: &str,
+    name: &str,
+    table: &Location,
+) -> Result<Vec<String>> {
+    let column = &job.config.warehouse.partition_column;
+    let days = days(job.date);
+    let got = crate::delta::register(
+        &job.engines.local,
+        what,
+        name,
+        table,
+        column,
+        &days,
+        job.date,
+    )
+    .await?;
+    if got.files_of_day == 0 && name == "orders" {
+        return Err(Error::NotReady(format!(
+            "the Delta table {} (version {}) has no files in {column}={} yet",
+            table.display(),
+            got.version,
+            job.date
+        )));
+    }
+    Ok(vec![format!(
+        "delta {} version {}: {} files in {column}={}..{}",
+        table.display(),
+        got.version,
+        got.files,
+        days[0],
+        days[2]
+    )])
+}
+
+/// Registers the Hive table `name` over the day's partition directories, found by their
+/// explicit paths; returns them.
+async fn register_parquet(job: &Job<'_>, name: &str, table: &Location) -> Result<Vec<String>> {
+    let column = &job.config.warehouse.partition_column;
+    let days = days(job.date);
+    let mut parts = Vec::new();
+    let mut has_day = false;
+    for d in days {
+        if let Some(url) = table.partition(&format!("{column}={d}")).await? {
+            has_day |= d == job.date;
+            parts.push(url);
+        }
+    }
+    if !has_day && name == "orders" {
+        return Err(Error::NotReady(format!(
+            "the warehouse has no partition {column}={} in {} yet",
+            job.date,
+            table.display()
+        )));
+    }
+    if parts.is_empty() {
+        return Err(Error::NotReady(format!(
+            "the warehouse table {name} ({}) has no partition among {column}={}..{}",
+            table.display(),
+            days[0],
+            days[2]
+        )));
+    }
+    register_dirs(&job.engines.local, name, &parts).await?;
+    Ok(parts)
+}
+
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let wh = &job.config.warehouse;
-    let mut read = Vec::new();
     let tz = job.channel.tz().map_err(Error::Config)?;
     let start = reckon_udfs::end_of_day_micros(job.date - Duration::days(1), tz);
     let end = reckon_udfs::end_of_day_micros(job.date, tz);
@@ -119,104 +232,22 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         return Err(Error::Config(format!("date {} is out of range", job.date)));
     };
     let mut source_files = Vec::new();
-    if let Some(pg) = &wh.postgres {
-        // The day's rows, snapshotted first; the SQL then reads the snapshot.
-        let staged = job.store.staging("collect-source", job.name(), job.date)?;
-        let (from, to) = (
-            chrono::DateTime::from_timestamp_micros(start).unwrap_or_default(),
-            chrono::DateTime::from_timestamp_micros(end).unwrap_or_default(),
-        );
-        let mut detail = Vec::new();
-        for (name, table, time) in [
-            ("orders", &wh.orders, &pg.orders_time),
-            ("refunds", &wh.refunds, &pg.refunds_time),
-        ] {
-            let out = staged.join(format!("{name}.parquet"));
-            let snap = crate::postgres::snapshot(pg, table, time, Some(job.name()), from, to, &out)
-                .await?;
-            detail.push(format!(
-                "postgres {table}: {} rows in {} chunks",
-                snap.rows, snap.chunks
-            ));
-        }
-        let dest = job.store.area("platform_source", job.name(), job.date);
-        for p in job.store.publish(&staged, &dest, true)? {
-            source_files.push(job.store.relative(&p));
-        }
-        for name in ["orders", "refunds"] {
-            let file = dest.join(format!("{name}.parquet")).display().to_string();
-            register_dirs(&job.engines.local, name, &[file]).await?;
-        }
-        read.extend(detail);
-    }
-    let days = [
-        job.date - Duration::days(1),
-        job.date,
-        job.date + Duration::days(1),
-    ];
-    let column = &wh.partition_column;
-    for (name, location) in [("orders", &wh.orders), ("refunds", &wh.refunds)] {
-        if wh.postgres.is_some() {
-            break;
-        }
-        let what = format!("warehouse.{name}");
-        let table = Location::parse(job.config, &what, location)?;
-        table.register(&job.engines.local);
-        if wh.format == WarehouseFormat::Delta {
-            let got = crate::delta::register(
-                &job.engines.local,
-                &what,
-                name,
-                &table,
-                column,
-                &days,
-                job.date,
-            )
-            .await?;
-            if got.files_of_day == 0 && name == "orders" {
-                return Err(Error::NotReady(format!(
-                    "the Delta table {} (version {}) has no files in {column}={} yet",
-                    table.display(),
-                    got.version,
-                    job.date
-                )));
+    let read = match &wh.postgres {
+        Some(pg) => snapshot_postgres(job, pg, start, end, &mut source_files).await?,
+        None => {
+            let mut read = Vec::new();
+            for (name, location) in [("orders", &wh.orders), ("refunds", &wh.refunds)] {
+                let what = format!("warehouse.{name}");
+                let table = Location::parse(job.config, &what, location)?;
+                table.register(&job.engines.local);
+                read.extend(match wh.format {
+                    WarehouseFormat::Delta => register_delta(job, &what, name, &table).await?,
+                    WarehouseFormat::Parquet => register_parquet(job, name, &table).await?,
+                });
             }
-            read.push(format!(
-                "delta {} version {}: {} files in {column}={}..{}",
-                table.display(),
-                got.version,
-                got.files,
-                days[0],
-                days[2]
-            ));
-            continue;
+            read
         }
-        let mut parts = Vec::new();
-        let mut has_day = false;
-        for d in days {
-            if let Some(url) = table.partition(&format!("{column}={d}")).await? {
-                has_day |= d == job.date;
-                parts.push(url);
-            }
-        }
-        if !has_day && name == "orders" {
-            return Err(Error::NotReady(format!(
-                "the warehouse has no partition {column}={} in {} yet",
-                job.date,
-                table.display()
-            )));
-        }
-        if parts.is_empty() {
-            return Err(Error::NotReady(format!(
-                "the warehouse table {name} ({}) has no partition among {column}={}..{}",
-                table.display(),
-                days[0],
-                days[2]
-            )));
-        }
-        register_dirs(&job.engines.local, name, &parts).await?;
-        read.extend(parts);
-    }
+    };
 
     let params = params(job.name(), start, end);
     let (text, origin) = job.sql.read("platform.sql")?;

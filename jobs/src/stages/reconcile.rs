@@ -193,8 +193,6 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     register_dirs(ctx, "carry_in", &[url(&carry_path)]).await?;
 
     let ch = job.channel;
-    let tolerance = ch.tolerance().map_err(Error::Config)?;
-    let fee_rate = ch.fee_rate().map_err(Error::Config)?;
     let params = params(ch, job.date)?;
     let (text, origin) = job.sql.read("reconcile.sql")?;
     let df = crate::sql::plan(ctx, &text, &origin, params.into()).await?;
@@ -212,11 +210,15 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let carry_out = staged.join("carryover").join("part-0.parquet");
     let (diff_rows, carry_rows) = router.finish(&diffs_path, &carry_out)?;
 
+    let text = |r: std::result::Result<Option<rust_decimal::Decimal>, String>| {
+        r.map(|d| d.map(|d| d.to_string())).map_err(Error::Config)
+    };
     let rules = json!({
         "time_zone": ch.time_zone, "cut_window_secs": ch.cut_window_secs,
-        "grace_days": ch.grace_days, "tolerance": tolerance.to_string(),
-        "tolerance_rate": ch.tolerance_rate().map_err(Error::Config)?.map(|r| r.to_string()),
-        "fee_rate": fee_rate.map(|r| r.to_string()), "match_key": ch.match_key,
+        "grace_days": ch.grace_days,
+        "tolerance": ch.tolerance().map_err(Error::Config)?.to_string(),
+        "tolerance_rate": text(ch.tolerance_rate())?,
+        "fee_rate": text(ch.fee_rate())?, "match_key": ch.match_key,
     });
     let mut h = Sha256::new();
     for part in [

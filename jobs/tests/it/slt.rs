@@ -48,12 +48,7 @@ struct Harness {
 
 impl Harness {
     fn new() -> Result<Self, SltError> {
-        let ctx = SessionContext::new_with_config(reckon::engine::analyst_sql(
-            datafusion::prelude::SessionConfig::new(),
-        ));
-        for udf in reckon_udfs::functions() {
-            ctx.register_udf(Arc::unwrap_or_clone(udf));
-        }
+        let ctx = reckon::engine::analyst_context(datafusion::prelude::SessionConfig::new());
         for (name, schema) in [
             ("bill", &*reckon::schema::BILL),
             ("platform", &*reckon::schema::PLATFORM),
@@ -72,12 +67,8 @@ impl Harness {
     }
 
     fn channel(&self) -> Result<Channel, SltError> {
-        let text = format!(
-            "name = \"test\"\nformat = \"test\"\n\
-             source = {{ kind = \"drop_folder\", path = \".\", pattern = \"*\" }}\n{}\n",
-            self.rules.join("\n")
-        );
-        toml::from_str(&text).map_err(|e| SltError(format!("PARAMS: {e}")))
+        Channel::with_rules("test", &self.rules.join("\n"))
+            .map_err(|e| SltError(format!("PARAMS: {e}")))
     }
 
     /// `PARAMS bill_date = 2026-11-20, cut_window_secs = 60, time_zone = "UTC"`: the bill

@@ -20,6 +20,20 @@ fn run_with(env: &[(&'static str, String)], args: &[&str]) -> (i32, String, Stri
     )
 }
 
+/// `reckon run` of one day with the config `cfg`.
+fn run_day(env: &[(&'static str, String)], cfg: &Path, date: &str) -> (i32, String, String) {
+    run_with(
+        env,
+        &[
+            "run",
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "--date",
+            date,
+        ],
+    )
+}
+
 fn generate(dir: &Path, env: &[(&'static str, String)], extra: &[&str]) {
     let mut args = vec![
         "generate",
@@ -49,16 +63,7 @@ fn run_both_and_compare(
 ) -> Vec<(&'static str, serde_json::Value)> {
     for dir in [local, remote] {
         let cfg = dir.join("reckon.toml");
-        let (code, out, err) = run_with(
-            env,
-            &[
-                "run",
-                "--config",
-                cfg.to_str().expect("utf8"),
-                "--date",
-                "2026-11-20",
-            ],
-        );
+        let (code, out, err) = run_day(env, &cfg, "2026-11-20");
         assert_eq!(code, 0, "{}: {err}\n{out}", dir.display());
     }
     let diffs = |root: &Path, channel| {
@@ -166,16 +171,7 @@ fn a_warehouse_on_s3_reconciles_like_one_on_disk() {
 
     // A day the warehouse does not have yet is "not ready" (75), from S3 as from disk.
     let cfg = remote.join("reckon.toml");
-    let (code, _, err) = run_with(
-        &env,
-        &[
-            "run",
-            "--config",
-            cfg.to_str().expect("utf8"),
-            "--date",
-            "2026-11-25",
-        ],
-    );
+    let (code, _, err) = run_day(&env, &cfg, "2026-11-25");
     assert_eq!(code, 75, "{err}");
 }
 
@@ -265,16 +261,7 @@ fn the_second_look_finds_in_the_database_what_the_warehouse_lacks() {
             "wechat".into(),
         ]
     };
-    let (code, _, err) = run_with(
-        &[],
-        &[
-            "run",
-            "--config",
-            cfg.to_str().expect("utf8"),
-            "--date",
-            "2026-11-20",
-        ],
-    );
+    let (code, _, err) = run_day(&[], &cfg, "2026-11-20");
     assert_eq!(code, 0, "{err}");
     let before = diff_rows(&dir, "wechat");
     let missing: Vec<String> = before
