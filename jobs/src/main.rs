@@ -116,6 +116,9 @@ enum Command {
     Report {
         #[command(flatten)]
         day: Day,
+        /// Also print the day hour by hour (in the channel's zone), from stats/.
+        #[arg(long)]
+        hourly: bool,
     },
     /// The analysts' SQL files.
     Sql {
@@ -348,6 +351,7 @@ async fn dispatch(cmd: Command) -> Result<i32> {
                     date,
                     channels,
                 },
+            hourly,
         } => {
             let date = parse_date(&date)?;
             let config = Config::load(&config)?;
@@ -362,6 +366,17 @@ async fn dispatch(cmd: Command) -> Result<i32> {
                 })?;
                 let summary: serde_json::Value = serde_json::from_slice(&text)?;
                 print!("{}", reckon::stages::report::render(&summary));
+                if hourly {
+                    let path = store.area("stats", name, date).join("stats.parquet");
+                    if !path.exists() {
+                        return Err(Error::NotReady(format!(
+                            "no statistics for {name} on {date} ({}): reconcile the day again with this version",
+                            path.display()
+                        )));
+                    }
+                    let batches = reckon::parquet_io::read_file(&path)?;
+                    print!("{}", reckon::stages::report::render_hours(&batches)?);
+                }
             }
             Ok(0)
         }

@@ -7,6 +7,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 /// Money: exact, two decimals.
 pub const MONEY: DataType = DataType::Decimal128(18, 2);
 
+/// A sum of money over many rows: exact, two decimals, room for any day.
+pub const MONEY_SUM: DataType = DataType::Decimal128(38, 2);
+
 /// An instant, always UTC, microseconds.
 pub fn utc_ts() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -76,5 +79,23 @@ pub static CARRY: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("txn_time", utc_ts(), true),
         Field::new("source_file", DataType::Utf8, true),
         Field::new("source_line", DataType::Int64, true),
+    ]))
+});
+
+/// Statistics of a reconciled channel-day (`stats/`): one row per category and hour.
+pub static STATS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let count = |n: &str| Field::new(n, DataType::UInt64, false);
+    Arc::new(Schema::new(vec![
+        Field::new("channel", DataType::Utf8, false),
+        Field::new("bill_date", DataType::Date32, false),
+        Field::new("category", DataType::Utf8, false),
+        Field::new("hour", DataType::Int32, true),
+        count("rows"),
+        count("channel_records"),
+        count("platform_records"),
+        count("carried_records"),
+        Field::new("channel_amount", MONEY_SUM, false),
+        Field::new("platform_amount", MONEY_SUM, false),
+        count("refund_explained"),
     ]))
 });

@@ -1,6 +1,7 @@
 //! The five stages of a channel-day: fetch, normalize, collect, reconcile, report. Each is
 //! idempotent: it writes aside, commits by rename, and records itself in the run manifest.
 
+pub mod ageing;
 pub mod collect;
 pub mod fetch;
 pub mod normalize;

@@ -2,11 +2,12 @@
 //! output is routed in one pass to the differences (`results/…/diffs.parquet`), the carry-over
 //! for the next day (`carryover/`) and the statistics.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate};
+use chrono_tz::Tz;
 use datafusion::arrow::array::{
     Array, AsArray, BooleanArray, Date32Builder, Decimal128Array, Decimal128Builder, Int64Builder,
     RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::ageing;
 use super::collect::register_dirs;
 use super::{Job, Outcome};
 use crate::config::Channel;
@@ -51,6 +53,58 @@ pub struct CategoryStats {
     /// Rows whose status difference the platform's refund table explains.
     #[serde(default)]
     pub refund_explained: u64,
+}
+
+impl CategoryStats {
+    /// Adds `o` into `self`.
+    pub fn add(&mut self, o: &CategoryStats) {
+        self.rows += o.rows;
+        self.channel_records += o.channel_records;
+        self.platform_records += o.platform_records;
+        self.carried_records += o.carried_records;
+        self.channel_amount += o.channel_amount;
+        self.platform_amount += o.platform_amount;
+        self.refund_explained += o.refund_explained;
+    }
+}
+
+/// The hour of the day of a UTC instant in one zone. Zone offsets (since 1970) are whole
+/// quarter hours and change on quarter hours, so the offset is looked up once per UTC quarter
+/// hour and remembered.
+struct LocalHours {
+    zone: Tz,
+    offsets: HashMap<i64, i64>,
+}
+
+impl LocalHours {
+    const QUARTER_US: i64 = 900_000_000;
+
+    fn new(zone: Tz) -> Self {
+        Self {
+            zone,
+            offsets: HashMap::new(),
+        }
+    }
+
+    /// The local hour (0–23) of `micros` since the epoch, UTC.
+    fn hour(&mut self, micros: i64) -> u32 {
+        use chrono::{Offset, TimeZone};
+        let q = micros.div_euclid(Self::QUARTER_US);
+        let zone = self.zone;
+        let off = *self.offsets.entry(q).or_insert_with(|| {
+            chrono::DateTime::from_timestamp_micros(q * Self::QUARTER_US)
+                .map(|t| {
+                    i64::from(
+                        zone.offset_from_utc_datetime(&t.naive_utc())
+                            .fix()
+                            .local_minus_utc(),
+                    )
+                })
+                .unwrap_or(0)
+        });
+        let local_secs = micros.div_euclid(1_000_000) + off;
+        (local_secs.rem_euclid(86_400) / 3_600) as u32
+    }
 }
 
 /// What the router counted.
@@ -198,7 +252,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let df = crate::sql::plan(ctx, &text, &origin, params.into()).await?;
     let mut stream = df.execute_stream().await?;
 
-    let mut router = Router::new(job.date, ch.grace_days);
+    let mut router = Router::new(job.date, ch.grace_days, ch.tz().map_err(Error::Config)?);
     while let Some(batch) = stream.next().await {
         router.route(&plain_strings(&batch?)?, &origin)?;
     }
@@ -208,7 +262,15 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     };
     let diffs_path = staged.join("results").join("diffs.parquet");
     let carry_out = staged.join("carryover").join("part-0.parquet");
-    let (diff_rows, carry_rows) = router.finish(&diffs_path, &carry_out)?;
+    let ledger_path = staged.join("results").join("ledger.parquet");
+    let (diff_rows, ageing_detail, ledger_sha) = age_and_write(
+        job,
+        (&manifest, &fetched),
+        &router,
+        (&diffs_path, &ledger_path),
+    )?;
+    let carry_rows = router.finish_carry(&carry_out)?;
+    let stats_rows = router.write_stats(job.name(), &staged.join("stats").join("stats.parquet"))?;
 
     let text = |r: std::result::Result<Option<rust_decimal::Decimal>, String>| {
         r.map(|d| d.map(|d| d.to_string())).map_err(Error::Config)
@@ -228,6 +290,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         normalized.detail["sha256"].to_string(),
         collected.detail["sha256"].to_string(),
         carry_detail["sha256"].to_string(),
+        ledger_sha,
         job.sql.hash("reconcile.sql")?,
         rules.to_string(),
         // What the operational database answered is an input too.
@@ -242,6 +305,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     for (dir, area, exclusive) in [
         ("results", "results", false),
         ("carryover", "carryover", true),
+        ("stats", "stats", true),
     ] {
         let dest = job.store.area(area, job.name(), job.date);
         for p in job.store.publish(&staged.join(dir), &dest, exclusive)? {
@@ -254,10 +318,13 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             "run_id": run_id,
             "target_partitions": ctx.state().config().target_partitions(),
             "carry_in": carry_detail,
+            "bill_sha256": fetched.detail["sha256"],
+            "ageing": ageing_detail,
             "diff_rows": diff_rows,
             "carry_out_rows": carry_rows,
+            "stats_rows": stats_rows,
             "second_look": looked,
-            "counts": router.counts,
+            "counts": router.counts(),
             "rules": rules,
             "sql": origin,
         }),
@@ -268,7 +335,11 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
 struct Router {
     date: NaiveDate,
     grace_days: i64,
-    counts: Counts,
+    /// The categories seen, in order of first sight; `hourly` refers to them by place.
+    names: Vec<String>,
+    /// Statistics per category and hour of the day in the channel's zone.
+    hourly: HashMap<(usize, Option<u32>), CategoryStats>,
+    hours: LocalHours,
     diffs: Vec<RecordBatch>,
     carry: Vec<RecordBatch>,
 }
@@ -389,11 +460,13 @@ fn money<'a>(b: &'a RecordBatch, name: &str, origin: &str) -> Result<&'a Decimal
 }
 
 impl Router {
-    fn new(date: NaiveDate, grace_days: i64) -> Self {
+    fn new(date: NaiveDate, grace_days: i64, zone: Tz) -> Self {
         Self {
             date,
             grace_days,
-            counts: Counts::default(),
+            names: Vec::new(),
+            hourly: HashMap::new(),
+            hours: LocalHours::new(zone),
             diffs: Vec::new(),
             carry: Vec::new(),
         }
@@ -417,33 +490,56 @@ impl Router {
             .column_by_name("refund_explained")
             .and_then(|c| c.as_boolean_opt())
             .cloned();
+        let time = |name| -> Result<_> {
+            Ok(typed!(
+                b,
+                name,
+                origin,
+                as_primitive_opt::<TimestampMicrosecondType>
+            ))
+        };
+        let (ch_time, pf_time) = (time("channel_time")?, time("platform_time")?);
         for row in 0..b.num_rows() {
             if category.is_null(row) {
                 return Err(Error::Other(format!("{origin}: a row without a category")));
             }
-            let s = self
-                .counts
-                .by_category
-                .entry(category.value(row).to_string())
-                .or_default();
-            s.rows += 1;
             let (c, p) = (in_ch.value(row), in_pf.value(row));
             let (cc, pc) = (ch_carried.value(row), pf_carried.value(row));
-            s.channel_records += u64::from(c && !cc);
-            s.platform_records += u64::from(p && !pc);
-            s.carried_records += u64::from(c && cc) + u64::from(p && pc);
-            if !ch_amount.is_null(row) {
-                s.channel_amount += ch_amount.value(row);
-            }
-            if !pf_amount.is_null(row) {
-                s.platform_amount += pf_amount.value(row);
-            }
-            if explained
-                .as_ref()
-                .is_some_and(|e| e.is_valid(row) && e.value(row))
-            {
-                s.refund_explained += 1;
-            }
+            let one = CategoryStats {
+                rows: 1,
+                channel_records: u64::from(c && !cc),
+                platform_records: u64::from(p && !pc),
+                carried_records: u64::from(c && cc) + u64::from(p && pc),
+                channel_amount: if ch_amount.is_null(row) {
+                    0
+                } else {
+                    ch_amount.value(row)
+                },
+                platform_amount: if pf_amount.is_null(row) {
+                    0
+                } else {
+                    pf_amount.value(row)
+                },
+                refund_explained: u64::from(
+                    explained
+                        .as_ref()
+                        .is_some_and(|e| e.is_valid(row) && e.value(row)),
+                ),
+            };
+            let cat = category.value(row);
+            let t = [ch_time, pf_time]
+                .into_iter()
+                .find(|t| t.is_valid(row))
+                .map(|t| t.value(row));
+            let hour = t.map(|t| self.hours.hour(t));
+            let ci = match self.names.iter().position(|n| n == cat) {
+                Some(i) => i,
+                None => {
+                    self.names.push(cat.to_string());
+                    self.names.len() - 1
+                }
+            };
+            self.hourly.entry((ci, hour)).or_default().add(&one);
         }
         let not_matched = neq(
             category,
@@ -573,15 +669,75 @@ impl Router {
         Ok(RecordBatch::try_new(schema::CARRY.clone(), cols)?)
     }
 
-    /// Writes the differences sorted by `diff_id` and the carry-over sorted by side and id, so
-    /// the same inputs give the same files whatever order the engine produced.
-    fn finish(&self, diffs_path: &Path, carry_path: &Path) -> Result<(u64, u64)> {
-        let diffs = sorted(&self.diffs, &["diff_id"])?;
-        let diff_rows = diffs.as_ref().map(|b| b.num_rows() as u64).unwrap_or(0);
-        match diffs {
-            Some(b) => write_file(diffs_path, b.schema(), &[b])?,
-            None => write_file(diffs_path, Arc::new(diffs_schema_placeholder()), &[])?,
+    /// Counts and sums per category, over the hours.
+    fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        for ((ci, _), s) in &self.hourly {
+            counts
+                .by_category
+                .entry(self.names[*ci].clone())
+                .or_default()
+                .add(s);
         }
+        counts
+    }
+
+    /// `stats.parquet`: one row per category and hour of the day in the channel's zone (NULL
+    /// when the row has no time), sorted; sums at DECIMAL(38,2).
+    fn write_stats(&self, channel: &str, path: &Path) -> Result<u64> {
+        use datafusion::arrow::array::{Int32Builder, UInt64Builder};
+        let mut rows: Vec<(&str, Option<u32>, &CategoryStats)> = self
+            .hourly
+            .iter()
+            .map(|((ci, h), s)| (self.names[*ci].as_str(), *h, s))
+            .collect();
+        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let n = rows.len();
+        let mut ch = StringBuilder::new();
+        let mut day = Date32Builder::new();
+        let mut cat = StringBuilder::new();
+        let mut hour = Int32Builder::new();
+        let mut ints: Vec<UInt64Builder> = (0..5).map(|_| UInt64Builder::new()).collect();
+        let sum = || Decimal128Builder::new().with_data_type(schema::MONEY_SUM);
+        let (mut ca, mut pa) = (sum(), sum());
+        for (c, h, s) in rows {
+            ch.append_value(channel);
+            day.append_value(date32(self.date));
+            cat.append_value(c);
+            hour.append_option(h.map(|h| h as i32));
+            for (b, v) in ints.iter_mut().zip([
+                s.rows,
+                s.channel_records,
+                s.platform_records,
+                s.carried_records,
+                s.refund_explained,
+            ]) {
+                b.append_value(v);
+            }
+            ca.append_value(s.channel_amount);
+            pa.append_value(s.platform_amount);
+        }
+        let mut cols: Vec<Arc<dyn Array>> = vec![
+            Arc::new(ch.finish()),
+            Arc::new(day.finish()),
+            Arc::new(cat.finish()),
+            Arc::new(hour.finish()),
+        ];
+        let mut ints = ints
+            .into_iter()
+            .map(|mut b| Arc::new(b.finish()) as Arc<dyn Array>);
+        cols.extend(ints.by_ref().take(4));
+        cols.push(Arc::new(ca.finish()));
+        cols.push(Arc::new(pa.finish()));
+        cols.extend(ints);
+        let batch = RecordBatch::try_new(schema::STATS.clone(), cols)?;
+        write_file(path, schema::STATS.clone(), &[batch])?;
+        Ok(n as u64)
+    }
+
+    /// Writes the carry-over sorted by side and id, so the same inputs give the same file
+    /// whatever order the engine produced.
+    fn finish_carry(&self, carry_path: &Path) -> Result<u64> {
         let carry = sorted(
             &self.carry,
             &["side", "merchant_order_id", "refund_id", "source_line"],
@@ -592,8 +748,66 @@ impl Router {
             schema::CARRY.clone(),
             &carry.into_iter().collect::<Vec<_>>(),
         )?;
-        Ok((diff_rows, carry_rows))
+        Ok(carry_rows)
     }
+}
+
+/// Ages the day's differences against the day before's ledger and an earlier run of this day,
+/// and writes `diffs.parquet` (sorted by `diff_id`, so the same inputs give the same file) and
+/// `ledger.parquet`. Returns the rows written, the detail for the manifest and the hash of the
+/// day before's ledger (an input of the run).
+fn age_and_write(
+    job: &Job<'_>,
+    (manifest, fetched): (&crate::store::Manifest, &crate::store::StageRecord),
+    router: &Router,
+    (diffs_path, ledger_path): (&Path, &Path),
+) -> Result<(u64, serde_json::Value, String)> {
+    let diffs = match sorted(&router.diffs, &["diff_id"])? {
+        Some(b) => b,
+        None => RecordBatch::new_empty(Arc::new(diffs_schema_placeholder())),
+    };
+    let ledger_of = |r: &crate::store::StageRecord| {
+        r.files
+            .iter()
+            .find(|f| f.ends_with("/ledger.parquet"))
+            .map(|f| job.path(f))
+            .filter(|p| p.exists())
+    };
+    let prev = job.date - Duration::days(1);
+    let prev_manifest = job.store.manifest(job.name(), prev)?;
+    let (before, before_detail) = match prev_manifest.done("reconcile").and_then(ledger_of) {
+        Some(p) => (
+            ageing::read(&p)?,
+            json!({ "from": prev.to_string(), "file": job.store.relative(&p), "sha256": sha256_file(&p)? }),
+        ),
+        None => (
+            Vec::new(),
+            json!({ "from": null, "sha256": "none",
+                    "note": format!("{prev} has no ledger: ageing starts on {}", job.date) }),
+        ),
+    };
+    let earlier = manifest.stages.get("reconcile");
+    let earlier_run = match earlier.and_then(ledger_of) {
+        Some(p) => ageing::read(&p)?,
+        None => Vec::new(),
+    };
+    let bill_changed = earlier
+        .map(|r| r.detail["bill_sha256"] != fetched.detail["sha256"])
+        .unwrap_or(false);
+    let history = ageing::History {
+        before: &before,
+        earlier_run: &earlier_run,
+        bill_changed,
+    };
+    let (diffs, ledger, stats) = ageing::age(&diffs, job.name(), job.date, &history)?;
+    write_file(diffs_path, diffs.schema(), std::slice::from_ref(&diffs))?;
+    ageing::write(ledger_path, &ledger)?;
+    let sha = before_detail["sha256"].to_string();
+    Ok((
+        diffs.num_rows() as u64,
+        json!({ "before": before_detail, "stats": stats }),
+        sha,
+    ))
 }
 
 /// An empty day still writes a `diffs.parquet`, with the contract's columns.

@@ -111,11 +111,15 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
         "thresholds": thresholds,
         "bill_totals": normalized.detail["totals"],
         "diff_rows": reconciled.detail["diff_rows"],
+        // Differences across days: new today, open since earlier, resolved today (by what).
+        "ageing": reconciled.detail["ageing"]["stats"],
         "carry_out_rows": reconciled.detail["carry_out_rows"],
         "outputs": {
             "diffs": format!("{}/diffs.parquet", area("results")),
+            "ledger": format!("{}/ledger.parquet", area("results")),
             "summary": format!("{}/summary.json", area("results")),
             "carryover": area("carryover"),
+            "stats": format!("{}/stats.parquet", area("stats")),
             "normalized": area("normalized"),
             "rejected": area("rejected"),
             "platform": area("platform"),
@@ -243,6 +247,28 @@ pub fn render(s: &Value) -> String {
             "FAILS"
         }
     );
+    let a = &s["ageing"];
+    if a.is_object() {
+        let resolved = a["resolved"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .map(|(by, n)| format!("{} by {by}", u(n)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .filter(|t| !t.is_empty())
+            .unwrap_or_else(|| "0".into());
+        let _ = writeln!(
+            out,
+            "  open differences {} ({} new, {} persisting; oldest from {})   resolved today {}",
+            u(&a["open"]),
+            u(&a["new"]),
+            u(&a["persisting"]),
+            a["oldest_open"].as_str().unwrap_or("-"),
+            resolved
+        );
+    }
     if let Some(checked) = s["thresholds"]["checked"].as_array() {
         for t in checked.iter().filter(|t| t["passed"] == json!(true)) {
             let _ = writeln!(
@@ -259,4 +285,90 @@ pub fn render(s: &Value) -> String {
         }
     }
     out
+}
+
+/// `stats.parquet` hour by hour: rows, differences, match rate, amounts and the net
+/// unexplained amount of each hour of the day in the channel's zone.
+pub fn render_hours(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<String> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use datafusion::arrow::datatypes::{Decimal128Type, Int32Type, UInt64Type};
+    use std::fmt::Write;
+    #[derive(Default)]
+    struct Hour {
+        rows: u64,
+        matched: u64,
+        channel: i128,
+        platform: i128,
+        unexplained: i128,
+    }
+    let mut hours: BTreeMap<Option<i32>, Hour> = BTreeMap::new();
+    let bad = |c: &str| Error::Other(format!("stats.parquet: column {c} missing or mistyped"));
+    for b in batches {
+        let col = |n: &str| b.column_by_name(n).ok_or_else(|| bad(n));
+        let cat = col("category")?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| bad("category"))?;
+        let hour = col("hour")?
+            .as_primitive_opt::<Int32Type>()
+            .ok_or_else(|| bad("hour"))?;
+        let rows = col("rows")?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| bad("rows"))?;
+        let money = |n: &str| -> Result<_> {
+            col(n)?
+                .as_primitive_opt::<Decimal128Type>()
+                .ok_or_else(|| bad(n))
+        };
+        let (ca, pa) = (money("channel_amount")?, money("platform_amount")?);
+        for i in 0..b.num_rows() {
+            let h = hours
+                .entry(hour.is_valid(i).then(|| hour.value(i)))
+                .or_default();
+            let c: Category = cat.value(i).parse().map_err(|_| {
+                Error::Other(format!(
+                    "stats.parquet: unknown category {:?}",
+                    cat.value(i)
+                ))
+            })?;
+            h.rows += rows.value(i);
+            h.channel += ca.value(i);
+            h.platform += pa.value(i);
+            match c {
+                Category::Matched | Category::CrossDayMatched => h.matched += rows.value(i),
+                Category::CrossDayPending => {}
+                _ => h.unexplained += ca.value(i) - pa.value(i),
+            }
+        }
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  {:<6} {:>9} {:>11} {:>10} {:>18} {:>18} {:>16}",
+        "hour",
+        "rows",
+        "differences",
+        "match rate",
+        "channel amount",
+        "platform amount",
+        "net unexplained"
+    );
+    for (h, v) in &hours {
+        let rate = if v.rows == 0 {
+            100.0
+        } else {
+            v.matched as f64 * 100.0 / v.rows as f64
+        };
+        let _ = writeln!(
+            out,
+            "  {:<6} {:>9} {:>11} {:>9.2}% {:>18} {:>18} {:>16}",
+            h.map_or("-".to_string(), |h| format!("{h:02}")),
+            v.rows,
+            v.rows - v.matched,
+            rate,
+            money_text(v.channel),
+            money_text(v.platform),
+            money_text(v.unexplained)
+        );
+    }
+    Ok(out)
 }

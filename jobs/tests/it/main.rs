@@ -2,6 +2,7 @@
 //! `reckon` binary on generated data sets.
 
 mod accuracy;
+mod ageing;
 mod bad_input;
 mod engines;
 mod formats;
