@@ -15,14 +15,22 @@
 --                                    amount (rounded to the cent); NULL: none. The larger applies.
 --   $fee_rate         DECIMAL(18,6)  the contracted fee rate; NULL skips the fee check
 --   $match_on         VARCHAR        'merchant_order_id' or 'channel_txn_id'
+--   $fee_rounding     VARCHAR        how the channel rounds its fee: 'half_up', 'half_even',
+--                                    'down' or 'up'
+--   $compare_amount   VARCHAR        which bill amount is compared: 'order' (amount) or
+--                                    'received' (what the merchant received)
 -- Output: one row per reconciled record or pair of records; sql/README.md describes each
 -- column. The job writes every row that is not MATCHED to diffs.parquet, the
 -- CROSS_DAY_PENDING rows to the carry-over, and counts every row in summary.json (rows whose
 -- refund_explained is true also as `refund_explained` of their category).
 WITH
 channel_source AS (
-    SELECT txn_type, channel_txn_id, merchant_order_id, refund_id, amount, fee, status,
-           txn_time, source_file, source_line,
+    SELECT txn_type, channel_txn_id, merchant_order_id, refund_id,
+           -- The amount compared (and the base of the fee check); a carried record keeps the
+           -- amount compared on the day it was first seen.
+           CASE WHEN CAST($compare_amount AS VARCHAR) = 'received' THEN received ELSE amount END
+               AS amount,
+           fee, status, txn_time, source_file, source_line,
            FALSE AS carried, CAST(NULL AS DATE) AS carried_from, CAST(NULL AS DATE) AS grace_until
     FROM bill
     UNION ALL
@@ -185,7 +193,7 @@ classified AS (
                    coalesce(CAST(abs(p_amount) * CAST($tolerance_rate AS DECIMAL(18, 6))
                                  AS DECIMAL(18, 2)), CAST(0 AS DECIMAL(18, 2)))
                ) AS DECIMAL(18, 2)),
-               pending_ok, carried
+               pending_ok, carried, CAST($fee_rounding AS VARCHAR)
            ) AS category
     FROM facts
 )
@@ -202,7 +210,7 @@ SELECT
     category,
     CASE WHEN category <> 'MATCHED' THEN reckon_reason(
         category, coalesce(c_match_key, p_match_key), c_amount, p_amount, c_status, p_status,
-        c_checked_fee, CAST($fee_rate AS DECIMAL(18, 6)))
+        c_checked_fee, CAST($fee_rate AS DECIMAL(18, 6)), CAST($fee_rounding AS VARCHAR))
     END                                                AS reason,
     coalesce(c_match_key, p_match_key)                 AS match_key,
     coalesce(c_txn_type, p_txn_type)                   AS txn_type,

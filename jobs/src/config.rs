@@ -231,6 +231,15 @@ pub struct Channel {
     /// Contracted fee rate (decimal string, "0.006" is 0.6%); absent skips the fee check.
     #[serde(default)]
     pub fee_rate: Option<String>,
+    /// How the channel rounds its fee to the cent: `half_up` (default), `half_even`, `down`
+    /// or `up`.
+    #[serde(default = "default_fee_rounding")]
+    pub fee_rounding: String,
+    /// Which of the bill's amounts is compared with the platform's: `order` (the order
+    /// amount, default) or `received` (what the merchant received; the template must fill
+    /// the canonical `received` column).
+    #[serde(default = "default_compare_amount")]
+    pub compare_amount: String,
     /// More rejected rows than this fails the bill (exit 3). Default 1000.
     #[serde(default = "default_max_rejected")]
     pub max_rejected_rows: u64,
@@ -295,6 +304,12 @@ fn default_window() -> i64 {
 fn default_grace() -> i64 {
     1
 }
+fn default_fee_rounding() -> String {
+    "half_up".into()
+}
+fn default_compare_amount() -> String {
+    "order".into()
+}
 fn default_max_rejected() -> u64 {
     1000
 }
@@ -339,32 +354,7 @@ impl Config {
             if self.channels[..i].iter().any(|o| o.name == c.name) {
                 return Err(format!("channel {:?} is configured twice", c.name));
             }
-            c.tz().map_err(|e| format!("channel {}: {e}", c.name))?;
-            c.tolerance()
-                .map_err(|e| format!("channel {}: {e}", c.name))?;
-            c.fee_rate()
-                .map_err(|e| format!("channel {}: {e}", c.name))?;
-            c.tolerance_rate()
-                .map_err(|e| format!("channel {}: {e}", c.name))?;
-            c.limits().map_err(|e| format!("channel {}: {e}", c.name))?;
-            if !["merchant_order_id", "channel_txn_id"].contains(&c.match_key.as_str()) {
-                return Err(format!(
-                    "channel {}: match_key {:?} must be merchant_order_id or channel_txn_id",
-                    c.name, c.match_key
-                ));
-            }
-            if c.cut_window_secs < 0 || c.cut_window_secs > 86_400 {
-                return Err(format!(
-                    "channel {}: cut_window_secs {} must be between 0 and 86400",
-                    c.name, c.cut_window_secs
-                ));
-            }
-            if c.grace_days < 0 {
-                return Err(format!(
-                    "channel {}: grace_days must not be negative",
-                    c.name
-                ));
-            }
+            c.validate()?;
         }
         crate::engine::EngineKind::parse(&self.engine)?;
         self.storage_path()?;
@@ -456,11 +446,60 @@ impl Channel {
     /// A channel named `name` with `rules` (TOML lines of a `[[channel]]` table) and every
     /// other rule at its default; for planning SQL outside a run.
     pub fn with_rules(name: &str, rules: &str) -> std::result::Result<Channel, String> {
-        toml::from_str(&format!(
+        let c: Channel = toml::from_str(&format!(
             "name = {name:?}\nformat = {name:?}\n\
              source = {{ kind = \"drop_folder\", path = \".\", pattern = \"*\" }}\n{rules}\n"
         ))
-        .map_err(|e| e.to_string())
+        .map_err(|e| e.to_string())?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks the channel's rules; the error names the channel and the setting.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        self.tz()
+            .map_err(|e| format!("channel {}: {e}", self.name))?;
+        self.tolerance()
+            .map_err(|e| format!("channel {}: {e}", self.name))?;
+        self.fee_rate()
+            .map_err(|e| format!("channel {}: {e}", self.name))?;
+        self.tolerance_rate()
+            .map_err(|e| format!("channel {}: {e}", self.name))?;
+        self.limits()
+            .map_err(|e| format!("channel {}: {e}", self.name))?;
+        if !["merchant_order_id", "channel_txn_id"].contains(&self.match_key.as_str()) {
+            return Err(format!(
+                "channel {}: match_key {:?} must be merchant_order_id or channel_txn_id",
+                self.name, self.match_key
+            ));
+        }
+        if reckon_udfs::FeeRounding::parse(&self.fee_rounding).is_none() {
+            return Err(format!(
+                "channel {}: fee_rounding {:?} must be one of {}",
+                self.name,
+                self.fee_rounding,
+                reckon_udfs::FeeRounding::NAMES.join(", ")
+            ));
+        }
+        if !["order", "received"].contains(&self.compare_amount.as_str()) {
+            return Err(format!(
+                "channel {}: compare_amount {:?} must be order or received",
+                self.name, self.compare_amount
+            ));
+        }
+        if self.cut_window_secs < 0 || self.cut_window_secs > 86_400 {
+            return Err(format!(
+                "channel {}: cut_window_secs {} must be between 0 and 86400",
+                self.name, self.cut_window_secs
+            ));
+        }
+        if self.grace_days < 0 {
+            return Err(format!(
+                "channel {}: grace_days must not be negative",
+                self.name
+            ));
+        }
+        Ok(())
     }
 
     /// The relative amount tolerance, checked.

@@ -150,7 +150,8 @@ fn money(cents: i128) -> String {
 }
 
 fn fee_of(amount: i128) -> i128 {
-    reckon_udfs::expected_fee(amount, FEE_RATE_MICROS).unwrap_or_default()
+    reckon_udfs::expected_fee(amount, FEE_RATE_MICROS, reckon_udfs::FeeRounding::HalfUp)
+        .unwrap_or_default()
 }
 
 /// Generates the data set.

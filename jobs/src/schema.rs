@@ -26,6 +26,7 @@ pub static BILL: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("refund_id", DataType::Utf8, true),
         Field::new("amount", MONEY, false),
         Field::new("fee", MONEY, true),
+        Field::new("received", MONEY, true),
         Field::new("status", DataType::Utf8, false),
         Field::new("txn_time", utc_ts(), false),
         Field::new("source_file", DataType::Utf8, false),

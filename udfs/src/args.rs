@@ -19,6 +19,45 @@ pub fn utc_micros() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
+/// Checks the argument count of a function whose last `optional` arguments may be left out.
+pub fn arity_optional(
+    func: &str,
+    arg_types: &[DataType],
+    expected: &[DataType],
+    optional: usize,
+) -> Result<Vec<DataType>> {
+    let least = expected.len() - optional;
+    if arg_types.len() < least || arg_types.len() > expected.len() {
+        return datafusion::common::plan_err!(
+            "{func} takes {least} to {} arguments, got {}",
+            expected.len(),
+            arg_types.len()
+        );
+    }
+    Ok(expected[..arg_types.len()].to_vec())
+}
+
+/// The fee rounding of each row from an optional text argument (absent or NULL: half up);
+/// an unknown name is an execution error naming the valid ones.
+pub fn fee_rounding<'a>(
+    func: &'a str,
+    i: usize,
+    a: Option<&'a ArrayRef>,
+) -> Result<impl Fn(usize) -> Result<crate::classify::FeeRounding> + 'a> {
+    use crate::classify::FeeRounding;
+    let a = a.map(|a| strings(func, i, a)).transpose()?;
+    Ok(move |row: usize| match a {
+        Some(a) if a.is_valid(row) => FeeRounding::parse(a.value(row)).ok_or_else(|| {
+            datafusion::common::exec_datafusion_err!(
+                "{func}: fee rounding {:?} is not one of {}",
+                a.value(row),
+                FeeRounding::NAMES.join(", ")
+            )
+        }),
+        _ => Ok(FeeRounding::default()),
+    })
+}
+
 /// Checks the argument count of a fixed-arity function.
 pub fn arity(func: &str, arg_types: &[DataType], expected: &[DataType]) -> Result<Vec<DataType>> {
     if arg_types.len() != expected.len() {

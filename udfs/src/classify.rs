@@ -24,7 +24,9 @@ const NAME: &str = "reckon_classify";
 ///     c.fee, CAST($fee_rate AS DECIMAL(18,6)),           -- fee check; NULL skips it
 ///     CAST($tolerance AS DECIMAL(18,2)),                 -- amount tolerance
 ///     pending_ok,                                        -- may a one-sided row wait a day
-///     carried)                                           -- a side came from the carry-over
+///     carried,                                           -- a side came from the carry-over
+///     $fee_rounding)                                     -- optional: 'half_up' (default),
+///                                                        -- 'half_even', 'down' or 'up'
 /// -- 'MATCHED', 'AMOUNT_MISMATCH', ...
 /// ```
 ///
@@ -64,6 +66,8 @@ pub struct RowFacts<'a> {
     pub channel_fee: Option<i128>,
     /// The contracted rate (scale 6); `None` skips the fee check.
     pub fee_rate: Option<i128>,
+    /// How the channel rounds its fee.
+    pub fee_rounding: FeeRounding,
     /// Largest accepted |channel − platform| (scale 2).
     pub tolerance: i128,
     /// A one-sided row may wait for the next day (inside the cut window, or grace left).
@@ -72,17 +76,52 @@ pub struct RowFacts<'a> {
     pub carried: bool,
 }
 
-/// The contracted fee of `amount` (scale 2) at `rate` (scale 6), rounded half away from zero
-/// to the cent.
-pub fn expected_fee(amount: i128, rate: i128) -> Option<i128> {
+/// How a channel rounds a computed fee to the cent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FeeRounding {
+    /// Half away from zero (四舍五入): 0.005 → 0.01. The default.
+    #[default]
+    HalfUp,
+    /// Half to even (banker's rounding): 0.005 → 0.00, 0.015 → 0.02.
+    HalfEven,
+    /// Toward zero (truncation): 0.009 → 0.00.
+    Down,
+    /// Away from zero: 0.001 → 0.01.
+    Up,
+}
+
+impl FeeRounding {
+    /// Every mode's name, as the config and SQL spell it.
+    pub const NAMES: [&'static str; 4] = ["half_up", "half_even", "down", "up"];
+
+    /// The mode named `s`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "half_up" => Self::HalfUp,
+            "half_even" => Self::HalfEven,
+            "down" => Self::Down,
+            "up" => Self::Up,
+            _ => return None,
+        })
+    }
+}
+
+/// The contracted fee of `amount` (scale 2) at `rate` (scale 6), rounded to the cent as
+/// `rounding` says; `None` on overflow.
+pub fn expected_fee(amount: i128, rate: i128, rounding: FeeRounding) -> Option<i128> {
     let raw = amount.checked_mul(rate)?; // scale 8
     let unit = 1_000_000i128;
-    let q = raw / unit;
-    let r = raw % unit;
-    Some(if r.abs() * 2 >= unit {
-        q + raw.signum()
-    } else {
-        q
+    let q = raw / unit; // toward zero
+    let r = (raw % unit).abs();
+    let away = q + raw.signum();
+    Some(match rounding {
+        FeeRounding::Down => q,
+        FeeRounding::Up if r > 0 => away,
+        FeeRounding::Up => q,
+        FeeRounding::HalfUp if r * 2 >= unit => away,
+        FeeRounding::HalfUp => q,
+        FeeRounding::HalfEven if r * 2 > unit || (r * 2 == unit && q % 2 != 0) => away,
+        FeeRounding::HalfEven => q,
     })
 }
 
@@ -109,7 +148,7 @@ pub fn classify(f: &RowFacts<'_>) -> std::result::Result<Category, &'static str>
             if let (Some(fee), Some(rate), Some(amount)) =
                 (f.channel_fee, f.fee_rate, f.channel_amount)
             {
-                if expected_fee(amount, rate) != Some(fee) {
+                if expected_fee(amount, rate, f.fee_rounding) != Some(fee) {
                     return Ok(Category::FeeMismatch);
                 }
             }
@@ -138,13 +177,14 @@ impl ScalarUDFImpl for ClassifyFunc {
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         use DataType::{Boolean, Utf8};
-        args::arity(
+        args::arity_optional(
             NAME,
             arg_types,
             &[
                 Boolean, Boolean, Boolean, Boolean, MONEY, MONEY, Utf8, Utf8, MONEY, RATE, MONEY,
-                Boolean, Boolean,
+                Boolean, Boolean, Utf8,
             ],
+            1,
         )
     }
 
@@ -154,10 +194,11 @@ impl ScalarUDFImpl for ClassifyFunc {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(&args.args)?;
-        let [cp, pp, cd, pd, ca, pa, cs, ps, cf, rate, tol, pending, carried] = arrays.as_slice()
-        else {
-            return exec_err!("{NAME} takes 13 arguments, got {}", arrays.len());
+        let (fixed, rounding) = arrays.split_at(arrays.len().min(13));
+        let [cp, pp, cd, pd, ca, pa, cs, ps, cf, rate, tol, pending, carried] = fixed else {
+            return exec_err!("{NAME} takes 13 or 14 arguments, got {}", arrays.len());
         };
+        let rounding = args::fee_rounding(NAME, 13, rounding.first())?;
         let (cp, pp, cd, pd) = (
             bools(NAME, 0, cp)?,
             bools(NAME, 1, pp)?,
@@ -190,6 +231,7 @@ impl ScalarUDFImpl for ClassifyFunc {
                 platform_status: opt(ps, row, |a, i| a.value(i)),
                 channel_fee: opt(cf, row, |a, i| a.value(i)),
                 fee_rate: opt(rate, row, |a, i| a.value(i)),
+                fee_rounding: rounding(row)?,
                 tolerance: opt(tol, row, |a, i| a.value(i)).unwrap_or(0),
                 pending_ok: flag(pending, row),
                 carried: flag(carried, row),
@@ -270,11 +312,49 @@ mod tests {
     }
 
     #[test]
-    fn expected_fee_rounds_half_away_from_zero() {
+    fn expected_fee_rounds_half_away_from_zero_by_default() {
+        let f = |a, r| expected_fee(a, r, FeeRounding::default());
         // 0.75 * 0.006 = 0.0045 -> 0.00; 2.50 * 0.006 = 0.015 -> 0.02
-        assert_eq!(expected_fee(75, 6_000), Some(0));
-        assert_eq!(expected_fee(250, 6_000), Some(2));
-        assert_eq!(expected_fee(-250, 6_000), Some(-2));
+        assert_eq!(f(75, 6_000), Some(0));
+        assert_eq!(f(250, 6_000), Some(2));
+        assert_eq!(f(-250, 6_000), Some(-2));
+    }
+
+    #[test]
+    fn each_fee_rounding_mode_at_its_edges() {
+        use FeeRounding::*;
+        // amount × 0.006: 2.50 → 0.015 (a half, odd cent below), 4.17 → 0.02502, 1.50 → 0.009
+        // (under a cent), 5.00 → 0.03 (exact), 416.67 → 2.50002 (just above a cent)
+        let cases: [(i128, [i128; 4]); 5] = [
+            (250, [2, 2, 1, 2]),
+            (417, [3, 3, 2, 3]),
+            (150, [1, 1, 0, 1]),
+            (500, [3, 3, 3, 3]),
+            (41_667, [250, 250, 250, 251]),
+        ];
+        for (amount, want) in cases {
+            for (mode, w) in [HalfUp, HalfEven, Down, Up].into_iter().zip(want) {
+                assert_eq!(
+                    expected_fee(amount, 6_000, mode),
+                    Some(w),
+                    "{amount} {mode:?}"
+                );
+                assert_eq!(
+                    expected_fee(-amount, 6_000, mode),
+                    Some(-w),
+                    "-{amount} {mode:?}"
+                );
+            }
+        }
+        // A half with an even cent below: 2.50 × 0.01 = 0.025 → half_even 0.02, half_up 0.03.
+        assert_eq!(expected_fee(250, 10_000, HalfEven), Some(2));
+        assert_eq!(expected_fee(250, 10_000, HalfUp), Some(3));
+        assert_eq!(expected_fee(250, 10_000, Down), Some(2));
+        assert_eq!(expected_fee(250, 10_000, Up), Some(3));
+        for n in FeeRounding::NAMES {
+            assert!(FeeRounding::parse(n).is_some(), "{n}");
+        }
+        assert_eq!(FeeRounding::parse("HALF_UP"), None);
     }
 
     #[test]

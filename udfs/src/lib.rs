@@ -18,8 +18,8 @@ use datafusion::logical_expr::ScalarUDF;
 
 pub use args::money_text;
 pub use category::Category;
-pub use classify::expected_fee;
 pub use classify::ClassifyFunc;
+pub use classify::{expected_fee, FeeRounding};
 pub use cut_window::{end_of_day_micros, InCutWindowFunc};
 pub use diff_id::DiffIdFunc;
 pub use reason::ReasonFunc;

@@ -52,6 +52,7 @@ pub struct ReasonFacts<'a> {
     pub platform_status: Option<&'a str>,
     pub channel_fee: Option<i128>,
     pub fee_rate: Option<i128>,
+    pub fee_rounding: crate::classify::FeeRounding,
 }
 
 fn money(v: Option<i128>) -> String {
@@ -81,7 +82,7 @@ pub fn reason(category: Category, f: &ReasonFacts<'_>) -> String {
         ),
         Category::FeeMismatch => {
             let want = match (f.channel_amount, f.fee_rate) {
-                (Some(a), Some(r)) => money(expected_fee(a, r)),
+                (Some(a), Some(r)) => money(expected_fee(a, r, f.fee_rounding)),
                 _ => "(unknown)".into(),
             };
             format!(
@@ -127,10 +128,11 @@ impl ScalarUDFImpl for ReasonFunc {
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
         use DataType::Utf8;
-        args::arity(
+        args::arity_optional(
             NAME,
             arg_types,
-            &[Utf8, Utf8, MONEY, MONEY, Utf8, Utf8, MONEY, RATE],
+            &[Utf8, Utf8, MONEY, MONEY, Utf8, Utf8, MONEY, RATE, Utf8],
+            1,
         )
     }
 
@@ -140,9 +142,11 @@ impl ScalarUDFImpl for ReasonFunc {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let arrays: Vec<ArrayRef> = ColumnarValue::values_to_arrays(&args.args)?;
-        let [cat, key, ca, pa, cs, ps, cf, rate] = arrays.as_slice() else {
-            return exec_err!("{NAME} takes 8 arguments, got {}", arrays.len());
+        let (fixed, rounding) = arrays.split_at(arrays.len().min(8));
+        let [cat, key, ca, pa, cs, ps, cf, rate] = fixed else {
+            return exec_err!("{NAME} takes 8 or 9 arguments, got {}", arrays.len());
         };
+        let rounding = args::fee_rounding(NAME, 8, rounding.first())?;
         let (cat, key) = (strings(NAME, 0, cat)?, strings(NAME, 1, key)?);
         let (ca, pa) = (decimals(NAME, 2, ca)?, decimals(NAME, 3, pa)?);
         let (cs, ps) = (strings(NAME, 4, cs)?, strings(NAME, 5, ps)?);
@@ -167,6 +171,7 @@ impl ScalarUDFImpl for ReasonFunc {
                 platform_status: opt(ps, row, |a, i| a.value(i)),
                 channel_fee: opt(cf, row, |a, i| a.value(i)),
                 fee_rate: opt(rate, row, |a, i| a.value(i)),
+                fee_rounding: rounding(row)?,
             };
             out.append_value(reason(category, &facts));
         }

@@ -135,6 +135,8 @@ pub struct Row<'a> {
     pub amount: i128,
     /// Scale-2 mantissa.
     pub fee: Option<i128>,
+    /// Scale-2 mantissa: what the merchant received, when the bill says.
+    pub received: Option<i128>,
     /// See the BILL schema.
     pub status: &'a str,
     /// Microseconds since the epoch, UTC.
@@ -174,6 +176,7 @@ const AMOUNT: usize = 4;
 const FEE: usize = 5;
 const STATUS: usize = 6;
 const TXN_TIME: usize = 7;
+const RECEIVED: usize = 8;
 
 impl Plan {
     /// Resolves `t`'s column names with `lookup` (a name → its field index, or `None` when the
@@ -343,6 +346,7 @@ impl Plan {
         let fee = money(&head[FEE], r, refund)?;
         let status = text(&head[STATUS], r, refund)
             .ok_or_else(|| format!("empty status ({})", head[STATUS].label))?;
+        let received = money(&tail[RECEIVED - TXN_TIME], r, refund)?;
         let time_col = &mut tail[0];
         let raw = pick(
             if refund {
@@ -370,6 +374,7 @@ impl Plan {
             },
             amount,
             fee,
+            received,
             status,
             txn_time,
         })

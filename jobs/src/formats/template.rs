@@ -363,6 +363,7 @@ pub const CANONICAL: &[(&str, bool, Kind)] = &[
     ("fee", false, Kind::Money),
     ("status", true, Kind::Text),
     ("txn_time", true, Kind::Time),
+    ("received", false, Kind::Money),
 ];
 
 impl Template {

@@ -49,6 +49,7 @@ pub(crate) struct RowWriter<'a> {
     refund_id: StringBuilder,
     amount: Decimal128Builder,
     fee: Decimal128Builder,
+    received: Decimal128Builder,
     status: StringBuilder,
     txn_time: TimestampMicrosecondBuilder,
     line: Int64Builder,
@@ -124,6 +125,7 @@ impl<'a> RowWriter<'a> {
             refund_id: strings(0),
             amount: money_builder(),
             fee: money_builder(),
+            received: money_builder(),
             status: strings(0),
             txn_time: times(),
             line: Int64Builder::with_capacity(BATCH_ROWS),
@@ -155,6 +157,7 @@ impl<'a> RowWriter<'a> {
         self.refund_id.append_option(r.refund_id);
         self.amount.append_value(r.amount);
         self.fee.append_option(r.fee);
+        self.received.append_option(r.received);
         self.status.append_value(r.status);
         self.txn_time.append_value(r.txn_time);
         self.line.append_value(line);
@@ -210,6 +213,7 @@ impl<'a> RowWriter<'a> {
                 take_strings(&mut self.refund_id),
                 Arc::new(std::mem::replace(&mut self.amount, money_builder()).finish()),
                 Arc::new(std::mem::replace(&mut self.fee, money_builder()).finish()),
+                Arc::new(std::mem::replace(&mut self.received, money_builder()).finish()),
                 take_strings(&mut self.status),
                 Arc::new(std::mem::replace(&mut self.txn_time, times()).finish()),
                 src,

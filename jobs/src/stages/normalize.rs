@@ -20,6 +20,13 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
         &job.channel.format,
         Some(&job.config.base_dir.join("formats")),
     )?;
+    if job.channel.compare_amount == "received" && !template.columns.contains_key("received") {
+        return Err(Error::Config(format!(
+            "channel {}: compare_amount = \"received\" needs the bill's received amount, but template {} fills no `received` column: add [columns.received] to it, or compare the order amount",
+            job.name(),
+            template.name
+        )));
+    }
     let staged = job.store.staging("normalize", job.name(), job.date)?;
     let (norm_dir, rej_dir) = (staged.join("normalized"), staged.join("rejected"));
     let (norm_file, rej_file) = (

@@ -226,6 +226,14 @@ pub fn params(ch: &Channel, date: NaiveDate) -> Result<Vec<(&'static str, Scalar
         ),
         ("fee_rate", decimal_param(fee_rate.map(|r| scaled(r, 6)), 6)),
         ("match_on", ScalarValue::Utf8(Some(ch.match_key.clone()))),
+        (
+            "fee_rounding",
+            ScalarValue::Utf8(Some(ch.fee_rounding.clone())),
+        ),
+        (
+            "compare_amount",
+            ScalarValue::Utf8(Some(ch.compare_amount.clone())),
+        ),
     ])
 }
 
@@ -281,6 +289,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         "tolerance": ch.tolerance().map_err(Error::Config)?.to_string(),
         "tolerance_rate": text(ch.tolerance_rate())?,
         "fee_rate": text(ch.fee_rate())?, "match_key": ch.match_key,
+        "fee_rounding": ch.fee_rounding, "compare_amount": ch.compare_amount,
     });
     let mut h = Sha256::new();
     for part in [

@@ -400,6 +400,57 @@ fn every_shipped_template_reads_its_example_bill() {
     }
 }
 
+#[test]
+fn the_received_amount_is_read_where_the_bill_has_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cases: [(&str, &str, &[Option<&str>]); 5] = [
+        (
+            "alipay_trade_v1",
+            "20881234567890120156_20261120.csv.zip",
+            &[
+                Some("199.00"),
+                Some("32.50"),
+                Some("1288.00"),
+                Some("199.00"),
+            ],
+        ),
+        (
+            "wechat_trade_v3",
+            "tradebill_20261120.csv",
+            &[Some("88.00"), Some("1200.00"), Some("45.00")],
+        ),
+        // Net of the fee, refunds as positive amounts.
+        (
+            "stripe_balance_v1",
+            "stripe_balance_2026-11-20.csv",
+            &[Some("48.24"), Some("1213.45"), Some("19.99")],
+        ),
+        (
+            "generic_acquirer_v1",
+            "settlement_detail_report_batch_412.csv",
+            &[Some("119.34"), Some("35.30"), Some("60.06")],
+        ),
+        // The older WeChat layout has no settlement amount.
+        ("wechat_trade_v2", "wechat_v2_20190601.csv", &[None, None]),
+    ];
+    for (format, file, want) in cases {
+        let out = tmp.path().join(format);
+        let (code, json, err) = normalize(format, &example(file), &out, &[]);
+        assert_eq!(code, 0, "{format}: {err}");
+        let b = one(&out.join("normalized.parquet"));
+        let got: Vec<Option<String>> = (0..b.num_rows())
+            .map(|i| money(&b, "received", i))
+            .collect();
+        let n = want.len().min(got.len());
+        assert_eq!(
+            got[..n].iter().map(|v| v.as_deref()).collect::<Vec<_>>(),
+            want[..n].to_vec(),
+            "{format}: {json}"
+        );
+        assert!(got.len() >= want.len(), "{format}: {got:?}");
+    }
+}
+
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).expect("write");
 }

@@ -1,0 +1,77 @@
+//! Per-channel rules through the whole job: `compare_amount = "received"` reconciles on what
+//! the merchant received, and is refused, naming the setting, when the template cannot say.
+
+use crate::support::{generate, run_day};
+
+fn set(cfg: &std::path::Path, channel: &str, lines: &str) {
+    let text = std::fs::read_to_string(cfg).expect("config");
+    let text = text.replacen(
+        &format!("name = \"{channel}\"\n"),
+        &format!("name = \"{channel}\"\n{lines}\n"),
+        1,
+    );
+    std::fs::write(cfg, text).expect("config");
+}
+
+#[test]
+fn compare_amount_received_runs_on_the_received_column_or_is_refused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let cfg = generate(&dir, "2026-11-20", 1, 500, 3);
+
+    // A WeChat template without the settlement amount: refused before anything is written.
+    let v3 = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../formats/wechat_trade_v3.toml"),
+    )
+    .expect("template");
+    let start = v3.find("[columns.received]").expect("received in v3");
+    let end = start + v3[start..].find("\n\n").expect("block end");
+    let own = dir.join("wechat_without_received.toml");
+    std::fs::write(&own, format!("{}{}", &v3[..start], &v3[end + 2..])).expect("write");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "format = \"wechat_trade_v3\"",
+            &format!("format = {:?}", own.to_str().expect("utf8")),
+        ),
+    )
+    .expect("config");
+    set(&cfg, "wechat", "compare_amount = \"received\"");
+    let (code, json, stderr) = run_day(&cfg, "2026-11-20", &["--channel", "wechat"]);
+    assert_eq!(code, 2, "{json}\n{stderr}");
+    let err = json["channels"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("compare_amount") && err.contains("received"),
+        "{json}"
+    );
+    assert!(!dir
+        .join("output/normalized/channel=wechat/dt=2026-11-20")
+        .exists());
+
+    // Alipay's template reads 商家实收: the day reconciles on it. The generated bills pay
+    // the full order amount, so the categories are those of the order amount.
+    let (code, base, stderr) = run_day(&cfg, "2026-11-20", &["--channel", "alipay"]);
+    assert_eq!(code, 0, "{base}\n{stderr}");
+    set(&cfg, "alipay", "compare_amount = \"received\"");
+    let (code, got, stderr) = run_day(&cfg, "2026-11-20", &["--channel", "alipay"]);
+    assert_eq!(code, 0, "{got}\n{stderr}");
+    assert_eq!(got["channels"][0]["counts"], base["channels"][0]["counts"]);
+    assert_ne!(got["channels"][0]["run_id"], base["channels"][0]["run_id"]);
+
+    // A rounding the config does not know is refused at load, naming the setting.
+    set(&cfg, "alipay", "fee_rounding = \"bankers\"");
+    let o = crate::support::run(&[
+        "run",
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--date",
+        "2026-11-20",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("fee_rounding") && err.contains("half_even"),
+        "{err}"
+    );
+}
