@@ -5,8 +5,9 @@
 -- Output: the canonical platform schema (sql/README.md); refunded_amount is, for an order,
 -- the sum of its successful refunds in the partitions read (NULL when none, and on refunds).
 -- Tables (registered by the job from the partitions dt = D-1, D and D+1, by explicit path):
---   orders   order_no, pay_channel, channel_trade_no, amount, status, paid_at (UTC)
---   refunds  refund_no, order_no, pay_channel, channel_refund_no, amount, status, refunded_at (UTC)
+--   orders   order_no, pay_channel, channel_trade_no, amount, status, paid_at (UTC), merchant_id
+--   refunds  refund_no, order_no, pay_channel, channel_refund_no, amount, status, refunded_at (UTC),
+--            merchant_id
 -- Parameters (bound by the job):
 --   $channel    VARCHAR    the channel's name
 --   $day_start  TIMESTAMP  the bill date's first instant in the channel's time zone, as UTC
@@ -31,7 +32,8 @@ orders_renamed AS (
         CAST(amount AS DECIMAL(18, 2)) AS amount,
         status                         AS status,
         paid_at                        AS txn_time,
-        r.refunded_amount              AS refunded_amount
+        r.refunded_amount              AS refunded_amount,
+        merchant_id                    AS merchant_id
     FROM orders
     LEFT JOIN refunded r USING (order_no)
     WHERE pay_channel = $channel
@@ -49,7 +51,8 @@ refunds_renamed AS (
         CAST(amount AS DECIMAL(18, 2)) AS amount,
         status                         AS status,
         refunded_at                    AS txn_time,
-        CAST(NULL AS DECIMAL(18, 2))   AS refunded_amount
+        CAST(NULL AS DECIMAL(18, 2))   AS refunded_amount,
+        merchant_id                    AS merchant_id
     FROM refunds
     WHERE pay_channel = $channel
 ),
@@ -70,7 +73,8 @@ SELECT
     amount,
     status,
     txn_time,
-    refunded_amount
+    refunded_amount,
+    merchant_id
 FROM unioned
 -- The bill date is a day in the channel's zone; the warehouse may have put the record in
 -- any of the three partitions read, so the time decides.

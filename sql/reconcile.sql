@@ -30,12 +30,12 @@ channel_source AS (
            -- amount compared on the day it was first seen.
            CASE WHEN CAST($compare_amount AS VARCHAR) = 'received' THEN received ELSE amount END
                AS amount,
-           fee, status, txn_time, source_file, source_line,
+           fee, status, txn_time, source_file, source_line, merchant_id,
            FALSE AS carried, CAST(NULL AS DATE) AS carried_from, CAST(NULL AS DATE) AS grace_until
     FROM bill
     UNION ALL
     SELECT txn_type, channel_txn_id, merchant_order_id, refund_id, amount, fee, status,
-           txn_time, source_file, source_line,
+           txn_time, source_file, source_line, merchant_id,
            TRUE AS carried, carried_from, grace_until
     FROM carry_in
     WHERE side = 'CHANNEL'
@@ -78,13 +78,13 @@ channel_side AS (
 
 platform_source AS (
     SELECT txn_type, platform_order_id, merchant_order_id, refund_id, channel_txn_id, amount,
-           status, txn_time, refunded_amount, snapshot_row,
+           status, txn_time, refunded_amount, snapshot_row, merchant_id,
            FALSE AS carried, CAST(NULL AS DATE) AS carried_from, CAST(NULL AS DATE) AS grace_until
     FROM platform
     UNION ALL
     SELECT txn_type, platform_order_id, merchant_order_id, refund_id, channel_txn_id, amount,
            status, txn_time, CAST(NULL AS DECIMAL(18, 2)) AS refunded_amount,
-           CAST(0 AS BIGINT) AS snapshot_row,
+           CAST(0 AS BIGINT) AS snapshot_row, merchant_id,
            TRUE AS carried, carried_from, grace_until
     FROM carry_in
     WHERE side = 'PLATFORM'
@@ -131,6 +131,7 @@ joined AS (
         c.refund_id AS c_refund_id, c.amount AS c_amount, c.fee AS c_fee, c.status AS c_status,
         c.txn_time AS c_txn_time, c.source_file AS c_source_file, c.source_line AS c_source_line,
         c.carried AS c_carried, c.carried_from AS c_carried_from, c.grace_until AS c_grace_until,
+        c.merchant_id AS c_merchant_id, p.merchant_id AS p_merchant_id,
         p.match_key AS p_match_key, p.ordinal AS p_ordinal, p.duplicate AS p_dup, p.txn_type AS p_txn_type,
         p.platform_order_id AS p_platform_order_id, p.merchant_order_id AS p_merchant_order_id,
         p.refund_id AS p_refund_id, p.channel_txn_id AS p_channel_txn_id, p.amount AS p_amount,
@@ -218,6 +219,8 @@ SELECT
     coalesce(c_channel_txn_id, p_channel_txn_id)       AS channel_txn_id,
     coalesce(c_merchant_order_id, p_merchant_order_id) AS merchant_order_id,
     coalesce(c_refund_id, p_refund_id)                 AS refund_id,
+    -- The platform's merchant when the platform has the record, else the one the bill names.
+    coalesce(p_merchant_id, c_merchant_id)             AS merchant_id,
     p_amount                                           AS platform_amount,
     c_amount                                           AS channel_amount,
     CAST(c_amount - p_amount AS DECIMAL(18, 2))        AS amount_delta,

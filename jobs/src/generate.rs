@@ -681,6 +681,12 @@ fn write_wechat(rows: &[BillRow], path: &Path) -> Result<i64> {
     Ok(2)
 }
 
+/// The platform merchant an order belongs to: one of seven, fixed by the order number.
+fn merchant_of(order_no: &str) -> String {
+    let n: u64 = order_no.bytes().map(u64::from).sum();
+    format!("M{:03}", n % 7 + 1)
+}
+
 fn orders_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("order_no", DataType::Utf8, false),
@@ -689,6 +695,7 @@ fn orders_schema() -> SchemaRef {
         Field::new("amount", MONEY, false),
         Field::new("status", DataType::Utf8, false),
         Field::new("paid_at", utc_ts(), false),
+        Field::new("merchant_id", DataType::Utf8, false),
     ]))
 }
 
@@ -701,6 +708,7 @@ fn refunds_schema() -> SchemaRef {
         Field::new("amount", MONEY, false),
         Field::new("status", DataType::Utf8, false),
         Field::new("refunded_at", utc_ts(), false),
+        Field::new("merchant_id", DataType::Utf8, false),
     ]))
 }
 
@@ -720,7 +728,7 @@ fn write_warehouse(out: &Path, rows: &[PlatformRow]) -> Result<u64> {
         let n = rows.len();
         let mut amount = Decimal128Builder::with_capacity(n).with_data_type(MONEY);
         let mut at = TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC");
-        let mut s: Vec<StringBuilder> = (0..5).map(|_| StringBuilder::new()).collect();
+        let mut s: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
         for r in rows {
             let channel = if r.order_no.starts_with('A') {
                 "alipay"
@@ -740,6 +748,7 @@ fn write_warehouse(out: &Path, rows: &[PlatformRow]) -> Result<u64> {
                 s[2].append_value(&r.channel_id);
             }
             s[4].append_value(r.status);
+            s[5].append_value(merchant_of(&r.order_no));
         }
         let mut cols: Vec<datafusion::arrow::array::ArrayRef> = Vec::new();
         let used = if *refund { 4 } else { 3 };
@@ -749,6 +758,7 @@ fn write_warehouse(out: &Path, rows: &[PlatformRow]) -> Result<u64> {
         cols.push(Arc::new(amount.finish()));
         cols.push(Arc::new(s[4].finish()));
         cols.push(Arc::new(at.finish()));
+        cols.push(Arc::new(s[5].finish()));
         let schema = if *refund {
             refunds_schema()
         } else {

@@ -119,6 +119,12 @@ enum Command {
         /// Also print the day hour by hour (in the channel's zone), from stats/.
         #[arg(long)]
         hourly: bool,
+        /// Also print the day merchant by merchant, largest net unexplained first, from stats/.
+        #[arg(long)]
+        by_merchant: bool,
+        /// How many merchants `--by-merchant` shows.
+        #[arg(long, default_value_t = 20)]
+        top: usize,
     },
     /// The analysts' SQL files.
     Sql {
@@ -352,6 +358,8 @@ async fn dispatch(cmd: Command) -> Result<i32> {
                     channels,
                 },
             hourly,
+            by_merchant,
+            top,
         } => {
             let date = parse_date(&date)?;
             let config = Config::load(&config)?;
@@ -366,8 +374,14 @@ async fn dispatch(cmd: Command) -> Result<i32> {
                 })?;
                 let summary: serde_json::Value = serde_json::from_slice(&text)?;
                 print!("{}", reckon::stages::report::render(&summary));
-                if hourly {
-                    let path = store.area("stats", name, date).join("stats.parquet");
+                for (wanted, file, grain, limit) in [
+                    (hourly, "by_hour.parquet", "hour", usize::MAX),
+                    (by_merchant, "by_merchant.parquet", "merchant_id", top),
+                ] {
+                    if !wanted {
+                        continue;
+                    }
+                    let path = store.area("stats", name, date).join(file);
                     if !path.exists() {
                         return Err(Error::NotReady(format!(
                             "no statistics for {name} on {date} ({}): reconcile the day again with this version",
@@ -375,7 +389,10 @@ async fn dispatch(cmd: Command) -> Result<i32> {
                         )));
                     }
                     let batches = reckon::parquet_io::read_file(&path)?;
-                    print!("{}", reckon::stages::report::render_hours(&batches)?);
+                    print!(
+                        "{}",
+                        reckon::stages::report::render_grain(&batches, grain, limit)?
+                    );
                 }
             }
             Ok(0)

@@ -27,6 +27,7 @@ pub static BILL: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("amount", MONEY, false),
         Field::new("fee", MONEY, true),
         Field::new("received", MONEY, true),
+        Field::new("merchant_id", DataType::Utf8, true),
         Field::new("status", DataType::Utf8, false),
         Field::new("txn_time", utc_ts(), false),
         Field::new("source_file", DataType::Utf8, false),
@@ -59,9 +60,14 @@ pub static PLATFORM: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("status", DataType::Utf8, true),
         Field::new("txn_time", utc_ts(), true),
         Field::new("refunded_amount", MONEY, true),
+        Field::new("merchant_id", DataType::Utf8, true),
         Field::new("snapshot_row", DataType::Int64, true),
     ]))
 });
+
+/// Columns of the canonical platform schema a `platform.sql` may leave out (NULL then): SQL
+/// written before they existed keeps working.
+pub const PLATFORM_OPTIONAL: &[&str] = &["merchant_id"];
 
 /// A one-sided record carried to the next day (`carryover/`).
 pub static CARRY: LazyLock<SchemaRef> = LazyLock::new(|| {
@@ -80,17 +86,18 @@ pub static CARRY: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("txn_time", utc_ts(), true),
         Field::new("source_file", DataType::Utf8, true),
         Field::new("source_line", DataType::Int64, true),
+        Field::new("merchant_id", DataType::Utf8, true),
     ]))
 });
 
-/// Statistics of a reconciled channel-day (`stats/`): one row per category and hour.
+/// Statistics of a reconciled channel-day (`stats/`): one row per category and grain (an
+/// hour, a merchant); the grain's column comes fourth, after `category`.
 pub static STATS: LazyLock<SchemaRef> = LazyLock::new(|| {
     let count = |n: &str| Field::new(n, DataType::UInt64, false);
     Arc::new(Schema::new(vec![
         Field::new("channel", DataType::Utf8, false),
         Field::new("bill_date", DataType::Date32, false),
         Field::new("category", DataType::Utf8, false),
-        Field::new("hour", DataType::Int32, true),
         count("rows"),
         count("channel_records"),
         count("platform_records"),

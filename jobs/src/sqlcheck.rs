@@ -159,6 +159,7 @@ async fn platform_inputs(ctx: &SessionContext, config: Option<&Config>) -> Resul
         .fields()
         .iter()
         .filter(|f| f.name() != "snapshot_row")
+        .filter(|f| !schema::PLATFORM_OPTIONAL.contains(&f.name().as_str()))
         .map(|f| (f.name().clone(), Some(f.data_type().clone())))
         .collect();
     let params = crate::stages::collect::params("check", 0, 86_400_000_000).into();

@@ -137,6 +137,8 @@ pub struct Row<'a> {
     pub fee: Option<i128>,
     /// Scale-2 mantissa: what the merchant received, when the bill says.
     pub received: Option<i128>,
+    /// The merchant (account or sub-merchant) the bill names.
+    pub merchant_id: Option<&'a str>,
     /// See the BILL schema.
     pub status: &'a str,
     /// Microseconds since the epoch, UTC.
@@ -177,6 +179,7 @@ const FEE: usize = 5;
 const STATUS: usize = 6;
 const TXN_TIME: usize = 7;
 const RECEIVED: usize = 8;
+const MERCHANT_ID: usize = 9;
 
 impl Plan {
     /// Resolves `t`'s column names with `lookup` (a name → its field index, or `None` when the
@@ -375,6 +378,7 @@ impl Plan {
             amount,
             fee,
             received,
+            merchant_id: text(&tail[MERCHANT_ID - TXN_TIME], r, refund),
             status,
             txn_time,
         })

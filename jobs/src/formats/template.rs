@@ -364,6 +364,7 @@ pub const CANONICAL: &[(&str, bool, Kind)] = &[
     ("status", true, Kind::Text),
     ("txn_time", true, Kind::Time),
     ("received", false, Kind::Money),
+    ("merchant_id", false, Kind::Text),
 ];
 
 impl Template {

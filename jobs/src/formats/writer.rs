@@ -50,6 +50,7 @@ pub(crate) struct RowWriter<'a> {
     amount: Decimal128Builder,
     fee: Decimal128Builder,
     received: Decimal128Builder,
+    merchant_id: StringBuilder,
     status: StringBuilder,
     txn_time: TimestampMicrosecondBuilder,
     line: Int64Builder,
@@ -126,6 +127,7 @@ impl<'a> RowWriter<'a> {
             amount: money_builder(),
             fee: money_builder(),
             received: money_builder(),
+            merchant_id: strings(0),
             status: strings(0),
             txn_time: times(),
             line: Int64Builder::with_capacity(BATCH_ROWS),
@@ -158,6 +160,7 @@ impl<'a> RowWriter<'a> {
         self.amount.append_value(r.amount);
         self.fee.append_option(r.fee);
         self.received.append_option(r.received);
+        self.merchant_id.append_option(r.merchant_id);
         self.status.append_value(r.status);
         self.txn_time.append_value(r.txn_time);
         self.line.append_value(line);
@@ -214,6 +217,7 @@ impl<'a> RowWriter<'a> {
                 Arc::new(std::mem::replace(&mut self.amount, money_builder()).finish()),
                 Arc::new(std::mem::replace(&mut self.fee, money_builder()).finish()),
                 Arc::new(std::mem::replace(&mut self.received, money_builder()).finish()),
+                take_strings(&mut self.merchant_id),
                 take_strings(&mut self.status),
                 Arc::new(std::mem::replace(&mut self.txn_time, times()).finish()),
                 src,

@@ -64,9 +64,24 @@ fn with_column(batch: &RecordBatch, name: &str, col: ArrayRef) -> Result<RecordB
 }
 
 /// Casts a batch of query output to `target`, naming the SQL file and column on a mismatch.
-pub fn conform(batch: &RecordBatch, target: &SchemaRef, origin: &str) -> Result<RecordBatch> {
+/// Columns named in `optional` may be missing: they become NULL.
+pub fn conform(
+    batch: &RecordBatch,
+    target: &SchemaRef,
+    optional: &[&str],
+    origin: &str,
+) -> Result<RecordBatch> {
     let mut cols = Vec::with_capacity(target.fields().len());
     for f in target.fields() {
+        if !batch.schema().fields().iter().any(|g| g.name() == f.name())
+            && optional.contains(&f.name().as_str())
+        {
+            cols.push(datafusion::arrow::array::new_null_array(
+                f.data_type(),
+                batch.num_rows(),
+            ));
+            continue;
+        }
         let col = batch.column_by_name(f.name()).ok_or_else(|| {
             Error::Config(format!(
                 "{origin}: the query has no output column {:?} (it has: {})",
@@ -254,10 +269,15 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let df = crate::sql::plan(&job.engines.local, &text, &origin, params.into()).await?;
     // Sorted on every column, so the same warehouse rows give the same snapshot bytes (and
     // run id) however the engine scheduled the scan.
+    let present = df.schema().clone();
     let order = schema::PLATFORM
         .fields()
         .iter()
         .filter(|f| f.name() != "snapshot_row")
+        .filter(|f| {
+            !schema::PLATFORM_OPTIONAL.contains(&f.name().as_str())
+                || present.field_with_unqualified_name(f.name()).is_ok()
+        })
         .map(|f| ident(f.name()).sort(true, true))
         .collect::<Vec<_>>();
     let df = df
@@ -278,7 +298,12 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         // The row's place in the sorted snapshot: the tie-breaker between identical records.
         let seq: Int64Array = (rows as i64 + 1..=rows as i64 + batch.num_rows() as i64).collect();
         let batch = with_column(&batch, "snapshot_row", Arc::new(seq))?;
-        let batch = conform(&batch, &schema::PLATFORM, &origin)?;
+        let batch = conform(
+            &batch,
+            &schema::PLATFORM,
+            schema::PLATFORM_OPTIONAL,
+            &origin,
+        )?;
         rows += batch.num_rows() as u64;
         writer.write(&batch)?;
     }

@@ -278,7 +278,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         (&diffs_path, &ledger_path),
     )?;
     let carry_rows = router.finish_carry(&carry_out)?;
-    let stats_rows = router.write_stats(job.name(), &staged.join("stats").join("stats.parquet"))?;
+    let stats_rows = router.write_stats(job.name(), &staged.join("stats"))?;
 
     let text = |r: std::result::Result<Option<rust_decimal::Decimal>, String>| {
         r.map(|d| d.map(|d| d.to_string())).map_err(Error::Config)
@@ -348,6 +348,8 @@ struct Router {
     names: Vec<String>,
     /// Statistics per category and hour of the day in the channel's zone.
     hourly: HashMap<(usize, Option<u32>), CategoryStats>,
+    /// Statistics per category and merchant (NULL merchant apart, so no row allocates).
+    by_merchant: HashMap<usize, (CategoryStats, HashMap<String, CategoryStats>)>,
     hours: LocalHours,
     diffs: Vec<RecordBatch>,
     carry: Vec<RecordBatch>,
@@ -475,6 +477,7 @@ impl Router {
             grace_days,
             names: Vec::new(),
             hourly: HashMap::new(),
+            by_merchant: HashMap::new(),
             hours: LocalHours::new(zone),
             diffs: Vec::new(),
             carry: Vec::new(),
@@ -508,6 +511,10 @@ impl Router {
             ))
         };
         let (ch_time, pf_time) = (time("channel_time")?, time("platform_time")?);
+        // Optional: SQL from before merchants has no such column (all rows: no merchant).
+        let merchant = b
+            .column_by_name("merchant_id")
+            .and_then(|c| c.as_string_opt::<i32>());
         for row in 0..b.num_rows() {
             if category.is_null(row) {
                 return Err(Error::Other(format!("{origin}: a row without a category")));
@@ -549,6 +556,16 @@ impl Router {
                 }
             };
             self.hourly.entry((ci, hour)).or_default().add(&one);
+            let (none, known) = self.by_merchant.entry(ci).or_default();
+            match merchant.and_then(|m| m.is_valid(row).then(|| m.value(row))) {
+                None => none.add(&one),
+                Some(m) => match known.get_mut(m) {
+                    Some(s) => s.add(&one),
+                    None => {
+                        known.insert(m.to_string(), one);
+                    }
+                },
+            }
         }
         let not_matched = neq(
             category,
@@ -610,7 +627,11 @@ impl Router {
         let grace_end = date32(self.date + Duration::days(self.grace_days));
         let mut side = StringBuilder::new();
         let (mut cf, mut gu) = (Date32Builder::new(), Date32Builder::new());
-        let mut strs: Vec<StringBuilder> = (0..7).map(|_| StringBuilder::new()).collect();
+        let mut strs: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
+        // Optional: SQL from before merchants has no such column.
+        let merchant = b
+            .column_by_name("merchant_id")
+            .and_then(|c| c.as_string_opt::<i32>());
         let mut amount = Decimal128Builder::new().with_data_type(schema::MONEY);
         let mut fees = Decimal128Builder::new().with_data_type(schema::MONEY);
         let mut time = TimestampMicrosecondBuilder::new().with_timezone("UTC");
@@ -642,6 +663,7 @@ impl Router {
                 get(pf_status, i)
             });
             strs[6].append_option(get(file, i));
+            strs[7].append_option(merchant.and_then(|m| get(m, i)));
             let (a, t) = if channel_side {
                 (ch_amount, ch_time)
             } else {
@@ -674,6 +696,7 @@ impl Router {
             Arc::new(time.finish()),
             next()?,
             Arc::new(lines.finish()),
+            next()?,
         ];
         Ok(RecordBatch::try_new(schema::CARRY.clone(), cols)?)
     }
@@ -691,57 +714,55 @@ impl Router {
         counts
     }
 
-    /// `stats.parquet`: one row per category and hour of the day in the channel's zone (NULL
-    /// when the row has no time), sorted; sums at DECIMAL(38,2).
-    fn write_stats(&self, channel: &str, path: &Path) -> Result<u64> {
-        use datafusion::arrow::array::{Int32Builder, UInt64Builder};
-        let mut rows: Vec<(&str, Option<u32>, &CategoryStats)> = self
+    /// The day's statistics in `dir`: `by_hour.parquet` (one row per category and hour of the
+    /// day in the channel's zone, NULL when the row has no time) and `by_merchant.parquet` (one
+    /// row per category and merchant, NULL when neither side names one); sorted, sums at
+    /// DECIMAL(38,2). Returns the rows written.
+    fn write_stats(&self, channel: &str, dir: &Path) -> Result<u64> {
+        use datafusion::arrow::array::{Int32Array, StringArray};
+        let mut hours: Vec<(&str, Option<u32>, &CategoryStats)> = self
             .hourly
             .iter()
             .map(|((ci, h), s)| (self.names[*ci].as_str(), *h, s))
             .collect();
-        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        let n = rows.len();
-        let mut ch = StringBuilder::new();
-        let mut day = Date32Builder::new();
-        let mut cat = StringBuilder::new();
-        let mut hour = Int32Builder::new();
-        let mut ints: Vec<UInt64Builder> = (0..5).map(|_| UInt64Builder::new()).collect();
-        let sum = || Decimal128Builder::new().with_data_type(schema::MONEY_SUM);
-        let (mut ca, mut pa) = (sum(), sum());
-        for (c, h, s) in rows {
-            ch.append_value(channel);
-            day.append_value(date32(self.date));
-            cat.append_value(c);
-            hour.append_option(h.map(|h| h as i32));
-            for (b, v) in ints.iter_mut().zip([
-                s.rows,
-                s.channel_records,
-                s.platform_records,
-                s.carried_records,
-                s.refund_explained,
-            ]) {
-                b.append_value(v);
+        hours.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut merchants: Vec<(&str, Option<&str>, &CategoryStats)> = Vec::new();
+        for (ci, (none, known)) in &self.by_merchant {
+            let name = self.names[*ci].as_str();
+            if none.rows > 0 {
+                merchants.push((name, None, none));
             }
-            ca.append_value(s.channel_amount);
-            pa.append_value(s.platform_amount);
+            merchants.extend(known.iter().map(|(m, s)| (name, Some(m.as_str()), s)));
         }
-        let mut cols: Vec<Arc<dyn Array>> = vec![
-            Arc::new(ch.finish()),
-            Arc::new(day.finish()),
-            Arc::new(cat.finish()),
-            Arc::new(hour.finish()),
-        ];
-        let mut ints = ints
-            .into_iter()
-            .map(|mut b| Arc::new(b.finish()) as Arc<dyn Array>);
-        cols.extend(ints.by_ref().take(4));
-        cols.push(Arc::new(ca.finish()));
-        cols.push(Arc::new(pa.finish()));
-        cols.extend(ints);
-        let batch = RecordBatch::try_new(schema::STATS.clone(), cols)?;
-        write_file(path, schema::STATS.clone(), &[batch])?;
-        Ok(n as u64)
+        merchants.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let date = date32(self.date);
+        let by_hour = stats_batch(
+            channel,
+            date,
+            hours.iter().map(|(c, _, s)| (*c, *s)),
+            (
+                "hour",
+                Arc::new(Int32Array::from_iter(
+                    hours.iter().map(|h| h.1.map(|v| v as i32)),
+                )),
+            ),
+        )?;
+        let by_merchant = stats_batch(
+            channel,
+            date,
+            merchants.iter().map(|(c, _, s)| (*c, *s)),
+            (
+                "merchant_id",
+                Arc::new(StringArray::from_iter(merchants.iter().map(|m| m.1))),
+            ),
+        )?;
+        write_file(&dir.join("by_hour.parquet"), by_hour.schema(), &[by_hour])?;
+        write_file(
+            &dir.join("by_merchant.parquet"),
+            by_merchant.schema(),
+            &[by_merchant],
+        )?;
+        Ok((hours.len() + merchants.len()) as u64)
     }
 
     /// Writes the carry-over sorted by side and id, so the same inputs give the same file
@@ -866,4 +887,51 @@ fn sorted(batches: &[RecordBatch], keys: &[&str]) -> Result<Option<RecordBatch>>
         .collect::<Result<Vec<_>>>()?;
     let idx = lexsort_to_indices(&cols, None)?;
     Ok(Some(take_record_batch(&all, &idx)?))
+}
+
+/// A statistics table: `channel`, `bill_date`, `category`, the grain's column, then the
+/// counts and sums of each row of `stats`.
+fn stats_batch<'a>(
+    channel: &str,
+    date: i32,
+    stats: impl Iterator<Item = (&'a str, &'a CategoryStats)>,
+    grain: (&str, Arc<dyn Array>),
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Date32Array, StringArray, UInt64Array};
+    use datafusion::arrow::datatypes::{Field, Schema};
+    let stats: Vec<_> = stats.collect();
+    let n = stats.len();
+    let count = |f: fn(&CategoryStats) -> u64| -> Arc<dyn Array> {
+        Arc::new(UInt64Array::from_iter_values(
+            stats.iter().map(|(_, s)| f(s)),
+        ))
+    };
+    let sum = |f: fn(&CategoryStats) -> i128| -> Arc<dyn Array> {
+        Arc::new(
+            Decimal128Array::from_iter_values(stats.iter().map(|(_, s)| f(s)))
+                .with_data_type(schema::MONEY_SUM),
+        )
+    };
+    let mut fields: Vec<Field> = schema::STATS
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.insert(3, Field::new(grain.0, grain.1.data_type().clone(), true));
+    let cols: Vec<Arc<dyn Array>> = vec![
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            channel, n,
+        ))),
+        Arc::new(Date32Array::from_iter_values(std::iter::repeat_n(date, n))),
+        Arc::new(StringArray::from_iter_values(stats.iter().map(|(c, _)| *c))),
+        grain.1,
+        count(|s| s.rows),
+        count(|s| s.channel_records),
+        count(|s| s.platform_records),
+        count(|s| s.carried_records),
+        sum(|s| s.channel_amount),
+        sum(|s| s.platform_amount),
+        count(|s| s.refund_explained),
+    ];
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }

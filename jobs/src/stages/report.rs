@@ -119,7 +119,8 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
             "ledger": format!("{}/ledger.parquet", area("results")),
             "summary": format!("{}/summary.json", area("results")),
             "carryover": area("carryover"),
-            "stats": format!("{}/stats.parquet", area("stats")),
+            "stats_by_hour": format!("{}/by_hour.parquet", area("stats")),
+            "stats_by_merchant": format!("{}/by_merchant.parquet", area("stats")),
             "normalized": area("normalized"),
             "rejected": area("rejected"),
             "platform": area("platform"),
@@ -287,30 +288,44 @@ pub fn render(s: &Value) -> String {
     out
 }
 
-/// `stats.parquet` hour by hour: rows, differences, match rate, amounts and the net
-/// unexplained amount of each hour of the day in the channel's zone.
-pub fn render_hours(batches: &[datafusion::arrow::array::RecordBatch]) -> Result<String> {
+/// A statistics table of `stats/` (`by_hour.parquet` or `by_merchant.parquet`) grain by grain:
+/// rows, differences, match rate, amounts and the net unexplained amount of each hour or
+/// merchant. Merchants come largest net unexplained first (then most differences), at most
+/// `limit` of them; hours in order.
+pub fn render_grain(
+    batches: &[datafusion::arrow::array::RecordBatch],
+    grain: &str,
+    limit: usize,
+) -> Result<String> {
     use datafusion::arrow::array::{Array, AsArray};
     use datafusion::arrow::datatypes::{Decimal128Type, Int32Type, UInt64Type};
     use std::fmt::Write;
     #[derive(Default)]
-    struct Hour {
+    struct Line {
         rows: u64,
         matched: u64,
         channel: i128,
         platform: i128,
         unexplained: i128,
     }
-    let mut hours: BTreeMap<Option<i32>, Hour> = BTreeMap::new();
-    let bad = |c: &str| Error::Other(format!("stats.parquet: column {c} missing or mistyped"));
+    let mut lines: BTreeMap<Option<String>, Line> = BTreeMap::new();
+    let bad = |c: &str| Error::Other(format!("stats: column {c} missing or mistyped"));
     for b in batches {
         let col = |n: &str| b.column_by_name(n).ok_or_else(|| bad(n));
         let cat = col("category")?
             .as_string_opt::<i32>()
             .ok_or_else(|| bad("category"))?;
-        let hour = col("hour")?
-            .as_primitive_opt::<Int32Type>()
-            .ok_or_else(|| bad("hour"))?;
+        let g = col(grain)?;
+        let key = |i: usize| -> Result<Option<String>> {
+            if g.is_null(i) {
+                return Ok(None);
+            }
+            if let Some(h) = g.as_primitive_opt::<Int32Type>() {
+                return Ok(Some(format!("{:02}", h.value(i))));
+            }
+            let s = g.as_string_opt::<i32>().ok_or_else(|| bad(grain))?;
+            Ok(Some(s.value(i).to_string()))
+        };
         let rows = col("rows")?
             .as_primitive_opt::<UInt64Type>()
             .ok_or_else(|| bad("rows"))?;
@@ -321,38 +336,44 @@ pub fn render_hours(batches: &[datafusion::arrow::array::RecordBatch]) -> Result
         };
         let (ca, pa) = (money("channel_amount")?, money("platform_amount")?);
         for i in 0..b.num_rows() {
-            let h = hours
-                .entry(hour.is_valid(i).then(|| hour.value(i)))
-                .or_default();
-            let c: Category = cat.value(i).parse().map_err(|_| {
-                Error::Other(format!(
-                    "stats.parquet: unknown category {:?}",
-                    cat.value(i)
-                ))
-            })?;
-            h.rows += rows.value(i);
-            h.channel += ca.value(i);
-            h.platform += pa.value(i);
+            let c: Category = cat
+                .value(i)
+                .parse()
+                .map_err(|_| Error::Other(format!("stats: unknown category {:?}", cat.value(i))))?;
+            let l = lines.entry(key(i)?).or_default();
+            l.rows += rows.value(i);
+            l.channel += ca.value(i);
+            l.platform += pa.value(i);
             match c {
-                Category::Matched | Category::CrossDayMatched => h.matched += rows.value(i),
+                Category::Matched | Category::CrossDayMatched => l.matched += rows.value(i),
                 Category::CrossDayPending => {}
-                _ => h.unexplained += ca.value(i) - pa.value(i),
+                _ => l.unexplained += ca.value(i) - pa.value(i),
             }
         }
     }
+    let mut order: Vec<(&Option<String>, &Line)> = lines.iter().collect();
+    if grain != "hour" {
+        order.sort_by(|a, b| {
+            b.1.unexplained
+                .abs()
+                .cmp(&a.1.unexplained.abs())
+                .then((b.1.rows - b.1.matched).cmp(&(a.1.rows - a.1.matched)))
+                .then(a.0.cmp(b.0))
+        });
+    }
+    let width = order
+        .iter()
+        .map(|(k, _)| k.as_deref().map_or(1, str::len))
+        .max()
+        .unwrap_or(1)
+        .max(grain.len());
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "  {:<6} {:>9} {:>11} {:>10} {:>18} {:>18} {:>16}",
-        "hour",
-        "rows",
-        "differences",
-        "match rate",
-        "channel amount",
-        "platform amount",
-        "net unexplained"
+        "  {grain:<width$} {:>9} {:>11} {:>10} {:>18} {:>18} {:>16}",
+        "rows", "differences", "match rate", "channel amount", "platform amount", "net unexplained"
     );
-    for (h, v) in &hours {
+    for (k, v) in order.iter().take(limit) {
         let rate = if v.rows == 0 {
             100.0
         } else {
@@ -360,8 +381,8 @@ pub fn render_hours(batches: &[datafusion::arrow::array::RecordBatch]) -> Result
         };
         let _ = writeln!(
             out,
-            "  {:<6} {:>9} {:>11} {:>9.2}% {:>18} {:>18} {:>16}",
-            h.map_or("-".to_string(), |h| format!("{h:02}")),
+            "  {:<width$} {:>9} {:>11} {:>9.2}% {:>18} {:>18} {:>16}",
+            k.as_deref().unwrap_or("-"),
             v.rows,
             v.rows - v.matched,
             rate,
@@ -369,6 +390,9 @@ pub fn render_hours(batches: &[datafusion::arrow::array::RecordBatch]) -> Result
             money_text(v.platform),
             money_text(v.unexplained)
         );
+    }
+    if order.len() > limit {
+        let _ = writeln!(out, "  … {} more (--top N shows more)", order.len() - limit);
     }
     Ok(out)
 }

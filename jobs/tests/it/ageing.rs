@@ -180,51 +180,68 @@ fn differences_age_across_days_and_a_reissued_bill_resolves_what_it_corrects() {
     assert!(before == after, "a rerun rewrote the ledger differently");
 }
 
-/// `stats.parquet` sums, over the hours, to the summary's counts and amounts per category;
-/// `reckon report --hourly` prints the hours.
+/// Each table of `stats/` (by hour, by merchant) sums to the summary's counts and amounts per
+/// category; `reckon report --hourly --by-merchant` prints them.
 fn stats_add_up_to_the_summary(root: &Path, cfg: &Path, summary: &serde_json::Value) {
     use datafusion::arrow::datatypes::{Int32Type, UInt64Type};
-    let mut rows: HashMap<String, u64> = HashMap::new();
-    let mut amounts: HashMap<String, (i128, i128)> = HashMap::new();
+    let dir = area(root, "stats", "wechat", "2026-11-20");
     let mut hours = std::collections::BTreeSet::new();
-    for b in read(&area(root, "stats", "wechat", "2026-11-20").join("stats.parquet")) {
-        let n = b
-            .column_by_name("rows")
-            .expect("rows")
-            .as_primitive::<UInt64Type>();
-        let h = b
-            .column_by_name("hour")
-            .expect("hour")
-            .as_primitive::<Int32Type>();
-        let m = |c: &str| {
-            b.column_by_name(c)
-                .expect(c)
-                .as_primitive::<Decimal128Type>()
-                .clone()
-        };
-        let (ca, pa) = (m("channel_amount"), m("platform_amount"));
-        for i in 0..b.num_rows() {
-            let cat = s(&b, "category", i).expect("category");
-            *rows.entry(cat.clone()).or_default() += n.value(i);
-            let e = amounts.entry(cat).or_default();
-            e.0 += ca.value(i);
-            e.1 += pa.value(i);
-            assert!((0..24).contains(&h.value(i)), "hour {}", h.value(i));
-            hours.insert(h.value(i));
+    let mut merchants = std::collections::BTreeSet::new();
+    for (file, grain) in [
+        ("by_hour.parquet", "hour"),
+        ("by_merchant.parquet", "merchant_id"),
+    ] {
+        let mut rows: HashMap<String, u64> = HashMap::new();
+        let mut amounts: HashMap<String, (i128, i128)> = HashMap::new();
+        for b in read(&dir.join(file)) {
+            let n = b
+                .column_by_name("rows")
+                .expect("rows")
+                .as_primitive::<UInt64Type>();
+            let m = |c: &str| {
+                b.column_by_name(c)
+                    .expect(c)
+                    .as_primitive::<Decimal128Type>()
+                    .clone()
+            };
+            let (ca, pa) = (m("channel_amount"), m("platform_amount"));
+            for i in 0..b.num_rows() {
+                let cat = s(&b, "category", i).expect("category");
+                *rows.entry(cat.clone()).or_default() += n.value(i);
+                let e = amounts.entry(cat).or_default();
+                e.0 += ca.value(i);
+                e.1 += pa.value(i);
+                if grain == "hour" {
+                    let h = b
+                        .column_by_name("hour")
+                        .expect("hour")
+                        .as_primitive::<Int32Type>();
+                    assert!((0..24).contains(&h.value(i)), "hour {}", h.value(i));
+                    hours.insert(h.value(i));
+                } else {
+                    merchants.insert(s(&b, "merchant_id", i));
+                }
+            }
+        }
+        for (cat, n) in summary["counts"].as_object().expect("counts") {
+            let got = rows.get(cat).copied().unwrap_or(0);
+            assert_eq!(got, n.as_u64().expect("n"), "{file} {cat}");
+            let (c, p) = amounts.get(cat).copied().unwrap_or_default();
+            let text = |v: i128| Decimal::from_i128_with_scale(v, 2).to_string();
+            assert_eq!(summary["amounts"][cat]["channel"], text(c), "{file} {cat}");
+            assert_eq!(summary["amounts"][cat]["platform"], text(p), "{file} {cat}");
         }
     }
     assert!(hours.len() > 12, "{hours:?}");
-    for (cat, n) in summary["counts"].as_object().expect("counts") {
-        assert_eq!(
-            rows.get(cat).copied().unwrap_or(0),
-            n.as_u64().expect("n"),
-            "{cat}"
-        );
-        let (c, p) = amounts.get(cat).copied().unwrap_or_default();
-        let text = |v: i128| Decimal::from_i128_with_scale(v, 2).to_string();
-        assert_eq!(summary["amounts"][cat]["channel"], text(c), "{cat}");
-        assert_eq!(summary["amounts"][cat]["platform"], text(p), "{cat}");
-    }
+    // The warehouse's merchants, and the bill's account for records only the bill has.
+    assert!(
+        merchants.contains(&Some("M001".to_string())),
+        "{merchants:?}"
+    );
+    assert!(
+        merchants.contains(&Some("1900000109".to_string())),
+        "{merchants:?}"
+    );
     let o = crate::support::run(&[
         "report",
         "--config",
@@ -234,13 +251,23 @@ fn stats_add_up_to_the_summary(root: &Path, cfg: &Path, summary: &serde_json::Va
         "--channel",
         "wechat",
         "--hourly",
+        "--by-merchant",
+        "--top",
+        "3",
     ]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{text}");
-    assert!(text.contains("net unexplained"), "{text}");
     let hour_lines = text.lines().filter(|l| {
         let t = l.trim_start();
         t.len() > 2 && t.as_bytes()[..2].iter().all(u8::is_ascii_digit) && t.as_bytes()[2] == b' '
     });
     assert_eq!(hour_lines.count(), hours.len(), "{text}");
+    let merchant_lines = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("M0") || l.trim_start().starts_with("1900000109"));
+    assert_eq!(merchant_lines.count(), 3, "{text}");
+    assert!(
+        text.contains(&format!("… {} more", merchants.len() - 3)),
+        "{text}"
+    );
 }

@@ -401,9 +401,10 @@ fn every_shipped_template_reads_its_example_bill() {
 }
 
 #[test]
-fn the_received_amount_is_read_where_the_bill_has_it() {
+fn the_received_amount_and_the_merchant_are_read_where_the_bill_has_them() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let cases: [(&str, &str, &[Option<&str>]); 5] = [
+    type Case<'a> = (&'a str, &'a str, &'a [Option<&'a str>], Option<&'a str>);
+    let cases: [Case<'_>; 5] = [
         (
             "alipay_trade_v1",
             "20881234567890120156_20261120.csv.zip",
@@ -413,27 +414,36 @@ fn the_received_amount_is_read_where_the_bill_has_it() {
                 Some("1288.00"),
                 Some("199.00"),
             ],
+            None,
         ),
         (
             "wechat_trade_v3",
             "tradebill_20261120.csv",
             &[Some("88.00"), Some("1200.00"), Some("45.00")],
+            Some("1900000109"),
         ),
         // Net of the fee, refunds as positive amounts.
         (
             "stripe_balance_v1",
             "stripe_balance_2026-11-20.csv",
             &[Some("48.24"), Some("1213.45"), Some("19.99")],
+            None,
         ),
         (
             "generic_acquirer_v1",
             "settlement_detail_report_batch_412.csv",
             &[Some("119.34"), Some("35.30"), Some("60.06")],
+            Some("ShopCoEU"),
         ),
         // The older WeChat layout has no settlement amount.
-        ("wechat_trade_v2", "wechat_v2_20190601.csv", &[None, None]),
+        (
+            "wechat_trade_v2",
+            "wechat_v2_20190601.csv",
+            &[None, None],
+            Some("10000100"),
+        ),
     ];
-    for (format, file, want) in cases {
+    for (format, file, want, merchant) in cases {
         let out = tmp.path().join(format);
         let (code, json, err) = normalize(format, &example(file), &out, &[]);
         assert_eq!(code, 0, "{format}: {err}");
@@ -441,13 +451,22 @@ fn the_received_amount_is_read_where_the_bill_has_it() {
         let got: Vec<Option<String>> = (0..b.num_rows())
             .map(|i| money(&b, "received", i))
             .collect();
-        let n = want.len().min(got.len());
+        assert!(got.len() >= want.len(), "{format}: {got:?}");
         assert_eq!(
-            got[..n].iter().map(|v| v.as_deref()).collect::<Vec<_>>(),
-            want[..n].to_vec(),
+            got[..want.len()]
+                .iter()
+                .map(|v| v.as_deref())
+                .collect::<Vec<_>>(),
+            want.to_vec(),
             "{format}: {json}"
         );
-        assert!(got.len() >= want.len(), "{format}: {got:?}");
+        for i in 0..b.num_rows() {
+            assert_eq!(
+                s(&b, "merchant_id", i).as_deref(),
+                merchant,
+                "{format} row {i}"
+            );
+        }
     }
 }
 
