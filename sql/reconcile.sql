@@ -24,15 +24,24 @@
 -- CROSS_DAY_PENDING rows to the carry-over, and counts every row in summary.json (rows whose
 -- refund_explained is true also as `refund_explained` of their category).
 WITH
-channel_source AS (
-    SELECT txn_type, channel_txn_id, merchant_order_id, refund_id,
-           -- The amount compared (and the base of the fee check); a carried record keeps the
-           -- amount compared on the day it was first seen.
+-- The amount each bill row is compared on: the order amount, or what the merchant received
+-- (the channel's compare_amount; also the base of the fee check). Refunds compare by size, so
+-- a side that writes them negative matches one that writes them positive.
+bill_amounts AS (
+    SELECT *,
            CASE WHEN CAST($compare_amount AS VARCHAR) = 'received' THEN received ELSE amount END
+               AS compared_amount
+    FROM bill
+),
+
+channel_source AS (
+    -- A carried record keeps the amount compared on the day it was first seen.
+    SELECT txn_type, channel_txn_id, merchant_order_id, refund_id,
+           CASE WHEN txn_type = 'REFUND' THEN abs(compared_amount) ELSE compared_amount END
                AS amount,
            fee, status, txn_time, source_file, source_line, merchant_id,
            FALSE AS carried, CAST(NULL AS DATE) AS carried_from, CAST(NULL AS DATE) AS grace_until
-    FROM bill
+    FROM bill_amounts
     UNION ALL
     SELECT txn_type, channel_txn_id, merchant_order_id, refund_id, amount, fee, status,
            txn_time, source_file, source_line, merchant_id,
@@ -77,7 +86,8 @@ channel_side AS (
 ),
 
 platform_source AS (
-    SELECT txn_type, platform_order_id, merchant_order_id, refund_id, channel_txn_id, amount,
+    SELECT txn_type, platform_order_id, merchant_order_id, refund_id, channel_txn_id,
+           CASE WHEN txn_type = 'REFUND' THEN abs(amount) ELSE amount END AS amount,
            status, txn_time, refunded_amount, snapshot_row, merchant_id,
            FALSE AS carried, CAST(NULL AS DATE) AS carried_from, CAST(NULL AS DATE) AS grace_until
     FROM platform
