@@ -36,6 +36,9 @@ pub struct Config {
     /// they are reported missing.
     pub second_look: Option<SecondLook>,
     /// The channels, each reconciled on its own.
+    /// Leases, retries and alerts.
+    #[serde(default)]
+    pub orchestration: Orchestration,
     #[serde(rename = "channel", default)]
     pub channels: Vec<Channel>,
     /// The directory the config was read from; relative paths resolve against it.
@@ -199,6 +202,33 @@ fn default_statement_timeout() -> u64 {
 }
 fn default_connect_timeout() -> u64 {
     10
+}
+
+/// How runs of a channel-date coordinate and recover (`[orchestration]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Orchestration {
+    /// A run's lease on its channel-date lasts this long unless renewed (it is renewed every
+    /// third of it while the run works); a crashed holder blocks others at most this long.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+    /// How long a run waits for another run of the same channel-date to finish before it
+    /// exits 75 naming the holder (`--lease-wait` overrides).
+    #[serde(default)]
+    pub lease_wait_secs: u64,
+}
+
+impl Default for Orchestration {
+    fn default() -> Self {
+        Self {
+            lease_ttl_secs: default_lease_ttl(),
+            lease_wait_secs: 0,
+        }
+    }
+}
+
+fn default_lease_ttl() -> u64 {
+    600
 }
 
 /// One payment channel.

@@ -100,6 +100,39 @@ impl Sizing {
     }
 }
 
+impl Engines {
+    /// Sessions for one channel-day: the same engine, memory pool, spill space, object stores
+    /// and functions, but tables of their own, so channels run at once never see each other's
+    /// `bill`, `platform` or `orders`.
+    pub fn for_job(&self) -> Result<Engines> {
+        let local = fresh_tables(&self.local)?;
+        let join = if Arc::ptr_eq(&self.local.state_ref(), &self.join.state_ref()) {
+            local.clone()
+        } else {
+            fresh_tables(&self.join)?
+        };
+        Ok(Engines { join, local })
+    }
+}
+
+/// `ctx` with an empty catalog of its own.
+fn fresh_tables(ctx: &SessionContext) -> Result<SessionContext> {
+    use datafusion::catalog::{
+        CatalogProvider, CatalogProviderList, MemoryCatalogProvider, MemoryCatalogProviderList,
+        MemorySchemaProvider,
+    };
+    let state = ctx.state();
+    let names = state.config().options().catalog.clone();
+    let catalog = MemoryCatalogProvider::new();
+    catalog.register_schema(&names.default_schema, Arc::new(MemorySchemaProvider::new()))?;
+    let catalogs = MemoryCatalogProviderList::new();
+    catalogs.register_catalog(names.default_catalog.clone(), Arc::new(catalog));
+    let state = SessionStateBuilder::new_from_existing(state)
+        .with_catalog_list(Arc::new(catalogs))
+        .build();
+    Ok(SessionContext::new_with_state(state))
+}
+
 /// Opens the sessions for `kind`.
 pub async fn open(kind: &EngineKind, sizing: &Sizing, spill_dir: &Path) -> Result<Engines> {
     let local = session(&EngineKind::Local, sizing, spill_dir).await?;

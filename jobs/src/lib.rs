@@ -4,6 +4,7 @@
 //! share; `main.rs` is a thin command line over it. ARCHITECTURE.md maps where each concern
 //! lives.
 
+pub mod backfill;
 pub mod config;
 pub mod delta;
 pub mod demo;
@@ -11,6 +12,7 @@ pub mod engine;
 pub mod error;
 pub mod formats;
 pub mod generate;
+pub mod lease;
 pub mod objstore;
 pub mod parquet_io;
 pub mod pipeline;
@@ -19,6 +21,7 @@ pub mod schema;
 pub mod sql;
 pub mod sqlcheck;
 pub mod stages;
+pub mod status;
 pub mod store;
 
 pub use error::{Error, Result};

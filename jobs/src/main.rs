@@ -95,6 +95,9 @@ enum Command {
         /// summary says so).
         #[arg(long)]
         fail_on_threshold: bool,
+        /// Seconds to wait for another run of the same channel-date (overrides the config).
+        #[arg(long)]
+        lease_wait: Option<u64>,
     },
     /// Run one stage of one channel and date.
     Stage {
@@ -111,6 +114,45 @@ enum Command {
         /// Exit 3 when the report finds a threshold passed.
         #[arg(long)]
         fail_on_threshold: bool,
+        /// Seconds to wait for another run of the same channel-date (overrides the config).
+        #[arg(long)]
+        lease_wait: Option<u64>,
+    },
+    /// Run every date of a range in order, the channels of a date side by side; skips dates
+    /// already reconciled unless --force; resumable; ends with a table of dates and statuses.
+    Backfill {
+        #[arg(long)]
+        config: PathBuf,
+        /// First bill date, YYYY-MM-DD.
+        #[arg(long)]
+        from: String,
+        /// Last bill date, YYYY-MM-DD (inclusive).
+        #[arg(long)]
+        to: String,
+        /// Only these channels (repeatable); all when absent.
+        #[arg(long = "channel")]
+        channels: Vec<String>,
+        /// Run dates already reconciled again.
+        #[arg(long)]
+        force: bool,
+        /// Channels of one date run at once, at most.
+        #[arg(long, default_value_t = 2)]
+        parallel: usize,
+        /// local, standalone, or df://HOST:PORT (overrides the config).
+        #[arg(long)]
+        engine: Option<String>,
+        /// Seconds to wait for another run of the same channel-date (overrides the config).
+        #[arg(long)]
+        lease_wait: Option<u64>,
+    },
+    /// Each channel's state for a date: its status, each stage, its run id, whether a run
+    /// holds it now.
+    Status {
+        #[command(flatten)]
+        day: Day,
+        /// Print JSON (one array) instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a reconciled day's summary per channel as a table (from `summary.json`).
     Report {
@@ -204,7 +246,10 @@ fn main() -> ExitCode {
     // churn through small allocations, where purging at once costs page faults.
     if matches!(
         cli.command,
-        Command::Run { .. } | Command::Stage { .. } | Command::Demo { .. }
+        Command::Run { .. }
+            | Command::Stage { .. }
+            | Command::Demo { .. }
+            | Command::Backfill { .. }
     ) {
         purge_freed_memory_at_once();
     }
@@ -310,9 +355,13 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             engine,
             force: _,
             fail_on_threshold,
+            lease_wait,
         } => {
             let date = parse_date(&date)?;
-            let config = Config::load(&config)?;
+            let mut config = Config::load(&config)?;
+            if let Some(w) = lease_wait {
+                config.orchestration.lease_wait_secs = w;
+            }
             let rt = Runtime::open(&config, engine.as_deref()).await?;
             let result = run_day(&config, &channels, date, &rt.engines).await;
             rt.close();
@@ -327,6 +376,7 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             channel,
             engine,
             fail_on_threshold,
+            lease_wait,
         } => {
             let date = parse_date(&date)?;
             if !reckon::stages::STAGES.contains(&name.as_str()) {
@@ -335,7 +385,10 @@ async fn dispatch(cmd: Command) -> Result<i32> {
                     reckon::stages::STAGES.join(", ")
                 )));
             }
-            let config = Config::load(&config)?;
+            let mut config = Config::load(&config)?;
+            if let Some(w) = lease_wait {
+                config.orchestration.lease_wait_secs = w;
+            }
             config.channel(&channel)?;
             let sql = SqlDir::for_config(&config)?;
             let rt = Runtime::open(&config, engine.as_deref()).await?;
@@ -349,6 +402,56 @@ async fn dispatch(cmd: Command) -> Result<i32> {
                 &out.summary,
                 out.exit_code,
             ))
+        }
+        Command::Backfill {
+            config,
+            from,
+            to,
+            channels,
+            force,
+            parallel,
+            engine,
+            lease_wait,
+        } => {
+            let (from, to) = (parse_date(&from)?, parse_date(&to)?);
+            let mut config = Config::load(&config)?;
+            if let Some(w) = lease_wait {
+                config.orchestration.lease_wait_secs = w;
+            }
+            let req = reckon::backfill::Request {
+                channels: &channels,
+                from,
+                to,
+                force,
+                parallel,
+            };
+            let rt = Runtime::open(&config, engine.as_deref()).await?;
+            let result = reckon::backfill::run(&config, &req, &rt.engines).await;
+            rt.close();
+            let outcomes = result?;
+            print!("{}", reckon::backfill::table(&outcomes));
+            let (summary, code) = reckon::backfill::summary(&req, &outcomes);
+            print_json(&summary);
+            Ok(code)
+        }
+        Command::Status {
+            day:
+                Day {
+                    config,
+                    date,
+                    channels,
+                },
+            json,
+        } => {
+            let date = parse_date(&date)?;
+            let config = Config::load(&config)?;
+            let states = reckon::status::states(&config, &channels, date)?;
+            if json {
+                print_json(&serde_json::Value::Array(states));
+            } else {
+                print!("{}", reckon::status::render(&states));
+            }
+            Ok(0)
         }
         Command::Report {
             day:

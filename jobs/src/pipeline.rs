@@ -1,6 +1,9 @@
 //! The daily job: every stage of every selected channel for one date, on one engine session.
 
+use std::time::Duration;
+
 use crate::engine::Engines;
+use crate::lease::{Lease, LeasePolicy};
 use chrono::NaiveDate;
 use serde_json::{json, Value};
 
@@ -65,6 +68,7 @@ pub async fn run_channel(
     stages: &[&str],
 ) -> Result<ChannelOutcome> {
     let ch = config.channel(channel)?;
+    let engines = &engines.for_job()?;
     let job = Job {
         config,
         channel: ch,
@@ -73,25 +77,56 @@ pub async fn run_channel(
         sql,
         engines,
     };
+    let failed = |stage: &str, e: &Error| ChannelOutcome {
+        summary: json!({
+            "channel": channel,
+            "bill_date": date.to_string(),
+            "status": e.status(),
+            "stage": stage,
+            "error": e.to_string(),
+            "exit_code": e.exit_code(),
+        }),
+        exit_code: e.exit_code(),
+    };
+    // One run of a channel-date at a time: the lease is held until this function returns.
+    let policy = LeasePolicy {
+        ttl: Duration::from_secs(config.orchestration.lease_ttl_secs.max(1)),
+        wait: Duration::from_secs(config.orchestration.lease_wait_secs),
+    };
+    let (st, name) = (job.store.clone(), channel.to_string());
+    let lease = tokio::task::spawn_blocking(move || Lease::acquire(&st, &name, date, policy))
+        .await
+        .map_err(|e| Error::Other(format!("lease: {e}")))?;
+    let _lease = match lease {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(channel, %date, error = %e, "not run");
+            return Ok(failed("lease", &e));
+        }
+    };
     job.store.clear_stale_staging(channel, date)?;
+    let before = job.manifest()?.run_id;
     let mut summary = None;
     for stage in stages {
         match run_stage(&job, stage).await {
             // The report stage already built the summary: take it from its record.
             Ok(record) if *stage == "report" => summary = Some(record.detail["summary"].clone()),
             Ok(_) => {}
-            Err(e) => {
-                return Ok(ChannelOutcome {
-                    summary: json!({
-                        "channel": channel,
-                        "bill_date": date.to_string(),
-                        "status": e.status(),
-                        "stage": stage,
-                        "error": e.to_string(),
-                        "exit_code": e.exit_code(),
-                    }),
-                    exit_code: e.exit_code(),
-                })
+            Err(e) => return Ok(failed(stage, &e)),
+        }
+    }
+    if let Some(s) = summary.as_mut() {
+        let after = job.manifest()?.run_id;
+        if before.is_some() && after != before {
+            let marked = mark_later_stale(
+                &job.store,
+                channel,
+                date,
+                before.as_deref(),
+                after.as_deref(),
+            )?;
+            if !marked.is_empty() {
+                s["marked_stale"] = json!(marked);
             }
         }
     }
@@ -106,6 +141,50 @@ pub async fn run_channel(
         summary,
         exit_code: 0,
     })
+}
+
+/// After day `date` of `channel` was reconciled again with different results, marks every
+/// later reconciled day of the channel stale (their carry-in and ledger came from the old
+/// results) and says so; returns those dates.
+fn mark_later_stale(
+    store: &Store,
+    channel: &str,
+    date: NaiveDate,
+    before: Option<&str>,
+    after: Option<&str>,
+) -> Result<Vec<String>> {
+    let dir = store.root().join("runs").join(format!("channel={channel}"));
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut later: Vec<NaiveDate> = entries
+        .flatten()
+        .filter_map(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .strip_prefix("dt=")
+                .and_then(|d| d.parse().ok())
+        })
+        .filter(|d| *d > date)
+        .collect();
+    later.sort();
+    let mut marked = Vec::new();
+    for d in later {
+        let mut m = store.manifest(channel, d)?;
+        if m.status != "reconciled" {
+            continue;
+        }
+        m.status = "stale".into();
+        m.error = Some(format!(
+            "{date} was reconciled again with different results (run {} became {}); its carry-over and ledger feed this day: run it again",
+            before.unwrap_or("-"),
+            after.unwrap_or("-")
+        ));
+        store.save_manifest(&m, d)?;
+        tracing::warn!(channel, date = %d, rerun = %date, "marked stale: an earlier day changed");
+        marked.push(d.to_string());
+    }
+    Ok(marked)
 }
 
 /// Runs the whole job for `channels` (all when empty) on `date`; returns the combined summary

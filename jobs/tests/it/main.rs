@@ -8,6 +8,7 @@ mod engines;
 mod formats;
 mod fuzz;
 mod idempotency;
+mod orchestration;
 mod rules;
 mod services;
 mod slt;

@@ -1,0 +1,84 @@
+//! `reckon status`: each channel's state for a date, from the manifests (and leases) on the
+//! storage root, so any process on any host sees the same thing.
+
+use chrono::NaiveDate;
+use serde_json::{json, Value};
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::pipeline::store;
+use crate::stages::STAGES;
+
+/// The state of each of `channels` (all when empty) on `date`, as JSON objects.
+pub fn states(config: &Config, channels: &[String], date: NaiveDate) -> Result<Vec<Value>> {
+    let store = store(config)?;
+    let mut out = Vec::new();
+    for name in config.channel_names(channels)? {
+        let m = store.manifest(&name, date)?;
+        let stages: serde_json::Map<String, Value> = STAGES
+            .iter()
+            .map(|s| {
+                let v = match m.stages.get(*s) {
+                    Some(r) => json!({
+                        "state": r.state,
+                        "finished_at": r.finished_at,
+                        "duration_ms": r.duration_ms,
+                    }),
+                    None => json!({ "state": "pending" }),
+                };
+                (s.to_string(), v)
+            })
+            .collect();
+        let lease = crate::lease::holder(&store, &name, date);
+        let status = if m.stages.is_empty() && m.status.is_empty() {
+            "never run".to_string()
+        } else {
+            m.status.clone()
+        };
+        out.push(json!({
+            "channel": name,
+            "bill_date": date.to_string(),
+            "status": status,
+            "run_id": m.run_id,
+            "stages": stages,
+            "error": m.error,
+            "running": lease.map(|h| json!({
+                "host": h.host, "pid": h.pid, "invocation": h.invocation,
+                "since": h.acquired_at, "lease_until": h.expires_at,
+            })),
+        }));
+    }
+    Ok(out)
+}
+
+/// The states as a table.
+pub fn render(states: &[Value]) -> String {
+    use std::fmt::Write;
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let mut s = format!("{:<12} {:<11}", "channel", "status");
+    for st in STAGES {
+        let _ = write!(s, " {st:<10}");
+    }
+    s.push_str(" run_id\n");
+    for v in states {
+        let _ = write!(s, "{:<12} {:<11}", text(&v["channel"]), text(&v["status"]));
+        for st in STAGES {
+            let _ = write!(s, " {:<10}", text(&v["stages"][st]["state"]));
+        }
+        let _ = writeln!(s, " {}", text(&v["run_id"]));
+        if let Some(r) = v["running"].as_object() {
+            let _ = writeln!(
+                s,
+                "  running now: {}:{} since {} (lease until {})",
+                r["host"].as_str().unwrap_or("?"),
+                r["pid"],
+                r["since"].as_str().unwrap_or("?"),
+                r["lease_until"].as_str().unwrap_or("?")
+            );
+        }
+        if let Some(e) = v["error"].as_str() {
+            let _ = writeln!(s, "  {e}");
+        }
+    }
+    s
+}

@@ -1,0 +1,341 @@
+//! Orchestration: backfills (in order, channels side by side, resumable after a kill, the
+//! same results as running day by day), stale later days after an earlier day changes,
+//! `reckon status`, and the lease that keeps two runs of one channel-date apart.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::{generate, reckon, run, run_day, snapshot};
+
+fn cfg_str(p: &Path) -> &str {
+    p.to_str().expect("utf8")
+}
+
+/// The files a reader of the results relies on (not the manifests, which hold times, nor
+/// fetch.json, which names where the bill was found).
+fn results(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    snapshot(root, &["_staging", "_work", "runs/", "fetch.json"])
+}
+
+fn backfill(cfg: &Path, extra: &[&str]) -> (i32, String, serde_json::Value) {
+    let mut args = vec![
+        "backfill",
+        "--config",
+        cfg_str(cfg),
+        "--from",
+        "2026-11-20",
+        "--to",
+        "2026-11-22",
+    ];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let json = serde_json::from_str(out.lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("{e}: {out}\n{}", String::from_utf8_lossy(&o.stderr)));
+    (o.status.code().unwrap_or(-1), out, json)
+}
+
+fn statuses(json: &serde_json::Value) -> Vec<String> {
+    json["days"]
+        .as_array()
+        .expect("days")
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {} {}",
+                d["bill_date"].as_str().unwrap_or(""),
+                d["channel"].as_str().unwrap_or(""),
+                d["status"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir").flatten() {
+        let p = e.path();
+        let dest = to.join(e.file_name());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_backfill_matches_day_by_day_resumes_after_a_kill_and_skips_finished_days() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let seq = tmp.path().join("seq");
+    let cfg_seq = generate(&seq, "2026-11-20", 3, 3000, 21);
+    let par = tmp.path().join("par");
+    copy_dir(&seq, &par);
+    let cfg_par = par.join("reckon.toml");
+
+    // Day by day, one channel after the other.
+    for day in ["2026-11-20", "2026-11-21", "2026-11-22"] {
+        let (code, json, err) = run_day(&cfg_seq, day, &[]);
+        assert_eq!(code, 0, "{json}\n{err}");
+    }
+
+    // A backfill, both channels at once, killed once the first day is done.
+    let mut child = reckon()
+        .args([
+            "backfill",
+            "--config",
+            cfg_str(&cfg_par),
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-22",
+            "--parallel",
+            "2",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let first_day = par.join("output/results/channel=wechat/dt=2026-11-20/summary.json");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut killed = false;
+    while Instant::now() < deadline {
+        if first_day.exists() {
+            child.kill().expect("kill");
+            killed = true;
+            break;
+        }
+        if child.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = child.wait();
+    assert!(killed, "the backfill ended before it could be killed");
+
+    // Started again, it resumes: the finished days are skipped, the rest run.
+    let (code, table, json) = backfill(&cfg_par, &["--parallel", "2"]);
+    assert_eq!(code, 0, "{table}");
+    let st = statuses(&json);
+    assert!(
+        st.contains(&"2026-11-20 wechat skipped".to_string()),
+        "{st:?}"
+    );
+    assert!(
+        st.contains(&"2026-11-22 alipay reconciled".to_string()),
+        "{st:?}"
+    );
+    assert!(table.starts_with("date"), "{table}");
+    assert!(table.contains("2026-11-22"), "{table}");
+
+    // The same results as day by day, byte for byte.
+    let (a, b) = (results(&seq.join("output")), results(&par.join("output")));
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "different files"
+    );
+    for (k, v) in &a {
+        assert!(
+            b.get(k) == Some(v),
+            "{k} differs between day by day and the backfill"
+        );
+    }
+
+    // Once more: everything is finished, nothing runs.
+    let (code, _, json) = backfill(&cfg_par, &[]);
+    assert_eq!(code, 0);
+    assert!(
+        statuses(&json).iter().all(|s| s.ends_with(" skipped")),
+        "{json}"
+    );
+    // --force runs every date again, with the same results.
+    let (code, _, json) = backfill(&cfg_par, &["--force", "--channel", "wechat"]);
+    assert_eq!(code, 0);
+    assert_eq!(statuses(&json).len(), 3, "{json}");
+    assert!(
+        statuses(&json).iter().all(|s| s.ends_with(" reconciled")),
+        "{json}"
+    );
+    assert!(
+        results(&par.join("output")) == b,
+        "a forced rerun changed results"
+    );
+}
+
+#[test]
+fn an_earlier_day_that_changes_makes_later_days_stale_and_status_says_so() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let cfg = generate(&dir, "2026-11-20", 3, 500, 4);
+    let (code, table, _) = backfill(&cfg, &["--channel", "wechat"]);
+    assert_eq!(code, 0, "{table}");
+
+    // The same day again with the same rules: same run id, nothing stale.
+    let (code, json, err) = run_day(&cfg, "2026-11-20", &["--channel", "wechat"]);
+    assert_eq!(code, 0, "{json}\n{err}");
+    assert!(json["channels"][0].get("marked_stale").is_none(), "{json}");
+
+    // A changed rule changes day 1's results: days 2 and 3 are stale.
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replacen(
+            "name = \"wechat\"\n",
+            "name = \"wechat\"\namount_tolerance = \"100.00\"\n",
+            1,
+        ),
+    )
+    .expect("config");
+    let (code, json, err) = run_day(&cfg, "2026-11-20", &["--channel", "wechat"]);
+    assert_eq!(code, 0, "{json}\n{err}");
+    assert_eq!(
+        json["channels"][0]["marked_stale"],
+        serde_json::json!(["2026-11-21", "2026-11-22"]),
+        "{json}"
+    );
+    assert!(err.contains("marked stale"), "{err}");
+
+    let o = run(&[
+        "status",
+        "--config",
+        cfg_str(&cfg),
+        "--date",
+        "2026-11-21",
+        "--json",
+    ]);
+    assert!(o.status.success());
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let wechat = st
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|c| c["channel"] == "wechat")
+        .expect("wechat");
+    assert_eq!(wechat["status"], "stale", "{st}");
+    assert_eq!(wechat["stages"]["report"]["state"], "done", "{st}");
+    assert!(
+        wechat["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("2026-11-20"),
+        "{st}"
+    );
+    let alipay = st
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|c| c["channel"] == "alipay")
+        .expect("alipay");
+    assert_eq!(alipay["status"], "never run", "{st}");
+    let o = run(&["status", "--config", cfg_str(&cfg), "--date", "2026-11-21"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("wechat") && text.contains("stale"), "{text}");
+
+    // A backfill without --force runs the stale days again, and only them.
+    let (code, table, json) = backfill(&cfg, &["--channel", "wechat"]);
+    assert_eq!(code, 0, "{table}");
+    assert_eq!(
+        statuses(&json),
+        vec![
+            "2026-11-20 wechat skipped",
+            "2026-11-21 wechat reconciled",
+            "2026-11-22 wechat reconciled"
+        ]
+    );
+}
+
+/// Starts `reckon run` of alipay on the first day; returns the child.
+fn start_run(cfg: &Path, lease_wait: &str) -> std::process::Child {
+    reckon()
+        .args([
+            "run",
+            "--config",
+            cfg_str(cfg),
+            "--date",
+            "2026-11-20",
+            "--channel",
+            "alipay",
+            "--lease-wait",
+            lease_wait,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
+fn lease_path(dir: &Path) -> PathBuf {
+    dir.join("output/runs/channel=alipay/dt=2026-11-20/lease.json")
+}
+
+fn wait_for(path: &Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        if path.exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+#[test]
+fn two_runs_of_one_channel_date_never_overlap() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let cfg = generate(&dir, "2026-11-20", 1, 20_000, 9);
+
+    // The second run does not wait: it exits 75 and names the holder.
+    let first = start_run(&cfg, "0");
+    let pid = first.id();
+    assert!(wait_for(&lease_path(&dir)), "no lease appeared");
+    let second = start_run(&cfg, "0").wait_with_output().expect("second");
+    let a = first.wait_with_output().expect("first");
+    assert_eq!(
+        a.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    assert_eq!(second.status.code(), Some(75));
+    let out = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        out.contains("is being run by") && out.contains(&format!(":{pid} ")),
+        "{out}"
+    );
+    assert!(!lease_path(&dir).exists(), "the lease outlived its run");
+    let done = results(&dir.join("output"));
+
+    // The second run waits its turn, then runs: both succeed, the results are those of one.
+    let first = start_run(&cfg, "0");
+    assert!(wait_for(&lease_path(&dir)), "no lease appeared");
+    let second = start_run(&cfg, "300");
+    let a = first.wait_with_output().expect("first");
+    let b = second.wait_with_output().expect("second");
+    assert_eq!(a.status.code(), Some(0));
+    assert_eq!(
+        b.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert!(
+        results(&dir.join("output")) == done,
+        "overlapping runs changed results"
+    );
+
+    // A lease left by a killed run does not block the next one.
+    let mut killed = start_run(&cfg, "0");
+    assert!(wait_for(&lease_path(&dir)), "no lease appeared");
+    killed.kill().expect("kill");
+    let _ = killed.wait();
+    assert!(
+        lease_path(&dir).exists(),
+        "the kill left no lease to test with"
+    );
+    let (code, json, err) = run_day(&cfg, "2026-11-20", &["--channel", "alipay"]);
+    assert_eq!(code, 0, "{json}\n{err}");
+    assert!(err.contains("took over a stale lease"), "{err}");
+}
