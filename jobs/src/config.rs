@@ -216,6 +216,14 @@ pub struct Orchestration {
     /// exits 75 naming the holder (`--lease-wait` overrides).
     #[serde(default)]
     pub lease_wait_secs: u64,
+    /// Attempts of a stage that fails on a service it cannot reach (a database, an object
+    /// store, the network, a busy cluster), including the first; then it fails with exit 75.
+    #[serde(default = "default_retry_attempts")]
+    pub retry_attempts: u32,
+    /// The first wait between attempts; each later one doubles, plus up to as much again at
+    /// random.
+    #[serde(default = "default_retry_base_ms")]
+    pub retry_base_ms: u64,
 }
 
 impl Default for Orchestration {
@@ -223,12 +231,20 @@ impl Default for Orchestration {
         Self {
             lease_ttl_secs: default_lease_ttl(),
             lease_wait_secs: 0,
+            retry_attempts: default_retry_attempts(),
+            retry_base_ms: default_retry_base_ms(),
         }
     }
 }
 
 fn default_lease_ttl() -> u64 {
     600
+}
+fn default_retry_attempts() -> u32 {
+    3
+}
+fn default_retry_base_ms() -> u64 {
+    2000
 }
 
 /// One payment channel.

@@ -47,8 +47,8 @@ fn delta_error(what: &str, location: &Location, e: DeltaTableError) -> Error {
             ))
         }
         DeltaTableError::ObjectStore { .. } => {
-            // The store could not be read: worth a retry later.
-            Error::NotReady(format!("{what} ({}): {e}", location.display()))
+            // The store could not be read: worth a retry.
+            Error::Unavailable(format!("{what} ({}): {e}", location.display()))
         }
         other => Error::Other(format!("{what} ({}): {other}", location.display())),
     }

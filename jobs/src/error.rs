@@ -14,6 +14,10 @@ pub enum Error {
     /// Exit 75: the channel has not published the bill yet.
     #[error("not ready: {0}")]
     NotReady(String),
+    /// Exit 75: a service could not be reached (a database, an object store, the network, a
+    /// busy cluster). Retried inside the stage first; after the last attempt, retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
     /// Exit 1: an I/O error on a named path.
     #[error("{path}: {source}")]
     Io {
@@ -44,7 +48,7 @@ impl Error {
         match self {
             Error::Config(_) => 2,
             Error::BadInput(_) => 3,
-            Error::NotReady(_) => 75,
+            Error::NotReady(_) | Error::Unavailable(_) => 75,
             _ => 1,
         }
     }
@@ -54,7 +58,49 @@ impl Error {
         match self {
             Error::BadInput(_) => "incomplete",
             Error::NotReady(_) => "waiting",
+            Error::Unavailable(_) => "unavailable",
             _ => "failed",
+        }
+    }
+
+    /// Whether trying again in a moment may succeed: a service that could not be reached, or
+    /// the engine's object store failing on its transport. Bad input, bad configuration and a
+    /// bill not yet published are not (the last is for the scheduler to retry later).
+    pub fn is_transient(&self) -> bool {
+        use datafusion::error::DataFusionError as D;
+        fn io_transient(e: &std::io::Error) -> bool {
+            use std::io::ErrorKind as K;
+            matches!(
+                e.kind(),
+                K::ConnectionRefused
+                    | K::ConnectionReset
+                    | K::ConnectionAborted
+                    | K::NotConnected
+                    | K::BrokenPipe
+                    | K::TimedOut
+                    | K::Interrupted
+                    | K::HostUnreachable
+                    | K::NetworkUnreachable
+                    | K::NetworkDown
+            )
+        }
+        fn df_transient(e: &D) -> bool {
+            match e {
+                D::ObjectStore(_) => true,
+                D::IoError(e) => io_transient(e),
+                D::Context(_, inner) => df_transient(inner),
+                D::External(e) => {
+                    e.downcast_ref::<object_store::Error>().is_some()
+                        || e.downcast_ref::<std::io::Error>().is_some_and(io_transient)
+                }
+                _ => false,
+            }
+        }
+        match self {
+            Error::Unavailable(_) => true,
+            Error::Io { source, .. } => io_transient(source),
+            Error::Engine(e) => df_transient(e),
+            _ => false,
         }
     }
 

@@ -59,7 +59,7 @@ fn ident(name: &str) -> Result<String> {
 fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
     // A database that cannot be reached is worth a retry later; a bad query is not.
     if e.as_db_error().is_none() && (e.is_closed() || e.to_string().contains("connect")) {
-        Error::NotReady(format!("postgres: {what}: {e}"))
+        Error::Unavailable(format!("postgres: {what}: {e}"))
     } else {
         Error::Other(format!("postgres: {what}: {e}"))
     }
@@ -75,7 +75,7 @@ pub async fn connect(url: &str, timeout_secs: u64) -> Result<tokio_postgres::Cli
     let (client, conn) =
         tokio::time::timeout(Duration::from_secs(timeout_secs + 1), cfg.connect(NoTls))
             .await
-            .map_err(|_| Error::NotReady("postgres: connect timed out".into()))?
+            .map_err(|_| Error::Unavailable("postgres: connect timed out".into()))?
             .map_err(|e| db_error("connect", e))?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
@@ -496,7 +496,7 @@ impl Lookups {
                     }
                     return Ok(out);
                 }
-                Err(Error::NotReady(why)) if attempt < attempts => {
+                Err(Error::Unavailable(why)) if attempt < attempts => {
                     // Full jitter, so that parallel batches do not retry in step.
                     let cap = 200u64 * 2u64.pow(attempt);
                     let wait = rand::Rng::gen_range(&mut rand::thread_rng(), cap / 2..=cap);
@@ -512,7 +512,7 @@ impl Lookups {
         use deadpool_postgres::PoolError;
         let client = self.pool.get().await.map_err(|e| match e {
             PoolError::Backend(e) => db_error("second look: connect", e),
-            PoolError::Timeout(_) => Error::NotReady(format!(
+            PoolError::Timeout(_) => Error::Unavailable(format!(
                 "postgres: second look: no connection within {} s",
                 self.cfg.timeout_secs
             )),
@@ -522,7 +522,7 @@ impl Lookups {
         let timeout = Duration::from_secs(self.cfg.timeout_secs);
         let result = match tokio::time::timeout(timeout, client.query(sql, &[&batch])).await {
             Ok(r) => r.map_err(|e| db_error(&format!("second look on {table}"), e)),
-            Err(_) => Err(Error::NotReady(format!(
+            Err(_) => Err(Error::Unavailable(format!(
                 "postgres: second look on {table} timed out after {} s",
                 self.cfg.timeout_secs
             ))),

@@ -242,6 +242,13 @@ pub struct StageRecord {
     pub files: Vec<String>,
     /// Stage-specific facts: hashes, counts, totals.
     pub detail: serde_json::Value,
+    /// How many attempts it took (more than one when a service could not be reached).
+    #[serde(default = "one")]
+    pub attempts: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 impl Manifest {

@@ -9,7 +9,7 @@ pub mod reconcile;
 pub mod report;
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
 
@@ -68,19 +68,53 @@ impl Job<'_> {
 
 /// Runs one stage by name and records it in the manifest (state, time, files, detail).
 pub async fn run_stage(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
+    use backon::Retryable;
     let started = Instant::now();
     tracing::info!(channel = job.name(), date = %job.date, stage, "stage started");
-    let outcome = match stage {
-        "fetch" => fetch::run(job),
-        "normalize" => normalize::run(job),
-        "collect" => collect::run(job).await,
-        "reconcile" => reconcile::run(job).await,
-        "report" => report::run(job),
-        other => Err(Error::Config(format!(
-            "unknown stage {other:?}: one of {}",
-            STAGES.join(", ")
-        ))),
-    };
+    let orch = &job.config.orchestration;
+    // Each stage writes aside and commits at its end, so an attempt that failed left nothing
+    // visible and the next one starts clean.
+    let backoff = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(orch.retry_base_ms))
+        .with_factor(2.0)
+        .with_max_delay(Duration::from_secs(300))
+        .with_max_times(orch.retry_attempts.saturating_sub(1) as usize)
+        .with_jitter();
+    let attempts = std::sync::atomic::AtomicU32::new(0);
+    let outcome = (|| async {
+        attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match stage {
+            "fetch" => fetch::run(job),
+            "normalize" => normalize::run(job),
+            "collect" => collect::run(job).await,
+            "reconcile" => reconcile::run(job).await,
+            "report" => report::run(job),
+            other => Err(Error::Config(format!(
+                "unknown stage {other:?}: one of {}",
+                STAGES.join(", ")
+            ))),
+        }
+    })
+    .retry(backoff)
+    .when(Error::is_transient)
+    .notify(|e, wait| {
+        tracing::warn!(
+            channel = job.name(), date = %job.date, stage,
+            attempt = attempts.load(std::sync::atomic::Ordering::Relaxed),
+            wait_ms = wait.as_millis() as u64,
+            error = %e,
+            "stage attempt failed; retrying"
+        );
+    })
+    .await;
+    let attempts = attempts.load(std::sync::atomic::Ordering::Relaxed);
+    let outcome = outcome.map_err(|e| {
+        if e.is_transient() && attempts > 1 {
+            Error::Unavailable(format!("{e} (gave up after {attempts} attempts)"))
+        } else {
+            e
+        }
+    });
     let mut manifest = job.manifest()?;
     let finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let duration_ms = started.elapsed().as_millis() as u64;
@@ -92,6 +126,7 @@ pub async fn run_stage(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
                 duration_ms,
                 files,
                 detail,
+                attempts,
             };
             manifest.stages.insert(stage.to_string(), record.clone());
             // A stage that reran makes the later ones stale: they must run again.
@@ -126,6 +161,7 @@ pub async fn run_stage(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
                     duration_ms,
                     files: Vec::new(),
                     detail: serde_json::json!({ "error": e.to_string() }),
+                    attempts,
                 },
             );
             manifest.status = e.status().into();

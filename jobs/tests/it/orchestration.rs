@@ -339,3 +339,107 @@ fn two_runs_of_one_channel_date_never_overlap() {
     assert_eq!(code, 0, "{json}\n{err}");
     assert!(err.contains("took over a stale lease"), "{err}");
 }
+
+/// A TCP forwarder on a free loopback port to `target` that starts listening only after
+/// `delay` (a database coming back after an outage); `None` never listens.
+fn late_proxy(target: u16, delay: Option<Duration>) -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    if let Some(delay) = delay {
+        std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("rebind");
+            for client in listener.incoming().flatten() {
+                let Ok(server) = std::net::TcpStream::connect(("127.0.0.1", target)) else {
+                    continue;
+                };
+                let (mut c2, mut s2) = (
+                    client.try_clone().expect("clone"),
+                    server.try_clone().expect("clone"),
+                );
+                let (mut c1, mut s1) = (client, server);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut s1);
+                    let _ = s1.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut s2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+    }
+    port
+}
+
+#[test]
+fn a_stage_retries_a_database_that_comes_back_and_gives_up_on_one_that_does_not() {
+    let pg = match crate::services::Postgres::start() {
+        Ok(p) => p,
+        Err(why) => return crate::services::unavailable("a PostgreSQL server", &why),
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let o = run(&[
+        "generate",
+        "--out",
+        cfg_str(&dir),
+        "--from",
+        "2026-11-20",
+        "--days",
+        "1",
+        "--rows",
+        "500",
+        "--seed",
+        "5",
+        "--warehouse-url",
+        &pg.url,
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let cfg = dir.join("reckon.toml");
+    let pg_port: u16 = pg
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .expect("port in url");
+    let base = std::fs::read_to_string(&cfg).expect("config");
+    let through = |port: u16| {
+        let text = base.replace(&format!(":{pg_port}/"), &format!(":{port}/"));
+        assert_ne!(text, base, "the config names the database");
+        std::fs::write(
+            &cfg,
+            format!("{text}\n[orchestration]\nretry_attempts = 3\nretry_base_ms = 1000\n"),
+        )
+        .expect("config");
+    };
+
+    // The database is back after 1.5 s: the first attempt fails, a later one succeeds.
+    through(late_proxy(pg_port, Some(Duration::from_millis(1500))));
+    let (code, json, err) = run_day(&cfg, "2026-11-20", &["--channel", "wechat"]);
+    assert_eq!(code, 0, "{json}\n{err}");
+    assert!(err.contains("stage attempt failed; retrying"), "{err}");
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("output/runs/channel=wechat/dt=2026-11-20/manifest.json"))
+            .expect("manifest"),
+    )
+    .expect("json");
+    let attempts = m["stages"]["collect"]["attempts"]
+        .as_u64()
+        .expect("attempts");
+    assert!((2..=3).contains(&attempts), "{}", m["stages"]["collect"]);
+    assert_eq!(m["stages"]["fetch"]["attempts"], 1);
+
+    // It never comes back: three attempts, then exit 75 and the stage says why.
+    through(late_proxy(pg_port, None));
+    let (code, json, err) = run_day(&cfg, "2026-11-20", &["--channel", "wechat"]);
+    assert_eq!(code, 75, "{json}\n{err}");
+    let why = json["channels"][0]["error"].as_str().unwrap_or_default();
+    assert!(why.contains("gave up after 3 attempts"), "{json}");
+    assert_eq!(json["channels"][0]["stage"], "collect");
+    assert_eq!(json["channels"][0]["status"], "unavailable");
+}
