@@ -36,9 +36,12 @@ pub struct Config {
     /// they are reported missing.
     pub second_look: Option<SecondLook>,
     /// The channels, each reconciled on its own.
-    /// Leases, retries and alerts.
+    /// Leases and retries.
     #[serde(default)]
     pub orchestration: Orchestration,
+    /// Where alerts go; none when absent.
+    #[serde(default)]
+    pub alerts: Option<crate::alerts::AlertsConfig>,
     #[serde(rename = "channel", default)]
     pub channels: Vec<Channel>,
     /// The directory the config was read from; relative paths resolve against it.
@@ -293,6 +296,10 @@ pub struct Channel {
     /// (`thresholds.MISSING_IN_PLATFORM = { count = 10, amount = "500.00" }`).
     #[serde(default)]
     pub thresholds: std::collections::BTreeMap<String, Threshold>,
+    /// The time of day (HH:MM, in the channel's zone, on the day after the bill date) by
+    /// which the bill is due: a fetch that still finds none after it sends an alert.
+    #[serde(default)]
+    pub bill_deadline: Option<String>,
     /// Where the bill comes from.
     pub source: Source,
 }
@@ -402,6 +409,9 @@ impl Config {
             }
             c.validate()?;
         }
+        if let Some(a) = &self.alerts {
+            a.validate()?;
+        }
         crate::engine::EngineKind::parse(&self.engine)?;
         self.storage_path()?;
         Ok(())
@@ -501,8 +511,28 @@ impl Channel {
         Ok(c)
     }
 
+    /// When the bill of `date` is due (see `bill_deadline`), as an instant.
+    pub fn bill_due(
+        &self,
+        date: chrono::NaiveDate,
+    ) -> std::result::Result<Option<chrono::DateTime<chrono::Utc>>, String> {
+        use chrono::TimeZone;
+        let Some(text) = &self.bill_deadline else {
+            return Ok(None);
+        };
+        let time = chrono::NaiveTime::parse_from_str(text, "%H:%M")
+            .map_err(|_| format!("channel {}: bill_deadline {text:?} is not HH:MM", self.name))?;
+        let local = (date + chrono::Duration::days(1)).and_time(time);
+        let zone = self.tz()?;
+        Ok(zone
+            .from_local_datetime(&local)
+            .earliest()
+            .map(|t| t.with_timezone(&chrono::Utc)))
+    }
+
     /// Checks the channel's rules; the error names the channel and the setting.
     pub fn validate(&self) -> std::result::Result<(), String> {
+        self.bill_due(chrono::NaiveDate::default())?;
         self.tz()
             .map_err(|e| format!("channel {}: {e}", self.name))?;
         self.tolerance()

@@ -4,6 +4,7 @@
 //! share; `main.rs` is a thin command line over it. ARCHITECTURE.md maps where each concern
 //! lives.
 
+pub mod alerts;
 pub mod backfill;
 pub mod config;
 pub mod delta;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use crate::alerts::{Alert, Cause};
 use crate::engine::Engines;
 use crate::lease::{Lease, LeasePolicy};
 use chrono::NaiveDate;
@@ -112,7 +113,37 @@ pub async fn run_channel(
             // The report stage already built the summary: take it from its record.
             Ok(record) if *stage == "report" => summary = Some(record.detail["summary"].clone()),
             Ok(_) => {}
-            Err(e) => return Ok(failed(stage, &e)),
+            Err(e) => {
+                if let Some(alert) = failure_alert(ch, date, stage, &e)? {
+                    crate::alerts::send(config.alerts.as_ref(), &alert).await;
+                }
+                return Ok(failed(stage, &e));
+            }
+        }
+    }
+    if let Some(s) = summary.as_ref() {
+        if crate::stages::report::threshold_passed(s) {
+            let passed = s["thresholds"]["passed"].clone();
+            let alert = Alert {
+                cause: Cause::Threshold,
+                channel: channel.to_string(),
+                bill_date: date.to_string(),
+                stage: None,
+                exit_code: 0,
+                message: format!(
+                    "categories past their thresholds: {}",
+                    passed
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default()
+                ),
+                detail: s["thresholds"].clone(),
+            };
+            crate::alerts::send(config.alerts.as_ref(), &alert).await;
         }
     }
     if let Some(s) = summary.as_mut() {
@@ -140,6 +171,42 @@ pub async fn run_channel(
     Ok(ChannelOutcome {
         summary,
         exit_code: 0,
+    })
+}
+
+/// The alert a failed stage calls for: a bill not yet there is worth one only past its
+/// deadline; other waits (a warehouse partition, another run) are for the scheduler's retry.
+fn failure_alert(
+    ch: &crate::config::Channel,
+    date: NaiveDate,
+    stage: &str,
+    e: &Error,
+) -> Result<Option<Alert>> {
+    let alert = |cause, message: String| Alert {
+        cause,
+        channel: ch.name.clone(),
+        bill_date: date.to_string(),
+        stage: Some(stage.to_string()),
+        exit_code: e.exit_code(),
+        message,
+        detail: json!({ "error": e.to_string(), "status": e.status() }),
+    };
+    Ok(match e {
+        Error::NotReady(_) if stage == "fetch" => {
+            match ch.bill_due(date).map_err(Error::Config)? {
+                Some(due) if chrono::Utc::now() >= due => Some(alert(
+                    Cause::BillLate,
+                    format!(
+                        "the bill of {date} has not arrived by {} ({}): {e}",
+                        ch.bill_deadline.as_deref().unwrap_or(""),
+                        ch.time_zone
+                    ),
+                )),
+                _ => None,
+            }
+        }
+        Error::NotReady(_) => None,
+        _ => Some(alert(Cause::StageFailed, e.to_string())),
     })
 }
 
