@@ -14,6 +14,7 @@ pub mod error;
 pub mod formats;
 pub mod generate;
 pub mod lease;
+pub mod logs;
 pub mod objstore;
 pub mod parquet_io;
 pub mod pipeline;

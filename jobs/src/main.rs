@@ -42,6 +42,10 @@ fn purge_freed_memory_at_once() {
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: `text` (for people) or `json` (one object per line, for log
+    /// collectors; each carries channel, date, stage, invocation and run_id where known).
+    #[arg(long, global = true, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
 }
 
 #[derive(Subcommand)]
@@ -225,19 +229,29 @@ enum SqlCommand {
     },
 }
 
-fn init_logs() {
+fn init_logs(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("RECKON_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(
             "info,datafusion=warn,ballista=warn,ballista_scheduler::display=off,\
              deltalake_core=warn,buoyant_kernel=warn,buoyant_kernel_engine=warn",
         )
     });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .init();
+    if format == "json" {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .fmt_fields(reckon::logs::JsonSpanFields)
+            .event_format(reckon::logs::FlatJson)
+            .init();
+    } else {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .init();
+    }
 }
 
 fn main() -> ExitCode {
@@ -253,7 +267,7 @@ fn main() -> ExitCode {
     ) {
         purge_freed_memory_at_once();
     }
-    init_logs();
+    init_logs(&cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -264,7 +278,14 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = match runtime.block_on(dispatch(cli.command)) {
+    // Collectors get the invocation on every line; people see it in leases and alerts.
+    let root = if cli.log_format == "json" {
+        tracing::info_span!("reckon", invocation = reckon::lease::invocation_id())
+    } else {
+        tracing::Span::none()
+    };
+    let code = match runtime.block_on(tracing::Instrument::instrument(dispatch(cli.command), root))
+    {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");

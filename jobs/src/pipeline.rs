@@ -60,7 +60,29 @@ pub fn store(config: &Config) -> Result<Store> {
 }
 
 /// Runs `stages` for one channel and date; a failure is recorded and returned as the outcome.
+/// Its log lines carry the channel and date (and, once reconciled, the run id).
 pub async fn run_channel(
+    config: &Config,
+    channel: &str,
+    date: NaiveDate,
+    engines: &Engines,
+    sql: &SqlDir,
+    stages: &[&str],
+) -> Result<ChannelOutcome> {
+    let span = tracing::info_span!(
+        "job",
+        channel,
+        date = %date,
+        run_id = tracing::field::Empty
+    );
+    tracing::Instrument::instrument(
+        channel_stages(config, channel, date, engines, sql, stages),
+        span,
+    )
+    .await
+}
+
+async fn channel_stages(
     config: &Config,
     channel: &str,
     date: NaiveDate,
@@ -101,7 +123,7 @@ pub async fn run_channel(
     let _lease = match lease {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!(channel, %date, error = %e, "not run");
+            tracing::warn!(error = %e, "not run");
             return Ok(failed("lease", &e));
         }
     };
@@ -112,6 +134,11 @@ pub async fn run_channel(
         match run_stage(&job, stage).await {
             // The report stage already built the summary: take it from its record.
             Ok(record) if *stage == "report" => summary = Some(record.detail["summary"].clone()),
+            Ok(record) if *stage == "reconcile" => {
+                if let Some(id) = record.detail["run_id"].as_str() {
+                    tracing::Span::current().record("run_id", id);
+                }
+            }
             Ok(_) => {}
             Err(e) => {
                 if let Some(alert) = failure_alert(ch, date, stage, &e)? {

@@ -311,7 +311,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let sha = sha256_file(&part)?;
     let dest = job.store.area("platform", job.name(), job.date);
     let files = job.store.publish(&staged, &dest, true)?;
-    tracing::info!(channel = job.name(), date = %job.date, rows, "collected");
+    tracing::info!(rows, "collected");
     source_files.extend(files.iter().map(|p| job.store.relative(p)));
     Ok((
         source_files,

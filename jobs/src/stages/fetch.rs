@@ -128,7 +128,7 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
     if let Some(prev) = previous {
         // A different file for a date fetched before: the channel re-issued its bill.
         detail["reissued_from_sha256"] = json!(prev);
-        tracing::warn!(channel = job.name(), date = %job.date, "the bill changed since the last fetch: a re-issued bill");
+        tracing::warn!("the bill changed since the last fetch: a re-issued bill");
     }
     Ok((files, detail))
 }

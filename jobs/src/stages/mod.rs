@@ -66,11 +66,20 @@ impl Job<'_> {
     }
 }
 
-/// Runs one stage by name and records it in the manifest (state, time, files, detail).
+/// Runs one stage by name and records it in the manifest (state, time, files, detail); its
+/// log lines carry the stage.
 pub async fn run_stage(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
+    tracing::Instrument::instrument(
+        stage_attempts(job, stage),
+        tracing::info_span!("stage", stage),
+    )
+    .await
+}
+
+async fn stage_attempts(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
     use backon::Retryable;
     let started = Instant::now();
-    tracing::info!(channel = job.name(), date = %job.date, stage, "stage started");
+    tracing::info!("stage started");
     let orch = &job.config.orchestration;
     // Each stage writes aside and commits at its end, so an attempt that failed left nothing
     // visible and the next one starts clean.
@@ -99,7 +108,6 @@ pub async fn run_stage(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
     .when(Error::is_transient)
     .notify(|e, wait| {
         tracing::warn!(
-            channel = job.name(), date = %job.date, stage,
             attempt = attempts.load(std::sync::atomic::Ordering::Relaxed),
             wait_ms = wait.as_millis() as u64,
             error = %e,
@@ -149,7 +157,7 @@ pub async fn run_stage(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
             };
             manifest.error = None;
             job.store.save_manifest(&manifest, job.date)?;
-            tracing::info!(channel = job.name(), date = %job.date, stage, duration_ms, "stage done");
+            tracing::info!(duration_ms, "stage done");
             Ok(record)
         }
         Err(e) => {
@@ -167,7 +175,7 @@ pub async fn run_stage(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
             manifest.status = e.status().into();
             manifest.error = Some(e.to_string());
             job.store.save_manifest(&manifest, job.date)?;
-            tracing::error!(channel = job.name(), date = %job.date, stage, error = %e, "stage failed");
+            tracing::error!(error = %e, "stage failed");
             Err(e)
         }
     }

@@ -51,8 +51,6 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
         }
     }
     tracing::info!(
-        channel = job.name(),
-        date = %job.date,
         read = stats.rows_read,
         written = stats.rows_written,
         rejected = stats.rows_rejected,

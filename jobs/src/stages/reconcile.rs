@@ -142,7 +142,7 @@ fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(PathBuf, serde_json::Value)
     } else {
         format!("{prev} is not reconciled ({})", m.status)
     };
-    tracing::warn!(channel = job.name(), date = %job.date, "no carry-in: {why}");
+    tracing::warn!("no carry-in: {why}");
     let p = staged.join("carry_in_empty").join("part-0.parquet");
     write_file(&p, schema::CARRY.clone(), &[])?;
     Ok((

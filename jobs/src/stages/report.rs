@@ -143,8 +143,6 @@ fn check_thresholds(job: &Job<'_>, counts: &Counts) -> Result<Value> {
         let over = l.count.is_some_and(|c| s.rows > c) || l.amount.is_some_and(|a| amount > a);
         if over {
             tracing::warn!(
-                channel = job.name(),
-                date = %job.date,
                 category = l.category,
                 rows = s.rows,
                 amount = money_text(amount),

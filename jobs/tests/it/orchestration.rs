@@ -443,3 +443,58 @@ fn a_stage_retries_a_database_that_comes_back_and_gives_up_on_one_that_does_not(
     assert_eq!(json["channels"][0]["stage"], "collect");
     assert_eq!(json["channels"][0]["status"], "unavailable");
 }
+
+#[test]
+fn json_log_lines_carry_channel_date_stage_and_run_ids() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let cfg = generate(&dir, "2026-11-20", 1, 300, 6);
+    let o = reckon()
+        .env("RECKON_LOG", "info")
+        .args([
+            "run",
+            "--config",
+            cfg_str(&cfg),
+            "--date",
+            "2026-11-20",
+            "--log-format",
+            "json",
+        ])
+        .output()
+        .expect("run");
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    let summary: serde_json::Value =
+        serde_json::from_str(out.lines().last().expect("json")).expect("json");
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(lines.len() > 10, "{err}");
+    let invocation = lines[0]["invocation"]
+        .as_str()
+        .expect("invocation")
+        .to_string();
+    for l in &lines {
+        assert_eq!(l["invocation"], invocation.as_str(), "{l}");
+        assert!(l["timestamp"].is_string() && l["level"].is_string(), "{l}");
+        if l["message"] == "stage started" || l["message"] == "stage done" {
+            for k in ["channel", "date", "stage"] {
+                assert!(l[k].is_string(), "{k} missing: {l}");
+            }
+            assert_eq!(l["date"], "2026-11-20");
+        }
+    }
+    for c in summary["channels"].as_array().expect("channels") {
+        let ch = c["channel"].as_str().expect("channel");
+        let report: Vec<&serde_json::Value> = lines
+            .iter()
+            .filter(|l| l["channel"] == ch && l["stage"] == "report")
+            .collect();
+        assert!(!report.is_empty(), "{ch}: no report lines");
+        for l in report {
+            assert_eq!(l["run_id"], c["run_id"], "{l}");
+        }
+    }
+}
