@@ -3,6 +3,7 @@
 
 mod accuracy;
 mod ageing;
+mod airflow;
 mod alerts;
 mod bad_input;
 mod engines;

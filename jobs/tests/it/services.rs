@@ -28,7 +28,7 @@ fn cache() -> PathBuf {
 }
 
 /// A Python venv with `packages`, made once.
-fn venv(name: &str, packages: &[&str]) -> Result<PathBuf, String> {
+pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf, String> {
     let dir = cache().join(name);
     let python = dir.join("bin/python");
     let marker = dir.join(".installed");
