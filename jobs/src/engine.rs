@@ -168,11 +168,31 @@ pub async fn session(
             reckon_udfs::register_all(&mut state)?;
             SessionContext::standalone_with_state(state).await?
         }
-        EngineKind::Remote(url) => SessionContext::remote_with_state(url, builder.build())
-            .await
-            .map_err(|e| {
-                Error::Other(format!("cannot reach the Ballista scheduler at {url}: {e}"))
-            })?,
+        EngineKind::Remote(url) => {
+            // The Ballista client connects lazily, at the first query: check the scheduler
+            // answers before any stage runs, so an unreachable one fails the run up front.
+            let addr = url.trim_start_matches("df://").to_string();
+            let reach = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                tokio::net::TcpStream::connect(addr.clone()),
+            )
+            .await;
+            let why = match reach {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(e.to_string()),
+                Err(_) => Some("no answer within 10 s".to_string()),
+            };
+            if let Some(why) = why {
+                return Err(Error::Other(format!(
+                    "cannot reach the Ballista scheduler at {url}: {why}"
+                )));
+            }
+            SessionContext::remote_with_state(url, builder.build())
+                .await
+                .map_err(|e| {
+                    Error::Other(format!("cannot reach the Ballista scheduler at {url}: {e}"))
+                })?
+        }
     };
     register_udfs(&ctx);
     Ok(ctx)

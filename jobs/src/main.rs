@@ -172,6 +172,11 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         top: usize,
     },
+    /// A Ballista cluster of reckon's scheduler and executors on this machine (loopback).
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// The analysts' SQL files.
     Sql {
         #[command(subcommand)]
@@ -198,6 +203,38 @@ enum Command {
         /// More rejected rows than this fails the file.
         #[arg(long, default_value_t = 1000)]
         max_rejected: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Start a scheduler and executors on 127.0.0.1, wait until they are ready, and print the
+    /// `df://` URL for `--engine`.
+    Up {
+        /// Logs, pid files, work directories and cluster.json.
+        #[arg(long, default_value = ".reckon-cluster")]
+        dir: PathBuf,
+        /// Executors to start.
+        #[arg(long, default_value_t = 2)]
+        executors: usize,
+        /// Where reckon-scheduler and reckon-executor are (default: beside reckon).
+        #[arg(long)]
+        bin_dir: Option<PathBuf>,
+        /// Tasks each executor runs at once (its --vcores).
+        #[arg(long, default_value_t = 2)]
+        vcores: usize,
+        /// Each executor's memory pool in MiB: sorts, aggregates and sort-merge joins spill
+        /// past it.
+        #[arg(long)]
+        memory_mb: Option<u64>,
+        /// Seconds to wait for the cluster to be ready.
+        #[arg(long, default_value_t = 60)]
+        wait_secs: u64,
+    },
+    /// Stop exactly the processes `up` started.
+    Down {
+        #[arg(long, default_value = ".reckon-cluster")]
+        dir: PathBuf,
     },
 }
 
@@ -284,11 +321,24 @@ fn main() -> ExitCode {
     } else {
         tracing::Span::none()
     };
+    // The scheduler reads the last stdout line of these even when they fail before any
+    // channel ran (an unreachable engine, a bad config).
+    let json_line = matches!(
+        cli.command,
+        Command::Run { .. } | Command::Stage { .. } | Command::Backfill { .. }
+    );
     let code = match runtime.block_on(tracing::Instrument::instrument(dispatch(cli.command), root))
     {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
+            if json_line {
+                print_json(&serde_json::json!({
+                    "status": e.status(),
+                    "error": e.to_string(),
+                    "exit_code": e.exit_code(),
+                }));
+            }
             e.exit_code()
         }
     };
@@ -521,6 +571,42 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             }
             Ok(0)
         }
+        Command::Cluster { command } => match command {
+            ClusterCommand::Up {
+                dir,
+                executors,
+                bin_dir,
+                vcores,
+                memory_mb,
+                wait_secs,
+            } => {
+                let c = reckon::cluster::up(&reckon::cluster::UpOptions {
+                    dir,
+                    executors,
+                    bin_dir,
+                    concurrent_tasks: vcores,
+                    memory_pool_bytes: memory_mb.map(|m| m * 1024 * 1024),
+                    wait: std::time::Duration::from_secs(wait_secs),
+                })?;
+                for p in &c.processes {
+                    eprintln!(
+                        "{} pid {} port {} log {}",
+                        p.name,
+                        p.pid,
+                        p.port,
+                        p.log.display()
+                    );
+                }
+                print_json(&serde_json::to_value(&c)?);
+                Ok(0)
+            }
+            ClusterCommand::Down { dir } => {
+                for p in reckon::cluster::down(&dir)? {
+                    eprintln!("stopped {p}");
+                }
+                Ok(0)
+            }
+        },
         Command::Sql {
             command: SqlCommand::Check { dir, config },
         } => {

@@ -39,3 +39,216 @@ fn standalone_ballista_matches_local() {
         }
     }
 }
+
+/// A cluster started by `reckon cluster up`, stopped (and checked stopped) on drop.
+struct Cluster {
+    dir: std::path::PathBuf,
+    info: serde_json::Value,
+}
+
+impl Cluster {
+    fn up(dir: &std::path::Path, executors: usize) -> Cluster {
+        let o = support::run(&[
+            "cluster",
+            "up",
+            "--dir",
+            dir.to_str().expect("utf8"),
+            "--executors",
+            &executors.to_string(),
+        ]);
+        assert!(
+            o.status.success(),
+            "cluster up: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let info: serde_json::Value = serde_json::from_str(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .last()
+                .expect("json"),
+        )
+        .expect("json");
+        Cluster {
+            dir: dir.to_path_buf(),
+            info,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.info["url"].as_str().expect("url").to_string()
+    }
+
+    fn pids(&self) -> Vec<(String, u32)> {
+        self.info["processes"]
+            .as_array()
+            .expect("processes")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().expect("name").to_string(),
+                    p["pid"].as_u64().expect("pid") as u32,
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = support::run(&["cluster", "down", "--dir", self.dir.to_str().unwrap_or("")]);
+    }
+}
+
+/// A running process (a zombie no one reaped has an empty command line).
+fn alive(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+/// The files a reader relies on for `channel` on `day` (diffs, summary, carry-over).
+fn outputs(root: &std::path::Path, day: &str) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    for ch in ["alipay", "wechat"] {
+        for (ar, file) in [
+            ("results", "diffs.parquet"),
+            ("results", "summary.json"),
+            ("carryover", "part-0.parquet"),
+        ] {
+            out.push(std::fs::read(area(root, ar, ch, day).join(file)).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[test]
+fn a_started_two_executor_cluster_matches_local_and_survives_faults() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let days = ["2026-11-20", "2026-11-21"];
+    let local = tmp.path().join("local");
+    let on_cluster = tmp.path().join("cluster");
+    let cl = support::generate(&local, days[0], 2, 3000, 17);
+    let cc = support::generate(&on_cluster, days[0], 2, 3000, 17);
+    let cluster = Cluster::up(&tmp.path().join("cl"), 2);
+    let url = cluster.url();
+    for p in cluster.pids() {
+        assert!(alive(p.1), "{} is not running", p.0);
+    }
+
+    // The generated days on both engines: the same summaries and the same bytes.
+    for day in days {
+        let (code, a, err) = support::run_day(&cl, day, &["--engine", "local"]);
+        assert_eq!(code, 0, "{a} {err}");
+        let (code, b, err) = support::run_day(&cc, day, &["--engine", &url]);
+        assert_eq!(code, 0, "{b} {err}");
+        assert_eq!(a["channels"], b["channels"], "summaries differ on {day}");
+        assert!(
+            outputs(&local.join("output"), day) == outputs(&on_cluster.join("output"), day),
+            "outputs differ between local and the cluster on {day}"
+        );
+    }
+    // Both executors did work.
+    for i in [1, 2] {
+        let log =
+            std::fs::read_to_string(tmp.path().join(format!("cl/executor-{i}.log"))).expect("log");
+        assert!(log.contains("task"), "executor-{i} ran no task:\n{log}");
+    }
+
+    // An executor killed in the middle of a reconcile: the run finishes on the other one or
+    // fails with the engine's error; nothing partial is visible; a rerun gives the same
+    // results.
+    let before = outputs(&on_cluster.join("output"), days[1]);
+    let mut run = support::reckon()
+        .args([
+            "run",
+            "--config",
+            cc.to_str().expect("utf8"),
+            "--date",
+            days[1],
+            "--channel",
+            "alipay",
+            "--engine",
+            &url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let staging = on_cluster.join("output/_staging");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let victim = cluster
+        .pids()
+        .into_iter()
+        .find(|p| p.0 == "executor-1")
+        .expect("executor-1")
+        .1;
+    let mut killed = false;
+    while std::time::Instant::now() < deadline {
+        let reconciling = std::fs::read_dir(&staging)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains("-reconcile-"))
+            })
+            .unwrap_or(false);
+        if reconciling {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &victim.to_string()])
+                .status();
+            killed = true;
+            break;
+        }
+        if run.try_wait().expect("wait").is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    let out = run.wait_with_output().expect("run");
+    assert!(
+        killed,
+        "the run ended before its reconcile could be interrupted"
+    );
+    let code = out.status.code().unwrap_or(-1);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(code == 0 || code == 1, "exit {code}: {stdout}");
+    if code == 1 {
+        assert!(stdout.contains("\"stage\":\"reconcile\""), "{stdout}");
+    }
+    // Whatever happened, a reader sees whole files only: the previous results or new ones.
+    let seen = outputs(&on_cluster.join("output"), days[1]);
+    assert!(
+        seen == before || code == 0,
+        "a failed run changed the published results"
+    );
+    // The rerun, on the executor that is left, gives the results of the embedded engine.
+    let (code, b, err) = support::run_day(&cc, days[1], &["--engine", &url]);
+    assert_eq!(code, 0, "{b} {err}");
+    assert!(
+        outputs(&on_cluster.join("output"), days[1]) == outputs(&local.join("output"), days[1])
+    );
+
+    // `down` stops exactly what `up` started.
+    let pids = cluster.pids();
+    let o = support::run(&[
+        "cluster",
+        "down",
+        "--dir",
+        tmp.path().join("cl").to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (name, pid) in pids {
+        assert!(!alive(pid), "{name} still runs after down");
+    }
+    assert!(!tmp.path().join("cl/cluster.json").exists());
+}
+
+#[test]
+fn an_unreachable_scheduler_is_exit_1_with_nothing_published() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = support::generate(tmp.path(), "2026-11-20", 1, 200, 3);
+    let (code, json, err) = support::run_day(&cfg, "2026-11-20", &["--engine", "df://127.0.0.1:1"]);
+    assert_eq!(code, 1, "{json} {err}");
+    assert!(
+        format!("{json}{err}").contains("cannot reach the Ballista scheduler at df://127.0.0.1:1"),
+        "{json} {err}"
+    );
+    assert!(!tmp.path().join("output/results").exists());
+    assert!(!tmp.path().join("output/normalized").exists());
+}

@@ -97,11 +97,17 @@ fn a_backfill_matches_day_by_day_resumes_after_a_kill_and_skips_finished_days() 
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
-    let first_day = par.join("output/results/channel=wechat/dt=2026-11-20/summary.json");
+    let first_day = par.join("output/runs/channel=wechat/dt=2026-11-20/manifest.json");
+    let done = |p: &Path| {
+        std::fs::read(p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|m| m["status"] == "reconciled")
+    };
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut killed = false;
     while Instant::now() < deadline {
-        if first_day.exists() {
+        if done(&first_day) {
             child.kill().expect("kill");
             killed = true;
             break;
