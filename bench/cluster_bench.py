@@ -63,6 +63,7 @@ def main():
     t, rss, _ = run_measured([reckon, "stage", "reconcile", "--config", configs["local"], "--date", DATE,
                               "--channel", CHANNEL, "--engine", "local"])
     rows.append(("embedded (local)", t, f"{rss:.0f}", "-", "-"))
+    run_measured([reckon, "stage", "report", "--config", configs["local"], "--date", DATE, "--channel", CHANNEL])
 
     cl_dir = data / "cluster-state"
     up = subprocess.run([reckon, "cluster", "up", "--dir", cl_dir, "--executors", "2",
@@ -77,6 +78,7 @@ def main():
         procs = {p["name"]: peak_rss_mib(p["pid"]) for p in cluster["processes"]}
     finally:
         subprocess.run([reckon, "cluster", "down", "--dir", cl_dir], check=False)
+    run_measured([reckon, "stage", "report", "--config", configs["cluster"], "--date", DATE, "--channel", CHANNEL])
     execs = " / ".join(f"{procs[n]:.0f}" for n in sorted(procs) if n.startswith("executor"))
     rows.append((f"2 executors, {args.executor_mb} MiB pool each, {args.vcores} task each", t,
                  f"{rss:.0f}", f"{procs['scheduler']:.0f}", execs))

@@ -91,7 +91,7 @@ fn binary(bin_dir: Option<&Path>, name: &str) -> Result<PathBuf> {
     }
 }
 
-fn spawn(bin: &Path, args: &[String], log: &Path, pid_file: &Path) -> Result<u32> {
+fn spawn(bin: &Path, args: &[String], log: &Path, pid_file: &Path) -> Result<std::process::Child> {
     let out = std::fs::File::create(log).at(log)?;
     let err = out.try_clone().at(log)?;
     let mut cmd = Command::new(bin);
@@ -99,9 +99,13 @@ fn spawn(bin: &Path, args: &[String], log: &Path, pid_file: &Path) -> Result<u32
     // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach it.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().at(bin)?;
-    let pid = child.id();
-    std::fs::write(pid_file, format!("{pid}\n")).at(pid_file)?;
-    Ok(pid)
+    std::fs::write(pid_file, format!("{}\n", child.id())).at(pid_file)?;
+    Ok(child)
+}
+
+/// Whether a child `up` started has exited (its status is collected, so no zombie is left).
+fn exited(child: &mut std::process::Child) -> bool {
+    !matches!(child.try_wait(), Ok(None))
 }
 
 /// Whether `GET /readyz` on `port` answers 200.
@@ -180,7 +184,8 @@ fn start_all(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let pid = spawn(scheduler_bin, &args, &log, &opts.dir.join("scheduler.pid"))?;
+    let mut scheduler = spawn(scheduler_bin, &args, &log, &opts.dir.join("scheduler.pid"))?;
+    let pid = scheduler.id();
     started.push(Process {
         name: "scheduler".into(),
         binary: "reckon-scheduler".into(),
@@ -190,7 +195,7 @@ fn start_all(
         log: log.clone(),
     });
     while !listening(port) {
-        if Instant::now() > deadline || !alive(pid, "reckon-scheduler") {
+        if Instant::now() > deadline || exited(&mut scheduler) {
             return Err(Error::Other(format!(
                 "the scheduler did not start listening on 127.0.0.1:{port}; see {}",
                 log.display()
@@ -198,6 +203,7 @@ fn start_all(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    let mut children = Vec::new();
     for i in 1..=opts.executors {
         let name = format!("executor-{i}");
         let (flight, grpc, health) = (free_port()?, free_port()?, free_port()?);
@@ -232,12 +238,14 @@ fn start_all(
             args.push("--memory-pool-size".into());
             args.push(bytes.to_string());
         }
-        let pid = spawn(
+        let child = spawn(
             executor_bin,
             &args,
             &log,
             &opts.dir.join(format!("{name}.pid")),
         )?;
+        let pid = child.id();
+        children.push(child);
         started.push(Process {
             name,
             binary: "reckon-executor".into(),
@@ -247,10 +255,14 @@ fn start_all(
             log,
         });
     }
-    for p in started.iter().filter(|p| p.health_port.is_some()) {
+    for (p, child) in started
+        .iter()
+        .filter(|p| p.health_port.is_some())
+        .zip(children.iter_mut())
+    {
         let h = p.health_port.unwrap_or_default();
         while !ready(h) {
-            if Instant::now() > deadline || !alive(p.pid, &p.binary) {
+            if Instant::now() > deadline || exited(child) {
                 return Err(Error::Other(format!(
                     "{} did not become ready (health port {h}); see {}",
                     p.name,
