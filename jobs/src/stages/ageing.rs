@@ -25,6 +25,7 @@ use reckon_udfs::Category;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::reconcile::{date32 as days, epoch};
 use crate::error::{Error, Result};
 use crate::parquet_io::{read_file, write_file};
 use crate::schema;
@@ -103,16 +104,8 @@ pub static LEDGER: std::sync::LazyLock<SchemaRef> = std::sync::LazyLock::new(|| 
     ]))
 });
 
-fn epoch() -> NaiveDate {
-    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
-}
-
 fn to_date(days: i32) -> NaiveDate {
     epoch() + chrono::Duration::days(i64::from(days))
-}
-
-fn days(d: NaiveDate) -> i32 {
-    (d - epoch()).num_days() as i32
 }
 
 fn column<'a>(b: &'a RecordBatch, name: &str, what: &str) -> Result<&'a ArrayRef> {

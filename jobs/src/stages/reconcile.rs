@@ -114,11 +114,13 @@ pub struct Counts {
     pub by_category: BTreeMap<String, CategoryStats>,
 }
 
-fn epoch() -> NaiveDate {
+/// The Date32 epoch.
+pub(crate) fn epoch() -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
 }
 
-fn date32(d: NaiveDate) -> i32 {
+/// `d` as a Date32 value (days since the epoch).
+pub(crate) fn date32(d: NaiveDate) -> i32 {
     (d - epoch()).num_days() as i32
 }
 

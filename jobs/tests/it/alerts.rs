@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::support::{generate, reckon};
+use crate::support::{channel_line, generate, reckon};
 
 /// A webhook receiver: records each request's path and JSON body; answers `status`.
 struct Hook {
@@ -102,16 +102,6 @@ fn set_alerts(cfg: &Path, format: &str) {
         "{}\n[alerts]\nwebhook_url_env = \"RECKON_TEST_WEBHOOK\"\nformat = \"{format}\"\ntimeout_secs = 5\n{}",
         &text[..start],
         &text[end..]
-    );
-    std::fs::write(cfg, text).expect("config");
-}
-
-fn channel_line(cfg: &Path, channel: &str, line: &str) {
-    let text = std::fs::read_to_string(cfg).expect("config");
-    let text = text.replacen(
-        &format!("name = \"{channel}\"\n"),
-        &format!("name = \"{channel}\"\n{line}\n"),
-        1,
     );
     std::fs::write(cfg, text).expect("config");
 }

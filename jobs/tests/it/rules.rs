@@ -1,17 +1,7 @@
 //! Per-channel rules through the whole job: `compare_amount = "received"` reconciles on what
 //! the merchant received, and is refused, naming the setting, when the template cannot say.
 
-use crate::support::{generate, run_day};
-
-fn set(cfg: &std::path::Path, channel: &str, lines: &str) {
-    let text = std::fs::read_to_string(cfg).expect("config");
-    let text = text.replacen(
-        &format!("name = \"{channel}\"\n"),
-        &format!("name = \"{channel}\"\n{lines}\n"),
-        1,
-    );
-    std::fs::write(cfg, text).expect("config");
-}
+use crate::support::{channel_line as set, generate, run_day};
 
 #[test]
 fn compare_amount_received_runs_on_the_received_column_or_is_refused() {

@@ -133,3 +133,14 @@ pub fn snapshot(dir: &Path, skip: &[&str]) -> BTreeMap<String, Vec<u8>> {
     }
     out
 }
+
+/// Adds `line` to channel `channel`'s table in the config at `cfg`.
+pub fn channel_line(cfg: &Path, channel: &str, line: &str) {
+    let text = std::fs::read_to_string(cfg).expect("config");
+    let text = text.replacen(
+        &format!("name = \"{channel}\"\n"),
+        &format!("name = \"{channel}\"\n{line}\n"),
+        1,
+    );
+    std::fs::write(cfg, text).expect("config");
+}
