@@ -337,6 +337,120 @@ pub enum Source {
         /// The file name, with `{yyyymmdd}` / `{date}` for the bill date and `*` for anything.
         pattern: String,
     },
+    /// A prefix in an object store (`s3://bucket/prefix/`, or `file://` / a path): the one
+    /// object directly under it whose name matches `pattern`.
+    ObjectStore {
+        /// The prefix (`{yyyymmdd}` / `{date}` expand here too).
+        url: String,
+        /// As for `drop_folder`.
+        pattern: String,
+    },
+    /// A file behind an HTTP(S) URL, with credentials from the environment.
+    Https {
+        /// The URL; `{yyyymmdd}` / `{date}` expand.
+        url: String,
+        /// `none`, `bearer` (the token in `token_env`) or `basic` (`user_env`, `password_env`).
+        #[serde(default)]
+        auth: HttpAuth,
+        /// The variable holding the bearer token.
+        token_env: Option<String>,
+        /// The variable holding the basic-auth user.
+        user_env: Option<String>,
+        /// The variable holding the basic-auth password.
+        password_env: Option<String>,
+        /// HTTP statuses that mean "not published yet" (exit 75).
+        #[serde(default = "default_not_ready_statuses")]
+        not_ready_status: Vec<u16>,
+        /// The raw file's name; default: the server's `Content-Disposition`, else the URL's
+        /// last segment.
+        file_name: Option<String>,
+        /// Seconds for the whole download.
+        #[serde(default = "default_fetch_timeout")]
+        timeout_secs: u64,
+    },
+    /// Alipay OpenAPI: `alipay.data.dataservice.bill.downloadurl.query`, RSA2-signed (public-key
+    /// mode).
+    Alipay {
+        /// The gateway.
+        #[serde(default = "default_alipay_gateway")]
+        gateway: String,
+        /// The application's id.
+        app_id: String,
+        /// `trade` or `signcustomer`.
+        #[serde(default = "default_alipay_bill_type")]
+        bill_type: String,
+        /// The application's private key (PEM, or the bare base64 Alipay's key tool gives):
+        /// the name of a variable holding it ...
+        private_key_env: Option<String>,
+        /// ... or of a file holding it.
+        private_key_file: Option<String>,
+        /// Alipay's public key (PEM or bare base64), from a variable ...
+        alipay_public_key_env: Option<String>,
+        /// ... or a file.
+        alipay_public_key_file: Option<String>,
+        /// Seconds for each call and the download.
+        #[serde(default = "default_fetch_timeout")]
+        timeout_secs: u64,
+    },
+    /// WeChat Pay API v3: `GET /v3/bill/tradebill`, signed `WECHATPAY2-SHA256-RSA2048`.
+    WechatpayV3 {
+        /// The API's base URL.
+        #[serde(default = "default_wechat_base_url")]
+        base_url: String,
+        /// The merchant id (mchid).
+        mchid: String,
+        /// The serial number of the merchant's API certificate.
+        serial_no: String,
+        /// The merchant's API private key (`apiclient_key.pem`), from a variable ...
+        private_key_env: Option<String>,
+        /// ... or a file.
+        private_key_file: Option<String>,
+        /// WeChat Pay's platform certificate or public key (PEM), from a variable ...
+        platform_key_env: Option<String>,
+        /// ... or a file.
+        platform_key_file: Option<String>,
+        /// The `Wechatpay-Serial` answers must carry (the platform certificate's serial or the
+        /// public key's id); unchecked when unset.
+        platform_serial: Option<String>,
+        /// `ALL`, `SUCCESS` or `REFUND`.
+        #[serde(default = "default_wechat_bill_type")]
+        bill_type: String,
+        /// Seconds for each call and the download.
+        #[serde(default = "default_fetch_timeout")]
+        timeout_secs: u64,
+    },
+}
+
+/// Credentials for the HTTPS fetcher.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token_env>`.
+    Bearer,
+    /// `Authorization: Basic` from `user_env` and `password_env`.
+    Basic,
+}
+
+fn default_not_ready_statuses() -> Vec<u16> {
+    vec![404]
+}
+fn default_fetch_timeout() -> u64 {
+    300
+}
+fn default_alipay_gateway() -> String {
+    "https://openapi.alipay.com/gateway.do".into()
+}
+fn default_alipay_bill_type() -> String {
+    "trade".into()
+}
+fn default_wechat_base_url() -> String {
+    "https://api.mch.weixin.qq.com".into()
+}
+fn default_wechat_bill_type() -> String {
+    "ALL".into()
 }
 
 fn default_engine() -> String {

@@ -12,6 +12,7 @@ pub mod delta;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod fetchers;
 pub mod formats;
 pub mod generate;
 pub mod lease;

@@ -182,6 +182,88 @@ impl Location {
     }
 }
 
+impl Location {
+    /// The names of the files directly below the location (one listing, not recursive); a
+    /// local folder that does not exist is a configuration error.
+    pub async fn file_names(&self) -> Result<Vec<String>> {
+        match self {
+            Location::Local(p) => {
+                let entries = match std::fs::read_dir(p) {
+                    Ok(e) => e,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(Error::Config(format!(
+                            "the folder {} does not exist",
+                            p.display()
+                        )))
+                    }
+                    Err(e) => return Err(Error::io(p, e)),
+                };
+                let mut out = Vec::new();
+                for e in entries {
+                    let e = e.map_err(|e| Error::io(p, e))?;
+                    if e.file_type().map_err(|x| Error::io(e.path(), x))?.is_file() {
+                        out.push(e.file_name().to_string_lossy().into_owned());
+                    }
+                }
+                Ok(out)
+            }
+            Location::Remote { prefix, store, .. } => Ok(store
+                .list_with_delimiter(Some(prefix))
+                .await
+                .map_err(|e| fetch_error(&self.display(), e))?
+                .objects
+                .into_iter()
+                .filter_map(|m| m.location.filename().map(String::from))
+                .collect()),
+        }
+    }
+
+    /// Copies the file `name` directly below the location to `to`, streaming; returns its size.
+    pub async fn copy_out(&self, name: &str, to: &std::path::Path) -> Result<u64> {
+        match self {
+            Location::Local(p) => {
+                let from = p.join(name);
+                std::fs::copy(&from, to).map_err(|e| Error::io(&from, e))
+            }
+            Location::Remote { prefix, store, .. } => {
+                use std::io::Write;
+                let at = prefix.clone().join(name);
+                let shown = format!("{}/{name}", self.display().trim_end_matches('/'));
+                let mut stream = store
+                    .get(&at)
+                    .await
+                    .map_err(|e| fetch_error(&shown, e))?
+                    .into_stream();
+                let mut out = std::io::BufWriter::new(
+                    std::fs::File::create(to).map_err(|e| Error::io(to, e))?,
+                );
+                let mut size = 0u64;
+                while let Some(chunk) = stream
+                    .try_next()
+                    .await
+                    .map_err(|e| fetch_error(&shown, e))?
+                {
+                    out.write_all(&chunk).map_err(|e| Error::io(to, e))?;
+                    size += chunk.len() as u64;
+                }
+                out.flush().map_err(|e| Error::io(to, e))?;
+                Ok(size)
+            }
+        }
+    }
+}
+
+/// An object-store failure while fetching a bill: a missing object is "not yet"; anything
+/// else (the store unreachable, a throttled request) is worth retrying.
+fn fetch_error(location: &str, e: object_store::Error) -> Error {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            Error::NotReady(format!("{location}: not found: {e}"))
+        }
+        other => Error::Unavailable(format!("{location}: {other}")),
+    }
+}
+
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {

@@ -109,6 +109,8 @@ impl<'a> RowWriter<'a> {
                     "channel_txn_id",
                     "merchant_order_id",
                     "refund_id",
+                    "amount",
+                    "received",
                     "txn_time",
                     "source_line",
                 ],

@@ -1,122 +1,85 @@
-//! fetch: brings the channel's bill for the date into `raw/`, with its SHA-256. Here from a
-//! local drop folder; the other fetchers (object stores, HTTPS, channel APIs) are issue #8.
+//! fetch: brings the channel's bill for the date into `raw/` through the channel's fetcher
+//! (`fetchers/`), with its SHA-256 and the fetch's metadata in `fetch.json`.
+//!
+//! Identical content fetched again is a no-op (`unchanged`). Different content for a date
+//! fetched before is a re-issued bill: the earlier file and its `fetch.json` move to
+//! `raw/…/superseded/<sha256>/`, `fetch.json` lists every earlier fetch under `history`, and
+//! the later stages of the date become stale, so the next run (or backfill) reconciles it again.
 
-use std::path::{Path, PathBuf};
-
-use serde_json::json;
+use serde_json::{json, Value};
 
 use super::{Job, Outcome};
-use crate::config::Source;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
+use crate::fetchers::{self, Request};
 use crate::store::{sha256_file, write_atomic};
 
-/// Expands `{yyyymmdd}` and `{date}` in a file-name pattern.
-pub fn expand(pattern: &str, date: chrono::NaiveDate) -> String {
-    pattern
-        .replace("{yyyymmdd}", &date.format("%Y%m%d").to_string())
-        .replace("{date}", &date.to_string())
-}
-
-/// Whether `name` matches `pattern`, where `*` stands for any run of characters.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || !name[first.len()..].ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
-}
-
-fn find_in_drop_folder(dir: &Path, pattern: &str) -> Result<Vec<PathBuf>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(Error::Config(format!(
-                "drop folder {} does not exist",
-                dir.display()
-            )))
-        }
-        Err(e) => return Err(Error::io(dir, e)),
-    };
-    let mut found = Vec::new();
-    for e in entries {
-        let e = e.at(dir)?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if e.file_type().at(e.path())?.is_file() && glob_match(pattern, &name) {
-            found.push(e.path());
-        }
-    }
-    found.sort();
-    Ok(found)
-}
-
 /// Runs the stage.
-pub fn run(job: &Job<'_>) -> Result<Outcome> {
-    let Source::DropFolder { path, pattern } = &job.channel.source;
-    let dir = job
-        .config
-        .resolve(&format!("channel {} source.path", job.name()), path)
-        .map_err(Error::Config)?;
-    let wanted = expand(pattern, job.date);
-    let found = find_in_drop_folder(&dir, &wanted)?;
-    let src = match found.as_slice() {
-        [one] => one.clone(),
-        [] => {
-            return Err(Error::NotReady(format!(
-                "no bill for {} {} yet: nothing in {} matches {wanted:?}",
-                job.name(),
-                job.date,
-                dir.display()
-            )))
-        }
-        many => {
-            return Err(Error::BadInput(format!(
-                "{} files in {} match {wanted:?}, expected one: {}",
-                many.len(),
-                dir.display(),
-                many.iter()
-                    .map(|p| p.display().to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )))
-        }
-    };
-    let sha = sha256_file(&src)?;
-    let name = src
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "bill".into());
+pub async fn run(job: &Job<'_>) -> Result<Outcome> {
+    let fetcher = fetchers::for_channel(job.config, job.channel)?;
+    let staged = job.store.staging("fetch", job.name(), job.date)?;
+    let got = fetcher
+        .fetch(&Request {
+            channel: job.name(),
+            date: job.date,
+            dir: &staged,
+        })
+        .await?;
+    let file = staged.join(&got.file);
+    let sha = sha256_file(&file)?;
+    let size = std::fs::metadata(&file).at(&file)?.len();
     let dest = job.store.area("raw", job.name(), job.date);
     let manifest = job.manifest()?;
     let previous = manifest
         .stages
         .get("fetch")
         .and_then(|r| r.detail["sha256"].as_str().map(String::from));
-    if previous.as_deref() == Some(sha.as_str()) && dest.join(&name).is_file() {
+    let earlier = read_json(&dest.join("fetch.json"));
+    let earlier_file = earlier["file"].as_str().map(String::from);
+    if previous.as_deref() == Some(sha.as_str())
+        && earlier_file
+            .as_deref()
+            .is_some_and(|f| dest.join(f).is_file())
+    {
         let rec = manifest.stages.get("fetch").cloned().unwrap_or_default();
         let mut detail = rec.detail;
         detail["unchanged"] = json!(true);
+        tracing::info!(sha256 = %sha, "the bill is unchanged since the last fetch");
         return Ok((rec.files, detail));
     }
-    let size = std::fs::metadata(&src).at(&src)?.len();
-    let staged = job.store.staging("fetch", job.name(), job.date)?;
-    std::fs::copy(&src, staged.join(&name)).at(&src)?;
+    let mut history = earlier["history"].as_array().cloned().unwrap_or_default();
+    let reissued = earlier_file.is_some() && earlier["sha256"].as_str() != Some(sha.as_str());
+    if reissued {
+        // Keep the bill it replaces, with its metadata, beside the new one.
+        let old_sha = earlier["sha256"].as_str().unwrap_or("unknown").to_string();
+        let keep = dest.join("superseded").join(&old_sha);
+        std::fs::create_dir_all(&keep).at(&keep)?;
+        for name in [
+            earlier_file.clone().unwrap_or_default(),
+            "fetch.json".into(),
+        ] {
+            let from = dest.join(&name);
+            if from.is_file() {
+                std::fs::rename(&from, keep.join(&name)).at(&from)?;
+            }
+        }
+        let mut entry = earlier.clone();
+        if let Some(o) = entry.as_object_mut() {
+            o.remove("history");
+        }
+        entry["superseded_to"] = json!(job
+            .store
+            .relative(&keep.join(earlier_file.unwrap_or_default())));
+        history.push(entry);
+    }
     let meta = json!({
-        "file": name,
+        "file": got.file,
         "sha256": sha,
         "size": size,
-        "source": src.display().to_string(),
-        "fetcher": "drop_folder",
+        "source": got.source,
+        "fetcher": fetcher.kind(),
+        "fetched_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        "channel_detail": got.detail,
+        "history": history,
     });
     write_atomic(
         &staged.join("fetch.json"),
@@ -125,26 +88,23 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
     let files = job.store.publish(&staged, &dest, true)?;
     let files = files.iter().map(|p| job.store.relative(p)).collect();
     let mut detail = meta;
-    if let Some(prev) = previous {
-        // A different file for a date fetched before: the channel re-issued its bill.
-        detail["reissued_from_sha256"] = json!(prev);
-        tracing::warn!("the bill changed since the last fetch: a re-issued bill");
+    if let Some(o) = detail.as_object_mut() {
+        o.remove("history");
+    }
+    if reissued || previous.as_deref().is_some_and(|p| p != sha) {
+        detail["reissued_from_sha256"] =
+            json!(previous.or_else(|| earlier["sha256"].as_str().map(String::from)));
+        tracing::warn!(
+            sha256 = %sha,
+            "the bill changed since the last fetch: a re-issued bill; the date's later stages will run again"
+        );
     }
     Ok((files, detail))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn patterns_match_the_dated_file_only() {
-        let d = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
-        let p = expand("*_{yyyymmdd}.csv.zip", d);
-        assert!(glob_match(&p, "2088_20261120.csv.zip"));
-        assert!(!glob_match(&p, "2088_20261121.csv.zip"));
-        assert!(!glob_match(&p, "2088_20261120.csv.zip.part"));
-        assert!(glob_match("a*b*c", "aXbYc"));
-        assert!(!glob_match("a*b*c", "aXc"));
-    }
+fn read_json(path: &std::path::Path) -> Value {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
 }

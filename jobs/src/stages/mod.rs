@@ -93,7 +93,7 @@ async fn stage_attempts(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
     let outcome = (|| async {
         attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match stage {
-            "fetch" => fetch::run(job),
+            "fetch" => fetch::run(job).await,
             "normalize" => normalize::run(job),
             "collect" => collect::run(job).await,
             "reconcile" => reconcile::run(job).await,

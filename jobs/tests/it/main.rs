@@ -7,6 +7,7 @@ mod airflow;
 mod alerts;
 mod bad_input;
 mod engines;
+mod fetchers;
 mod formats;
 mod fuzz;
 mod idempotency;

@@ -307,3 +307,118 @@ impl Drop for Postgres {
         let _ = self.child.wait();
     }
 }
+
+impl S3 {
+    /// Uploads the local file `from` to `key` in the bucket.
+    pub fn put(&self, key: &str, from: &std::path::Path) -> Result<(), String> {
+        let dir = venv("moto", &["moto[server]==5.1.*", "boto3"])?;
+        let out = Command::new(dir.join("bin/python"))
+            .args([
+                "-c",
+                "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+                 aws_access_key_id='test', aws_secret_access_key='test').upload_file(sys.argv[4], sys.argv[2], sys.argv[3])",
+                &self.endpoint,
+                &self.bucket,
+                key,
+            ])
+            .arg(from)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("upload: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(())
+    }
+}
+
+/// The channels' bill APIs on loopback (`channel_apis.py`: Alipay's gateway, WeChat Pay v3, a
+/// file server behind credentials), with keys it generated at start; stopped when dropped.
+pub struct ChannelApis {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// Where the server wrote the keys reckon needs (and the public halves).
+    pub keys: PathBuf,
+    port: u16,
+}
+
+impl ChannelApis {
+    /// Starts the server on the bills under `bills`; `env` reaches it (the file server's
+    /// credentials).
+    pub fn start(
+        bills: &std::path::Path,
+        keys: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Result<ChannelApis, String> {
+        use std::io::BufRead;
+        let dir = venv("channel-apis", &["cryptography>=42,<47"])?;
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/channel_apis.py");
+        let mut child = Command::new(dir.join("bin/python"))
+            .arg(script)
+            .arg("--bills")
+            .arg(bills)
+            .arg("--keys")
+            .arg(keys)
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("channel_apis.py: {e}"))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = std::io::BufReader::new(out).read_line(&mut line);
+        }
+        let port: u16 = line
+            .strip_prefix("READY ")
+            .and_then(|p| p.trim().parse().ok())
+            .ok_or_else(|| format!("channel_apis.py did not start: {line:?}"))?;
+        Ok(ChannelApis {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            keys: keys.to_path_buf(),
+            port,
+        })
+    }
+
+    /// A key file's text.
+    pub fn key(&self, name: &str) -> String {
+        std::fs::read_to_string(self.keys.join(name))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+            .trim()
+            .to_string()
+    }
+
+    fn call(&self, method: &str, path: &str, body: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("write");
+        let mut out = String::new();
+        s.read_to_string(&mut out).expect("read");
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    }
+
+    /// Sets faults: `{"fail": N}` (the next N requests answer 503), `{"tamper": true}`
+    /// (answers signed by another key), `{"bad_hash": true}`, `{"reject": {"code": ..}}`.
+    pub fn control(&self, faults: serde_json::Value) {
+        self.call("POST", "/_control", &faults.to_string());
+    }
+
+    /// Every request the server answered so far.
+    pub fn requests(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&self.call("GET", "/_requests", "")).expect("requests JSON")
+    }
+}
+
+impl Drop for ChannelApis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
