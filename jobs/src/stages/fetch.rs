@@ -85,6 +85,13 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         &staged.join("fetch.json"),
         serde_json::to_vec_pretty(&meta)?.as_slice(),
     )?;
+    tracing::info!(
+        fetcher = fetcher.kind(),
+        source = %got.source,
+        size,
+        sha256 = %sha,
+        "bill fetched"
+    );
     let files = job.store.publish(&staged, &dest, true)?;
     let files = files.iter().map(|p| job.store.relative(p)).collect();
     let mut detail = meta;
