@@ -352,6 +352,27 @@ fn server_errors_are_retried_and_refusals_fail_with_the_channels_words() {
     );
     t.apis.control(json!({ "bad_hash": false }));
 
+    // Nothing listening at all: retried like a 5xx, then "unavailable".
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let text = std::fs::read_to_string(&t.cfg).expect("cfg");
+    std::fs::write(
+        &t.cfg,
+        text.replace(&t.apis.base, &format!("http://127.0.0.1:{closed}")),
+    )
+    .expect("cfg");
+    let (code, v, err) = t.stage("fetch", "wechat", DAY);
+    assert_eq!(
+        (code, v["status"].as_str()),
+        (75, Some("unavailable")),
+        "{v}"
+    );
+    assert!(err.contains("could not connect"), "{err}");
+    assert_eq!(t.manifest("wechat", DAY)["stages"]["fetch"]["attempts"], 3);
+    std::fs::write(&t.cfg, text).expect("cfg");
+
     // A missing key variable is a configuration error naming it.
     let out = reckon()
         .args(["stage", "fetch", "--config"])
