@@ -464,7 +464,13 @@ fn delimited<R: Read>(
 ) -> Result<NormalizeStats> {
     let enc = t.encoding()?;
     let start = t.body.start.as_deref().map(|r| t.regex(r)).transpose()?;
-    let end = t.body.end.as_deref().map(|r| t.regex(r)).transpose()?;
+    let end = t
+        .body
+        .end
+        .as_deref()
+        .map(|r| t.regex(r))
+        .transpose()?
+        .map(Marker::new);
     let delim = t.body.delimiter.as_bytes().first().copied().unwrap_or(b',');
     let quote = t.body.quote.as_bytes().first().copied();
     let cleanup = &t.body.cleanup;
@@ -901,9 +907,71 @@ pub(crate) fn finish_totals(
     Ok(())
 }
 
+/// A line marker: its regex, and when the regex is anchored at the line's start, the literal
+/// prefixes every match begins with. The body's end marker is tried on every body line, and a
+/// byte comparison turns away nearly all of them without a regex search.
+pub(crate) struct Marker {
+    re: Regex,
+    prefixes: Option<Vec<Vec<u8>>>,
+}
+
+impl Marker {
+    pub(crate) fn new(re: Regex) -> Self {
+        let prefixes = anchored_prefixes(re.as_str());
+        Self { re, prefixes }
+    }
+
+    pub(crate) fn is_match(&self, line: &str) -> bool {
+        if let Some(p) = &self.prefixes {
+            if !p.iter().any(|p| line.as_bytes().starts_with(p)) {
+                return false;
+            }
+        }
+        self.re.is_match(line)
+    }
+}
+
+/// The literals every match of `pattern` starts with, when it can only match at the start of
+/// the text and they are finitely many and none is empty; else `None` (always search).
+fn anchored_prefixes(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    use regex_syntax::hir::{literal::Extractor, Look};
+    let hir = regex_syntax::Parser::new().parse(pattern).ok()?;
+    if !hir.properties().look_set_prefix().contains(Look::Start) {
+        return None;
+    }
+    let seq = Extractor::new().extract(&hir);
+    let lits = seq.literals()?;
+    if lits.is_empty() || lits.iter().any(|l| l.as_bytes().is_empty()) {
+        return None;
+    }
+    Some(lits.iter().map(|l| l.as_bytes().to_vec()).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markers_skip_the_regex_only_when_no_match_is_possible() {
+        let m = |p: &str| Marker::new(Regex::new(p).expect("regex"));
+        let alipay = m("^#-+业务明细列表结束-+$");
+        assert!(alipay.prefixes.is_some());
+        assert!(alipay.is_match("#-----业务明细列表结束-----"));
+        assert!(!alipay.is_match("2088,#-----业务明细列表结束-----"));
+        assert!(!alipay.is_match("#-----业务明细列表-----"));
+        // Unanchored, alternatives, case-insensitive: the same answers as the regex.
+        for (p, yes, no) in [
+            ("总交易单数,", "`x,总交易单数,", "总交易单"),
+            ("^(?:Total|TOTAL):", "TOTAL: 3", "total: 3"),
+            ("(?i)^total", "ToTaL 3", "sum 3"),
+            ("^\\s*end", "   end", "x end"),
+        ] {
+            let mk = m(p);
+            assert!(mk.is_match(yes), "{p} {yes}");
+            assert!(!mk.is_match(no), "{p} {no}");
+        }
+        assert!(m("总交易单数,").prefixes.is_none());
+    }
 
     fn split(line: &str, cleanup: &[Cleanup]) -> Vec<String> {
         let mut f = Fields::default();

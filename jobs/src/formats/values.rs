@@ -39,8 +39,17 @@ pub fn parse_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
     if digits.is_empty() {
         return Err(format!("{v:?} is not a decimal amount"));
     }
-    let mut whole: i128 = 0;
-    let mut frac: i128 = 0;
+    if let Some(m) = plain_decimal(digits.as_bytes(), f) {
+        return Ok(if neg { -m } else { m });
+    }
+    general_money(v, neg, digits, f)
+}
+
+fn general_money(v: &str, neg: bool, digits: &str, f: MoneyFormat) -> Result<i128, String> {
+    // u64 while reading: `whole` stays below LIMIT (10^18), so `whole * 10 + 9` fits.
+    let limit = LIMIT as u64;
+    let mut whole: u64 = 0;
+    let mut frac: u64 = 0;
     let mut frac_digits = 0u32;
     let mut in_frac = false;
     let mut any_digit = false;
@@ -49,7 +58,7 @@ pub fn parse_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
         match c {
             b'0'..=b'9' => {
                 any_digit = true;
-                let d = i128::from(c - b'0');
+                let d = u64::from(c - b'0');
                 if in_frac {
                     if frac_digits < 2 {
                         frac = frac * 10 + d;
@@ -59,7 +68,7 @@ pub fn parse_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
                     }
                 } else {
                     whole = whole * 10 + d;
-                    if whole >= LIMIT {
+                    if whole >= limit {
                         return Err(format!("{v:?} does not fit DECIMAL(18,2)"));
                     }
                 }
@@ -73,14 +82,42 @@ pub fn parse_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
         return Err(format!("{v:?} is not a decimal amount"));
     }
     let m = if f.minor_units {
-        whole
+        i128::from(whole)
     } else {
-        whole * 100 + frac * 10i128.pow(2 - frac_digits)
+        i128::from(whole) * 100 + i128::from(frac * 10u64.pow(2 - frac_digits))
     };
     if m >= LIMIT {
         return Err(format!("{v:?} does not fit DECIMAL(18,2)"));
     }
     Ok(if neg { -m } else { m })
+}
+
+/// The common case in one pass: at most 16 whole digits (so within DECIMAL(18,2)), then nothing or the decimal point
+/// and one or two digits. Anything else (separators, minor units, more decimals, errors) is
+/// `None` and takes the general path.
+#[inline]
+fn plain_decimal(b: &[u8], f: MoneyFormat) -> Option<i128> {
+    if f.minor_units || b.len() > 20 {
+        return None;
+    }
+    let mut whole: u64 = 0;
+    let mut i = 0;
+    while i < b.len() && i <= 16 && b[i].is_ascii_digit() {
+        whole = whole * 10 + u64::from(b[i] - b'0');
+        i += 1;
+    }
+    if i == 0 || i > 16 {
+        return None;
+    }
+    let cents = match &b[i..] {
+        [] => 0,
+        [p, d] if *p == f.point as u8 && d.is_ascii_digit() => u64::from(d - b'0') * 10,
+        [p, d, e] if *p == f.point as u8 && d.is_ascii_digit() && e.is_ascii_digit() => {
+            u64::from(d - b'0') * 10 + u64::from(e - b'0')
+        }
+        _ => return None,
+    };
+    Some(i128::from(whole * 100 + cents))
 }
 
 /// One accepted way of writing an instant.
@@ -244,6 +281,16 @@ mod tests {
 
     fn money(v: &str) -> Result<i128, String> {
         parse_money(v, MoneyFormat::default())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_path_agrees_with_the_general_one(v in "[0-9]{0,19}([.][0-9]{0,3})?[x]?") {
+            let f = MoneyFormat::default();
+            if let Some(m) = plain_decimal(v.as_bytes(), f) {
+                proptest::prop_assert_eq!(Ok(m), general_money(&v, false, &v, f));
+            }
+        }
     }
 
     #[test]
