@@ -25,14 +25,23 @@ fn props_builder() -> datafusion::parquet::file::properties::WriterPropertiesBui
 }
 
 /// `writer_props` for a file whose `unique` columns hold (nearly) distinct values: ids and
-/// times gain nothing from a dictionary and cost its hashing. The `opaque` ones (random ids)
+/// times gain nothing from a dictionary and cost its hashing. `encodings` name a column's
+/// encoding (no dictionary either): delta encodings for ordered numbers and shared prefixes. The `opaque` ones (random ids)
 /// get no min/max statistics either: no filter can prune on them, and comparing every value
 /// costs as much as compressing it.
-pub fn writer_props_unique(unique: &[&str], opaque: &[&str]) -> WriterProperties {
+pub fn writer_props_unique(
+    unique: &[&str],
+    opaque: &[&str],
+    encodings: &[(&str, datafusion::parquet::basic::Encoding)],
+) -> WriterProperties {
     use datafusion::parquet::file::properties::EnabledStatistics;
     use datafusion::parquet::schema::types::ColumnPath;
     let b = unique.iter().fold(props_builder(), |b, c| {
         b.set_column_dictionary_enabled(ColumnPath::from(*c), false)
+    });
+    let b = encodings.iter().fold(b, |b, (c, e)| {
+        b.set_column_dictionary_enabled(ColumnPath::from(*c), false)
+            .set_column_encoding(ColumnPath::from(*c), *e)
     });
     opaque
         .iter()

@@ -295,6 +295,56 @@ impl Fields {
         }
     }
 
+    /// Splits `line` and fills `spans` (one per slot) with the cleaned span of each field
+    /// `slot_of` gives a slot (`NO_SLOT`: not read), in one pass when the line has no quote;
+    /// returns the line's number of fields. Slots the line is too short for stay empty.
+    fn split_into<'a>(
+        &'a mut self,
+        line: &'a str,
+        delim: u8,
+        quote: Option<u8>,
+        cleanup: &[Cleanup],
+        slots: &Slots,
+        spans: &'a mut Vec<(u32, u32, bool)>,
+    ) -> (usize, LineRecord<'a>) {
+        spans.clear();
+        spans.resize(slots.field_of.len(), (0, 0, false));
+        let walked = walk_unquoted(line.as_bytes(), delim, quote, |k, s, e| {
+            if let Some(&slot) = slots.slot_of.get(k) {
+                if let Some(out) = spans.get_mut(slot as usize) {
+                    let (s, e) = clean(line, s, e, cleanup);
+                    *out = (s as u32, e as u32, false);
+                }
+            }
+        });
+        let n = match walked {
+            Some(n) => {
+                self.owned.clear();
+                n
+            }
+            None => {
+                // A quote: the careful split, then the wanted fields gathered.
+                self.split(line, delim, quote, cleanup);
+                for (slot, &f) in slots.field_of.iter().enumerate() {
+                    if let Some(&(s, e, owned)) = self.spans.get(f) {
+                        let text = if owned { self.owned.as_str() } else { line };
+                        let (s, e) = clean(text, s as usize, e as usize, cleanup);
+                        spans[slot] = (s as u32, e as u32, owned);
+                    }
+                }
+                self.len()
+            }
+        };
+        (
+            n,
+            LineRecord {
+                line,
+                owned: &self.owned,
+                spans,
+            },
+        )
+    }
+
     pub(crate) fn to_vec(&self, line: &str) -> Vec<String> {
         (0..self.len())
             .map(|i| self.get(line, i).to_string())
@@ -371,6 +421,72 @@ impl Fields {
     }
 }
 
+/// A field index no slot reads.
+const NO_SLOT: u32 = u32::MAX;
+
+/// Which fields of a line the plan reads, and where it finds them: slot `i` holds field
+/// `field_of[i]`; `slot_of[f]` is field `f`'s slot or `NO_SLOT`.
+#[derive(Default)]
+struct Slots {
+    field_of: Vec<usize>,
+    slot_of: Vec<u32>,
+}
+
+impl Slots {
+    fn new(field_of: Vec<usize>, fields: usize) -> Self {
+        let mut slot_of = vec![NO_SLOT; fields];
+        for (slot, &f) in field_of.iter().enumerate() {
+            if let Some(s) = slot_of.get_mut(f) {
+                *s = slot as u32;
+            }
+        }
+        Self { field_of, slot_of }
+    }
+}
+
+/// Walks the fields of a line without quotes, eight bytes at a time: `field(k, start, end)`
+/// for each, in order; returns the number of fields, or `None` as soon as a quote shows (the
+/// fields seen so far are then to be thrown away).
+#[inline]
+fn walk_unquoted(
+    b: &[u8],
+    delim: u8,
+    quote: Option<u8>,
+    mut field: impl FnMut(usize, usize, usize),
+) -> Option<usize> {
+    let (mut start, mut k) = (0usize, 0usize);
+    let chunks = b.chunks_exact(8);
+    let tail_at = b.len() - chunks.remainder().len();
+    for (w, c) in chunks.enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        let x = u64::from_le_bytes(word);
+        if quote.is_some_and(|q| eq_mask(x, q) != 0) {
+            return None;
+        }
+        let mut m = eq_mask(x, delim);
+        while m != 0 {
+            let at = w * 8 + (m.trailing_zeros() / 8) as usize;
+            field(k, start, at);
+            k += 1;
+            start = at + 1;
+            m &= m - 1;
+        }
+    }
+    for (at, c) in b.iter().enumerate().skip(tail_at) {
+        if Some(*c) == quote {
+            return None;
+        }
+        if *c == delim {
+            field(k, start, at);
+            k += 1;
+            start = at + 1;
+        }
+    }
+    field(k, start, b.len());
+    Some(k + 1)
+}
+
 /// Bytes equal to `c` in `w`: the high bit of each such byte is set, exactly (no borrow
 /// crosses bytes).
 #[inline]
@@ -381,44 +497,27 @@ fn eq_mask(w: u64, c: u8) -> u64 {
 }
 
 impl Fields {
-    /// The common case, a line without quotes: fields lie between delimiters, found eight
-    /// bytes at a time. Returns false, having split nothing for sure, when a quote is present.
+    /// The common case, a line without quotes: fields lie between delimiters. Returns false,
+    /// having split nothing for sure, when a quote is present.
     fn split_unquoted(&mut self, b: &[u8], delim: u8, quote: Option<u8>) -> bool {
-        let mut start = 0u32;
-        let chunks = b.chunks_exact(8);
-        let tail_at = b.len() - chunks.remainder().len();
-        for (k, c) in chunks.enumerate() {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(c);
-            let w = u64::from_le_bytes(word);
-            if quote.is_some_and(|q| eq_mask(w, q) != 0) {
-                return false;
-            }
-            let mut m = eq_mask(w, delim);
-            while m != 0 {
-                let at = (k * 8) as u32 + m.trailing_zeros() / 8;
-                self.spans.push((start, at, false));
-                start = at + 1;
-                m &= m - 1;
-            }
-        }
-        for (at, c) in b.iter().enumerate().skip(tail_at) {
-            if Some(*c) == quote {
-                return false;
-            }
-            if *c == delim {
-                self.spans.push((start, at as u32, false));
-                start = at as u32 + 1;
-            }
-        }
-        self.spans.push((start, b.len() as u32, false));
-        true
+        let spans = &mut self.spans;
+        walk_unquoted(b, delim, quote, |_, s, e| {
+            spans.push((s as u32, e as u32, false))
+        })
+        .is_some()
     }
 }
 
 /// Narrows `text[s..e]` by the cleanups; returns the new bounds.
 fn clean(text: &str, mut s: usize, mut e: usize, cleanup: &[Cleanup]) -> (usize, usize) {
     let b = text.as_bytes();
+    // Most fields need nothing: every cleanup only removes blanks (all at or below b' ') or
+    // a leading backtick.
+    match (b.get(s), e.checked_sub(1).and_then(|l| b.get(l))) {
+        (Some(&f), Some(&l)) if s < e && f > b' ' && f != b'`' && l > b' ' => return (s, e),
+        _ if cleanup.is_empty() => return (s, e),
+        _ => {}
+    }
     for c in cleanup {
         match c {
             Cleanup::Trim => {
@@ -484,7 +583,7 @@ fn delimited<R: Read>(
     let mut stats = NormalizeStats::default();
     let mut header: Vec<String> = Vec::new();
     let mut plan: Option<Plan> = None;
-    let mut field_of: Vec<usize> = Vec::new();
+    let mut slots = Slots::default();
     let mut outside: Vec<String> = Vec::new();
     let mut end_line: Option<String> = None;
 
@@ -592,7 +691,7 @@ fn delimited<R: Read>(
                     stats.rows_read += 1;
                     fields.split(text, delim, quote, cleanup);
                     if let Some(plan) = plan.as_mut() {
-                        let rec = fields.record(text, &field_of, &mut spans);
+                        let rec = fields.record(text, &slots.field_of, &mut spans);
                         let _ = plan.row(&rec);
                     }
                     let why = format!("invalid {} byte sequence", enc.name());
@@ -639,7 +738,7 @@ fn delimited<R: Read>(
                     ))
                 };
                 let p = Plan::resolve(t, &mut lookup, &missing)?;
-                field_of = names;
+                slots = Slots::new(names, header.len());
                 plan = Some(p);
                 section = Section::Body;
             }
@@ -656,19 +755,17 @@ fn delimited<R: Read>(
                     continue;
                 }
                 stats.rows_read += 1;
-                fields.split(text, delim, quote, cleanup);
                 let Some(plan) = plan.as_mut() else {
                     continue;
                 };
-                if fields.len() != header.len() {
-                    let why = format!("expected {} fields, found {}", header.len(), fields.len());
+                let (n, rec) = fields.split_into(text, delim, quote, cleanup, &slots, &mut spans);
+                if n != header.len() {
+                    let why = format!("expected {} fields, found {n}", header.len());
                     // The totals still see the record's fields where they are.
-                    let rec = fields.record(text, &field_of, &mut spans);
                     let _ = plan.row(&rec);
                     reject(&mut out, &mut stats, target, source, line_no, &why, text)?;
                     continue;
                 }
-                let rec = fields.record(text, &field_of, &mut spans);
                 match plan.row(&rec) {
                     Outcome::Row(row) => {
                         out.push(&row, line_no)?;
