@@ -80,17 +80,22 @@ fn set_source(cfg: &Path, name: &str, source: &str) {
 }
 
 impl Setup {
-    fn alipay(&self) {
+    /// Alipay with the app key in `key` (bare base64 PKCS#1, or PKCS#8 PEM).
+    fn alipay_with(&self, key: &str) {
         set_source(
             &self.cfg,
             "alipay",
             &format!(
                 r#"{{ kind = "alipay", gateway = "{}/gateway.do", app_id = "2021000000000001", private_key_file = "{}", alipay_public_key_file = "{}" }}"#,
                 self.apis.base,
-                self.apis.keys.join("alipay_app_private.b64").display(),
+                self.apis.keys.join(key).display(),
                 self.apis.keys.join("alipay_public.b64").display()
             ),
         );
+    }
+
+    fn alipay(&self) {
+        self.alipay_with("alipay_app_private.b64");
     }
 
     fn wechat(&self, platform_file: &str) {
@@ -271,7 +276,8 @@ fn bills_fetched_through_the_signed_apis_reconcile_like_the_dropped_files() {
 #[test]
 fn a_bill_not_published_yet_is_exit_75_on_both_apis() {
     let Some(t) = setup() else { return };
-    t.alipay();
+    // The other key formats: a PKCS#8 PEM app key, WeChat's platform public key (not a cert).
+    t.alipay_with("alipay_app_private.pem");
     t.wechat("wechat_platform_public.pem");
     for ch in ["alipay", "wechat"] {
         let (code, v, err) = t.stage("fetch", ch, "2026-11-21");
