@@ -243,6 +243,7 @@ struct LineRecord<'a> {
 }
 
 impl Record for LineRecord<'_> {
+    #[inline]
     fn field(&self, i: usize) -> &str {
         match self.spans.get(i) {
             Some(&(s, e, owned)) => {

@@ -51,7 +51,7 @@ pub struct Cond {
 }
 
 impl Cond {
-    fn holds(&self, r: &dyn Record) -> bool {
+    fn holds<R: Record + ?Sized>(&self, r: &R) -> bool {
         let v = r.field(self.field);
         if self.nonzero {
             return parse_money(v, MoneyFormat::default()).is_ok_and(|m| m != 0);
@@ -99,7 +99,7 @@ impl CheckAcc {
         })
     }
 
-    fn add(&mut self, r: &dyn Record, held: &[bool]) {
+    fn add<R: Record + ?Sized>(&mut self, r: &R, held: &[bool]) {
         if self
             .when
             .is_some_and(|c| !held.get(c).copied().unwrap_or(false))
@@ -314,7 +314,7 @@ impl Plan {
     }
 
     /// Turns one record into a row (or a skip, or a reason), and counts it into the totals.
-    pub fn row<'a>(&'a mut self, r: &'a dyn Record) -> Outcome<'a> {
+    pub fn row<'a, R: Record + ?Sized>(&'a mut self, r: &'a R) -> Outcome<'a> {
         for (h, c) in self.held.iter_mut().zip(&self.conds) {
             *h = c.holds(r);
         }
@@ -334,7 +334,10 @@ impl Plan {
         }
     }
 
-    fn build<'a>(&'a mut self, r: &'a dyn Record) -> std::result::Result<Row<'a>, String> {
+    fn build<'a, R: Record + ?Sized>(
+        &'a mut self,
+        r: &'a R,
+    ) -> std::result::Result<Row<'a>, String> {
         let (head, tail) = self.cols.split_at_mut(TXN_TIME);
         let txn_type = text(&head[TXN_TYPE], r, false).ok_or("empty transaction type")?;
         if txn_type != "PAY" && txn_type != "REFUND" {
@@ -421,7 +424,7 @@ fn money_format(spec: &super::template::ColumnSpec) -> MoneyFormat {
 }
 
 /// The raw text of a source: the first non-empty field, or the constant.
-fn pick<'a>(src: &'a Src, r: &'a dyn Record) -> Option<&'a str> {
+fn pick<'a, R: Record + ?Sized>(src: &'a Src, r: &'a R) -> Option<&'a str> {
     match src {
         Src::Fields(ix) => ix.iter().map(|i| r.field(*i)).find(|v| !v.is_empty()),
         Src::Const(v) => Some(v.as_str()).filter(|v| !v.is_empty()),
@@ -429,7 +432,7 @@ fn pick<'a>(src: &'a Src, r: &'a dyn Record) -> Option<&'a str> {
     }
 }
 
-fn text<'a>(c: &'a ColumnPlan, r: &'a dyn Record, refund: bool) -> Option<&'a str> {
+fn text<'a, R: Record + ?Sized>(c: &'a ColumnPlan, r: &'a R, refund: bool) -> Option<&'a str> {
     debug_assert_eq!(c.kind, Kind::Text, "{}", c.name);
     let v = pick(if refund { &c.refund } else { &c.pay }, r)?;
     let v = c
@@ -440,9 +443,9 @@ fn text<'a>(c: &'a ColumnPlan, r: &'a dyn Record, refund: bool) -> Option<&'a st
     (!v.is_empty()).then_some(v)
 }
 
-fn money(
+fn money<R: Record + ?Sized>(
     c: &ColumnPlan,
-    r: &dyn Record,
+    r: &R,
     refund: bool,
 ) -> std::result::Result<Option<i128>, String> {
     let Some(v) = pick(if refund { &c.refund } else { &c.pay }, r) else {
