@@ -172,13 +172,7 @@ pub async fn send(cfg: Option<&AlertsConfig>, alert: &Alert) -> bool {
         }
         Err(e) => {
             // reqwest's error names the URL, which is a secret: say only what kind it was.
-            let kind = if e.is_timeout() {
-                "timed out"
-            } else if e.is_connect() {
-                "could not connect"
-            } else {
-                "failed"
-            };
+            let kind = crate::fetchers::http::failure_kind(&e);
             tracing::warn!(
                 cause = alert.cause.as_str(),
                 "alert not sent: the webhook {kind}"

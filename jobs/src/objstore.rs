@@ -256,11 +256,9 @@ impl Location {
 /// An object-store failure while fetching a bill: a missing object is "not yet"; anything
 /// else (the store unreachable, a throttled request) is worth retrying.
 fn fetch_error(location: &str, e: object_store::Error) -> Error {
-    match e {
-        object_store::Error::NotFound { .. } => {
-            Error::NotReady(format!("{location}: not found: {e}"))
-        }
-        other => Error::Unavailable(format!("{location}: {other}")),
+    match remote_error(location, e) {
+        Error::Other(m) => Error::Unavailable(m),
+        e => e,
     }
 }
 

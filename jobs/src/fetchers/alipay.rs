@@ -157,7 +157,7 @@ impl Fetcher for Alipay {
             .ok_or_else(|| {
                 Error::Unavailable(format!(
                     "{what}: the answer has no {RESPONSE_KEY}: {}",
-                    text.chars().take(200).collect::<String>()
+                    http::shorten(&text)
                 ))
             })?;
         let whole: Value = serde_json::from_str(&text)

@@ -40,14 +40,19 @@ pub(crate) async fn send(req: reqwest::RequestBuilder, what: &str) -> Result<req
     req.send().await.map_err(|e| transport(what, e))
 }
 
-pub(crate) fn transport(what: &str, e: reqwest::Error) -> Error {
-    let kind = if e.is_timeout() {
+/// What kind of failure a reqwest error is, in words that name no URL.
+pub(crate) fn failure_kind(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "could not connect"
     } else {
         "failed"
-    };
+    }
+}
+
+pub(crate) fn transport(what: &str, e: reqwest::Error) -> Error {
+    let kind = failure_kind(&e);
     let e = e.without_url();
     Error::Unavailable(format!("{what}: {kind}: {e}"))
 }
@@ -62,7 +67,11 @@ pub(crate) fn retryable(status: reqwest::StatusCode) -> bool {
 
 /// The body of an error answer, cut short for a message.
 pub(crate) async fn error_text(resp: reqwest::Response) -> String {
-    let text = resp.text().await.unwrap_or_default();
+    shorten(&resp.text().await.unwrap_or_default())
+}
+
+/// `text` cut to 300 characters for a message.
+pub(crate) fn shorten(text: &str) -> String {
     let mut t: String = text.chars().take(300).collect();
     if t.len() < text.len() {
         t.push('…');

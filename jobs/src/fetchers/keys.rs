@@ -67,6 +67,21 @@ impl Secret {
     }
 }
 
+/// The first PEM section of `text` whose kind is one of `kinds`: `Ok(None)` when there is
+/// none, `Err` with the PEM error when the text does not parse.
+fn pem_section(
+    text: &str,
+    kinds: &[SectionKind],
+) -> std::result::Result<Option<(SectionKind, Vec<u8>)>, String> {
+    for item in <(SectionKind, Vec<u8>)>::pem_slice_iter(text.as_bytes()) {
+        let (kind, der) = item.map_err(|e| format!("PEM: {e}"))?;
+        if kinds.contains(&kind) {
+            return Ok(Some((kind, der)));
+        }
+    }
+    Ok(None)
+}
+
 /// Bare base64 (whitespace ignored), as Alipay's key tool writes keys.
 fn bare_base64(text: &str) -> Option<Vec<u8>> {
     let compact: String = text.split_whitespace().collect();
@@ -83,6 +98,16 @@ impl std::fmt::Debug for PrivateKey {
 }
 
 impl PrivateKey {
+    /// The key in the variable `env` or the file `file` (see [`Secret::load`]), parsed.
+    pub fn load(
+        config: &Config,
+        what: &str,
+        env: &Option<String>,
+        file: &Option<String>,
+    ) -> Result<PrivateKey> {
+        Self::parse(&Secret::load(config, what, env, file)?, what)
+    }
+
     /// Parses PEM (`PRIVATE KEY` PKCS#8 or `RSA PRIVATE KEY` PKCS#1) or bare base64 of either.
     pub fn parse(secret: &Secret, what: &str) -> Result<PrivateKey> {
         let text = secret.expose();
@@ -92,23 +117,14 @@ impl PrivateKey {
             ))
         };
         let pair = if text.contains("-----BEGIN") {
-            let mut found = None;
-            for item in <(SectionKind, Vec<u8>)>::pem_slice_iter(text.as_bytes()) {
-                match item.map_err(|e| bad(&format!("PEM: {e}")))? {
-                    (SectionKind::PrivateKey, der) => {
-                        found = Some(RsaKeyPair::from_pkcs8(&der));
-                        break;
-                    }
-                    (SectionKind::RsaPrivateKey, der) => {
-                        found = Some(RsaKeyPair::from_der(&der));
-                        break;
-                    }
-                    _ => {}
-                }
+            match pem_section(text, &[SectionKind::PrivateKey, SectionKind::RsaPrivateKey])
+                .map_err(|e| bad(&e))?
+            {
+                Some((SectionKind::PrivateKey, der)) => RsaKeyPair::from_pkcs8(&der),
+                Some((_, der)) => RsaKeyPair::from_der(&der),
+                None => return Err(bad("no PRIVATE KEY section")),
             }
-            found
-                .ok_or_else(|| bad("no PRIVATE KEY section"))?
-                .map_err(|e| bad(&e.to_string()))?
+            .map_err(|e| bad(&e.to_string()))?
         } else {
             let der = bare_base64(text).ok_or_else(|| bad("not base64"))?;
             RsaKeyPair::from_pkcs8(&der)
@@ -138,6 +154,16 @@ pub enum PublicKey {
 }
 
 impl PublicKey {
+    /// The key in the variable `env` or the file `file` (see [`Secret::load`]), parsed.
+    pub fn load(
+        config: &Config,
+        what: &str,
+        env: &Option<String>,
+        file: &Option<String>,
+    ) -> Result<PublicKey> {
+        Self::parse(&Secret::load(config, what, env, file)?, what)
+    }
+
     /// Parses PEM (`PUBLIC KEY` or `CERTIFICATE`) or bare base64 of either.
     pub fn parse(secret: &Secret, what: &str) -> Result<PublicKey> {
         let text = secret.expose();
@@ -147,21 +173,13 @@ impl PublicKey {
             ))
         };
         let key = if text.contains("-----BEGIN") {
-            let mut found = None;
-            for item in <(SectionKind, Vec<u8>)>::pem_slice_iter(text.as_bytes()) {
-                match item.map_err(|e| bad(&format!("PEM: {e}")))? {
-                    (SectionKind::PublicKey, der) => {
-                        found = Some(PublicKey::Spki(der));
-                        break;
-                    }
-                    (SectionKind::Certificate, der) => {
-                        found = Some(PublicKey::Certificate(der));
-                        break;
-                    }
-                    _ => {}
-                }
+            match pem_section(text, &[SectionKind::PublicKey, SectionKind::Certificate])
+                .map_err(|e| bad(&e))?
+            {
+                Some((SectionKind::PublicKey, der)) => PublicKey::Spki(der),
+                Some((_, der)) => PublicKey::Certificate(der),
+                None => return Err(bad("no PUBLIC KEY or CERTIFICATE section")),
             }
-            found.ok_or_else(|| bad("no PUBLIC KEY or CERTIFICATE section"))?
         } else {
             let der = bare_base64(text).ok_or_else(|| bad("not base64"))?;
             let cert = CertificateDer::from(der.as_slice());

@@ -13,7 +13,7 @@
 //! Adding a channel: see `jobs/FETCHERS.md`.
 
 mod alipay;
-mod http;
+pub(crate) mod http;
 mod https;
 mod keys;
 mod store;
@@ -105,28 +105,24 @@ pub fn for_channel(config: &Config, channel: &Channel) -> Result<Box<dyn Fetcher
             alipay_public_key_env,
             alipay_public_key_file,
             timeout_secs,
-        } => {
-            let private = Secret::load(
+        } => Box::new(alipay::Alipay::new(alipay::Settings {
+            gateway: gateway.clone(),
+            app_id: app_id.clone(),
+            bill_type: bill_type.clone(),
+            private_key: keys::PrivateKey::load(
                 config,
                 &what("private_key"),
                 private_key_env,
                 private_key_file,
-            )?;
-            let public = Secret::load(
+            )?,
+            alipay_key: keys::PublicKey::load(
                 config,
                 &what("alipay_public_key"),
                 alipay_public_key_env,
                 alipay_public_key_file,
-            )?;
-            Box::new(alipay::Alipay::new(alipay::Settings {
-                gateway: gateway.clone(),
-                app_id: app_id.clone(),
-                bill_type: bill_type.clone(),
-                private_key: keys::PrivateKey::parse(&private, &what("private_key"))?,
-                alipay_key: keys::PublicKey::parse(&public, &what("alipay_public_key"))?,
-                timeout_secs: *timeout_secs,
-            })?)
-        }
+            )?,
+            timeout_secs: *timeout_secs,
+        })?),
         Source::WechatpayV3 {
             base_url,
             mchid,
@@ -138,30 +134,26 @@ pub fn for_channel(config: &Config, channel: &Channel) -> Result<Box<dyn Fetcher
             platform_serial,
             bill_type,
             timeout_secs,
-        } => {
-            let private = Secret::load(
+        } => Box::new(wechat::WechatPay::new(wechat::Settings {
+            base_url: base_url.clone(),
+            mchid: mchid.clone(),
+            serial_no: serial_no.clone(),
+            private_key: keys::PrivateKey::load(
                 config,
                 &what("private_key"),
                 private_key_env,
                 private_key_file,
-            )?;
-            let platform = Secret::load(
+            )?,
+            platform_key: keys::PublicKey::load(
                 config,
                 &what("platform_key"),
                 platform_key_env,
                 platform_key_file,
-            )?;
-            Box::new(wechat::WechatPay::new(wechat::Settings {
-                base_url: base_url.clone(),
-                mchid: mchid.clone(),
-                serial_no: serial_no.clone(),
-                private_key: keys::PrivateKey::parse(&private, &what("private_key"))?,
-                platform_key: keys::PublicKey::parse(&platform, &what("platform_key"))?,
-                platform_serial: platform_serial.clone(),
-                bill_type: bill_type.clone(),
-                timeout_secs: *timeout_secs,
-            })?)
-        }
+            )?,
+            platform_serial: platform_serial.clone(),
+            bill_type: bill_type.clone(),
+            timeout_secs: *timeout_secs,
+        })?),
     })
 }
 

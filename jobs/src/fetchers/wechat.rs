@@ -151,7 +151,7 @@ impl Fetcher for WechatPay {
         if retryable(status) {
             return Err(Error::Unavailable(format!(
                 "{what}: HTTP {status}: {}",
-                body.chars().take(300).collect::<String>()
+                http::shorten(&body)
             )));
         }
         // Error answers are signed as well: "not yet" is believed only once verified.

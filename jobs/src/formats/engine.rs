@@ -326,13 +326,7 @@ impl Fields {
             None => {
                 // A quote: the careful split, then the wanted fields gathered.
                 self.split(line, delim, quote, cleanup);
-                for (slot, &f) in slots.field_of.iter().enumerate() {
-                    if let Some(&(s, e, owned)) = self.spans.get(f) {
-                        let text = if owned { self.owned.as_str() } else { line };
-                        let (s, e) = clean(text, s as usize, e as usize, cleanup);
-                        spans[slot] = (s as u32, e as u32, owned);
-                    }
-                }
+                self.record(line, &slots.field_of, spans);
                 self.len()
             }
         };

@@ -98,9 +98,10 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     if let Some(o) = detail.as_object_mut() {
         o.remove("history");
     }
-    if reissued || previous.as_deref().is_some_and(|p| p != sha) {
-        detail["reissued_from_sha256"] =
-            json!(previous.or_else(|| earlier["sha256"].as_str().map(String::from)));
+    // The bill the date's later stages last ran on: the manifest's, else raw/'s record.
+    let before = previous.or_else(|| earlier["sha256"].as_str().map(String::from));
+    if before.as_deref().is_some_and(|b| b != sha) {
+        detail["reissued_from_sha256"] = json!(before);
         tracing::warn!(
             sha256 = %sha,
             "the bill changed since the last fetch: a re-issued bill; the date's later stages will run again"

@@ -5,6 +5,7 @@
 //! re-issued bills recorded, and no secret in any log line or output file.
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 
@@ -115,13 +116,13 @@ impl Setup {
     /// `reckon stage NAME` for one channel with the merchant key in the environment and every
     /// log line on; returns (exit code, last stdout line as JSON, stderr).
     fn stage(&self, stage: &str, channel: &str, date: &str) -> (i32, Value, String) {
-        let out = self
-            .reckon()
-            .args(["stage", stage, "--config"])
-            .arg(&self.cfg)
-            .args(["--date", date, "--channel", channel])
-            .output()
-            .expect("reckon runs");
+        let out = on_day(
+            &mut self.reckon(),
+            &["stage", stage],
+            &self.cfg,
+            date,
+            Some(channel),
+        );
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         self.assert_no_secret(&stderr);
@@ -131,7 +132,7 @@ impl Setup {
         (out.status.code().unwrap_or(-1), v, stderr)
     }
 
-    fn reckon(&self) -> std::process::Command {
+    fn reckon(&self) -> Command {
         let mut c = reckon();
         c.env("RECKON_LOG", "debug")
             .env("WX_MERCHANT_KEY", self.apis.key("wechat_merchant_key.pem"))
@@ -174,6 +175,25 @@ impl Setup {
     }
 }
 
+/// `cmd` (a reckon command) running `verb` (`run`, or `stage NAME`) with `cfg` for `date`
+/// and, when given, one channel.
+fn on_day(
+    cmd: &mut Command,
+    verb: &[&str],
+    cfg: &Path,
+    date: &str,
+    channel: Option<&str>,
+) -> Output {
+    cmd.args(verb)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--date", date]);
+    if let Some(ch) = channel {
+        cmd.args(["--channel", ch]);
+    }
+    cmd.output().expect("reckon runs")
+}
+
 fn summaries(v: &Value) -> Vec<Value> {
     v["channels"]
         .as_array()
@@ -206,13 +226,7 @@ fn bills_fetched_through_the_signed_apis_reconcile_like_the_dropped_files() {
 
     t.alipay();
     t.wechat("wechat_platform_cert.pem");
-    let out = t
-        .reckon()
-        .args(["run", "--config"])
-        .arg(&t.cfg)
-        .args(["--date", DAY])
-        .output()
-        .expect("runs");
+    let out = on_day(&mut t.reckon(), &["run"], &t.cfg, DAY, None);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     t.assert_no_secret(&stderr);
@@ -380,12 +394,13 @@ fn server_errors_are_retried_and_refusals_fail_with_the_channels_words() {
     std::fs::write(&t.cfg, text).expect("cfg");
 
     // A missing key variable is a configuration error naming it.
-    let out = reckon()
-        .args(["stage", "fetch", "--config"])
-        .arg(&t.cfg)
-        .args(["--date", DAY, "--channel", "wechat"])
-        .output()
-        .expect("runs");
+    let out = on_day(
+        &mut reckon(),
+        &["stage", "fetch"],
+        &t.cfg,
+        DAY,
+        Some("wechat"),
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).contains("WX_MERCHANT_KEY"));
 }
@@ -404,13 +419,7 @@ fn https_with_credentials_and_a_reissued_bill_that_reruns_the_day() {
     let (code, v, err) = t.stage("fetch", "wechat", DAY);
     assert_eq!(code, 0, "{v} {err}");
     assert_eq!(t.fetch_json("wechat")["file"], "tradebill_20261120.csv");
-    let out = t
-        .reckon()
-        .args(["run", "--config"])
-        .arg(&t.cfg)
-        .args(["--date", DAY, "--channel", "wechat"])
-        .output()
-        .expect("runs");
+    let out = on_day(&mut t.reckon(), &["run"], &t.cfg, DAY, Some("wechat"));
     assert_eq!(out.status.code(), Some(0));
     let first = t.manifest("wechat", DAY);
     assert_eq!(first["status"], "reconciled");
@@ -461,13 +470,7 @@ fn https_with_credentials_and_a_reissued_bill_that_reruns_the_day() {
     assert_eq!(std::fs::read_to_string(kept).expect("old bill"), old);
 
     // The next run reconciles the day again, on the new bill.
-    let out = t
-        .reckon()
-        .args(["run", "--config"])
-        .arg(&t.cfg)
-        .args(["--date", DAY, "--channel", "wechat"])
-        .output()
-        .expect("runs");
+    let out = on_day(&mut t.reckon(), &["run"], &t.cfg, DAY, Some("wechat"));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -547,13 +550,7 @@ fn a_bill_in_an_object_store_is_fetched_by_listing_one_prefix() {
         s3.endpoint
     ));
     std::fs::write(&cfg, text).expect("cfg");
-    let out = reckon()
-        .envs(s3.env())
-        .args(["run", "--config"])
-        .arg(&cfg)
-        .args(["--date", DAY, "--channel", "alipay"])
-        .output()
-        .expect("runs");
+    let out = on_day(reckon().envs(s3.env()), &["run"], &cfg, DAY, Some("alipay"));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -574,12 +571,12 @@ fn a_bill_in_an_object_store_is_fetched_by_listing_one_prefix() {
         format!("s3://reckon-bills/incoming/alipay/{name}")
     );
     // A day with nothing under the prefix is "not yet".
-    let out = reckon()
-        .envs(s3.env())
-        .args(["stage", "fetch", "--config"])
-        .arg(&cfg)
-        .args(["--date", "2026-11-22", "--channel", "alipay"])
-        .output()
-        .expect("runs");
+    let out = on_day(
+        reckon().envs(s3.env()),
+        &["stage", "fetch"],
+        &cfg,
+        "2026-11-22",
+        Some("alipay"),
+    );
     assert_eq!(out.status.code(), Some(75));
 }
