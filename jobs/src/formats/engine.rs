@@ -206,6 +206,14 @@ fn find_member(
     }
 }
 
+/// Whether a line holds only whitespace; its first byte settles nearly every line.
+fn blank(text: &str) -> bool {
+    match text.as_bytes().first() {
+        Some(&c) if c > b' ' && c.is_ascii() => false,
+        _ => text.trim().is_empty(),
+    }
+}
+
 fn strip_bom(b: &[u8]) -> &[u8] {
     b.strip_prefix(&[0xEF, 0xBB, 0xBF]).unwrap_or(b)
 }
@@ -882,9 +890,7 @@ fn delimited<R: Read>(
                     section = Section::Tail;
                     continue;
                 }
-                if text.trim().is_empty()
-                    || t.body.comment.iter().any(|c| text.starts_with(c.as_str()))
-                {
+                if blank(text) || t.body.comment.iter().any(|c| text.starts_with(c.as_str())) {
                     continue;
                 }
                 stats.rows_read += 1;

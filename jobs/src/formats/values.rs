@@ -142,6 +142,8 @@ pub struct TimeParser {
     zone: Tz,
     /// (local hour since the epoch, offset seconds) of the last conversion.
     cached: Option<(i64, i64)>,
+    /// The last `YYYY-MM-DD` read and its date: a bill's rows share a few days.
+    day: Option<([u8; 10], NaiveDate)>,
 }
 
 impl TimeParser {
@@ -166,6 +168,7 @@ impl TimeParser {
             layouts,
             zone,
             cached: None,
+            day: None,
         }
     }
 
@@ -173,7 +176,7 @@ impl TimeParser {
     pub fn parse(&mut self, v: &str) -> Result<i64, String> {
         for i in 0..self.layouts.len() {
             let got = match &self.layouts[i] {
-                Layout::Iso => iso(v).map(|l| self.local_to_utc(l)),
+                Layout::Iso => self.iso(v).map(|l| self.local_to_utc(l)),
                 Layout::Chrono { format, date_only } => {
                     let local = if *date_only {
                         NaiveDate::parse_from_str(v, format)
@@ -248,31 +251,42 @@ impl TimeParser {
     }
 }
 
-/// `YYYY-MM-DD HH:MM:SS`, exactly.
-fn iso(v: &str) -> Option<NaiveDateTime> {
-    let b = v.as_bytes();
-    if b.len() != 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b' '
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let mut n = 0u32;
-        for &c in &b[r] {
-            if !c.is_ascii_digit() {
-                return None;
-            }
-            n = n * 10 + u32::from(c - b'0');
+impl TimeParser {
+    /// `YYYY-MM-DD HH:MM:SS`, exactly.
+    fn iso(&mut self, v: &str) -> Option<NaiveDateTime> {
+        let b = v.as_bytes();
+        if b.len() != 19
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || b[10] != b' '
+            || b[13] != b':'
+            || b[16] != b':'
+        {
+            return None;
         }
-        Some(n)
-    };
-    let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
-    let time = NaiveTime::from_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?;
-    Some(date.and_time(time))
+        let num = |r: std::ops::Range<usize>| -> Option<u32> {
+            let mut n = 0u32;
+            for &c in &b[r] {
+                if !c.is_ascii_digit() {
+                    return None;
+                }
+                n = n * 10 + u32::from(c - b'0');
+            }
+            Some(n)
+        };
+        let mut ymd = [0u8; 10];
+        ymd.copy_from_slice(&b[..10]);
+        let date = match self.day {
+            Some((last, date)) if last == ymd => date,
+            _ => {
+                let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+                self.day = Some((ymd, date));
+                date
+            }
+        };
+        let time = NaiveTime::from_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?;
+        Some(date.and_time(time))
+    }
 }
 
 #[cfg(test)]
@@ -317,6 +331,21 @@ mod tests {
         };
         assert_eq!(parse_money("-1999", cents), Ok(-1999));
         assert!(parse_money("19.99", cents).is_err());
+    }
+
+    proptest::proptest! {
+        /// Reading a run of times with the day remembered gives what a fresh parser gives.
+        #[test]
+        fn a_remembered_day_changes_no_answer(
+            times in proptest::collection::vec("20(26|25)-(0[1-9]|1[0-3]|1x)-(0[0-9]|2[0-9]|3[0-2]) [0-2][0-9]:[0-6][0-9]:[0-6][0-9]", 1..20),
+        ) {
+            let sh: Tz = "Asia/Shanghai".parse().expect("zone");
+            let mut kept = TimeParser::new(&["%Y-%m-%d %H:%M:%S"], sh);
+            for t in &times {
+                let fresh = TimeParser::new(&["%Y-%m-%d %H:%M:%S"], sh).parse(t);
+                proptest::prop_assert_eq!(kept.parse(t), fresh, "{}", t);
+            }
+        }
     }
 
     #[test]
