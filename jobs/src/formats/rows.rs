@@ -424,6 +424,7 @@ fn money_format(spec: &super::template::ColumnSpec) -> MoneyFormat {
 }
 
 /// The raw text of a source: the first non-empty field, or the constant.
+#[inline]
 fn pick<'a, R: Record + ?Sized>(src: &'a Src, r: &'a R) -> Option<&'a str> {
     match src {
         Src::Fields(ix) => ix.iter().map(|i| r.field(*i)).find(|v| !v.is_empty()),
@@ -432,6 +433,7 @@ fn pick<'a, R: Record + ?Sized>(src: &'a Src, r: &'a R) -> Option<&'a str> {
     }
 }
 
+#[inline(always)]
 fn text<'a, R: Record + ?Sized>(c: &'a ColumnPlan, r: &'a R, refund: bool) -> Option<&'a str> {
     debug_assert_eq!(c.kind, Kind::Text, "{}", c.name);
     let v = pick(if refund { &c.refund } else { &c.pay }, r)?;
@@ -443,6 +445,7 @@ fn text<'a, R: Record + ?Sized>(c: &'a ColumnPlan, r: &'a R, refund: bool) -> Op
     (!v.is_empty()).then_some(v)
 }
 
+#[inline(always)]
 fn money<R: Record + ?Sized>(
     c: &ColumnPlan,
     r: &R,

@@ -29,18 +29,29 @@ impl Default for MoneyFormat {
 
 /// A decimal amount as a scale-2 mantissa: exact, at most two decimals (more only when they
 /// are zeros), within DECIMAL(18,2).
+#[inline(always)]
 pub fn parse_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
-    let bytes = v.as_bytes();
-    let (neg, digits) = match bytes.first() {
+    let (neg, digits) = match v.as_bytes().split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, v.as_bytes()),
+    };
+    match plain_decimal(digits, f) {
+        Some(m) => Ok(if neg { -m } else { m }),
+        None => other_money(v, f),
+    }
+}
+
+/// Everything [`plain_decimal`] leaves: separators, minor units, more decimals, and errors.
+#[inline(never)]
+fn other_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
+    let (neg, digits) = match v.as_bytes().first() {
         Some(b'-') => (true, &v[1..]),
         Some(b'+') => (false, &v[1..]),
         _ => (false, v),
     };
     if digits.is_empty() {
         return Err(format!("{v:?} is not a decimal amount"));
-    }
-    if let Some(m) = plain_decimal(digits.as_bytes(), f) {
-        return Ok(if neg { -m } else { m });
     }
     general_money(v, neg, digits, f)
 }
