@@ -795,7 +795,7 @@ fn delimited<R: Read>(
             }
         }
         let text: &str = if enc == encoding_rs::UTF_8 {
-            match std::str::from_utf8(bytes) {
+            match simdutf8::basic::from_utf8(bytes) {
                 Ok(s) => s,
                 Err(_) => {
                     decoded.clear();
