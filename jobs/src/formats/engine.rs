@@ -480,30 +480,11 @@ fn walk_unquoted(
     let (blocks, tail) = b.as_chunks::<{ block::LEN }>();
     let finder = block::Finder::new(delim, quote);
     for (w, c) in blocks.iter().enumerate() {
-        let (mut m, quotes) = finder.masks(c);
+        let (m, quotes) = finder.masks(c);
         if quotes != 0 {
             return None;
         }
-        if m == 0 {
-            continue;
-        }
-        let base = w * block::LEN;
-        if let Some(next) = next_read {
-            let count = block::count(m);
-            let read = next.get(k).map_or(usize::MAX, |&n| n as usize);
-            if read >= k + count {
-                k += count;
-                start = base + (31 - m.leading_zeros() as usize) + 1;
-                continue;
-            }
-        }
-        while m != 0 {
-            let at = base + m.trailing_zeros() as usize;
-            field(k, start, at);
-            k += 1;
-            start = at + 1;
-            m &= m - 1;
-        }
+        block_fields(m, w * block::LEN, next_read, &mut k, &mut start, &mut field);
     }
     // The last bytes, padded to a block with a byte that is neither delimiter nor quote.
     if !tail.is_empty() {
@@ -512,21 +493,53 @@ fn walk_unquoted(
             .unwrap_or(0);
         let mut last = [pad; block::LEN];
         last[..tail.len()].copy_from_slice(tail);
-        let (mut m, quotes) = finder.masks(&last);
+        let (m, quotes) = finder.masks(&last);
         if quotes != 0 {
             return None;
         }
-        let base = b.len() - tail.len();
-        while m != 0 {
-            let at = base + m.trailing_zeros() as usize;
-            field(k, start, at);
-            k += 1;
-            start = at + 1;
-            m &= m - 1;
-        }
+        block_fields(
+            m,
+            b.len() - tail.len(),
+            next_read,
+            &mut k,
+            &mut start,
+            &mut field,
+        );
     }
     field(k, start, b.len());
     Some(k + 1)
+}
+
+/// The fields that end in one block (`m`: its delimiters, the block starting at byte `base`),
+/// `k` and `start` carried from block to block; see [`walk_unquoted`].
+#[inline(always)]
+fn block_fields(
+    mut m: u32,
+    base: usize,
+    next_read: Option<&[u32]>,
+    k: &mut usize,
+    start: &mut usize,
+    field: &mut impl FnMut(usize, usize, usize),
+) {
+    if m == 0 {
+        return;
+    }
+    if let Some(next) = next_read {
+        let count = block::count(m);
+        let read = next.get(*k).map_or(usize::MAX, |&n| n as usize);
+        if read >= *k + count {
+            *k += count;
+            *start = base + (31 - m.leading_zeros() as usize) + 1;
+            return;
+        }
+    }
+    while m != 0 {
+        let at = base + m.trailing_zeros() as usize;
+        field(*k, *start, at);
+        *k += 1;
+        *start = at + 1;
+        m &= m - 1;
+    }
 }
 
 /// Finds a line's delimiters and quotes a block at a time: bit `i` of a mask is byte `i`.

@@ -38,18 +38,15 @@ pub fn parse_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
     };
     match plain_decimal(digits, f) {
         Some(m) => Ok(if neg { -m } else { m }),
-        None => other_money(v, f),
+        None => other_money(v, neg, v.len() - digits.len(), f),
     }
 }
 
-/// Everything [`plain_decimal`] leaves: separators, minor units, more decimals, and errors.
+/// Everything [`plain_decimal`] leaves: separators, minor units, more decimals, and errors;
+/// the digits start at `at`, after the sign.
 #[inline(never)]
-fn other_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
-    let (neg, digits) = match v.as_bytes().first() {
-        Some(b'-') => (true, &v[1..]),
-        Some(b'+') => (false, &v[1..]),
-        _ => (false, v),
-    };
+fn other_money(v: &str, neg: bool, at: usize, f: MoneyFormat) -> Result<i128, String> {
+    let digits = v.get(at..).unwrap_or("");
     if digits.is_empty() {
         return Err(format!("{v:?} is not a decimal amount"));
     }
