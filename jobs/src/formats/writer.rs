@@ -60,6 +60,8 @@ pub(crate) struct RowWriter<'a> {
     rej_reason: StringBuilder,
     rej_raw: StringBuilder,
     rej_rows: usize,
+    /// The constant columns of a full batch, for the bill date they were built with.
+    constants: Option<(i32, (ArrayRef, ArrayRef, ArrayRef))>,
 }
 
 fn money_builder() -> Decimal128Builder {
@@ -173,6 +175,7 @@ impl<'a> RowWriter<'a> {
             rej_reason: StringBuilder::new(),
             rej_raw: StringBuilder::new(),
             rej_rows: 0,
+            constants: None,
         })
     }
 
@@ -219,7 +222,23 @@ impl<'a> RowWriter<'a> {
         Ok(())
     }
 
-    fn constant_columns(&self, n: usize) -> (ArrayRef, ArrayRef, ArrayRef) {
+    /// The channel, bill date and source file columns of `n` rows. They are the same for every
+    /// batch: built once for a full batch (when the bill date is known) and sliced after.
+    fn constant_columns(&mut self, n: usize) -> (ArrayRef, ArrayRef, ArrayRef) {
+        if let Some((d, cols)) = &self.constants {
+            if Some(*d) == self.bill_date && cols.0.len() >= n {
+                return (cols.0.slice(0, n), cols.1.slice(0, n), cols.2.slice(0, n));
+            }
+        }
+        let cols = self.build_constant_columns(n.max(BATCH_ROWS));
+        let sliced = (cols.0.slice(0, n), cols.1.slice(0, n), cols.2.slice(0, n));
+        if let Some(d) = self.bill_date {
+            self.constants = Some((d, cols));
+        }
+        sliced
+    }
+
+    fn build_constant_columns(&self, n: usize) -> (ArrayRef, ArrayRef, ArrayRef) {
         let mut ch = StringBuilder::with_capacity(n, n * self.target.channel.len());
         let mut day = Date32Builder::with_capacity(n);
         let mut src = StringBuilder::with_capacity(n, n * self.source.len());
