@@ -7,7 +7,7 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::basic::{Compression, Encoding, ZstdLevel};
 use datafusion::parquet::file::properties::WriterProperties;
 
 use crate::error::{IoContext, Result};
@@ -24,39 +24,49 @@ fn props_builder() -> datafusion::parquet::file::properties::WriterPropertiesBui
         .set_created_by("reckon".into())
 }
 
-/// `writer_props` for a file whose `unique` columns hold (nearly) distinct values: ids and
-/// times gain nothing from a dictionary and cost its hashing. `encodings` name a column's
-/// encoding (no dictionary either): delta encodings for ordered numbers and shared prefixes. The `opaque` ones (random ids)
-/// get no min/max statistics either: no filter can prune on them, and comparing every value
-/// costs as much as compressing it.
-pub fn writer_props_unique(
-    unique: &[&str],
-    opaque: &[&str],
-    encodings: &[(&str, datafusion::parquet::basic::Encoding)],
-) -> WriterProperties {
-    use datafusion::parquet::basic::Encoding;
-    use datafusion::parquet::file::properties::EnabledStatistics;
-    use datafusion::parquet::file::properties::WriterVersion;
+/// How a file's columns depart from `writer_props`, for a file written row by row at speed
+/// (a normalized bill).
+#[derive(Default)]
+pub struct ColumnTuning<'a> {
+    /// Columns of (nearly) distinct values, written plain: ids and times gain nothing from a
+    /// dictionary and cost its hashing.
+    pub unique: &'a [&'a str],
+    /// Columns without min/max statistics: no filter prunes on a random id, and comparing
+    /// every value costs as much as compressing it.
+    pub opaque: &'a [&'a str],
+    /// A column's encoding (no dictionary either): delta encodings for ordered numbers and
+    /// shared prefixes.
+    pub encodings: &'a [(&'a str, Encoding)],
+    /// Columns written without compression: numbers delta-packed to their few bits, which
+    /// zstd cannot make smaller and would spend most of its time on.
+    pub uncompressed: &'a [&'a str],
+}
+
+/// `writer_props` with `t`'s changes, in version 2 data pages: those compress the values
+/// straight into the page buffer, where version 1 pages copy them into a buffer first and
+/// grow the compressed one (a copy of the whole page, under mimalloc); about 160
+/// instructions a row of a bill. Version 2 also changes the encoding a column without a
+/// dictionary falls back to: `unique` columns keep plain.
+pub fn writer_props_tuned(t: &ColumnTuning<'_>) -> WriterProperties {
+    use datafusion::parquet::file::properties::{EnabledStatistics, WriterVersion};
     use datafusion::parquet::schema::types::ColumnPath;
-    // Version 2 data pages compress the values straight into the page buffer; version 1
-    // pages copy them into a buffer first and grow the compressed one (a copy of the whole
-    // page, under mimalloc), about 160 instructions a row of a bill. Version 2 also changes
-    // the encoding a column without a dictionary falls back to: plain is kept.
-    let b = unique
-        .iter()
-        .fold(props_builder(), |b, c| {
-            b.set_column_dictionary_enabled(ColumnPath::from(*c), false)
-                .set_column_encoding(ColumnPath::from(*c), Encoding::PLAIN)
-        })
-        .set_writer_version(WriterVersion::PARQUET_2_0);
-    let b = encodings.iter().fold(b, |b, (c, e)| {
-        b.set_column_dictionary_enabled(ColumnPath::from(*c), false)
-            .set_column_encoding(ColumnPath::from(*c), *e)
+    let col = |c: &str| ColumnPath::from(c);
+    let b = props_builder().set_writer_version(WriterVersion::PARQUET_2_0);
+    let b = t.unique.iter().fold(b, |b, c| {
+        b.set_column_dictionary_enabled(col(c), false)
+            .set_column_encoding(col(c), Encoding::PLAIN)
     });
-    opaque
+    let b = t.encodings.iter().fold(b, |b, (c, e)| {
+        b.set_column_dictionary_enabled(col(c), false)
+            .set_column_encoding(col(c), *e)
+    });
+    let b = t.opaque.iter().fold(b, |b, c| {
+        b.set_column_statistics_enabled(col(c), EnabledStatistics::None)
+    });
+    t.uncompressed
         .iter()
         .fold(b, |b, c| {
-            b.set_column_statistics_enabled(ColumnPath::from(*c), EnabledStatistics::None)
+            b.set_column_compression(col(c), Compression::UNCOMPRESSED)
         })
         .build()
 }

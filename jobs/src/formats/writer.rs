@@ -15,7 +15,7 @@ use datafusion::parquet::basic::Encoding;
 
 use super::rows::Row;
 use crate::error::{IoContext, Result};
-use crate::parquet_io::writer_props_unique;
+use crate::parquet_io::{writer_props_tuned, ColumnTuning};
 use crate::schema;
 
 const BATCH_ROWS: usize = 64 * 1024;
@@ -89,12 +89,7 @@ fn days(d: NaiveDate) -> i32 {
 
 impl<'a> RowWriter<'a> {
     pub(crate) fn new(target: &'a Target<'a>, source: &str, zone: Tz) -> Result<Self> {
-        let open = |p: &Path,
-                    s,
-                    unique: &[&str],
-                    opaque: &[&str],
-                    enc: &[(&str, Encoding)]|
-         -> Result<ArrowWriter<File>> {
+        let open = |p: &Path, s, tuning: ColumnTuning<'_>| -> Result<ArrowWriter<File>> {
             if let Some(dir) = p.parent() {
                 std::fs::create_dir_all(dir).at(dir)?;
             }
@@ -102,7 +97,7 @@ impl<'a> RowWriter<'a> {
             Ok(ArrowWriter::try_new(
                 f,
                 s,
-                Some(writer_props_unique(unique, opaque, enc)),
+                Some(writer_props_tuned(&tuning)),
             )?)
         };
         Ok(Self {
@@ -113,51 +108,63 @@ impl<'a> RowWriter<'a> {
             normalized: open(
                 target.normalized,
                 schema::BILL.clone(),
-                &[
-                    "channel_txn_id",
-                    "merchant_order_id",
-                    "refund_id",
-                    "amount",
-                    "received",
-                    "txn_time",
-                    "source_line",
-                ],
-                // Random ids cannot prune; channel and source_file are one value per file
-                // (the channel is also the partition), and every page of a bill holds both
-                // transaction types and its few statuses: their statistics cost two string
-                // comparisons per row for nothing.
-                &[
-                    "channel_txn_id",
-                    "merchant_order_id",
-                    "refund_id",
-                    "channel",
-                    "source_file",
-                    "txn_type",
-                    "status",
-                ],
-                // Line numbers and times rise through a bill: deltas are small, and zstd has
-                // far fewer bytes to work through. The bill date is one value: all deltas are
-                // zero, cheaper than hashing each row into a dictionary.
-                &[
-                    ("source_line", Encoding::DELTA_BINARY_PACKED),
-                    ("bill_date", Encoding::DELTA_BINARY_PACKED),
-                    ("txn_time", Encoding::DELTA_BINARY_PACKED),
-                    ("channel_txn_id", Encoding::DELTA_BYTE_ARRAY),
-                    ("merchant_order_id", Encoding::DELTA_BYTE_ARRAY),
-                    ("channel", Encoding::PLAIN),
-                    ("source_file", Encoding::PLAIN),
-                    // Two or three short values: copying them costs less than hashing them
-                    // into a dictionary, and zstd makes up the size (+0.4%).
-                    ("txn_type", Encoding::PLAIN),
-                    ("status", Encoding::PLAIN),
-                ],
+                ColumnTuning {
+                    unique: &[
+                        "channel_txn_id",
+                        "merchant_order_id",
+                        "refund_id",
+                        "txn_time",
+                        "source_line",
+                    ],
+                    // Random ids cannot prune; channel and source_file are one value per file
+                    // (the channel is also the partition), and every page of a bill holds
+                    // both transaction types and its few statuses: their statistics cost two
+                    // string comparisons per row for nothing.
+                    opaque: &[
+                        "channel_txn_id",
+                        "merchant_order_id",
+                        "refund_id",
+                        "channel",
+                        "source_file",
+                        "txn_type",
+                        "status",
+                    ],
+                    encodings: &[
+                        // Line numbers and times rise through a bill: deltas are small, and
+                        // zstd has far fewer bytes to work through. The bill date is one
+                        // value: all deltas are zero, cheaper than hashing each row into a
+                        // dictionary.
+                        ("source_line", Encoding::DELTA_BINARY_PACKED),
+                        ("bill_date", Encoding::DELTA_BINARY_PACKED),
+                        ("txn_time", Encoding::DELTA_BINARY_PACKED),
+                        // Amounts are random, but small: packed to the bits their deltas need
+                        // (about 27 for an amount), smaller than zstd makes 8-byte plain
+                        // values. Fees too: a dictionary of them is nearly as large.
+                        ("amount", Encoding::DELTA_BINARY_PACKED),
+                        ("received", Encoding::DELTA_BINARY_PACKED),
+                        ("fee", Encoding::DELTA_BINARY_PACKED),
+                        ("channel_txn_id", Encoding::DELTA_BYTE_ARRAY),
+                        ("merchant_order_id", Encoding::DELTA_BYTE_ARRAY),
+                        ("channel", Encoding::PLAIN),
+                        ("source_file", Encoding::PLAIN),
+                        // Two or three short values: copying them costs less than hashing
+                        // them into a dictionary, and zstd makes up the size (+0.4%).
+                        ("txn_type", Encoding::PLAIN),
+                        ("status", Encoding::PLAIN),
+                    ],
+                    // zstd finds nothing in packed random amounts, and spent more
+                    // instructions on them than on every other column together.
+                    uncompressed: &["amount", "received", "fee"],
+                },
             )?,
             rejected: open(
                 target.rejected,
                 schema::REJECTED.clone(),
-                &["source_line", "raw"],
-                &["raw"],
-                &[],
+                ColumnTuning {
+                    unique: &["source_line", "raw"],
+                    opaque: &["raw"],
+                    ..ColumnTuning::default()
+                },
             )?,
             txn_type: strings(0),
             channel_txn_id: strings(0),
