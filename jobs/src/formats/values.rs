@@ -150,8 +150,9 @@ pub struct TimeParser {
     zone: Tz,
     /// (local hour since the epoch, offset seconds) of the last conversion.
     cached: Option<(i64, i64)>,
-    /// The last `YYYY-MM-DD` read and its date: a bill's rows share a few days.
-    day: Option<([u8; 10], NaiveDate)>,
+    /// The last `YYYY-MM-DD` read and its midnight in seconds (as if UTC): a bill's rows
+    /// share a few days.
+    day: Option<([u8; 10], i64)>,
 }
 
 impl TimeParser {
@@ -184,7 +185,7 @@ impl TimeParser {
     pub fn parse(&mut self, v: &str) -> Result<i64, String> {
         for i in 0..self.layouts.len() {
             let got = match &self.layouts[i] {
-                Layout::Iso => self.iso(v).map(|l| self.local_to_utc(l)),
+                Layout::Iso => self.iso(v).map(|l| self.local_secs_to_utc(l)),
                 Layout::Chrono { format, date_only } => {
                     let local = if *date_only {
                         NaiveDate::parse_from_str(v, format)
@@ -232,11 +233,20 @@ impl TimeParser {
     }
 
     fn local_to_utc(&mut self, local: NaiveDateTime) -> Result<i64, String> {
-        let secs = local.and_utc().timestamp();
+        let micros = i64::from(local.and_utc().timestamp_subsec_micros());
+        Ok(self.local_secs_to_utc(local.and_utc().timestamp())? + micros)
+    }
+
+    /// Whole seconds of local wall time (counted as if UTC) to UTC microseconds since the
+    /// epoch; the zone is asked once an hour of the bill.
+    fn local_secs_to_utc(&mut self, secs: i64) -> Result<i64, String> {
         let hour = secs.div_euclid(3600);
         let offset = match self.cached {
             Some((h, off)) if h == hour => off,
             _ => {
+                let local = DateTime::from_timestamp(secs, 0)
+                    .map(|t| t.naive_utc())
+                    .ok_or_else(|| format!("{secs} seconds is out of range"))?;
                 let at = self
                     .zone
                     .from_local_datetime(&local)
@@ -255,45 +265,36 @@ impl TimeParser {
                 off
             }
         };
-        Ok((secs - offset) * 1_000_000 + i64::from(local.and_utc().timestamp_subsec_micros()))
+        Ok((secs - offset) * 1_000_000)
     }
 }
 
 impl TimeParser {
-    /// `YYYY-MM-DD HH:MM:SS`, exactly.
-    fn iso(&mut self, v: &str) -> Option<NaiveDateTime> {
-        let b = v.as_bytes();
-        if b.len() != 19
-            || b[4] != b'-'
-            || b[7] != b'-'
-            || b[10] != b' '
-            || b[13] != b':'
-            || b[16] != b':'
-        {
+    /// `YYYY-MM-DD HH:MM:SS`, exactly: local seconds since the epoch (counted as if UTC).
+    #[inline]
+    fn iso(&mut self, v: &str) -> Option<i64> {
+        let b: &[u8; 19] = v.as_bytes().try_into().ok()?;
+        if b[4] != b'-' || b[7] != b'-' || b[10] != b' ' || b[13] != b':' || b[16] != b':' {
             return None;
         }
-        let num = |r: std::ops::Range<usize>| -> Option<u32> {
-            let mut n = 0u32;
-            for &c in &b[r] {
-                if !c.is_ascii_digit() {
-                    return None;
-                }
-                n = n * 10 + u32::from(c - b'0');
-            }
-            Some(n)
+        let two = |i: usize| -> Option<i64> {
+            let (t, u) = (b[i].wrapping_sub(b'0'), b[i + 1].wrapping_sub(b'0'));
+            (t < 10 && u < 10).then(|| i64::from(t * 10 + u))
         };
         let mut ymd = [0u8; 10];
         ymd.copy_from_slice(&b[..10]);
-        let date = match self.day {
-            Some((last, date)) if last == ymd => date,
+        let day = match self.day {
+            Some((last, day)) if last == ymd => day,
             _ => {
-                let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
-                self.day = Some((ymd, date));
-                date
+                let year = two(0)? * 100 + two(2)?;
+                let date = NaiveDate::from_ymd_opt(year as i32, two(5)? as u32, two(8)? as u32)?;
+                let day = date.and_time(NaiveTime::MIN).and_utc().timestamp();
+                self.day = Some((ymd, day));
+                day
             }
         };
-        let time = NaiveTime::from_hms_opt(num(11..13)?, num(14..16)?, num(17..19)?)?;
-        Some(date.and_time(time))
+        let (h, m, s) = (two(11)?, two(14)?, two(17)?);
+        (h < 24 && m < 60 && s < 60).then_some(day + h * 3600 + m * 60 + s)
     }
 }
 
@@ -353,6 +354,25 @@ mod tests {
                 let fresh = TimeParser::new(&["%Y-%m-%d %H:%M:%S"], sh).parse(t);
                 proptest::prop_assert_eq!(kept.parse(t), fresh, "{}", t);
             }
+        }
+    }
+
+    proptest::proptest! {
+        /// The exact layout's own reader gives what chrono's general one gives, in a zone with
+        /// daylight saving too.
+        #[test]
+        fn the_exact_layout_agrees_with_chrono(
+            t in "20(26|25|00)-(0[0-9]|1[0-3])-(0[0-9]|[1-3][0-9]) ([0-1][0-9]|2[0-5]):[0-6][0-9]:[0-5][0-9]",
+            zone in proptest::sample::select(vec!["Asia/Shanghai", "America/New_York", "UTC"]),
+        ) {
+            let z: Tz = zone.parse().expect("zone");
+            let fast = TimeParser::new(&["%Y-%m-%d %H:%M:%S"], z).parse(&t);
+            let mut general = TimeParser::new(&["%Y-%m-%d %H:%M:%S"], z);
+            general.layouts = vec![Layout::Chrono {
+                format: "%Y-%m-%d %H:%M:%S".into(),
+                date_only: false,
+            }];
+            proptest::prop_assert_eq!(fast.ok(), general.parse(&t).ok(), "{}", t);
         }
     }
 
