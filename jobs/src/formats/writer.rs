@@ -131,12 +131,13 @@ impl<'a> RowWriter<'a> {
                     ],
                     encodings: &[
                         // Line numbers and times rise through a bill: deltas are small, and
-                        // zstd has far fewer bytes to work through. The bill date is one
-                        // value: all deltas are zero, cheaper than hashing each row into a
-                        // dictionary.
+                        // zstd has far fewer bytes to work through.
                         ("source_line", Encoding::DELTA_BINARY_PACKED),
-                        ("bill_date", Encoding::DELTA_BINARY_PACKED),
                         ("txn_time", Encoding::DELTA_BINARY_PACKED),
+                        // The bill date is one value: copying it costs less than hashing it
+                        // into a dictionary or packing its zero deltas, and zstd makes its
+                        // pages a few bytes.
+                        ("bill_date", Encoding::PLAIN),
                         // Amounts are random, but small: packed to the bits their deltas need
                         // (about 27 for an amount), smaller than zstd makes 8-byte plain
                         // values. Fees too: a dictionary of them is nearly as large.
