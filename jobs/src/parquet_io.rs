@@ -42,6 +42,12 @@ pub struct ColumnTuning<'a> {
     pub uncompressed: &'a [&'a str],
 }
 
+/// Rows in a row group of a tuned file. A version 2 page keeps a buffer the size of its
+/// uncompressed values until its row group is written, so a row group costs about its
+/// uncompressed size in memory: 256 Ki rows of a bill hold about 25 MB, where the default
+/// 1 Mi rows held 50 MB more at the peak than version 1 pages did.
+const TUNED_ROW_GROUP_ROWS: usize = 256 * 1024;
+
 /// `writer_props` with `t`'s changes, in version 2 data pages: those compress the values
 /// straight into the page buffer, where version 1 pages copy them into a buffer first and
 /// grow the compressed one (a copy of the whole page, under mimalloc); about 160
@@ -51,7 +57,9 @@ pub fn writer_props_tuned(t: &ColumnTuning<'_>) -> WriterProperties {
     use datafusion::parquet::file::properties::{EnabledStatistics, WriterVersion};
     use datafusion::parquet::schema::types::ColumnPath;
     let col = |c: &str| ColumnPath::from(c);
-    let b = props_builder().set_writer_version(WriterVersion::PARQUET_2_0);
+    let b = props_builder()
+        .set_writer_version(WriterVersion::PARQUET_2_0)
+        .set_max_row_group_row_count(Some(TUNED_ROW_GROUP_ROWS));
     let b = t.unique.iter().fold(b, |b, c| {
         b.set_column_dictionary_enabled(col(c), false)
             .set_column_encoding(col(c), Encoding::PLAIN)
