@@ -10,6 +10,7 @@ Prints a Markdown table for BENCHMARKS.md.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import zipfile
@@ -25,12 +26,13 @@ con.execute("SET threads = 1")
 src, out = sys.argv[1], sys.argv[2]
 con.execute(f'''
 COPY (
-  SELECT trim("支付宝交易号") AS channel_txn_id, trim("商户订单号") AS merchant_order_id,
+  SELECT trim("支付宝交易号", ' ' || chr(9)) AS channel_txn_id,
+         trim("商户订单号", ' ' || chr(9)) AS merchant_order_id,
          CASE "业务类型" WHEN '交易' THEN 'PAY' WHEN '退款' THEN 'REFUND' END AS txn_type,
          abs(CAST(CASE WHEN "业务类型" = '退款' THEN "商家实收（元）" ELSE "订单金额（元）" END AS DECIMAL(18,2))) AS amount,
          abs(CAST("服务费（元）" AS DECIMAL(18,2))) AS fee,
          try_strptime("完成时间", '%Y-%m-%d %H:%M:%S') AS txn_time,
-         trim("退款批次号/请求号") AS refund_id
+         trim("退款批次号/请求号", ' ' || chr(9)) AS refund_id
   FROM read_csv('{src}', header=true, comment='#', all_varchar=true, ignore_errors=true)
 ) TO '{out}' (FORMAT parquet, COMPRESSION zstd)
 ''')
@@ -62,13 +64,10 @@ def main():
     ap.add_argument("--rows", type=int, default=2_000_000)
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/reckon/bench"))
     ap.add_argument("--reckon", default=None)
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="runs per tool; the best wall time is shown (a shared machine is noisy)")
+    ap.add_argument("--repeat", type=int, default=5,
+                    help="rounds; each round runs every tool once, so a drift of the shared "
+                         "machine's speed touches all tools alike")
     args = ap.parse_args()
-
-    def best(cmd, env=None):
-        runs = [run_measured(cmd, env=env) for _ in range(args.repeat)]
-        return min(r[0] for r in runs), max(r[1] for r in runs), runs[0][2]
 
     work = Path(args.work)
     venv = work / "venv"
@@ -94,14 +93,6 @@ def main():
     size = bill.stat().st_size / 2**20
     text = utf8.stat().st_size / 2**20
     print(f"Alipay trade bill: {n:,} payments (+refunds); zip {size:.0f} MiB, text {text:.0f} MiB (UTF-8)\n")
-    print(f"Each tool ran {args.repeat} times, pinned to one core; the best wall time is shown.\n")
-    print("| tool | input | wall s | M rows/s | peak RSS MiB |")
-    print("|---|---|---:|---:|---:|")
-    out = work / "norm-out"
-    t, rss, o = best(["taskset", "-c", "0", reckon, "normalize", "--format", "alipay_trade_v1",
-                              "--input", bill, "--out", out, "--bill-date", "2026-11-20"])
-    rows = json.loads(o.strip().splitlines()[-1])["rows_read"]
-    print(f"| reckon normalize (1 core) | GBK zip | {t:.2f} | {rows / t / 1e6:.2f} | {rss:.0f} |")
     (work / "plain.toml").write_text(
         (ROOT / "formats" / "alipay_trade_v1.toml").read_text()
         .replace('kind = "zip"', 'kind = "plain"').replace('encoding = "gbk"', 'encoding = "utf-8"')
@@ -109,15 +100,59 @@ def main():
         .split("[totals.summary]")[0]
         + "\n" + "\n".join(("[[totals.check]]" + c) for c in
                            (ROOT / "formats" / "alipay_trade_v1.toml").read_text().split("[[totals.check]]")[1:5]))
-    t, rss, _ = best(["taskset", "-c", "0", reckon, "normalize", "--format", work / "plain.toml",
-                              "--input", utf8, "--out", out, "--bill-date", "2026-11-20"])
-    print(f"| reckon normalize (1 core) | UTF-8 text | {t:.2f} | {rows / t / 1e6:.2f} | {rss:.0f} |")
-    for name, script, env in [("DuckDB read_csv (1 thread)", DUCK, {}),
-                              ("Polars read_csv (1 thread)", POLARS, {"POLARS_MAX_THREADS": "1"})]:
-        t, rss, o = best(["taskset", "-c", "0", venv / "bin" / "python", "-c", script, utf8,
-                                  work / "peer.parquet"], env={**os.environ, **env})
-        got = int(o.strip().splitlines()[-1])
-        print(f"| {name} | UTF-8 text | {t:.2f} | {got / t / 1e6:.2f} | {rss:.0f} |")
+    out = work / "norm-out"
+    tools = [
+        ("reckon normalize (1 core)", "GBK zip",
+         ["taskset", "-c", "0", reckon, "normalize", "--format", "alipay_trade_v1", "--input", bill,
+          "--out", out, "--bill-date", "2026-11-20"], None),
+        ("reckon normalize (1 core)", "UTF-8 text",
+         ["taskset", "-c", "0", reckon, "normalize", "--format", work / "plain.toml", "--input", utf8,
+          "--out", out, "--bill-date", "2026-11-20"], None),
+        ("DuckDB read_csv (1 thread)", "UTF-8 text",
+         ["taskset", "-c", "0", venv / "bin" / "python", "-c", DUCK, utf8, work / "duckdb.parquet"], {}),
+        ("Polars read_csv (1 thread)", "UTF-8 text",
+         ["taskset", "-c", "0", venv / "bin" / "python", "-c", POLARS, utf8, work / "polars.parquet"],
+         {"POLARS_MAX_THREADS": "1"}),
+    ]
+    runs = [[] for _ in tools]
+    for r in range(args.repeat):
+        for i, (name, _, cmd, env) in enumerate(tools):
+            runs[i].append(run_measured(cmd, env=None if env is None else {**os.environ, **env}))
+        print(f"round {r + 1}/{args.repeat}: "
+              + ", ".join(f"{runs[i][-1][0]:.2f}" for i in range(len(tools))) + " s", file=sys.stderr)
+    rows = json.loads(runs[0][0][2].strip().splitlines()[-1])["rows_read"]
+    print(f"{args.repeat} rounds, each running every tool once, pinned to one core; the best and "
+          "the median wall time of each tool.\n")
+    print("| tool | input | best s | median s | M rows/s (best) | M rows/s (median) | peak RSS MiB |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for (name, what, _, env), rs in zip(tools, runs):
+        got = rows if env is None else int(rs[0][2].strip().splitlines()[-1])
+        times = sorted(t for t, _, _ in rs)
+        best, median = times[0], statistics.median(times)
+        print(f"| {name} | {what} | {best:.2f} | {median:.2f} | {got / best / 1e6:.2f} | "
+              f"{got / median / 1e6:.2f} | {max(m for _, m, _ in rs):.0f} |")
+    # The rows themselves: reckon's (the last run, from the UTF-8 text) against each peer's,
+    # both ways. A peer reads an empty id as '' and keeps a row whose time it cannot read.
+    for peer in ["duckdb", "polars"]:
+        same = subprocess.run([venv / "bin" / "python", "-c", SAME, out / "normalized.parquet",
+                               work / f"{peer}.parquet"], check=True, capture_output=True, text=True)
+        print(f"\nRows only reckon wrote / only {peer} wrote: {same.stdout.strip()}")
+
+
+SAME = r"""
+import duckdb, sys
+con = duckdb.connect()
+con.execute("SET TimeZone = 'UTC'")
+ours = f'''SELECT channel_txn_id, merchant_order_id, txn_type, amount, fee,
+                    (txn_time AT TIME ZONE 'Asia/Shanghai')::TIMESTAMP AS t, refund_id
+             FROM '{sys.argv[1]}' '''
+peer = f'''SELECT channel_txn_id, nullif(merchant_order_id, '') AS merchant_order_id, txn_type,
+                    amount, fee, txn_time::TIMESTAMP AS t, nullif(refund_id, '') AS refund_id
+             FROM '{sys.argv[2]}' '''
+a = con.execute(f"SELECT count(*) FROM ({ours} EXCEPT ALL {peer})").fetchall()[0][0]
+b = con.execute(f"SELECT count(*) FROM ({peer} EXCEPT ALL {ours})").fetchall()[0][0]
+print(f"{a} / {b}")
+"""
 
 
 def member_name(info):
