@@ -892,6 +892,7 @@ fn delimited<R: Read>(
                     ))
                 };
                 let p = Plan::resolve(t, &mut lookup, &missing)?;
+                out.fix_columns(&p);
                 slots = Slots::new(names, header.len());
                 plan = Some(p);
                 section = Section::Body;

@@ -15,6 +15,15 @@ pub trait Record {
     fn field(&self, i: usize) -> &str;
 }
 
+/// A record without fields, to read what constants give.
+struct NoFields;
+
+impl Record for NoFields {
+    fn field(&self, _: usize) -> &str {
+        ""
+    }
+}
+
 /// Where a column's value comes from.
 #[derive(Debug, Clone)]
 enum Src {
@@ -311,6 +320,26 @@ impl Plan {
             skip,
             checks,
         })
+    }
+
+    /// What the text column `name` holds in every row when the template fixes it (a constant
+    /// or no source for both payments and refunds): `Some(None)` for null. `None` when rows
+    /// differ, or for `txn_type`, which each row checks.
+    pub fn fixed_text(&self, name: &str) -> Option<Option<&str>> {
+        let c = self
+            .cols
+            .iter()
+            .find(|c| c.name == name && c.kind == Kind::Text)?;
+        let fixed = |s: &Src| matches!(s, Src::Const(_) | Src::Null);
+        if name == "txn_type" || !fixed(&c.pay) || !fixed(&c.refund) {
+            return None;
+        }
+        let (pay, refund) = (text(c, &NoFields, false), text(c, &NoFields, true));
+        // A payment has no refund id whatever the template says.
+        if name == "refund_id" && refund.is_some() {
+            return None;
+        }
+        (pay == refund).then_some(pay)
     }
 
     /// Turns one record into a row (or a skip, or a reason), and counts it into the totals.

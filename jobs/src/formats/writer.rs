@@ -7,13 +7,14 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate};
 use chrono_tz::Tz;
 use datafusion::arrow::array::{
-    ArrayRef, Date32Builder, Decimal128Builder, Int64Builder, RecordBatch, StringBuilder,
-    TimestampMicrosecondBuilder,
+    new_null_array, ArrayRef, Date32Builder, Decimal128Builder, Int64Builder, RecordBatch,
+    StringArray, StringBuilder, TimestampMicrosecondBuilder,
 };
+use datafusion::arrow::datatypes::DataType;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Encoding;
 
-use super::rows::Row;
+use super::rows::{Plan, Row};
 use crate::error::{IoContext, Result};
 use crate::parquet_io::{writer_props_tuned, ColumnTuning};
 use crate::schema;
@@ -45,14 +46,14 @@ pub(crate) struct RowWriter<'a> {
     normalized: ArrowWriter<File>,
     rejected: ArrowWriter<File>,
     txn_type: StringBuilder,
-    channel_txn_id: StringBuilder,
-    merchant_order_id: StringBuilder,
-    refund_id: StringBuilder,
+    channel_txn_id: TextColumn,
+    merchant_order_id: TextColumn,
+    refund_id: TextColumn,
     amount: Decimal128Builder,
     fee: Decimal128Builder,
     received: Decimal128Builder,
-    merchant_id: StringBuilder,
-    status: StringBuilder,
+    merchant_id: TextColumn,
+    status: TextColumn,
     txn_time: TimestampMicrosecondBuilder,
     line: Int64Builder,
     rows: usize,
@@ -81,6 +82,58 @@ fn strings(bytes: usize) -> StringBuilder {
 fn take_strings(b: &mut StringBuilder) -> ArrayRef {
     let bytes = b.values_slice().len();
     Arc::new(std::mem::replace(b, strings(bytes)).finish())
+}
+
+/// A text column of the bill: built row by row, or one the template fixes for every row (a
+/// constant, or null), made once for a full batch and sliced.
+enum TextColumn {
+    Built(StringBuilder),
+    Fixed(Option<String>, Option<ArrayRef>),
+}
+
+impl Default for TextColumn {
+    fn default() -> Self {
+        Self::Built(strings(0))
+    }
+}
+
+impl TextColumn {
+    /// The template's value for every row, or `None` to build the column row by row.
+    fn fixed(value: Option<Option<&str>>) -> Self {
+        match value {
+            Some(v) => Self::Fixed(v.map(str::to_string), None),
+            None => Self::default(),
+        }
+    }
+
+    #[inline]
+    fn append(&mut self, v: Option<&str>) {
+        if let Self::Built(b) = self {
+            b.append_option(v);
+        }
+    }
+
+    /// The column of the batch's `n` rows.
+    fn take(&mut self, n: usize) -> ArrayRef {
+        match self {
+            Self::Built(b) => take_strings(b),
+            Self::Fixed(v, full) => {
+                if let Some(a) = full.as_ref().filter(|a| a.len() >= n) {
+                    return a.slice(0, n);
+                }
+                let len = n.max(BATCH_ROWS);
+                let a: ArrayRef = match v {
+                    Some(v) => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                        v.as_str(),
+                        len,
+                    ))),
+                    None => new_null_array(&DataType::Utf8, len),
+                };
+                *full = Some(a.clone());
+                a.slice(0, n)
+            }
+        }
+    }
 }
 
 fn days(d: NaiveDate) -> i32 {
@@ -168,14 +221,14 @@ impl<'a> RowWriter<'a> {
                 },
             )?,
             txn_type: strings(0),
-            channel_txn_id: strings(0),
-            merchant_order_id: strings(0),
-            refund_id: strings(0),
+            channel_txn_id: TextColumn::default(),
+            merchant_order_id: TextColumn::default(),
+            refund_id: TextColumn::default(),
             amount: money_builder(),
             fee: money_builder(),
             received: money_builder(),
-            merchant_id: strings(0),
-            status: strings(0),
+            merchant_id: TextColumn::default(),
+            status: TextColumn::default(),
             txn_time: times(),
             line: Int64Builder::with_capacity(BATCH_ROWS),
             rows: 0,
@@ -185,6 +238,16 @@ impl<'a> RowWriter<'a> {
             rej_rows: 0,
             constants: None,
         })
+    }
+
+    /// Takes the text columns `plan` fixes for every row from the plan instead of each row
+    /// (before the first row).
+    pub(crate) fn fix_columns(&mut self, plan: &Plan) {
+        self.channel_txn_id = TextColumn::fixed(plan.fixed_text("channel_txn_id"));
+        self.merchant_order_id = TextColumn::fixed(plan.fixed_text("merchant_order_id"));
+        self.refund_id = TextColumn::fixed(plan.fixed_text("refund_id"));
+        self.merchant_id = TextColumn::fixed(plan.fixed_text("merchant_id"));
+        self.status = TextColumn::fixed(plan.fixed_text("status"));
     }
 
     /// The bill date written, once known.
@@ -202,14 +265,14 @@ impl<'a> RowWriter<'a> {
             self.bill_date = local.map(days);
         }
         self.txn_type.append_value(r.txn_type);
-        self.channel_txn_id.append_option(r.channel_txn_id);
-        self.merchant_order_id.append_option(r.merchant_order_id);
-        self.refund_id.append_option(r.refund_id);
+        self.channel_txn_id.append(r.channel_txn_id);
+        self.merchant_order_id.append(r.merchant_order_id);
+        self.refund_id.append(r.refund_id);
         self.amount.append_value(r.amount);
         self.fee.append_option(r.fee);
         self.received.append_option(r.received);
-        self.merchant_id.append_option(r.merchant_id);
-        self.status.append_value(r.status);
+        self.merchant_id.append(r.merchant_id);
+        self.status.append(Some(r.status));
         self.txn_time.append_value(r.txn_time);
         self.line.append_value(line);
         self.rows += 1;
@@ -275,14 +338,14 @@ impl<'a> RowWriter<'a> {
                 ch,
                 day,
                 take_strings(&mut self.txn_type),
-                take_strings(&mut self.channel_txn_id),
-                take_strings(&mut self.merchant_order_id),
-                take_strings(&mut self.refund_id),
+                self.channel_txn_id.take(self.rows),
+                self.merchant_order_id.take(self.rows),
+                self.refund_id.take(self.rows),
                 Arc::new(std::mem::replace(&mut self.amount, money_builder()).finish()),
                 Arc::new(std::mem::replace(&mut self.fee, money_builder()).finish()),
                 Arc::new(std::mem::replace(&mut self.received, money_builder()).finish()),
-                take_strings(&mut self.merchant_id),
-                take_strings(&mut self.status),
+                self.merchant_id.take(self.rows),
+                self.status.take(self.rows),
                 Arc::new(std::mem::replace(&mut self.txn_time, times()).finish()),
                 src,
                 Arc::new(

@@ -106,6 +106,7 @@ pub(crate) fn run<R: Read>(
 
     let zone = template_zone(t);
     let mut out = RowWriter::new(target, source, zone)?;
+    out.fix_columns(&plan);
     let mut stats = NormalizeStats::default();
     let mut xml = quick_xml::Reader::from_reader(LineCounter {
         inner: reader,

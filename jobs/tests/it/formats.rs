@@ -793,3 +793,91 @@ fn the_worked_example_of_the_readme() {
     );
     assert_eq!(json["bill_date"], "2026-11-20");
 }
+
+/// A bill longer than two of the writer's batches (64 Ki rows each), with columns the
+/// template fixes (a constant status and merchant, no refund id, no received amount) and
+/// columns each row fills: every row keeps its own values and the fixed ones, across the
+/// batches' edges and in the short last batch.
+#[test]
+fn columns_a_template_fixes_fill_every_batch_of_a_long_bill() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let template = r#"
+name = "long_v1"
+[container]
+kind = "plain"
+[body]
+delimiter = ","
+[columns.txn_type]
+source = "kind"
+[columns.channel_txn_id]
+source = "ref"
+[columns.merchant_order_id]
+source = "order"
+[columns.amount]
+source = "amount"
+[columns.merchant_id]
+value = "M-7"
+[columns.status]
+value = "SUCCESS"
+[columns.txn_time]
+source = "at"
+format = "%Y-%m-%d %H:%M:%S"
+time_zone = "UTC"
+"#;
+    const ROWS: usize = 150_001;
+    let mut bill = String::from("ref,order,kind,amount,at\n");
+    for i in 0..ROWS {
+        bill.push_str(&format!(
+            "T{i},O{i},PAY,{}.{:02},2026-11-20 {:02}:{:02}:{:02}\n",
+            i % 1000,
+            i % 100,
+            (i / 3600) % 24,
+            (i / 60) % 60,
+            i % 60
+        ));
+    }
+    write(&tmp.path().join("long_v1.toml"), template.as_bytes());
+    write(&tmp.path().join("long.csv"), bill.as_bytes());
+    let out = tmp.path().join("out");
+    let t = tmp.path().join("long_v1.toml");
+    let (code, json, err) = normalize(
+        t.to_str().expect("utf8"),
+        &tmp.path().join("long.csv"),
+        &out,
+        &["--bill-date", "2026-11-20"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json["rows_written"], ROWS, "{json}");
+    let b = one(&out.join("normalized.parquet"));
+    assert_eq!(b.num_rows(), ROWS);
+    let col = |name: &str| {
+        b.column_by_name(name)
+            .expect(name)
+            .as_string::<i32>()
+            .clone()
+    };
+    let (refs, status, merchant, refund) = (
+        col("channel_txn_id"),
+        col("status"),
+        col("merchant_id"),
+        col("refund_id"),
+    );
+    let (channel, source) = (col("channel"), col("source_file"));
+    let lines = b.column_by_name("source_line").expect("line");
+    let lines = lines.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+    for i in 0..ROWS {
+        assert_eq!(refs.value(i), format!("T{i}"), "row {i}");
+        assert_eq!(
+            money(&b, "amount", i),
+            Some(format!("{}.{:02}", i % 1000, i % 100))
+        );
+        assert_eq!(lines.value(i), i as i64 + 2, "row {i}");
+        assert_eq!(status.value(i), "SUCCESS", "row {i}");
+        assert_eq!(merchant.value(i), "M-7", "row {i}");
+        assert!(refund.is_null(i), "row {i}");
+        assert!(money(&b, "received", i).is_none(), "row {i}");
+        assert_eq!(source.value(i), "long.csv", "row {i}");
+        assert!(!channel.value(i).is_empty(), "row {i}");
+    }
+    assert_eq!(status.null_count(), 0);
+}
