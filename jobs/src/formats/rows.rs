@@ -29,6 +29,8 @@ impl Record for NoFields {
 enum Src {
     /// Fields, the first non-empty wins.
     Fields(Vec<usize>),
+    /// One field (the common case, without the search).
+    Field(usize),
     /// A constant.
     Const(String),
     /// Nothing: NULL.
@@ -241,7 +243,10 @@ impl Plan {
                             }
                             return Err(missing(&list.join("\" or \""), &at));
                         }
-                        return Ok(Src::Fields(found));
+                        return Ok(match found.as_slice() {
+                            [one] => Src::Field(*one),
+                            _ => Src::Fields(found),
+                        });
                     }
                     Ok(value.map(|v| Src::Const(v.clone())).unwrap_or(Src::Null))
                 };
@@ -456,6 +461,7 @@ fn money_format(spec: &super::template::ColumnSpec) -> MoneyFormat {
 #[inline]
 fn pick<'a, R: Record + ?Sized>(src: &'a Src, r: &'a R) -> Option<&'a str> {
     match src {
+        Src::Field(i) => Some(r.field(*i)).filter(|v| !v.is_empty()),
         Src::Fields(ix) => ix.iter().map(|i| r.field(*i)).find(|v| !v.is_empty()),
         Src::Const(v) => Some(v.as_str()).filter(|v| !v.is_empty()),
         Src::Null => None,
