@@ -19,7 +19,10 @@ use crate::error::{IoContext, Result};
 use crate::parquet_io::{writer_props_tuned, ColumnTuning};
 use crate::schema;
 
-const BATCH_ROWS: usize = 64 * 1024;
+/// Rows buffered in the Arrow builders before they go to the Parquet writer. 8 Ki rows keep
+/// the builders' buffers in the cache and the peak lower than 64 Ki (118 MB against 157 MB on
+/// the 2M bill) at the same speed; the row groups are the writer's.
+const BATCH_ROWS: usize = 8 * 1024;
 
 /// The facts about the file being read, for rows and errors.
 pub struct Target<'a> {

@@ -794,10 +794,10 @@ fn the_worked_example_of_the_readme() {
     assert_eq!(json["bill_date"], "2026-11-20");
 }
 
-/// A bill longer than two of the writer's batches (64 Ki rows each), with columns the
-/// template fixes (a constant status and merchant, no refund id, no received amount) and
-/// columns each row fills: every row keeps its own values and the fixed ones, across the
-/// batches' edges and in the short last batch.
+/// A bill longer than a row group of the normalized file (256 Ki rows; the writer's batches
+/// are 8 Ki), with columns the template fixes (a constant status and merchant, no refund id,
+/// no received amount) and columns each row fills: every row keeps its own values and the
+/// fixed ones, across the edges of batches and row groups and in the short last batch.
 #[test]
 fn columns_a_template_fixes_fill_every_batch_of_a_long_bill() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -824,7 +824,7 @@ source = "at"
 format = "%Y-%m-%d %H:%M:%S"
 time_zone = "UTC"
 "#;
-    const ROWS: usize = 150_001;
+    const ROWS: usize = 300_001;
     let mut bill = String::from("ref,order,kind,amount,at\n");
     for i in 0..ROWS {
         bill.push_str(&format!(
