@@ -1006,7 +1006,7 @@ pub(crate) fn template_zone(t: &Template) -> chrono_tz::Tz {
 }
 
 pub(crate) fn reject(
-    out: &mut RowWriter<'_>,
+    out: &mut RowWriter,
     stats: &mut NormalizeStats,
     target: &Target<'_>,
     source: &str,
@@ -1183,6 +1183,7 @@ impl Marker {
         Self { re, prefixes }
     }
 
+    #[inline]
     pub(crate) fn is_match(&self, line: &str) -> bool {
         if let Some(p) = &self.prefixes {
             if !p.iter().any(|p| line.as_bytes().starts_with(p)) {

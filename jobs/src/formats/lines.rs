@@ -43,6 +43,7 @@ impl<R: Read> Lines<R> {
     }
 
     /// The next line with its `\n` (the last line may have none); `None` at the end.
+    #[inline]
     pub(crate) fn next_line(&mut self) -> Result<Option<&[u8]>, LineError> {
         loop {
             if let Some(p) = memchr::memchr(b'\n', &self.buf[self.scanned..self.end]) {

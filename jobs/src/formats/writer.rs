@@ -7,7 +7,7 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate};
 use chrono_tz::Tz;
 use datafusion::arrow::array::{
-    new_null_array, ArrayRef, Date32Builder, Decimal128Builder, Int64Builder, RecordBatch,
+    new_null_array, ArrayRef, Date32Array, Decimal128Builder, Int64Builder, RecordBatch,
     StringArray, StringBuilder, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::DataType;
@@ -41,9 +41,9 @@ pub struct Target<'a> {
     pub max_rejected: u64,
 }
 
-pub(crate) struct RowWriter<'a> {
-    target: &'a Target<'a>,
-    source: String,
+pub(crate) struct RowWriter {
+    channel: TextColumn,
+    source_file: TextColumn,
     zone: Tz,
     bill_date: Option<i32>,
     normalized: ArrowWriter<File>,
@@ -64,8 +64,8 @@ pub(crate) struct RowWriter<'a> {
     rej_reason: StringBuilder,
     rej_raw: StringBuilder,
     rej_rows: usize,
-    /// The constant columns of a full batch, for the bill date they were built with.
-    constants: Option<(i32, (ArrayRef, ArrayRef, ArrayRef))>,
+    /// The bill date column of a full batch, and the date it holds.
+    day: (i32, Option<ArrayRef>),
 }
 
 fn money_builder() -> Decimal128Builder {
@@ -120,31 +120,38 @@ impl TextColumn {
     fn take(&mut self, n: usize) -> ArrayRef {
         match self {
             Self::Built(b) => take_strings(b),
-            Self::Fixed(v, full) => {
-                if let Some(a) = full.as_ref().filter(|a| a.len() >= n) {
-                    return a.slice(0, n);
-                }
-                let len = n.max(BATCH_ROWS);
-                let a: ArrayRef = match v {
-                    Some(v) => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-                        v.as_str(),
-                        len,
-                    ))),
-                    None => new_null_array(&DataType::Utf8, len),
-                };
-                *full = Some(a.clone());
-                a.slice(0, n)
-            }
+            Self::Fixed(v, full) => repeated(full, n, |len| match v {
+                Some(v) => Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+                    v.as_str(),
+                    len,
+                ))),
+                None => new_null_array(&DataType::Utf8, len),
+            }),
         }
     }
+}
+
+/// `n` rows of a column one value fills, sliced from `full`; `make` makes it (at least a
+/// batch long) when it is absent or too short.
+fn repeated(
+    full: &mut Option<ArrayRef>,
+    n: usize,
+    make: impl FnOnce(usize) -> ArrayRef,
+) -> ArrayRef {
+    if let Some(a) = full.as_ref().filter(|a| a.len() >= n) {
+        return a.slice(0, n);
+    }
+    let a = make(n.max(BATCH_ROWS));
+    *full = Some(a.clone());
+    a.slice(0, n)
 }
 
 fn days(d: NaiveDate) -> i32 {
     (d - NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()).num_days() as i32
 }
 
-impl<'a> RowWriter<'a> {
-    pub(crate) fn new(target: &'a Target<'a>, source: &str, zone: Tz) -> Result<Self> {
+impl RowWriter {
+    pub(crate) fn new(target: &Target<'_>, source: &str, zone: Tz) -> Result<Self> {
         let open = |p: &Path, s, tuning: ColumnTuning<'_>| -> Result<ArrowWriter<File>> {
             if let Some(dir) = p.parent() {
                 std::fs::create_dir_all(dir).at(dir)?;
@@ -157,8 +164,8 @@ impl<'a> RowWriter<'a> {
             )?)
         };
         Ok(Self {
-            target,
-            source: source.to_string(),
+            channel: TextColumn::fixed(Some(Some(target.channel))),
+            source_file: TextColumn::fixed(Some(Some(source))),
             zone,
             bill_date: target.bill_date.map(days),
             normalized: open(
@@ -239,7 +246,7 @@ impl<'a> RowWriter<'a> {
             rej_reason: StringBuilder::new(),
             rej_raw: StringBuilder::new(),
             rej_rows: 0,
-            constants: None,
+            day: (0, None),
         })
     }
 
@@ -261,6 +268,7 @@ impl<'a> RowWriter<'a> {
         })
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, r: &Row<'_>, line: i64) -> Result<()> {
         if self.bill_date.is_none() {
             let local = DateTime::from_timestamp_micros(r.txn_time)
@@ -296,38 +304,18 @@ impl<'a> RowWriter<'a> {
         Ok(())
     }
 
-    /// The channel, bill date and source file columns of `n` rows. They are the same for every
-    /// batch: built once for a full batch (when the bill date is known) and sliced after.
+    /// The channel, bill date and source file columns of `n` rows: one value each for the
+    /// whole file.
     fn constant_columns(&mut self, n: usize) -> (ArrayRef, ArrayRef, ArrayRef) {
-        if let Some((d, cols)) = &self.constants {
-            if Some(*d) == self.bill_date && cols.0.len() >= n {
-                return (cols.0.slice(0, n), cols.1.slice(0, n), cols.2.slice(0, n));
-            }
-        }
-        let cols = self.build_constant_columns(n.max(BATCH_ROWS));
-        let sliced = (cols.0.slice(0, n), cols.1.slice(0, n), cols.2.slice(0, n));
-        if let Some(d) = self.bill_date {
-            self.constants = Some((d, cols));
-        }
-        sliced
-    }
-
-    fn build_constant_columns(&self, n: usize) -> (ArrayRef, ArrayRef, ArrayRef) {
-        let mut ch = StringBuilder::with_capacity(n, n * self.target.channel.len());
-        let mut day = Date32Builder::with_capacity(n);
-        let mut src = StringBuilder::with_capacity(n, n * self.source.len());
         // A file with no good row at all: its rejected rows take the epoch unless a date was given.
         let d = self.bill_date.unwrap_or(0);
-        for _ in 0..n {
-            ch.append_value(self.target.channel);
-            day.append_value(d);
-            src.append_value(&self.source);
+        if self.day.0 != d {
+            self.day = (d, None);
         }
-        (
-            Arc::new(ch.finish()),
-            Arc::new(day.finish()),
-            Arc::new(src.finish()),
-        )
+        let day = repeated(&mut self.day.1, n, |len| {
+            Arc::new(Date32Array::from_value(d, len))
+        });
+        (self.channel.take(n), day, self.source_file.take(n))
     }
 
     fn flush_rows(&mut self) -> Result<()> {

@@ -331,7 +331,7 @@ fn emit(
     values: &[String],
     raw: &str,
     line: i64,
-    out: &mut RowWriter<'_>,
+    out: &mut RowWriter,
     stats: &mut NormalizeStats,
     target: &Target<'_>,
     source: &str,
