@@ -337,14 +337,14 @@ impl Plan {
 
     /// What the text column `name` holds in every row when the template fixes it (a constant
     /// or no source for both payments and refunds): `Some(None)` for null. `None` when rows
-    /// differ, or for `txn_type`, which each row checks.
+    /// differ.
     pub fn fixed_text(&self, name: &str) -> Option<Option<&str>> {
         let c = self
             .cols
             .iter()
             .find(|c| c.name == name && c.kind == Kind::Text)?;
         let fixed = |s: &Src| matches!(s, Src::Const(_) | Src::Null);
-        if name == "txn_type" || !fixed(&c.pay) || !fixed(&c.refund) {
+        if !fixed(&c.pay) || !fixed(&c.refund) {
             return None;
         }
         let (pay, refund) = (text(c, &NoFields, false), text(c, &NoFields, true));

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use chrono::{DateTime, NaiveDate};
 use chrono_tz::Tz;
 use datafusion::arrow::array::{
-    new_null_array, ArrayRef, Date32Array, Decimal128Builder, Int64Builder, RecordBatch,
+    new_null_array, ArrayRef, AsArray, Date32Array, Decimal128Builder, Int64Builder, RecordBatch,
     StringArray, StringBuilder, TimestampMicrosecondBuilder,
 };
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Date32Type};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Encoding;
 
@@ -64,8 +64,8 @@ pub(crate) struct RowWriter {
     rej_reason: StringBuilder,
     rej_raw: StringBuilder,
     rej_rows: usize,
-    /// The bill date column of a full batch, and the date it holds.
-    day: (i32, Option<ArrayRef>),
+    /// The bill date column of a full batch.
+    day: Option<ArrayRef>,
 }
 
 fn money_builder() -> Decimal128Builder {
@@ -246,7 +246,7 @@ impl RowWriter {
             rej_reason: StringBuilder::new(),
             rej_raw: StringBuilder::new(),
             rej_rows: 0,
-            day: (0, None),
+            day: None,
         })
     }
 
@@ -309,10 +309,13 @@ impl RowWriter {
     fn constant_columns(&mut self, n: usize) -> (ArrayRef, ArrayRef, ArrayRef) {
         // A file with no good row at all: its rejected rows take the epoch unless a date was given.
         let d = self.bill_date.unwrap_or(0);
-        if self.day.0 != d {
-            self.day = (d, None);
+        // The date is known from the first good row on: a column made before holds the epoch.
+        if let Some(a) = &self.day {
+            if a.as_primitive::<Date32Type>().values().first() != Some(&d) {
+                self.day = None;
+            }
         }
-        let day = repeated(&mut self.day.1, n, |len| {
+        let day = repeated(&mut self.day, n, |len| {
             Arc::new(Date32Array::from_value(d, len))
         });
         (self.channel.take(n), day, self.source_file.take(n))
