@@ -220,7 +220,7 @@ pub struct Orchestration {
     #[serde(default)]
     pub lease_wait_secs: u64,
     /// Attempts of a stage that fails on a service it cannot reach (a database, an object
-    /// store, the network, a busy cluster), including the first; then it fails with exit 75.
+    /// store, the network), including the first; then it fails with exit 75.
     #[serde(default = "default_retry_attempts")]
     pub retry_attempts: u32,
     /// The first wait between attempts; each later one doubles, plus up to as much again at

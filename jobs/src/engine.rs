@@ -48,18 +48,56 @@ impl EngineKind {
     }
 }
 
-fn session_config(kind: &EngineKind, target_partitions: usize) -> SessionConfig {
+fn session_config(kind: &EngineKind, sizing: &Sizing) -> SessionConfig {
     // Ballista's defaults prefer the sort-merge join (it spills, and distributes); embedded,
     // DataFusion's hash join is about twice as fast on a day that fits in memory.
     let config = match kind {
         EngineKind::Local => SessionConfig::new(),
         _ => SessionConfig::new_with_ballista(),
     };
-    let mut config = config.with_target_partitions(target_partitions);
+    let mut config = config.with_target_partitions(sizing.target_partitions);
     let opts = config.options_mut();
     // Plain Utf8 halves the hash join's accounted memory against Utf8View (ENGINE-NOTES.md).
     opts.execution.parquet.schema_force_view_types = false;
+    if let Some(limit) = sizing.memory_limit {
+        opts.execution.sort_spill_reservation_bytes =
+            spill_reservation(limit, sizing.target_partitions);
+    }
     analyst_sql(config)
+}
+
+/// What each sort keeps back for merging its spill files. DataFusion's default (10 MiB) is
+/// taken by every partition's sort at once, so a pool under about partitions × 10 MiB failed
+/// before it spilled anything; a quarter of each partition's share of the pool, between
+/// 256 KiB and the default, lets a small pool spill instead.
+fn spill_reservation(limit: usize, partitions: usize) -> usize {
+    (limit / (4 * partitions.max(1))).clamp(256 * 1024, 10 * 1024 * 1024)
+}
+
+/// What a finished plan spilled to disk, summed over its operators (embedded plans; a
+/// Ballista job's operators run on its executors and report nothing here).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Spills {
+    /// Spill files written.
+    pub count: usize,
+    /// Bytes written to them.
+    pub bytes: usize,
+}
+
+impl Spills {
+    /// The spills of `plan` and everything below it, once it has run.
+    pub fn of(plan: &Arc<dyn datafusion::physical_plan::ExecutionPlan>) -> Spills {
+        let mut total = Spills::default();
+        let mut stack = vec![plan.clone()];
+        while let Some(p) = stack.pop() {
+            if let Some(m) = p.metrics() {
+                total.count += m.spill_count().unwrap_or(0);
+                total.bytes += m.spilled_bytes().unwrap_or(0);
+            }
+            stack.extend(p.children().into_iter().cloned());
+        }
+        total
+    }
 }
 
 /// How analyst SQL is read, wherever it is planned (the job, `reckon sql check`, the `.slt`
@@ -149,14 +187,13 @@ pub async fn session(
     sizing: &Sizing,
     spill_dir: &Path,
 ) -> Result<SessionContext> {
-    let target_partitions = sizing.target_partitions;
     let mut runtime = RuntimeEnvBuilder::new().with_temp_file_path(spill_dir);
     if let Some(limit) = sizing.memory_limit {
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
     }
     let runtime = runtime.build_arc()?;
     let builder = SessionStateBuilder::new()
-        .with_config(session_config(kind, target_partitions))
+        .with_config(session_config(kind, sizing))
         .with_runtime_env(runtime)
         .with_default_features();
     let ctx = match kind {

@@ -14,8 +14,8 @@ pub enum Error {
     /// Exit 75: the channel has not published the bill yet.
     #[error("not ready: {0}")]
     NotReady(String),
-    /// Exit 75: a service could not be reached (a database, an object store, the network, a
-    /// busy cluster). Retried inside the stage first; after the last attempt, retry later.
+    /// Exit 75: a service could not be reached (a database, an object store, the network).
+    /// Retried inside the stage first; after the last attempt, retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
     /// Exit 1: an I/O error on a named path.

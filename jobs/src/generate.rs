@@ -149,6 +149,26 @@ fn money(cents: i128) -> String {
     reckon_udfs::money_text(cents)
 }
 
+/// WeChat Pay writes its fee with five decimals: the exact amount × rate when the row's fee is
+/// the contracted one (which, rounded half up, is `fee`), else the fee as charged. In units of
+/// 10^-5 yuan.
+fn wechat_fee(amount: i128, fee: i128) -> i128 {
+    let scaled = amount * FEE_RATE_MICROS;
+    let exact = scaled / 1000;
+    if scaled % 1000 == 0 && fee == fee_of(amount) {
+        exact
+    } else {
+        fee * 1000
+    }
+}
+
+/// A value in units of 10^-5 as decimal text with five decimals (`0.52800`).
+fn fine5(v: i128) -> String {
+    let sign = if v < 0 { "-" } else { "" };
+    let a = v.unsigned_abs();
+    format!("{sign}{}.{:05}", a / 100_000, a % 100_000)
+}
+
 fn fee_of(amount: i128) -> i128 {
     reckon_udfs::expected_fee(amount, FEE_RATE_MICROS, reckon_udfs::FeeRounding::HalfUp)
         .unwrap_or_default()
@@ -590,12 +610,13 @@ fn write_alipay(day: NaiveDate, rows: &[BillRow], path: &Path) -> Result<i64> {
         text.push_str(&line);
     }
     text.push_str("#-----------------------------------------业务明细列表结束------------------------------------\r\n");
+    // The tail as Alipay writes it; the bill's 商家优惠 column is all 0.00 here.
     text.push_str(&format!(
-        "#交易合计：{pay_n}笔，商家实收共{}元\r\n",
+        "#交易合计：{pay_n}笔，商家实收共{}元，商家优惠共0.00元\r\n",
         money(pay_sum)
     ));
     text.push_str(&format!(
-        "#退款合计：{ref_n}笔，商家实收共{}元\r\n",
+        "#退款合计：{ref_n}笔，商家实收退款共{}元，商家优惠退款共0.00元\r\n",
         money(ref_sum)
     ));
     text.push_str(&format!(
@@ -648,21 +669,22 @@ fn write_wechat(rows: &[BillRow], path: &Path) -> Result<i64> {
     let (mut settle, mut refunds, mut fees, mut orders) = (0i128, 0i128, 0i128, 0i128);
     for r in rows {
         let t = fmt_time(r.time, r.corrupt_time);
+        let fee = wechat_fee(r.amount, r.fee);
         let line = if r.refund {
             refunds += r.amount;
-            fees -= r.fee;
+            fees -= fee;
             format!(
                 "`{t},`wx2421b1c4370ec43b,`1900000109,`0,`,`{},`{},`oUpF8uMuAJO_M2pxb1Q9zNjWeS6o,`JSAPI,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`{},`{},`{},`0.00,`ORIGINAL,`{},`商品,`,`{},`0.60%,`0.00,`{},`\r\n",
                 r.channel_txn_id, r.order_no, r.channel_refund_id, r.refund_no, money(r.amount),
-                r.refund_status, money(-r.fee), money(r.amount)
+                r.refund_status, fine5(-fee), money(r.amount)
             )
         } else {
             settle += r.amount;
             orders += r.amount;
-            fees += r.fee;
+            fees += fee;
             format!(
                 "`{t},`wx2421b1c4370ec43b,`1900000109,`0,`,`{},`{},`oUpF8uMuAJO_M2pxb1Q9zNjWeS6o,`JSAPI,`SUCCESS,`OTHERS,`CNY,`{},`0.00,`0,`0,`0.00,`0.00,`,`,`商品,`,`{},`0.60%,`{},`0.00,`\r\n",
-                r.channel_txn_id, r.order_no, money(r.amount), money(r.fee), money(r.amount)
+                r.channel_txn_id, r.order_no, money(r.amount), fine5(fee), money(r.amount)
             )
         };
         text.push_str(&line);
@@ -673,7 +695,7 @@ fn write_wechat(rows: &[BillRow], path: &Path) -> Result<i64> {
         rows.len(),
         money(settle),
         money(refunds),
-        money(fees),
+        fine5(fees),
         money(orders),
         money(refunds)
     ));

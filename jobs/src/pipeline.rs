@@ -190,14 +190,44 @@ async fn channel_stages(
     }
     let summary = match summary {
         Some(s) => s,
-        None => {
-            let m = job.manifest()?;
-            json!({ "channel": channel, "bill_date": date.to_string(), "status": m.status, "stages": stages })
-        }
+        None => stages_done(&job.manifest()?, channel, date, stages),
     };
     Ok(ChannelOutcome {
         summary,
         exit_code: 0,
+    })
+}
+
+/// What `stages` did (each one's files and facts) and where the day stands: the stages done
+/// and the next to run. The final line of a `reckon stage` short of the report.
+fn stages_done(
+    m: &crate::store::Manifest,
+    channel: &str,
+    date: NaiveDate,
+    stages: &[&str],
+) -> Value {
+    let did: Vec<Value> = stages
+        .iter()
+        .filter_map(|s| m.stages.get(*s).map(|r| (s, r)))
+        .map(|(s, r)| {
+            json!({
+                "stage": s, "state": r.state, "duration_ms": r.duration_ms,
+                "attempts": r.attempts, "files": r.files, "detail": r.detail,
+            })
+        })
+        .collect();
+    let done: Vec<&str> = STAGES
+        .iter()
+        .copied()
+        .filter(|s| m.done(s).is_some())
+        .collect();
+    let next = STAGES.iter().find(|s| m.done(s).is_none());
+    json!({
+        "channel": channel,
+        "bill_date": date.to_string(),
+        "status": m.status,
+        "stages": did,
+        "day": { "status": m.status, "done": done, "next": next },
     })
 }
 
@@ -311,4 +341,19 @@ pub fn worst(codes: &[i32]) -> i32 {
         .into_iter()
         .find(|c| codes.contains(c))
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worst;
+
+    #[test]
+    fn the_most_severe_exit_code_wins() {
+        assert_eq!(worst(&[]), 0);
+        assert_eq!(worst(&[0, 0]), 0);
+        assert_eq!(worst(&[75, 0]), 75);
+        assert_eq!(worst(&[75, 1]), 1);
+        assert_eq!(worst(&[1, 3, 75]), 3);
+        assert_eq!(worst(&[3, 2, 1, 75]), 2);
+    }
 }

@@ -57,12 +57,25 @@ fn ident(name: &str) -> Result<String> {
 }
 
 fn db_error(what: &str, e: tokio_postgres::Error) -> Error {
-    // A database that cannot be reached is worth a retry later; a bad query is not.
-    if e.as_db_error().is_none() && (e.is_closed() || e.to_string().contains("connect")) {
+    if unreachable(&e) {
         Error::Unavailable(format!("postgres: {what}: {e}"))
     } else {
         Error::Other(format!("postgres: {what}: {e}"))
     }
+}
+
+/// Whether `e` says the database could not be reached or went away (worth a retry later),
+/// by its kind and never by its text: a closed connection, an I/O error underneath (refused,
+/// reset, timed out), or the server's own SQLSTATE for it (class 08 connection exception,
+/// 53300 too many connections, 57P01-57P03 shutting down or not yet accepting). A bad query,
+/// a missing table or a permission error is not.
+fn unreachable(e: &tokio_postgres::Error) -> bool {
+    use std::error::Error as _;
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        return code.starts_with("08") || matches!(code, "53300" | "57P01" | "57P02" | "57P03");
+    }
+    e.is_closed() || e.source().is_some_and(|s| s.is::<std::io::Error>())
 }
 
 /// Connects to `url` within `timeout_secs` (no TLS: a database on the same network).
@@ -417,6 +430,8 @@ pub struct Lookups {
     pool: deadpool_postgres::Pool,
     limiter: governor::DefaultDirectRateLimiter,
     cfg: crate::config::SecondLook,
+    queries: std::sync::atomic::AtomicU64,
+    retries: std::sync::atomic::AtomicU64,
 }
 
 impl Lookups {
@@ -449,7 +464,19 @@ impl Lookups {
             pool,
             limiter: RateLimiter::direct(Quota::per_second(rate)),
             cfg: cfg.clone(),
+            queries: Default::default(),
+            retries: Default::default(),
         })
+    }
+
+    /// Queries sent so far, retries included.
+    pub fn queries(&self) -> u64 {
+        self.queries.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Queries sent again after a connection error or a timeout.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Connections the pool holds (opened and not discarded).
@@ -486,6 +513,8 @@ impl Lookups {
         loop {
             attempt += 1;
             self.limiter.until_ready().await;
+            self.queries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             match self.query(sql, table, keys).await {
                 Ok(rows) => {
                     let mut out = Vec::with_capacity(rows.len());
@@ -502,6 +531,8 @@ impl Lookups {
                     let wait = rand::Rng::gen_range(&mut rand::thread_rng(), cap / 2..=cap);
                     tracing::warn!(attempt, wait_ms = wait, "{why}; retrying");
                     tokio::time::sleep(Duration::from_millis(wait)).await;
+                    self.retries
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Err(e) => return Err(e),
             }

@@ -221,7 +221,8 @@ pub struct Manifest {
     pub bill_date: String,
     /// The deterministic id of the last reconciliation (hash of its inputs, SQL and rules).
     pub run_id: Option<String>,
-    /// `running`, `reconciled`, `incomplete` or `failed`.
+    /// `in_progress` (some stages done), `reconciled`, `incomplete`, `waiting`, `unavailable`,
+    /// `failed` or `stale`.
     pub status: String,
     /// The last error, when the status is not `reconciled`.
     pub error: Option<String>,

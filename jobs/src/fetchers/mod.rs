@@ -15,7 +15,7 @@
 mod alipay;
 pub(crate) mod http;
 mod https;
-mod keys;
+pub mod keys;
 mod store;
 mod wechat;
 

@@ -8,7 +8,6 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 use regex::Regex;
-use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::lines::{LineError, Lines, MAX_LINE};
@@ -38,6 +37,34 @@ pub struct NormalizeStats {
     /// The bill date written into the rows.
     #[serde(skip)]
     pub bill_date: Option<NaiveDate>,
+    /// Why the bill is refused although every row was read and written: its own totals
+    /// disagree, or its tail or summary is not what the template knows. The canonical and
+    /// rejected files are complete (the rejected rows show which lines broke the totals); the
+    /// bill must not be reconciled.
+    #[serde(skip)]
+    pub refused: Option<String>,
+}
+
+impl NormalizeStats {
+    /// The stats of an accepted bill, or the refusal as `Error::BadInput`.
+    pub fn accepted(self) -> Result<Self> {
+        match self.refused {
+            Some(why) => Err(Error::BadInput(why)),
+            None => Ok(self),
+        }
+    }
+
+    /// Records a refusal (a bad-input error found after every row was written) instead of
+    /// failing; any other error passes through.
+    pub(crate) fn refuse_on_bad_input(&mut self, checked: Result<()>) -> Result<()> {
+        match checked {
+            Err(Error::BadInput(why)) => {
+                self.refused = Some(why);
+                Ok(())
+            }
+            other => other,
+        }
+    }
 }
 
 /// One totals check: the bill's value against the parsed one.
@@ -49,8 +76,11 @@ pub struct TotalsResult {
     pub expected: String,
     /// What was parsed (every body record: written, rejected and skipped).
     pub parsed: String,
-    /// Whether they are equal.
+    /// Whether they are equal (a skipped check is ok).
     pub ok: bool,
+    /// Why the check was not made: an `optional` check whose value or column the bill lacks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// Normalizes `input` with `template`. Malformed records go to `rejected`; the file fails
@@ -752,6 +782,8 @@ fn delimited<R: Read>(
     let mut slots = Slots::default();
     let mut outside: Vec<String> = Vec::new();
     let mut end_line: Option<String> = None;
+    // The lines after the end marker, with their numbers.
+    let mut tail: Vec<(i64, String)> = Vec::new();
 
     let mut lines = Lines::new(reader);
     let mut decoded = String::new();
@@ -943,9 +975,13 @@ fn delimited<R: Read>(
                 }
             }
             Section::Tail => {
-                if outside.len() < 2 * KEPT_LINES {
-                    outside.push(text.to_string());
+                if tail.len() >= KEPT_LINES {
+                    return Err(Error::BadInput(format!(
+                        "{source}, line {line_no}: more than {KEPT_LINES} lines after the body's end marker ({})",
+                        t.at("[body]")
+                    )));
                 }
+                tail.push((line_no, text.to_string()));
             }
         }
     }
@@ -963,37 +999,63 @@ fn delimited<R: Read>(
         )));
     }
     stats.bill_date = out.finish()?;
-    let mut values = HashMap::new();
-    if let Some(totals) = &t.totals {
-        for r in &totals.lines {
-            let re = t.regex(r)?;
-            for line in &outside {
-                capture(&re, line.trim(), &mut values);
-            }
-        }
-        if totals.table_after_end {
-            let mut names = Fields::default();
-            let mut vals = Fields::default();
-            let head = end_line.as_deref().unwrap_or("");
-            names.split(head, delim, quote, cleanup);
-            let row = outside
-                .iter()
-                .skip_while(|l| l.as_str() != head)
-                .skip(1)
-                .find(|l| !l.trim().is_empty())
-                .map(String::as_str)
-                .unwrap_or("");
-            vals.split(row, delim, quote, cleanup);
-            for (n, v) in names.to_vec(head).into_iter().zip(vals.to_vec(row)) {
-                values.insert(n, v);
-            }
-        }
-        if let (Some(s), Some((member, text))) = (&totals.summary, &summary) {
-            summary_values(t, s, member, text, delim, quote, cleanup, &mut values)?;
-        }
-    }
     let checks = plan.map(|p| p.checks).unwrap_or_default();
-    finish_totals(t, &checks, &values, source, &mut stats)?;
+    let checked = (|| -> Result<()> {
+        let mut values = HashMap::new();
+        if let Some(totals) = &t.totals {
+            let patterns = totals
+                .lines
+                .iter()
+                .map(|r| t.regex(r))
+                .collect::<Result<Vec<_>>>()?;
+            let ignored = totals
+                .ignore_lines
+                .iter()
+                .map(|r| t.regex(r))
+                .collect::<Result<Vec<_>>>()?;
+            let outside_lines = outside.iter().map(String::as_str);
+            for line in outside_lines.chain(tail.iter().map(|(_, l)| l.as_str())) {
+                for re in &patterns {
+                    capture(re, line.trim(), &mut values);
+                }
+            }
+            // The values row of a totals table, which no pattern need match.
+            let table_row = totals
+                .table_after_end
+                .then(|| tail.iter().find(|(_, l)| !l.trim().is_empty()))
+                .flatten();
+            if !patterns.is_empty() || totals.table_after_end {
+                for (n, line) in &tail {
+                    let l = line.trim();
+                    let known = l.is_empty()
+                        || table_row.is_some_and(|(row, _)| row == n)
+                        || patterns.iter().chain(&ignored).any(|re| re.is_match(l));
+                    if !known {
+                        return Err(Error::BadInput(format!(
+                            "{source}, line {n}: {l:?} after the body matches none of the template's totals patterns nor ignore_lines ({}): the tail changed, and a check it holds would go undone",
+                            t.at("[totals]")
+                        )));
+                    }
+                }
+            }
+            if totals.table_after_end {
+                let mut names = Fields::default();
+                let mut vals = Fields::default();
+                let head = end_line.as_deref().unwrap_or("");
+                names.split(head, delim, quote, cleanup);
+                let row = table_row.map(|(_, l)| l.as_str()).unwrap_or("");
+                vals.split(row, delim, quote, cleanup);
+                for (n, v) in names.to_vec(head).into_iter().zip(vals.to_vec(row)) {
+                    values.insert(n, v);
+                }
+            }
+            if let (Some(s), Some((member, text))) = (&totals.summary, &summary) {
+                summary_values(t, s, member, text, delim, quote, cleanup, &mut values)?;
+            }
+        }
+        finish_totals(t, &checks, &values, source, &mut stats)
+    })();
+    stats.refuse_on_bad_input(checked)?;
     Ok(stats)
 }
 
@@ -1120,8 +1182,24 @@ pub(crate) fn finish_totals(
     stats: &mut NormalizeStats,
 ) -> Result<()> {
     for c in checks {
+        let skip = |why: String| TotalsResult {
+            value: c.value.clone(),
+            expected: String::new(),
+            parsed: String::new(),
+            ok: true,
+            skipped: Some(why),
+        };
+        if let Some(col) = &c.absent_column {
+            stats
+                .totals
+                .push(skip(format!("the body has no column {col:?}")));
+            continue;
+        }
         let Some(expected) = values.get(&c.value) else {
             if c.optional {
+                stats
+                    .totals
+                    .push(skip("the bill states no such total".into()));
                 continue;
             }
             return Err(Error::BadInput(format!(
@@ -1131,13 +1209,13 @@ pub(crate) fn finish_totals(
             )));
         };
         let (parsed, ok) = if c.is_sum() {
-            let sum = Decimal::from_i128_with_scale(c.sum, 2);
+            let sum = c.sum_text();
             // The bill's total is written the way its amounts are.
             let ok = c.unknown == 0 && c.parse_total(expected.trim()).is_ok_and(|w| w == c.sum);
             let parsed = if c.unknown > 0 {
                 format!("{sum} (+{} rows with unreadable amounts)", c.unknown)
             } else {
-                sum.to_string()
+                sum
             };
             (parsed, ok)
         } else {
@@ -1155,6 +1233,7 @@ pub(crate) fn finish_totals(
             expected: expected.clone(),
             parsed,
             ok,
+            skipped: None,
         });
     }
     if let Some(bad) = stats.totals.iter().find(|c| !c.ok) {

@@ -40,7 +40,8 @@ pub struct Normalized {
 }
 
 /// Normalizes one bill file into `out` (`normalized.parquet`, `rejected.parquet`), for
-/// analysts and onboarding. Both files appear together, only when the bill passed.
+/// analysts and onboarding. Both files appear together when the bill passed; a bill its own
+/// totals refuse leaves `rejected.parquet` alone, to show which lines broke them.
 pub fn normalize_to_dir(
     format: &str,
     input: &Path,
@@ -76,6 +77,18 @@ pub fn normalize_to_dir(
     };
     let result = normalize_file(&template, input, &target);
     match result {
+        Ok(NormalizeStats {
+            refused: Some(why), ..
+        }) => {
+            // The rows that broke the totals are in the rejected file: keep it, and only it.
+            let _ = std::fs::remove_file(&norm_tmp);
+            let _ = std::fs::remove_file(&norm);
+            std::fs::rename(&rej_tmp, &rej).at(&rej)?;
+            Err(crate::error::Error::BadInput(format!(
+                "{why}; the rejected rows are in {}",
+                rej.display()
+            )))
+        }
         Ok(stats) => {
             std::fs::rename(&norm_tmp, &norm).at(&norm)?;
             std::fs::rename(&rej_tmp, &rej).at(&rej)?;

@@ -6,7 +6,7 @@
 use chrono_tz::Tz;
 
 use super::template::{Aggregate, Condition, Kind, Sign, Template, CANONICAL};
-use super::values::{parse_money, MoneyFormat, TimeParser};
+use super::values::{parse_money, parse_money_fine, MoneyFormat, TimeParser, FINE_SCALE};
 use crate::error::{Error, Result};
 
 /// A record's fields by resolved index; an absent field reads as `""`.
@@ -84,8 +84,11 @@ impl Cond {
 pub struct CheckAcc {
     /// The value's name in the template.
     pub value: String,
-    /// The bill may lack the value: the check is then left out.
+    /// The bill may lack the value (or the summed column): the check is then recorded as
+    /// skipped.
     pub optional: bool,
+    /// The summed column of an optional check, when the bill's header lacks it.
+    pub absent_column: Option<String>,
     sum_field: Option<usize>,
     abs: bool,
     /// The index of its condition in `Plan::conds`.
@@ -93,7 +96,7 @@ pub struct CheckAcc {
     money: MoneyFormat,
     /// Records counted.
     pub count: u64,
-    /// Scale-2 mantissa of the sum.
+    /// The sum, exact: a mantissa of [`FINE_SCALE`] decimals.
     pub sum: i128,
     /// Records whose amount could not be read.
     pub unknown: u64,
@@ -105,17 +108,31 @@ impl CheckAcc {
         self.sum_field.is_some()
     }
 
-    /// A total as the bill writes it, in this check's money format: a scale-2 mantissa.
+    /// A total as the bill writes it, in this check's money format (or plain decimal text),
+    /// exactly: a mantissa of [`FINE_SCALE`] decimals. A total with more decimals is refused,
+    /// never rounded.
     pub fn parse_total(&self, v: &str) -> std::result::Result<i128, String> {
-        parse_money(v, self.money).or_else(|e| {
-            v.parse::<rust_decimal::Decimal>()
-                .map(|d| {
-                    let mut d = d;
-                    d.rescale(2);
-                    d.mantissa()
-                })
-                .map_err(|_| e)
+        parse_money_fine(v, self.money).or_else(|e| {
+            let d = v
+                .parse::<rust_decimal::Decimal>()
+                .map_err(|_| e.clone())?
+                .normalize();
+            if d.scale() > FINE_SCALE {
+                return Err(e);
+            }
+            let mut d = d;
+            d.rescale(FINE_SCALE);
+            Ok(d.mantissa())
         })
+    }
+
+    /// The sum as decimal text: cents when it has no fraction of a cent, else every decimal.
+    pub fn sum_text(&self) -> String {
+        let mut d = rust_decimal::Decimal::from_i128_with_scale(self.sum, FINE_SCALE).normalize();
+        if d.scale() < 2 {
+            d.rescale(2);
+        }
+        d.to_string()
     }
 
     fn add<R: Record + ?Sized>(&mut self, r: &R, held: &[bool]) {
@@ -131,7 +148,7 @@ impl CheckAcc {
             if v.is_empty() {
                 return;
             }
-            match parse_money(v, self.money) {
+            match parse_money_fine(v, self.money) {
                 Ok(m) => self.sum += if self.abs { m.abs() } else { m },
                 Err(_) => self.unknown += 1,
             }
@@ -301,10 +318,19 @@ impl Plan {
         if let Some(totals) = &t.totals {
             for c in &totals.checks {
                 let at = t.at(&format!("\"{}\"", c.value));
+                let mut absent_column = None;
                 let sum_field = match c.aggregate {
                     Aggregate::Sum => {
                         let col = c.column.as_deref().unwrap_or("");
-                        Some(lookup(col).ok_or_else(|| missing(col, &at))?)
+                        match lookup(col) {
+                            Some(i) => Some(i),
+                            // An optional check over a column this bill's layout lacks.
+                            None if c.optional => {
+                                absent_column = Some(col.to_string());
+                                None
+                            }
+                            None => return Err(missing(col, &at)),
+                        }
                     }
                     Aggregate::Count => None,
                 };
@@ -316,6 +342,7 @@ impl Plan {
                 checks.push(CheckAcc {
                     value: c.value.clone(),
                     optional: c.optional,
+                    absent_column,
                     sum_field,
                     abs: c.abs,
                     when,
@@ -462,6 +489,7 @@ fn money_format(spec: &super::template::ColumnSpec) -> MoneyFormat {
             .as_deref()
             .and_then(|s| s.chars().next())
             .unwrap_or('.'),
+        round_half_up: spec.round == Some(super::template::Rounding::HalfUp),
     }
 }
 

@@ -257,11 +257,23 @@ pub struct ColumnSpec {
     pub thousands: Option<String>,
     /// Decimals: the decimal separator when it is not `.` (`","` in `1234,50`).
     pub decimal_point: Option<String>,
+    /// Decimals: how a value with a fraction of a cent becomes DECIMAL(18,2): `half_up`
+    /// rounds it (half away from zero). Without it such a value rejects its row. Totals are
+    /// summed from the exact values either way.
+    pub round: Option<Rounding>,
     /// Timestamps: chrono formats of the text, tried in order; `rfc3339`, `unix` (seconds)
     /// and `unix_ms` are also accepted. A date-only format gives midnight.
     pub format: Option<Names>,
     /// Timestamps: the zone the text is in, when it carries no offset.
     pub time_zone: Option<String>,
+}
+
+/// How a money value with more than two decimals becomes cents.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Rounding {
+    /// To the nearest cent, a half cent away from zero.
+    HalfUp,
 }
 
 /// A condition on one source column of a row.
@@ -283,8 +295,14 @@ pub struct Condition {
 #[serde(deny_unknown_fields)]
 pub struct Totals {
     /// Regexes over the lines outside the body (head and tail); named captures become values.
+    /// With `lines`, every line after the body's end marker must match one of them or one of
+    /// `ignore_lines`: a totals line whose wording changed is an error naming it, never a
+    /// check quietly left undone.
     #[serde(default)]
     pub lines: Vec<String>,
+    /// Regexes for lines after the body that carry no totals (`^#导出时间：`).
+    #[serde(default)]
+    pub ignore_lines: Vec<String>,
     /// The end marker line is the header of a one-row totals table that follows it.
     #[serde(default)]
     pub table_after_end: bool,
@@ -325,7 +343,8 @@ pub struct TotalsCheck {
     /// Sum absolute values.
     #[serde(default)]
     pub abs: bool,
-    /// A bill without this value skips the check instead of failing.
+    /// A bill without this value (or, for `sum`, without the column) skips the check instead
+    /// of failing; the skip is recorded with its reason in the totals results.
     #[serde(default)]
     pub optional: bool,
     /// Only rows meeting this condition.

@@ -15,6 +15,9 @@ pub struct MoneyFormat {
     pub thousands: Option<char>,
     /// The decimal separator (ASCII).
     pub point: char,
+    /// Fractions of a cent are rounded half up (away from zero) to the cent instead of
+    /// refusing the value: WeChat Pay writes its fee with five decimals.
+    pub round_half_up: bool,
 }
 
 impl Default for MoneyFormat {
@@ -23,37 +26,76 @@ impl Default for MoneyFormat {
             minor_units: false,
             thousands: None,
             point: '.',
+            round_half_up: false,
         }
     }
+}
+
+/// The scale of [`parse_money_fine`]: totals sum every amount exactly at this scale, so a bill
+/// whose amounts carry fractions of a cent (and whose totals do) is checked without rounding.
+pub const FINE_SCALE: u32 = 6;
+
+/// A decimal amount as a scale-6 mantissa (up to six decimals, exact), for the totals.
+pub fn parse_money_fine(v: &str, f: MoneyFormat) -> Result<i128, String> {
+    const TO_FINE: i128 = 10_000;
+    if let Some(m) = parse_money_fast(v, f) {
+        return Ok(m * TO_FINE);
+    }
+    let (neg, digits) = split_sign(v);
+    if digits.is_empty() {
+        return Err(format!("{v:?} is not a decimal amount"));
+    }
+    let m = general_money(v, digits, f, FINE_SCALE)?;
+    Ok(if neg { -m } else { m })
 }
 
 /// A decimal amount as a scale-2 mantissa: exact, at most two decimals (more only when they
 /// are zeros), within DECIMAL(18,2).
 #[inline(always)]
 pub fn parse_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
-    let (neg, digits) = match v.as_bytes().split_first() {
-        Some((b'-', rest)) => (true, rest),
-        Some((b'+', rest)) => (false, rest),
-        _ => (false, v.as_bytes()),
-    };
-    match plain_decimal(digits, f) {
-        Some(m) => Ok(if neg { -m } else { m }),
-        None => other_money(v, neg, v.len() - digits.len(), f),
+    match parse_money_fast(v, f) {
+        Some(m) => Ok(m),
+        None => other_money(v, f),
     }
 }
 
-/// Everything [`plain_decimal`] leaves: separators, minor units, more decimals, and errors;
-/// the digits start at `at`, after the sign.
+/// The sign, and the text after it.
+#[inline(always)]
+fn split_sign(v: &str) -> (bool, &str) {
+    match v.as_bytes().first() {
+        Some(b'-') => (true, &v[1..]),
+        Some(b'+') => (false, &v[1..]),
+        _ => (false, v),
+    }
+}
+
+/// The common case ([`plain_decimal`]) with its sign; `None` for everything else.
+#[inline(always)]
+fn parse_money_fast(v: &str, f: MoneyFormat) -> Option<i128> {
+    let (neg, digits) = split_sign(v);
+    plain_decimal(digits.as_bytes(), f).map(|m| if neg { -m } else { m })
+}
+
+/// Everything [`plain_decimal`] leaves: separators, minor units, more decimals, and errors.
 #[inline(never)]
-fn other_money(v: &str, neg: bool, at: usize, f: MoneyFormat) -> Result<i128, String> {
-    let digits = v.get(at..).unwrap_or("");
+fn other_money(v: &str, f: MoneyFormat) -> Result<i128, String> {
+    let (neg, digits) = split_sign(v);
     if digits.is_empty() {
         return Err(format!("{v:?} is not a decimal amount"));
     }
-    general_money(v, neg, digits, f)
+    let m = if f.round_half_up {
+        let fine = general_money(v, digits, f, FINE_SCALE)?;
+        // Half up, away from zero, on the magnitude: 0.005 is 0.01 and so -0.005 is -0.01.
+        (fine + 5_000) / 10_000
+    } else {
+        general_money(v, digits, f, 2)?
+    };
+    Ok(if neg { -m } else { m })
 }
 
-fn general_money(v: &str, neg: bool, digits: &str, f: MoneyFormat) -> Result<i128, String> {
+/// The magnitude of `digits` as a mantissa of `scale` decimals; more decimals than `scale`
+/// are refused unless they are zeros.
+fn general_money(v: &str, digits: &str, f: MoneyFormat, scale: u32) -> Result<i128, String> {
     // u64 while reading: `whole` stays below LIMIT (10^18), so `whole * 10 + 9` fits.
     let limit = LIMIT as u64;
     let mut whole: u64 = 0;
@@ -68,11 +110,15 @@ fn general_money(v: &str, neg: bool, digits: &str, f: MoneyFormat) -> Result<i12
                 any_digit = true;
                 let d = u64::from(c - b'0');
                 if in_frac {
-                    if frac_digits < 2 {
+                    if frac_digits < scale {
                         frac = frac * 10 + d;
                         frac_digits += 1;
                     } else if d != 0 {
-                        return Err(format!("{v:?} has more than two decimals"));
+                        return Err(if scale == 2 {
+                            format!("{v:?} has more than two decimals (a fraction of a cent; `round = \"half_up\"` rounds it)")
+                        } else {
+                            format!("{v:?} has more than {scale} decimals")
+                        });
                     }
                 } else {
                     whole = whole * 10 + d;
@@ -89,15 +135,16 @@ fn general_money(v: &str, neg: bool, digits: &str, f: MoneyFormat) -> Result<i12
     if !any_digit {
         return Err(format!("{v:?} is not a decimal amount"));
     }
+    let unit = 10i128.pow(scale);
     let m = if f.minor_units {
-        i128::from(whole)
+        i128::from(whole) * unit / 100
     } else {
-        i128::from(whole) * 100 + i128::from(frac * 10u64.pow(2 - frac_digits))
+        i128::from(whole) * unit + i128::from(frac * 10u64.pow(scale - frac_digits))
     };
-    if m >= LIMIT {
+    if m >= LIMIT * (unit / 100) {
         return Err(format!("{v:?} does not fit DECIMAL(18,2)"));
     }
-    Ok(if neg { -m } else { m })
+    Ok(m)
 }
 
 /// The common case in one pass: at most 16 whole digits (so within DECIMAL(18,2)), then nothing or the decimal point
@@ -311,7 +358,8 @@ mod tests {
         fn the_fast_path_agrees_with_the_general_one(v in "[0-9]{0,19}([.][0-9]{0,3})?[x]?") {
             let f = MoneyFormat::default();
             if let Some(m) = plain_decimal(v.as_bytes(), f) {
-                proptest::prop_assert_eq!(Ok(m), general_money(&v, false, &v, f));
+                proptest::prop_assert_eq!(Ok(m), general_money(&v, &v, f, 2));
+                proptest::prop_assert_eq!(Ok(m * 10_000), parse_money_fine(&v, f));
             }
         }
     }
@@ -340,6 +388,34 @@ mod tests {
         };
         assert_eq!(parse_money("-1999", cents), Ok(-1999));
         assert!(parse_money("19.99", cents).is_err());
+        assert_eq!(parse_money_fine("-1999", cents), Ok(-19_990_000));
+    }
+
+    #[test]
+    fn fractions_of_a_cent_round_half_up_only_when_asked_and_stay_exact_in_totals() {
+        let round = MoneyFormat {
+            round_half_up: true,
+            ..MoneyFormat::default()
+        };
+        // WeChat Pay's fee column: five decimals.
+        assert_eq!(parse_money("0.05940", round), Ok(6));
+        assert_eq!(parse_money("0.00500", round), Ok(1));
+        assert_eq!(parse_money("0.00499", round), Ok(0));
+        assert_eq!(parse_money("-0.00500", round), Ok(-1));
+        assert_eq!(parse_money("-0.05940", round), Ok(-6));
+        assert_eq!(parse_money("12.30", round), Ok(1230));
+        assert!(
+            parse_money("0.0000001", round).is_err(),
+            "past six decimals"
+        );
+        let e = money("0.05940").expect_err("refused without round");
+        assert!(e.contains("half_up"), "{e}");
+        let f = MoneyFormat::default();
+        assert_eq!(parse_money_fine("0.05940", f), Ok(59_400));
+        assert_eq!(parse_money_fine("-0.02000", f), Ok(-20_000));
+        assert_eq!(parse_money_fine("1519.50", f), Ok(1_519_500_000));
+        assert!(parse_money_fine("1.0000001", f).is_err());
+        assert!(parse_money_fine("abc", f).is_err());
     }
 
     proptest::proptest! {

@@ -268,7 +268,8 @@ pub(crate) fn run<R: Read>(
     }
     stats.bill_date = out.finish()?;
     let checks = std::mem::take(&mut plan.checks);
-    finish_totals(t, &checks, &totals, source, &mut stats)?;
+    let checked = finish_totals(t, &checks, &totals, source, &mut stats);
+    stats.refuse_on_bad_input(checked)?;
     Ok(stats)
 }
 

@@ -19,7 +19,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Date32Array, Decimal128Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, Field, Int64Type, Schema, SchemaRef,
+    DataType, Date32Type, Decimal128Type, Field, Int64Type, Schema,
 };
 use reckon_udfs::Category;
 use serde::Serialize;
@@ -82,27 +82,6 @@ pub struct AgeingStats {
     /// The first day of the oldest open difference.
     pub oldest_open: Option<String>,
 }
-
-/// The ledger's columns.
-pub static LEDGER: std::sync::LazyLock<SchemaRef> = std::sync::LazyLock::new(|| {
-    let s = |n: &str| Field::new(n, DataType::Utf8, true);
-    let d = |n: &str| Field::new(n, DataType::Date32, true);
-    Arc::new(Schema::new(vec![
-        Field::new("ageing_key", DataType::Utf8, false),
-        s("diff_id"),
-        Field::new("category", DataType::Utf8, false),
-        Field::new("state", DataType::Utf8, false),
-        Field::new("first_seen", DataType::Date32, false),
-        Field::new("last_seen", DataType::Date32, false),
-        d("resolved_on"),
-        s("resolved_by"),
-        s("match_key"),
-        s("txn_type"),
-        Field::new("channel_amount", schema::MONEY, true),
-        Field::new("platform_amount", schema::MONEY, true),
-        s("reason"),
-    ]))
-});
 
 fn to_date(days: i32) -> NaiveDate {
     epoch() + chrono::Duration::days(i64::from(days))
@@ -285,8 +264,8 @@ pub fn write(path: &Path, entries: &[Entry]) -> Result<()> {
         };
         cols.push(next.ok_or_else(|| Error::Other("ledger columns".into()))?);
     }
-    let batch = RecordBatch::try_new(LEDGER.clone(), cols)?;
-    write_file(path, LEDGER.clone(), &[batch])
+    let batch = RecordBatch::try_new(schema::LEDGER.clone(), cols)?;
+    write_file(path, schema::LEDGER.clone(), &[batch])
 }
 
 /// What the day's ageing starts from.

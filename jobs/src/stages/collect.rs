@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{Field, Schema};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
@@ -61,55 +60,6 @@ fn with_column(batch: &RecordBatch, name: &str, col: ArrayRef) -> Result<RecordB
     fields.push(Field::new(name, col.data_type().clone(), true));
     cols.push(col);
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
-}
-
-/// Casts a batch of query output to `target`, naming the SQL file and column on a mismatch.
-/// Columns named in `optional` may be missing: they become NULL.
-pub fn conform(
-    batch: &RecordBatch,
-    target: &SchemaRef,
-    optional: &[&str],
-    origin: &str,
-) -> Result<RecordBatch> {
-    let mut cols = Vec::with_capacity(target.fields().len());
-    for f in target.fields() {
-        if !batch.schema().fields().iter().any(|g| g.name() == f.name())
-            && optional.contains(&f.name().as_str())
-        {
-            cols.push(datafusion::arrow::array::new_null_array(
-                f.data_type(),
-                batch.num_rows(),
-            ));
-            continue;
-        }
-        let col = batch.column_by_name(f.name()).ok_or_else(|| {
-            Error::Config(format!(
-                "{origin}: the query has no output column {:?} (it has: {})",
-                f.name(),
-                batch
-                    .schema()
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
-        let c = if col.data_type() == f.data_type() {
-            col.clone()
-        } else {
-            cast(col, f.data_type()).map_err(|e| {
-                Error::Config(format!(
-                    "{origin}: output column {:?} is {} and cannot become {}: {e}",
-                    f.name(),
-                    col.data_type(),
-                    f.data_type()
-                ))
-            })?
-        };
-        cols.push(c);
-    }
-    Ok(RecordBatch::try_new(target.clone(), cols)?)
 }
 
 /// The parameters `platform.sql` gets: the channel, and the day as `[day_start, day_end)` in
@@ -283,7 +233,9 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let df = df
         .sort(order)
         .map_err(|e| Error::Config(format!("{origin}: {e}")))?;
-    let mut stream = df.execute_stream().await?;
+    let plan = df.create_physical_plan().await?;
+    let mut stream =
+        datafusion::physical_plan::execute_stream(plan.clone(), job.engines.local.task_ctx())?;
 
     let staged = job.store.staging("collect", job.name(), job.date)?;
     let part = staged.join("part-0.parquet");
@@ -298,10 +250,11 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         // The row's place in the sorted snapshot: the tie-breaker between identical records.
         let seq: Int64Array = (rows as i64 + 1..=rows as i64 + batch.num_rows() as i64).collect();
         let batch = with_column(&batch, "snapshot_row", Arc::new(seq))?;
-        let batch = conform(
+        let batch = schema::conform(
             &batch,
             &schema::PLATFORM,
             schema::PLATFORM_OPTIONAL,
+            schema::Extra::Drop,
             &origin,
         )?;
         rows += batch.num_rows() as u64;
@@ -311,10 +264,16 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let sha = sha256_file(&part)?;
     let dest = job.store.area("platform", job.name(), job.date);
     let files = job.store.publish(&staged, &dest, true)?;
-    tracing::info!(rows, "collected");
+    let spilled = crate::engine::Spills::of(&plan);
+    tracing::info!(
+        rows,
+        spill_files = spilled.count,
+        spilled_bytes = spilled.bytes,
+        "collected"
+    );
     source_files.extend(files.iter().map(|p| job.store.relative(p)));
     Ok((
         source_files,
-        json!({ "rows": rows, "partitions_read": read, "sha256": sha, "sql": origin }),
+        json!({ "rows": rows, "partitions_read": read, "sha256": sha, "sql": origin, "spilled": spilled }),
     ))
 }

@@ -150,10 +150,12 @@ async fn stage_attempts(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
             if stage == "reconcile" {
                 manifest.run_id = record.detail["run_id"].as_str().map(String::from);
             }
+            // Short of the report, the day is partway: its stages so far are done, the rest
+            // are to run (a DAG runs them one task at a time).
             manifest.status = if stage == "report" {
                 "reconciled".into()
             } else {
-                "running".into()
+                "in_progress".into()
             };
             manifest.error = None;
             job.store.save_manifest(&manifest, job.date)?;

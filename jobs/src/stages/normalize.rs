@@ -42,6 +42,20 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
         max_rejected: job.channel.max_rejected_rows,
     };
     let stats = normalize_file(&template, &raw, &target)?;
+    if let Some(why) = &stats.refused {
+        // Refused by its own totals: the rejected rows say which lines broke them, so they are
+        // committed all the same; nothing is normalized.
+        let dest = job.store.area("rejected", job.name(), job.date);
+        let published = job.store.publish(&rej_dir, &dest, true)?;
+        let shown = published
+            .first()
+            .map(|p| job.store.relative(p))
+            .unwrap_or_default();
+        return Err(Error::BadInput(format!(
+            "{why}; its {} rejected rows are in {shown}",
+            stats.rows_rejected
+        )));
+    }
     let normalized_sha = crate::store::sha256_file(&norm_file)?;
     let mut files = Vec::new();
     for (dir, area) in [(&norm_dir, "normalized"), (&rej_dir, "rejected")] {

@@ -17,7 +17,7 @@ use datafusion::arrow::compute::{
     concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
 };
 use datafusion::arrow::datatypes::{
-    Date32Type, Decimal128Type, Int64Type, TimestampMicrosecondType,
+    Date32Type, Decimal128Type, Int64Type, SchemaRef, TimestampMicrosecondType,
 };
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
@@ -261,8 +261,15 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let (text, origin) = job.sql.read("reconcile.sql")?;
     let df = crate::sql::plan(ctx, &text, &origin, params.into()).await?;
     let mut stream = df.execute_stream().await?;
+    // The query's own columns, known from its plan: an empty day's diffs have them too.
+    let output = plain_strings(&RecordBatch::new_empty(stream.schema()))?.schema();
 
-    let mut router = Router::new(job.date, ch.grace_days, ch.tz().map_err(Error::Config)?);
+    let mut router = Router::new(
+        job.date,
+        ch.grace_days,
+        ch.tz().map_err(Error::Config)?,
+        output,
+    );
     while let Some(batch) = stream.next().await {
         router.route(&plain_strings(&batch?)?, &origin)?;
     }
@@ -278,6 +285,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         (&manifest, &fetched),
         &router,
         (&diffs_path, &ledger_path),
+        &origin,
     )?;
     let carry_rows = router.finish_carry(&carry_out)?;
     let stats_rows = router.write_stats(job.name(), &staged.join("stats"))?;
@@ -304,8 +312,11 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         ledger_sha,
         job.sql.hash("reconcile.sql")?,
         rules.to_string(),
-        // What the operational database answered is an input too.
-        looked.to_string(),
+        // What the operational database answered is an input too (not how it was asked).
+        match &looked {
+            serde_json::Value::Null => looked.to_string(),
+            l => json!([l["looked_up"], l["found_in_database"]]).to_string(),
+        },
     ] {
         h.update(part.as_bytes());
         h.update([0u8]);
@@ -355,6 +366,8 @@ struct Router {
     hours: LocalHours,
     diffs: Vec<RecordBatch>,
     carry: Vec<RecordBatch>,
+    /// The query's output columns (strings plain).
+    output: SchemaRef,
 }
 
 fn col<'a>(b: &'a RecordBatch, name: &str, origin: &str) -> Result<&'a Arc<dyn Array>> {
@@ -409,6 +422,7 @@ async fn second_look(
     refunds.sort();
     refunds.dedup();
     let lookups = crate::postgres::Lookups::new(cfg)?;
+    let started = std::time::Instant::now();
     let found_orders = lookups
         .find(&cfg.orders_table, &cfg.order_key, &orders)
         .await?;
@@ -464,6 +478,9 @@ async fn second_look(
         "looked_up": orders.len() + refunds.len(),
         "found_in_database": rewritten,
         "connections": lookups.connections(),
+        "queries": lookups.queries(),
+        "retries": lookups.retries(),
+        "elapsed_ms": started.elapsed().as_millis() as u64,
     }))
 }
 
@@ -473,10 +490,11 @@ fn money<'a>(b: &'a RecordBatch, name: &str, origin: &str) -> Result<&'a Decimal
 }
 
 impl Router {
-    fn new(date: NaiveDate, grace_days: i64, zone: Tz) -> Self {
+    fn new(date: NaiveDate, grace_days: i64, zone: Tz, output: SchemaRef) -> Self {
         Self {
             date,
             grace_days,
+            output,
             names: Vec::new(),
             hourly: HashMap::new(),
             by_merchant: HashMap::new(),
@@ -739,29 +757,29 @@ impl Router {
         merchants.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let date = date32(self.date);
         let by_hour = stats_batch(
+            &schema::BY_HOUR,
             channel,
             date,
             hours.iter().map(|(c, _, s)| (*c, *s)),
-            (
-                "hour",
-                Arc::new(Int32Array::from_iter(
-                    hours.iter().map(|h| h.1.map(|v| v as i32)),
-                )),
-            ),
+            Arc::new(Int32Array::from_iter(
+                hours.iter().map(|h| h.1.map(|v| v as i32)),
+            )),
         )?;
         let by_merchant = stats_batch(
+            &schema::BY_MERCHANT,
             channel,
             date,
             merchants.iter().map(|(c, _, s)| (*c, *s)),
-            (
-                "merchant_id",
-                Arc::new(StringArray::from_iter(merchants.iter().map(|m| m.1))),
-            ),
+            Arc::new(StringArray::from_iter(merchants.iter().map(|m| m.1))),
         )?;
-        write_file(&dir.join("by_hour.parquet"), by_hour.schema(), &[by_hour])?;
+        write_file(
+            &dir.join("by_hour.parquet"),
+            schema::BY_HOUR.clone(),
+            &[by_hour],
+        )?;
         write_file(
             &dir.join("by_merchant.parquet"),
-            by_merchant.schema(),
+            schema::BY_MERCHANT.clone(),
             &[by_merchant],
         )?;
         Ok((hours.len() + merchants.len()) as u64)
@@ -793,10 +811,11 @@ fn age_and_write(
     (manifest, fetched): (&crate::store::Manifest, &crate::store::StageRecord),
     router: &Router,
     (diffs_path, ledger_path): (&Path, &Path),
+    origin: &str,
 ) -> Result<(u64, serde_json::Value, String)> {
     let diffs = match sorted(&router.diffs, &["diff_id"])? {
         Some(b) => b,
-        None => RecordBatch::new_empty(Arc::new(diffs_schema_placeholder())),
+        None => RecordBatch::new_empty(router.output.clone()),
     };
     let ledger_of = |r: &crate::store::StageRecord| {
         r.files
@@ -832,6 +851,13 @@ fn age_and_write(
         bill_changed,
     };
     let (diffs, ledger, stats) = ageing::age(&diffs, job.name(), job.date, &history)?;
+    let diffs = schema::conform(
+        &diffs,
+        &schema::DIFFS,
+        schema::DIFFS_OPTIONAL,
+        schema::Extra::Keep,
+        origin,
+    )?;
     write_file(diffs_path, diffs.schema(), std::slice::from_ref(&diffs))?;
     ageing::write(ledger_path, &ledger)?;
     let sha = before_detail["sha256"].to_string();
@@ -840,35 +866,6 @@ fn age_and_write(
         json!({ "before": before_detail, "stats": stats }),
         sha,
     ))
-}
-
-/// An empty day still writes a `diffs.parquet`, with the contract's columns.
-fn diffs_schema_placeholder() -> datafusion::arrow::datatypes::Schema {
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let s = |n: &str| Field::new(n, DataType::Utf8, true);
-    Schema::new(vec![
-        s("diff_id"),
-        s("channel"),
-        Field::new("bill_date", DataType::Date32, true),
-        s("category"),
-        s("reason"),
-        s("match_key"),
-        s("txn_type"),
-        s("platform_order_id"),
-        s("channel_txn_id"),
-        s("merchant_order_id"),
-        s("refund_id"),
-        Field::new("platform_amount", schema::MONEY, true),
-        Field::new("channel_amount", schema::MONEY, true),
-        Field::new("amount_delta", schema::MONEY, true),
-        Field::new("channel_fee", schema::MONEY, true),
-        s("platform_status"),
-        s("channel_status"),
-        Field::new("platform_time", schema::utc_ts(), true),
-        Field::new("channel_time", schema::utc_ts(), true),
-        s("source_file"),
-        Field::new("source_line", DataType::Int64, true),
-    ])
 }
 
 fn sorted(batches: &[RecordBatch], keys: &[&str]) -> Result<Option<RecordBatch>> {
@@ -891,16 +888,17 @@ fn sorted(batches: &[RecordBatch], keys: &[&str]) -> Result<Option<RecordBatch>>
     Ok(Some(take_record_batch(&all, &idx)?))
 }
 
-/// A statistics table: `channel`, `bill_date`, `category`, the grain's column, then the
-/// counts and sums of each row of `stats`.
+/// A statistics table of the declared `schema` ([`schema::BY_HOUR`], [`schema::BY_MERCHANT`]):
+/// `channel`, `bill_date`, `category`, the grain's column, then the counts and sums of each
+/// row of `stats`.
 fn stats_batch<'a>(
+    schema: &SchemaRef,
     channel: &str,
     date: i32,
     stats: impl Iterator<Item = (&'a str, &'a CategoryStats)>,
-    grain: (&str, Arc<dyn Array>),
+    grain: Arc<dyn Array>,
 ) -> Result<RecordBatch> {
     use datafusion::arrow::array::{Date32Array, StringArray, UInt64Array};
-    use datafusion::arrow::datatypes::{Field, Schema};
     let stats: Vec<_> = stats.collect();
     let n = stats.len();
     let count = |f: fn(&CategoryStats) -> u64| -> Arc<dyn Array> {
@@ -914,19 +912,13 @@ fn stats_batch<'a>(
                 .with_data_type(schema::MONEY_SUM),
         )
     };
-    let mut fields: Vec<Field> = schema::STATS
-        .fields()
-        .iter()
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.insert(3, Field::new(grain.0, grain.1.data_type().clone(), true));
     let cols: Vec<Arc<dyn Array>> = vec![
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
             channel, n,
         ))),
         Arc::new(Date32Array::from_iter_values(std::iter::repeat_n(date, n))),
         Arc::new(StringArray::from_iter_values(stats.iter().map(|(c, _)| *c))),
-        grain.1,
+        grain,
         count(|s| s.rows),
         count(|s| s.channel_records),
         count(|s| s.platform_records),
@@ -935,5 +927,5 @@ fn stats_batch<'a>(
         sum(|s| s.platform_amount),
         count(|s| s.refund_explained),
     ];
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
 }

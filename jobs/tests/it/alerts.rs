@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 use crate::support::{channel_line, generate, reckon};
 
 /// A webhook receiver: records each request's path and JSON body; answers `status`.
-struct Hook {
+pub(crate) struct Hook {
     port: u16,
     got: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
 }
 
 impl Hook {
-    fn start(status: u16) -> Hook {
+    pub(crate) fn start(status: u16) -> Hook {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let got = Arc::new(Mutex::new(Vec::new()));
@@ -54,11 +54,11 @@ impl Hook {
         Hook { port, got }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}/hooks/s3cr3t-token", self.port)
     }
 
-    fn take(&self) -> Vec<(String, serde_json::Value)> {
+    pub(crate) fn take(&self) -> Vec<(String, serde_json::Value)> {
         std::mem::take(&mut *self.got.lock().expect("lock"))
     }
 }
@@ -91,7 +91,7 @@ fn run_with_hook(cfg: &Path, url: &str, extra: &[&str]) -> (i32, String) {
     (o.status.code().unwrap_or(-1), err)
 }
 
-fn set_alerts(cfg: &Path, format: &str) {
+pub(crate) fn set_alerts(cfg: &Path, format: &str) {
     let text = std::fs::read_to_string(cfg).expect("config");
     let start = text.find("\n[alerts]").unwrap_or(text.len());
     let end = text[start..]

@@ -12,14 +12,15 @@ const DAY: &str = "2026-11-20";
 fn a_malformed_row_is_rejected_with_file_line_reason_and_raw_text() {
     let tmp = tempfile::tempdir().expect("tmp");
     let config = support::generate(tmp.path(), DAY, 1, 400, 3);
-    // Corrupt one more WeChat row's amount by hand (the generator already corrupts a time).
+    // Corrupt one more WeChat row's status by hand (the generator already corrupts a time);
+    // an amount would do too, but it also makes the bill's 订单总金额 unverifiable.
     let bill = tmp.path().join("bills/wechat/tradebill_20261120.csv");
     let text = std::fs::read_to_string(&bill).expect("bill");
     let mut lines: Vec<String> = text.split("\r\n").map(String::from).collect();
     let victim = 10;
     let fields: Vec<&str> = lines[victim - 1].split(',').collect();
     let mut f: Vec<String> = fields.iter().map(|s| s.to_string()).collect();
-    f[24] = "`12.3.4".into();
+    f[9] = "`GONE".into();
     lines[victim - 1] = f.join(",");
     std::fs::write(&bill, lines.join("\r\n")).expect("write");
 
@@ -39,11 +40,8 @@ fn a_malformed_row_is_rejected_with_file_line_reason_and_raw_text() {
             let reason = s(b, "reason", i).expect("reason");
             let raw = s(b, "raw", i).expect("raw");
             if support::i64v(b, "source_line", i) == Some(victim as i64) {
-                assert!(
-                    reason.contains("订单金额") && reason.contains("12.3.4"),
-                    "{reason}"
-                );
-                assert!(raw.contains("`12.3.4"), "{raw}");
+                assert!(reason.contains("GONE"), "{reason}");
+                assert!(raw.contains("`GONE"), "{raw}");
                 found = true;
             }
         }
@@ -191,4 +189,41 @@ fn a_bill_not_yet_published_exits_75() {
     let (code, json, _) = support::run_day(&config, "2026-11-25", &["--channel", "wechat"]);
     assert_eq!(code, 75, "{json}");
     assert_eq!(json["channels"][0]["status"], "waiting");
+}
+
+#[test]
+fn a_bill_refused_for_its_totals_still_shows_its_rejected_rows() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let config = support::generate(tmp.path(), DAY, 1, 300, 6);
+    // One payment's 商家实收 made unreadable: the row is rejected, and the 交易合计 total can
+    // no longer be matched.
+    let victim = std::cell::Cell::new(0i64);
+    rewrite_alipay(tmp.path(), |t| {
+        let lines: Vec<&str> = t.split("\r\n").collect();
+        let at = lines
+            .iter()
+            .position(|l| l.contains(",交易,"))
+            .expect("a payment row");
+        victim.set(at as i64 + 1);
+        let mut f: Vec<String> = lines[at].split(',').map(String::from).collect();
+        f[12] = "15.0x".into();
+        let mut out: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
+        out[at] = f.join(",");
+        out.join("\r\n")
+    });
+    assert_incomplete(tmp.path(), &config, "totals check failed");
+    let root = tmp.path().join("output");
+    let rejected = read(&area(&root, "rejected", "alipay", DAY).join("part-0.parquet"));
+    let lines: Vec<i64> = rejected
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).filter_map(|i| support::i64v(b, "source_line", i)))
+        .collect();
+    assert!(
+        lines.contains(&victim.get()),
+        "line {} is in rejected/: {lines:?}",
+        victim.get()
+    );
+    let (_, json, _) = support::run_day(&config, DAY, &["--channel", "alipay"]);
+    let error = json["channels"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("rejected/channel=alipay"), "{error}");
 }

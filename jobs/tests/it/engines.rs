@@ -211,12 +211,31 @@ fn a_started_two_executor_cluster_matches_local_and_survives_faults() {
     if code == 1 {
         assert!(stdout.contains("\"stage\":\"reconcile\""), "{stdout}");
     }
-    // Whatever happened, a reader sees whole files only: the previous results or new ones.
+    // Whatever happened, a reader sees whole files only. The inputs did not change, so a run
+    // that finished on the other executor wrote the same bytes, and one that failed left the
+    // previous results in place: either way the published files are exactly the earlier ones.
     let seen = outputs(&on_cluster.join("output"), days[1]);
     assert!(
-        seen == before || code == 0,
-        "a failed run changed the published results"
+        seen == before,
+        "the published results changed (exit {code}): a partial or different output is visible"
     );
+    // And nothing half-written sits beside them.
+    for (ar, want) in [
+        (
+            "results",
+            &["diffs.parquet", "ledger.parquet", "summary.json"][..],
+        ),
+        ("carryover", &["part-0.parquet"][..]),
+    ] {
+        let dir = area(&on_cluster.join("output"), ar, "alipay", days[1]);
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, want, "{}", dir.display());
+    }
     // The rerun, on the executor that is left, gives the results of the embedded engine.
     let (code, b, err) = support::run_day(&cc, days[1], &["--engine", &url]);
     assert_eq!(code, 0, "{b} {err}");

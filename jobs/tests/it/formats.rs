@@ -410,7 +410,7 @@ fn the_received_amount_and_the_merchant_are_read_where_the_bill_has_them() {
             "20881234567890120156_20261120.csv.zip",
             &[
                 Some("199.00"),
-                Some("32.50"),
+                Some("30.00"),
                 Some("1288.00"),
                 Some("199.00"),
             ],
@@ -725,10 +725,203 @@ fn a_template_of_your_own_gzip_and_its_errors() {
     let (code, json, err) = normalize(mine.to_str().expect("utf8"), &gz, &out, &[]);
     assert_eq!(code, 2, "{err}");
     assert_eq!(json["status"], "failed");
-    assert!(err.contains("wechat_gz.toml, line 32"), "{err}");
+    assert!(err.contains("wechat_gz.toml, line 40"), "{err}");
     let (code, _, err) = normalize("no_such_format_v9", &gz, &out, &[]);
     assert_eq!(code, 2);
     assert!(err.contains("alipay_trade_v1"), "{err}");
+}
+
+/// An Alipay trade bill laid out as the public samples are: LF lines, trailing tabs after the
+/// ids, store, operator and counterparty, refunds negative in 订单金额 and 商家实收, and the tail
+/// with 商家优惠 totals and the refund line's 商家实收退款共.
+fn alipay_real(tail: &[&str]) -> Vec<u8> {
+    let head = "#支付宝业务明细查询\n#账号：[20880211096256330156]\n#起始日期：[2026年11月20日 00:00:00]   终止日期：[2026年11月21日 00:00:00]\n#-----------------------------------------业务明细列表----------------------------------------\n支付宝交易号,商户订单号,业务类型,商品名称,创建时间,完成时间,门店编号,门店名称,操作员,终端号,对方账户,订单金额（元）,商家实收（元）,支付宝红包（元）,集分宝（元）,支付宝优惠（元）,商家优惠（元）,券核销金额（元）,券名称,商家红包消费金额（元）,卡消费金额（元）,退款批次号/请求号,服务费（元）,分润（元）,备注\n";
+    let rows = [
+        "2026112022001458860515315453\t,svc_1001\t,交易\t,会员月卡,2026-11-20 10:55:16,2026-11-20 10:55:23,store_1\t,旗舰店\t,alipay\t,\t,*津(602***@qq.com)\t,20.00,18.00,0.00,0.00,0.00,2.00,0.00,,0.00\t,0.00,\t,-0.11,0.00,月卡",
+        "2026112022001458860515315453\t,svc_1001\t,退款\t,会员月卡,2026-11-20 10:55:16,2026-11-20 10:56:48,store_1\t,旗舰店\t,alipay\t,\t,*津(602***@qq.com)\t,-18.00,-18.00,0.00,0.00,0.00,0.00,0.00,,0.00\t,0.00,re_1001\t,0.11,0.00,月卡",
+        "2026112022001465870515233238\t,20261120165659224L3\t,交易\t,订单INSURANCE88,2026-11-20 16:58:56,2026-11-20 16:58:58,\t,\t,\t,\t,*庚(182****01)\t,0.01,0.01,0.00,0.00,0.00,0.00,0.00,,0.00\t,0.00,\t,0.00,0.00,",
+    ];
+    let mut text = head.to_string();
+    for r in rows {
+        text.push_str(r);
+        text.push('\n');
+    }
+    text.push_str("#-----------------------------------------业务明细列表结束------------------------------------\n");
+    for l in tail {
+        text.push_str(l);
+        text.push('\n');
+    }
+    text.into_bytes()
+}
+
+const REAL_TAIL: [&str; 3] = [
+    "#交易合计：2笔，商家实收共18.01元，商家优惠共2.00元",
+    "#退款合计：1笔，商家实收退款共-18.00元，商家优惠退款共0.00元",
+    "#导出时间：[2026年11月21日 07:27:37]",
+];
+
+/// Zips `details` as Alipay delivers it (GBK member names and text), with no summary member
+/// unless `summary` is given.
+fn alipay_zip(path: &Path, details: &[u8], summary: Option<&str>) {
+    let mut z = zip::ZipWriter::new(std::fs::File::create(path).expect("zip"));
+    let gbk = |t: &[u8]| {
+        encoding_rs::GBK
+            .encode(std::str::from_utf8(t).expect("utf8"))
+            .0
+            .into_owned()
+    };
+    z.start_file(
+        "2088_20261120_业务明细.csv",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .expect("member");
+    z.write_all(&gbk(details)).expect("write");
+    if let Some(s) = summary {
+        z.start_file(
+            "2088_20261120_业务明细(汇总).csv",
+            zip::write::SimpleFileOptions::default(),
+        )
+        .expect("member");
+        z.write_all(&gbk(s.as_bytes())).expect("write");
+    }
+    z.finish().expect("finish");
+}
+
+const REAL_SUMMARY: &str = "#支付宝业务汇总查询\n#-----------------------------------------业务汇总列表----------------------------------------\n门店编号,门店名称,交易订单总笔数,退款订单总笔数,订单金额（元）,商家实收（元）,支付宝优惠（元）,商家优惠（元）,卡消费金额（元）,服务费（元）,分润（元）,实收净额（元）\n合计,,2,1,2.01,0.01,0.00,2.00,0.00,0.00,0.00,0.01\n#-----------------------------------------业务汇总列表结束------------------------------------\n";
+
+#[test]
+fn alipay_trade_bills_with_the_real_tail_are_read_and_every_tail_line_is_accounted_for() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bill = tmp.path().join("real.csv.zip");
+    let out = tmp.path().join("out");
+    alipay_zip(&bill, &alipay_real(&REAL_TAIL), Some(REAL_SUMMARY));
+    let (code, json, err) = normalize("alipay_trade_v1", &bill, &out, &[]);
+    assert_eq!(code, 0, "{err}\n{json}");
+    assert_eq!(json["rows_written"], 3, "{json}");
+    let totals = json["totals"].as_array().expect("totals");
+    let check = |name: &str| {
+        totals
+            .iter()
+            .find(|t| t["value"] == name)
+            .unwrap_or_else(|| panic!("{name} in {json}"))
+            .clone()
+    };
+    for (name, expected) in [
+        ("pay_count", "2"),
+        ("pay_received", "18.01"),
+        ("refund_count", "1"),
+        ("refund_received", "-18.00"),
+        ("pay_discount", "2.00"),
+        ("refund_discount", "0.00"),
+    ] {
+        let c = check(name);
+        assert_eq!(c["expected"], expected, "{c}");
+        assert_eq!(c["ok"], true, "{c}");
+        assert!(c.get("skipped").is_none(), "{c}");
+    }
+    let b = one(&out.join("normalized.parquet"));
+    assert_eq!(s(&b, "refund_id", 1).as_deref(), Some("re_1001"));
+    assert_eq!(money(&b, "amount", 1).as_deref(), Some("18.00"));
+    assert_eq!(s(&b, "merchant_order_id", 0).as_deref(), Some("svc_1001"));
+
+    // The same tail padded with commas to the header's width, as some exports write it.
+    let padded: Vec<String> = REAL_TAIL.iter().map(|l| format!("{l},,,,")).collect();
+    let padded: Vec<&str> = padded.iter().map(String::as_str).collect();
+    alipay_zip(&bill, &alipay_real(&padded), Some(REAL_SUMMARY));
+    let (code, _, err) = normalize("alipay_trade_v1", &bill, &out, &[]);
+    assert_eq!(code, 0, "{err}");
+
+    // A discount total that disagrees is a failed check like any other.
+    let mut wrong = REAL_TAIL;
+    wrong[0] = "#交易合计：2笔，商家实收共18.01元，商家优惠共2.50元";
+    alipay_zip(&bill, &alipay_real(&wrong), Some(REAL_SUMMARY));
+    let (code, _, err) = normalize("alipay_trade_v1", &bill, &out, &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("pay_discount = 2.50, parsed 2.00"), "{err}");
+}
+
+#[test]
+fn a_totals_line_no_pattern_knows_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bill = tmp.path().join("real.csv.zip");
+    let out = tmp.path().join("out");
+    // The refund line as the old template wanted it (商家实收共): on a real bill's tail this
+    // wording is a changed line, and it must not leave the refund checks silently undone.
+    let mut old = REAL_TAIL;
+    old[1] = "#退款合计：1笔，商家实收共-18.00元";
+    alipay_zip(&bill, &alipay_real(&old), Some(REAL_SUMMARY));
+    let (code, json, err) = normalize("alipay_trade_v1", &bill, &out, &[]);
+    assert_eq!(code, 3, "{json}");
+    // Line 11: 4 head lines, the header, 3 rows, the end marker, then the tail.
+    assert!(err.contains("line 11"), "{err}");
+    assert!(err.contains("#退款合计：1笔，商家实收共-18.00元"), "{err}");
+    assert!(
+        err.contains("matches none of the template's totals patterns"),
+        "{err}"
+    );
+
+    // A line the template has never seen after the body.
+    let mut extra = REAL_TAIL.to_vec();
+    extra.insert(2, "#已退款合计：9笔");
+    alipay_zip(&bill, &alipay_real(&extra), Some(REAL_SUMMARY));
+    let (code, _, err) = normalize("alipay_trade_v1", &bill, &out, &[]);
+    assert_eq!(code, 3);
+    assert!(
+        err.contains("line 12") && err.contains("#已退款合计：9笔"),
+        "{err}"
+    );
+    // The rows were all read: the rejected file shows what was refused (none here), and no
+    // normalized file is left for a refused bill.
+    assert!(out.join("rejected.parquet").exists());
+    assert!(!out.join("normalized.parquet").exists());
+}
+
+#[test]
+fn wechat_fees_with_fractions_of_a_cent_round_half_up_and_their_total_is_exact() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bill = tmp.path().join("fees.csv");
+    let out = tmp.path().join("out");
+    // As WeChat Pay writes them: 0.6% of 9.90 is 0.05940; the refund's fee is negative; the
+    // summary's 手续费总金额 is the exact sum, five decimals.
+    let head = "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,商户数据包,手续费,费率,订单金额,申请退款金额,费率备注";
+    let rows = [
+        "`2026-11-20 10:00:00,`wx123,`1900000001,`0,`,`4200001,`pay_w1,`o1,`NATIVE,`SUCCESS,`OTHERS,`CNY,`9.90,`0.00,`0,`0,`0.00,`0.00,`,`,`Lily,`,`0.05940,`0.60%,`9.90,`0.00,`",
+        "`2026-11-20 10:05:00,`wx123,`1900000001,`0,`,`4200003,`pay_w3,`o1,`NATIVE,`SUCCESS,`OTHERS,`CNY,`0.99,`0.00,`0,`0,`0.00,`0.00,`,`,`Tea,`,`0.00594,`0.60%,`0.99,`0.00,`",
+        "`2026-11-20 11:00:00,`wx123,`1900000001,`0,`,`4200001,`pay_w1,`o1,`NATIVE,`REFUND,`OTHERS,`CNY,`0.00,`0.00,`500001,`rfd_1,`9.90,`0.00,`ORIGINAL,`SUCCESS,`Lily,`,`-0.05940,`0.60%,`0.00,`9.90,`",
+    ];
+    let mut text = format!("\u{feff}{head}\r\n");
+    for r in rows {
+        text.push_str(r);
+        text.push_str("\r\n");
+    }
+    text.push_str("总交易单数,应结订单总金额,退款总金额,充值券退款总金额,手续费总金额,订单总金额,申请退款总金额\r\n");
+    text.push_str("`3,`10.89,`9.90,`0.00,`0.00594,`10.89,`9.90\r\n");
+    write(&bill, text.as_bytes());
+    let (code, json, err) = normalize("wechat_trade_v3", &bill, &out, &[]);
+    assert_eq!(code, 0, "{err}\n{json}");
+    assert_eq!(json["rows_rejected"], 0, "{json}");
+    let b = one(&out.join("normalized.parquet"));
+    assert_eq!(money(&b, "fee", 0).as_deref(), Some("0.06"));
+    assert_eq!(money(&b, "fee", 1).as_deref(), Some("0.01"));
+    assert_eq!(
+        money(&b, "fee", 2).as_deref(),
+        Some("0.06"),
+        "abs of -0.05940"
+    );
+    let fee = json["totals"]
+        .as_array()
+        .and_then(|t| t.iter().find(|c| c["value"] == "手续费总金额"))
+        .expect("fee total")
+        .clone();
+    assert_eq!(fee["parsed"], "0.00594", "{fee}");
+    assert_eq!(fee["ok"], true, "{fee}");
+
+    // The exact sum is compared exactly: a total rounded to the cent is a mismatch, not a pass.
+    let rounded = text.replace("`0.00594,`10.89", "`0.01,`10.89");
+    write(&bill, rounded.as_bytes());
+    let (code, _, err) = normalize("wechat_trade_v3", &bill, &out, &[]);
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("手续费总金额 = 0.01, parsed 0.00594"), "{err}");
 }
 
 /// The Acme Pay example of formats/README.md, taken from the README itself.

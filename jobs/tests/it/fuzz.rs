@@ -183,6 +183,7 @@ fn run_one(t: &Template, bytes: &[u8], dir: &Path) -> Result<(), String> {
     };
     // Ok or Err are both fine; a panic fails the test.
     normalize_bytes(t, bytes, &target)
+        .and_then(|s| s.accepted())
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

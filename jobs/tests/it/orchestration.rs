@@ -440,14 +440,35 @@ fn a_stage_retries_a_database_that_comes_back_and_gives_up_on_one_that_does_not(
     assert!((2..=3).contains(&attempts), "{}", m["stages"]["collect"]);
     assert_eq!(m["stages"]["fetch"]["attempts"], 1);
 
-    // It never comes back: three attempts, then exit 75 and the stage says why.
+    // It never comes back: three attempts, then exit 75, the stage says why, and one alert
+    // goes out once the retries are used up (none for the attempts before).
     through(late_proxy(pg_port, None));
-    let (code, json, err) = run_day(&cfg, "2026-11-20", &["--channel", "wechat"]);
+    crate::alerts::set_alerts(&cfg, "json");
+    let hook = crate::alerts::Hook::start(200);
+    let url = hook.url();
+    let (code, json, err) = crate::support::run_day_env(
+        &cfg,
+        "2026-11-20",
+        &["--channel", "wechat"],
+        &[("RECKON_TEST_WEBHOOK", url.as_str())],
+    );
     assert_eq!(code, 75, "{json}\n{err}");
     let why = json["channels"][0]["error"].as_str().unwrap_or_default();
     assert!(why.contains("gave up after 3 attempts"), "{json}");
     assert_eq!(json["channels"][0]["stage"], "collect");
     assert_eq!(json["channels"][0]["status"], "unavailable");
+    let alerts = hook.take();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    let body = &alerts[0].1;
+    assert_eq!(body["cause"], "stage_failed", "{body}");
+    assert_eq!(body["stage"], "collect", "{body}");
+    assert_eq!(body["exit_code"], 75, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("gave up after 3 attempts")),
+        "{body}"
+    );
 }
 
 #[test]
@@ -503,4 +524,70 @@ fn json_log_lines_carry_channel_date_stage_and_run_ids() {
             assert_eq!(l["run_id"], c["run_id"], "{l}");
         }
     }
+}
+
+#[test]
+fn a_failed_day_blocks_its_channel_and_the_most_severe_exit_code_wins() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let cfg = generate(&dir, "2026-11-20", 3, 300, 21);
+    // Alipay's bill of the 21st is cut before its end marker (bad input, exit 3); WeChat's
+    // bill of the 22nd is not there yet (exit 75).
+    let zip = dir.join("bills/alipay/20881234567890120156_20261121.csv.zip");
+    let bytes = std::fs::read(&zip).expect("zip");
+    std::fs::write(&zip, &bytes[..bytes.len() / 2]).expect("cut");
+    std::fs::remove_file(dir.join("bills/wechat/tradebill_20261122.csv")).expect("remove");
+
+    let (code, table, json) = backfill(&cfg, &[]);
+    assert_eq!(code, 3, "3 outranks 75:\n{table}");
+    assert_eq!(
+        statuses(&json),
+        [
+            "2026-11-20 alipay reconciled",
+            "2026-11-20 wechat reconciled",
+            "2026-11-21 alipay incomplete",
+            "2026-11-21 wechat reconciled",
+            "2026-11-22 alipay blocked",
+            "2026-11-22 wechat waiting",
+        ],
+        "{table}"
+    );
+    let blocked = &json["days"][4];
+    assert_eq!(blocked["exit_code"], 0, "{blocked}");
+    assert!(
+        blocked["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("2026-11-21 failed")),
+        "{blocked}"
+    );
+    // The blocked day was not touched.
+    assert!(!dir
+        .join("output/runs/channel=alipay/dt=2026-11-22")
+        .exists());
+
+    // One date, both channels failing differently: 3 (bad input) outranks 75 (not ready)...
+    std::fs::remove_file(dir.join("bills/wechat/tradebill_20261121.csv")).expect("remove");
+    let (code, json, _) = run_day(&cfg, "2026-11-21", &["--force"]);
+    let codes: Vec<i64> = json["channels"]
+        .as_array()
+        .expect("channels")
+        .iter()
+        .map(|c| c["exit_code"].as_i64().unwrap_or(0))
+        .collect();
+    assert_eq!(codes, [3, 75], "{json}");
+    assert_eq!((code, json["exit_code"].as_i64()), (3, Some(3)), "{json}");
+    // ... and 2 (configuration) outranks both.
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replacen(
+            "format = \"alipay_trade_v1\"",
+            "format = \"no_such_template\"",
+            1,
+        ),
+    )
+    .expect("config");
+    let (code, json, _) = run_day(&cfg, "2026-11-21", &["--force"]);
+    assert_eq!(code, 2, "{json}");
+    assert_eq!(json["channels"][1]["exit_code"], 75, "{json}");
 }

@@ -81,3 +81,49 @@ fn compare_amount_received_runs_on_the_received_column_or_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn a_reconcile_sql_that_loses_records_fails_the_conservation_check() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let cfg = generate(&dir, "2026-11-20", 1, 400, 8);
+    // An analyst's edit that drops the channel-only rows: every other number still looks
+    // plausible, but the channel's records are no longer all accounted for.
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql");
+    let sql = dir.join("sql");
+    std::fs::create_dir_all(&sql).expect("sql dir");
+    for f in ["platform.sql", "reconcile.sql"] {
+        std::fs::copy(repo.join(f), sql.join(f)).expect("copy");
+    }
+    let text = std::fs::read_to_string(sql.join("reconcile.sql")).expect("sql");
+    let last = text.rfind("FROM classified").expect("the final FROM");
+    let edited = format!(
+        "{}FROM classified WHERE NOT (in_channel AND NOT in_platform){}",
+        &text[..last],
+        &text[last + "FROM classified".len()..]
+    );
+    std::fs::write(sql.join("reconcile.sql"), edited).expect("write");
+
+    let (code, json, stderr) = run_day(&cfg, "2026-11-20", &["--channel", "alipay"]);
+    assert_eq!(code, 1, "{json}\n{stderr}");
+    let ch = &json["channels"][0];
+    assert_eq!(ch["stage"], "report", "{ch}");
+    assert!(
+        ch["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("conservation check failed")),
+        "{ch}"
+    );
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.join("output/results/channel=alipay/dt=2026-11-20/summary.json"))
+            .expect("summary"),
+    )
+    .expect("json");
+    assert_eq!(summary["status"], "failed", "{summary}");
+    assert_eq!(summary["conservation"]["holds"], false, "{summary}");
+    let accounted = summary["conservation"]["channel_records"]
+        .as_u64()
+        .expect("count");
+    let rows = summary["inputs"]["channel_rows"].as_u64().expect("rows");
+    assert!(accounted < rows, "{accounted} of {rows}");
+}

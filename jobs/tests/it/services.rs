@@ -274,30 +274,77 @@ impl Postgres {
         })
     }
 
+    fn psql_command(&self, sql: &str) -> Command {
+        let mut c = Command::new(self.bin.join("psql"));
+        c.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-At",
+            "-c",
+            sql,
+        ]);
+        c
+    }
+
+    /// Starts SQL through psql without waiting for it (a transaction holding a lock).
+    pub fn psql_background(&self, sql: &str) -> Background {
+        Background(
+            self.psql_command(sql)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("psql runs"),
+        )
+    }
+
+    /// Waits until some session holds an ACCESS EXCLUSIVE lock on `table`.
+    pub fn wait_for_lock(&self, table: &str) {
+        let sql = format!(
+            "SELECT count(*) FROM pg_locks WHERE relation = '{table}'::regclass \
+             AND mode = 'AccessExclusiveLock' AND granted"
+        );
+        let start = Instant::now();
+        while self.psql(&sql).trim() != "1" {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "no lock on {table}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Runs SQL through psql; returns its output.
     pub fn psql(&self, sql: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-At",
-                "-c",
-                sql,
-            ])
-            .output()
-            .expect("psql runs");
+        let out = self.psql_command(sql).output().expect("psql runs");
         assert!(
             out.status.success(),
             "psql {sql}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// A psql started in the background; `wait` for it to end.
+pub struct Background(Child);
+
+impl Background {
+    /// Waits for it to end.
+    pub fn wait(mut self) {
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

@@ -22,19 +22,34 @@ pub fn run(args: &[&str]) -> Output {
 
 /// Generates a data set into `dir`.
 pub fn generate(dir: &Path, from: &str, days: u32, rows: u64, seed: u64) -> PathBuf {
-    let out = run(&[
+    generate_with(dir, from, days, rows, seed, &[])
+}
+
+/// [`generate`] with more flags (`--channel alipay`, …).
+pub fn generate_with(
+    dir: &Path,
+    from: &str,
+    days: u32,
+    rows: u64,
+    seed: u64,
+    extra: &[&str],
+) -> PathBuf {
+    let (days, rows, seed) = (days.to_string(), rows.to_string(), seed.to_string());
+    let mut args = vec![
         "generate",
         "--out",
         dir.to_str().expect("utf8"),
         "--from",
         from,
         "--days",
-        &days.to_string(),
+        &days,
         "--rows",
-        &rows.to_string(),
+        &rows,
         "--seed",
-        &seed.to_string(),
-    ]);
+        &seed,
+    ];
+    args.extend_from_slice(extra);
+    let out = run(&args);
     assert!(
         out.status.success(),
         "generate failed: {}",
@@ -45,6 +60,16 @@ pub fn generate(dir: &Path, from: &str, days: u32, rows: u64, seed: u64) -> Path
 
 /// `reckon run` for one date; returns (exit code, last stdout line as JSON, stderr).
 pub fn run_day(config: &Path, date: &str, extra: &[&str]) -> (i32, serde_json::Value, String) {
+    run_day_env(config, date, extra, &[])
+}
+
+/// [`run_day`] with these environment variables set.
+pub fn run_day_env(
+    config: &Path,
+    date: &str,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (i32, serde_json::Value, String) {
     let mut args = vec![
         "run",
         "--config",
@@ -53,7 +78,11 @@ pub fn run_day(config: &Path, date: &str, extra: &[&str]) -> (i32, serde_json::V
         date,
     ];
     args.extend_from_slice(extra);
-    let out = run(&args);
+    let out = reckon()
+        .envs(env.iter().copied())
+        .args(&args)
+        .output()
+        .expect("reckon runs");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let last = stdout.lines().last().unwrap_or("").to_string();

@@ -319,6 +319,67 @@ fn the_second_look_finds_in_the_database_what_the_warehouse_lacks() {
         2
     );
 
+    let look = |m: &serde_json::Value, k: &str| {
+        m["stages"]["reconcile"]["detail"]["second_look"][k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("second_look.{k}: {m}"))
+    };
+    let manifest = || -> serde_json::Value {
+        serde_json::from_slice(
+            &std::fs::read(dir.join("output/runs/channel=wechat/dt=2026-11-20/manifest.json"))
+                .expect("manifest"),
+        )
+        .expect("json")
+    };
+    let reconcile = || {
+        let a = args("reconcile");
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        let (code, _, err) = run_with(&[], &a);
+        assert_eq!(code, 0, "{err}");
+    };
+
+    // The rate limit holds over all connections: at 4 queries a second (a burst of 4), Q
+    // queries cannot take less than (Q - 4) / 4 seconds.
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace("queries_per_second = 100", "queries_per_second = 4"),
+    )
+    .expect("config");
+    reconcile();
+    let m = manifest();
+    let queries = look(&m, "queries");
+    assert!(queries >= 6, "enough queries to see the limit: {queries}");
+    let floor = (queries - 4) * 250;
+    assert!(
+        look(&m, "elapsed_ms") + 50 >= floor,
+        "{queries} queries in {} ms, under the {floor} ms the limit allows",
+        look(&m, "elapsed_ms")
+    );
+    assert_eq!(look(&m, "found_in_database"), late.len() as u64);
+
+    // A query that times out is tried again: `orders` is locked for a few seconds, each
+    // lookup gives up after 1 s and retries with a backoff, and once the lock is gone every
+    // lookup answers as before.
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace("queries_per_second = 4", "queries_per_second = 100")
+            .replace("batch = 1", "batch = 1\nattempts = 12\ntimeout_secs = 1"),
+    )
+    .expect("config");
+    let locker = pg.psql_background(
+        "BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(6); COMMIT;",
+    );
+    pg.wait_for_lock("orders");
+    reconcile();
+    locker.wait();
+    let m = manifest();
+    assert!(look(&m, "retries") > 0, "no query was retried: {m}");
+    assert_eq!(look(&m, "found_in_database"), late.len() as u64, "{m}");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(&cfg, text.replace("\nattempts = 12\ntimeout_secs = 1", "")).expect("config");
+
     // A database that cannot be reached: the stage says so and can be retried (exit 75).
     let text = std::fs::read_to_string(&cfg).expect("config");
     let port = pg
