@@ -21,6 +21,7 @@ pub mod objstore;
 pub mod parquet_io;
 pub mod pipeline;
 pub mod postgres;
+pub mod preview;
 pub mod schema;
 pub mod sql;
 pub mod sqlcheck;

@@ -95,6 +95,18 @@ enum Command {
         /// Accepted for the scheduler's sake: every run recomputes its stages.
         #[arg(long)]
         force: bool,
+        /// Reconcile the day into a scratch area with this config, SQL and rules, and print
+        /// what changes against the committed day; commit nothing, mark nothing stale.
+        #[arg(long)]
+        preview: bool,
+        /// The SQL folder to use (overrides the config's `sql_dir`): an edited copy, with
+        /// --preview.
+        #[arg(long)]
+        sql_dir: Option<PathBuf>,
+        /// With --preview: how many changed differences the table lists (the JSON line has
+        /// all).
+        #[arg(long, default_value_t = 20)]
+        show: usize,
         /// Exit 3 when a channel's day passes one of its thresholds (default: exit 0, the
         /// summary says so).
         #[arg(long)]
@@ -359,6 +371,41 @@ fn threshold_code(fail_on_threshold: bool, summary: &serde_json::Value, code: i3
     }
 }
 
+/// `reckon run --preview`: each channel previewed, its table on stdout, then one JSON line.
+async fn preview_day(
+    config: &Config,
+    channels: &[String],
+    date: chrono::NaiveDate,
+    engines: &reckon::engine::Engines,
+    show: usize,
+) -> Result<i32> {
+    let sql = SqlDir::for_config(config)?;
+    let mut out = Vec::new();
+    let mut codes = Vec::new();
+    for name in config.channel_names(channels)? {
+        match reckon::preview::preview_channel(config, &name, date, engines, &sql).await {
+            Ok(p) => {
+                print!("{}", reckon::preview::render(&p, show));
+                out.push(serde_json::to_value(&p)?);
+                codes.push(0);
+            }
+            Err(e) => {
+                eprintln!("error: {name} {date}: {e}");
+                out.push(serde_json::json!({
+                    "channel": name, "bill_date": date.to_string(),
+                    "status": e.status(), "error": e.to_string(), "exit_code": e.exit_code(),
+                }));
+                codes.push(e.exit_code());
+            }
+        }
+    }
+    let code = reckon::pipeline::worst(&codes);
+    print_json(&serde_json::json!({
+        "preview": true, "bill_date": date.to_string(), "exit_code": code, "channels": out,
+    }));
+    Ok(code)
+}
+
 /// Prints the final JSON line the scheduler reads.
 fn print_json(v: &serde_json::Value) {
     println!("{v}");
@@ -427,13 +474,26 @@ async fn dispatch(cmd: Command) -> Result<i32> {
             force: _,
             fail_on_threshold,
             lease_wait,
+            preview,
+            sql_dir,
+            show,
         } => {
             let date = parse_date(&date)?;
             let mut config = Config::load(&config)?;
             if let Some(w) = lease_wait {
                 config.orchestration.lease_wait_secs = w;
             }
+            if let Some(dir) = sql_dir {
+                let abs = std::path::absolute(&dir)
+                    .map_err(|e| Error::Config(format!("--sql-dir {}: {e}", dir.display())))?;
+                config.sql_dir = Some(abs.display().to_string());
+            }
             let rt = Runtime::open(&config, engine.as_deref()).await?;
+            if preview {
+                let result = preview_day(&config, &channels, date, &rt.engines, show).await;
+                rt.close();
+                return result;
+            }
             let result = run_day(&config, &channels, date, &rt.engines).await;
             rt.close();
             let (summary, code) = result?;

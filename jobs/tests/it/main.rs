@@ -13,6 +13,7 @@ mod fuzz;
 mod idempotency;
 mod keys;
 mod orchestration;
+mod preview;
 mod rules;
 mod schemas;
 mod services;

@@ -1,0 +1,387 @@
+//! `reckon run --preview`: what an edit of the rules, `reconcile.sql` or `platform.sql` would
+//! do to a committed day, before it touches it. The day is reconciled again into a scratch
+//! root from its committed bill and the day before's committed carry-over and ledger; nothing
+//! is committed, no lease is taken, nothing is marked stale, no alert is sent. The scratch root
+//! is removed when the preview ends, however it ends.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{Duration, NaiveDate};
+use reckon_udfs::{money_text, Category};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::engine::Engines;
+use crate::error::{Error, IoContext, Result};
+use crate::sql::SqlDir;
+use crate::stages::{ageing, run_stage, Job};
+use crate::store::{Manifest, Store};
+
+/// Counts and amounts of one category on one side of the comparison.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Figures {
+    /// Rows of the category.
+    pub rows: i64,
+    /// Their channel amount, a scale-2 mantissa (shown as decimal text).
+    #[serde(serialize_with = "money")]
+    pub channel_amount: i128,
+    /// Their platform amount.
+    #[serde(serialize_with = "money")]
+    pub platform_amount: i128,
+}
+
+fn money<S: serde::Serializer>(v: &i128, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&money_text(*v))
+}
+
+/// One category: committed, previewed, and the change.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CategoryChange {
+    /// The category.
+    pub category: &'static str,
+    /// What the committed day has.
+    pub committed: Figures,
+    /// What the edit gives.
+    pub preview: Figures,
+    /// Preview minus committed.
+    pub change: Figures,
+}
+
+/// A difference whose category the edit changes, followed by its ageing key. `MATCHED` on a
+/// side means the difference is not open there (matched, or resolved).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Moved {
+    /// The ageing key (channel, match key, pair or n-th duplicate).
+    pub ageing_key: String,
+    /// The record's match key.
+    pub match_key: Option<String>,
+    /// `PAY` or `REFUND`.
+    pub txn_type: Option<String>,
+    /// Its category in the committed day.
+    pub committed: String,
+    /// Its category with the edit.
+    pub preview: String,
+}
+
+/// The preview of one channel-day.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    /// The channel.
+    pub channel: String,
+    /// The bill date.
+    pub bill_date: String,
+    /// The committed run, `None` when the day has no committed results.
+    pub committed_run_id: Option<String>,
+    /// The run the edit gives (it is not committed).
+    pub preview_run_id: Option<String>,
+    /// The preview's own status (`reconciled`, or `failed` when conservation breaks).
+    pub status: String,
+    /// Every category.
+    pub categories: Vec<CategoryChange>,
+    /// The differences that changed category, by ageing key.
+    pub moved: Vec<Moved>,
+}
+
+/// Removes the scratch root however the preview ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// Copies `relative` (a file or a folder) from `from` to `to`, when it exists.
+fn copy_into(from: &Store, to: &Store, relative: &Path) -> Result<()> {
+    let src = from.root().join(relative);
+    let dest = to.root().join(relative);
+    if src.is_dir() {
+        std::fs::create_dir_all(&dest).at(&dest)?;
+        for e in std::fs::read_dir(&src).at(&src)? {
+            let e = e.at(&src)?;
+            if e.file_type().at(e.path())?.is_file() {
+                std::fs::copy(e.path(), dest.join(e.file_name())).at(&dest)?;
+            }
+        }
+    } else if src.is_file() {
+        if let Some(dir) = dest.parent() {
+            std::fs::create_dir_all(dir).at(dir)?;
+        }
+        std::fs::copy(&src, &dest).at(&dest)?;
+    }
+    Ok(())
+}
+
+/// Seeds `scratch` with what the day reads from earlier work: its fetched bill (the fetch
+/// record and `raw/`), and the day before's reconcile record with its carry-over and ledger.
+fn seed(committed: &Store, scratch: &Store, channel: &str, date: NaiveDate) -> Result<()> {
+    let day = committed.manifest(channel, date)?;
+    let fetched = day.done("fetch").cloned().ok_or_else(|| {
+        Error::NotReady(format!(
+            "{channel} {date} has no fetched bill to preview: run its fetch stage first"
+        ))
+    })?;
+    let raw = committed.area("raw", channel, date);
+    copy_into(committed, scratch, Path::new(&committed.relative(&raw)))?;
+    let mut seeded = Manifest {
+        channel: channel.to_string(),
+        bill_date: date.to_string(),
+        ..Default::default()
+    };
+    seeded.stages.insert("fetch".into(), fetched);
+    scratch.save_manifest(&seeded, date)?;
+
+    let prev = date - Duration::days(1);
+    let before = committed.manifest(channel, prev)?;
+    if let Some(r) = before.done("reconcile") {
+        for f in &r.files {
+            if f.starts_with("carryover/") || f.ends_with("/ledger.parquet") {
+                copy_into(committed, scratch, Path::new(f))?;
+            }
+        }
+        let mut kept = Manifest {
+            channel: channel.to_string(),
+            bill_date: prev.to_string(),
+            ..Default::default()
+        };
+        kept.stages.insert("reconcile".into(), r.clone());
+        scratch.save_manifest(&kept, prev)?;
+    }
+    Ok(())
+}
+
+/// The categories' figures of a summary (`summary.json`).
+fn figures(summary: Option<&Value>) -> BTreeMap<&'static str, Figures> {
+    let mut out = BTreeMap::new();
+    for c in Category::ALL {
+        let name = c.as_str();
+        let amount = |side: &str| -> i128 {
+            summary
+                .and_then(|s| s["amounts"][name][side].as_str())
+                .and_then(|t| t.parse::<rust_decimal::Decimal>().ok())
+                .map(|mut d| {
+                    d.rescale(2);
+                    d.mantissa()
+                })
+                .unwrap_or(0)
+        };
+        out.insert(
+            name,
+            Figures {
+                rows: summary
+                    .and_then(|s| s["counts"][name].as_i64())
+                    .unwrap_or(0),
+                channel_amount: amount("channel"),
+                platform_amount: amount("platform"),
+            },
+        );
+    }
+    out
+}
+
+/// The open differences of a day's ledger by ageing key: (category, match key, type).
+type Open = BTreeMap<String, (String, Option<String>, Option<String>)>;
+
+fn open_of(store: &Store, channel: &str, date: NaiveDate) -> Result<Open> {
+    let path = store.area("results", channel, date).join("ledger.parquet");
+    if !path.exists() {
+        return Ok(Open::new());
+    }
+    Ok(ageing::read(&path)?
+        .into_iter()
+        .filter(|e| e.state != ageing::RESOLVED)
+        .map(|e| (e.key, (e.category, e.match_key, e.txn_type)))
+        .collect())
+}
+
+/// The differences whose category differs between the committed and the previewed ledger.
+fn moved(committed: &Open, preview: &Open) -> Vec<Moved> {
+    let matched = Category::Matched.as_str();
+    let mut keys: Vec<&String> = committed.keys().chain(preview.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter_map(|k| {
+            let a = committed.get(k);
+            let b = preview.get(k);
+            let cat = |e: Option<&(String, Option<String>, Option<String>)>| {
+                e.map_or(matched.to_string(), |e| e.0.clone())
+            };
+            let (from, to) = (cat(a), cat(b));
+            let facts = a.or(b)?;
+            (from != to).then(|| Moved {
+                ageing_key: k.clone(),
+                match_key: facts.1.clone(),
+                txn_type: facts.2.clone(),
+                committed: from,
+                preview: to,
+            })
+        })
+        .collect()
+}
+
+/// Previews one channel-day with `config` and `sql` (the edited copies) against what is
+/// committed under the storage root.
+pub async fn preview_channel(
+    config: &Config,
+    channel: &str,
+    date: NaiveDate,
+    engines: &Engines,
+    sql: &SqlDir,
+) -> Result<Preview> {
+    let committed = crate::pipeline::store(config)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let root = committed
+        .root()
+        .join("_preview")
+        .join(format!("{channel}-{date}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&root).at(&root)?;
+    let _scratch = Scratch(root.clone());
+    let scratch = Store::new(root);
+    seed(&committed, &scratch, channel, date)?;
+
+    let engines = engines.for_job()?;
+    let job = Job {
+        config,
+        channel: config.channel(channel)?,
+        date,
+        store: scratch.clone(),
+        sql,
+        engines: &engines,
+    };
+    for stage in ["normalize", "collect", "reconcile", "report"] {
+        match run_stage(&job, stage).await {
+            Ok(_) => {}
+            // A preview whose conservation breaks is still worth showing: its summary is
+            // written, and says `failed`.
+            Err(e) if stage == "report" && scratch_summary(&scratch, channel, date).is_some() => {
+                tracing::warn!(error = %e, "the preview fails its conservation check");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let before = committed.manifest(channel, date)?;
+    let committed_summary = before.done("report").and_then(|_| {
+        read_json(
+            &committed
+                .area("results", channel, date)
+                .join("summary.json"),
+        )
+    });
+    let preview_summary = scratch_summary(&scratch, channel, date);
+    let (a, b) = (
+        figures(committed_summary.as_ref()),
+        figures(preview_summary.as_ref()),
+    );
+    let categories = Category::ALL
+        .iter()
+        .map(|c| {
+            let name = c.as_str();
+            let (x, y) = (a[name].clone(), b[name].clone());
+            CategoryChange {
+                category: name,
+                change: Figures {
+                    rows: y.rows - x.rows,
+                    channel_amount: y.channel_amount - x.channel_amount,
+                    platform_amount: y.platform_amount - x.platform_amount,
+                },
+                committed: x,
+                preview: y,
+            }
+        })
+        .collect();
+    let committed_open = if committed_summary.is_some() {
+        open_of(&committed, channel, date)?
+    } else {
+        Open::new()
+    };
+    Ok(Preview {
+        channel: channel.to_string(),
+        bill_date: date.to_string(),
+        committed_run_id: committed_summary.as_ref().and(before.run_id.clone()),
+        preview_run_id: scratch.manifest(channel, date)?.run_id,
+        status: preview_summary
+            .as_ref()
+            .and_then(|s| s["status"].as_str())
+            .unwrap_or("failed")
+            .to_string(),
+        categories,
+        moved: moved(&committed_open, &open_of(&scratch, channel, date)?),
+    })
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+}
+
+fn scratch_summary(scratch: &Store, channel: &str, date: NaiveDate) -> Option<Value> {
+    read_json(&scratch.area("results", channel, date).join("summary.json"))
+}
+
+/// The preview as a person reads it: a table of the categories that change, then the moved
+/// differences (the first `limit`; the JSON line has them all).
+pub fn render(p: &Preview, limit: usize) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {}  preview of run {} against committed run {}  ({})",
+        p.channel,
+        p.bill_date,
+        p.preview_run_id.as_deref().unwrap_or("-"),
+        p.committed_run_id.as_deref().unwrap_or("none"),
+        p.status
+    );
+    let _ = writeln!(
+        out,
+        "  {:<22} {:>9} {:>9} {:>8} {:>16} {:>16}",
+        "category", "committed", "preview", "change", "channel change", "platform change"
+    );
+    for c in &p.categories {
+        if c.change == Figures::default() && c.committed.rows == 0 {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "  {:<22} {:>9} {:>9} {:>+8} {:>16} {:>16}",
+            c.category,
+            c.committed.rows,
+            c.preview.rows,
+            c.change.rows,
+            money_text(c.change.channel_amount),
+            money_text(c.change.platform_amount)
+        );
+    }
+    if p.moved.is_empty() {
+        let _ = writeln!(out, "  no difference changes category");
+    } else {
+        let _ = writeln!(out, "  {} differences change category:", p.moved.len());
+        for m in p.moved.iter().take(limit) {
+            let _ = writeln!(
+                out,
+                "    {:<40} {:>22} -> {}",
+                m.match_key.as_deref().unwrap_or(&m.ageing_key),
+                m.committed,
+                m.preview
+            );
+        }
+        if p.moved.len() > limit {
+            let _ = writeln!(
+                out,
+                "    … and {} more (all in the JSON line)",
+                p.moved.len() - limit
+            );
+        }
+    }
+    out
+}
