@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::engine::Engines;
 use crate::error::{Error, Result};
 use crate::pipeline::{run_channel, store, worst};
+use crate::records::{DayStatus, Stage};
 use crate::sql::SqlDir;
-use crate::stages::STAGES;
 
 /// What a backfill was asked to do.
 pub struct Request<'a> {
@@ -37,13 +37,40 @@ pub struct Outcome {
     pub date: NaiveDate,
     /// The channel.
     pub channel: String,
-    /// `reconciled`, `skipped` (already reconciled), `blocked` (an earlier day of the channel
-    /// failed), or the failed run's status (`failed`, `incomplete`, `waiting`).
-    pub status: String,
+    /// What became of it.
+    pub status: LineStatus,
     /// Its exit code (0 for skipped).
     pub exit_code: i32,
     /// The error, for a failure.
     pub error: Option<String>,
+}
+
+/// What became of a channel-day in a backfill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineStatus {
+    /// It ran: the status it left the day in (`reconciled`, `incomplete`, `waiting`, …).
+    Ran(DayStatus),
+    /// Already reconciled, and not forced: left alone.
+    Skipped,
+    /// An earlier day of its channel failed in this backfill: it waits for that one.
+    Blocked,
+}
+
+impl LineStatus {
+    /// Its name in the table and the JSON line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineStatus::Ran(s) => s.as_str(),
+            LineStatus::Skipped => "skipped",
+            LineStatus::Blocked => "blocked",
+        }
+    }
+}
+
+impl std::fmt::Display for LineStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Reports progress: a bar on a terminal, one line per channel-day otherwise.
@@ -119,18 +146,18 @@ pub async fn run(config: &Config, req: &Request<'_>, engines: &Engines) -> Resul
         let mut lines: BTreeMap<String, Outcome> = BTreeMap::new();
         for name in &names {
             let status = store.manifest(name, date)?.status;
-            let line = |status: &str, error: Option<String>| Outcome {
+            let line = |status: LineStatus, error: Option<String>| Outcome {
                 date,
                 channel: name.clone(),
-                status: status.into(),
+                status,
                 exit_code: 0,
                 error,
             };
             if let Some(failed) = blocked.get(name) {
                 let why = format!("{failed} failed for this channel: later days wait for it");
-                lines.insert(name.clone(), line("blocked", Some(why)));
-            } else if status == "reconciled" && !req.force {
-                lines.insert(name.clone(), line("skipped", None));
+                lines.insert(name.clone(), line(LineStatus::Blocked, Some(why)));
+            } else if status == DayStatus::Reconciled && !req.force {
+                lines.insert(name.clone(), line(LineStatus::Skipped, None));
             } else {
                 todo.push(name.clone());
             }
@@ -141,7 +168,7 @@ pub async fn run(config: &Config, req: &Request<'_>, engines: &Engines) -> Resul
         let sql = &sql;
         let results: Vec<(String, Result<crate::pipeline::ChannelOutcome>)> =
             futures::stream::iter(todo.into_iter().map(|name| async move {
-                let r = run_channel(config, &name, date, engines, sql, &STAGES).await;
+                let r = run_channel(config, &name, date, engines, sql, &Stage::ALL).await;
                 (name, r)
             }))
             .buffer_unordered(req.parallel.max(1))
@@ -152,18 +179,18 @@ pub async fn run(config: &Config, req: &Request<'_>, engines: &Engines) -> Resul
                 Ok(c) => Outcome {
                     date,
                     channel: name.clone(),
-                    status: if c.exit_code == 0 {
-                        "reconciled".into()
+                    status: LineStatus::Ran(if c.exit_code == 0 {
+                        DayStatus::Reconciled
                     } else {
-                        c.summary["status"].as_str().unwrap_or("failed").to_string()
-                    },
+                        c.result.status()
+                    }),
                     exit_code: c.exit_code,
-                    error: c.summary["error"].as_str().map(String::from),
+                    error: c.result.error().map(String::from),
                 },
                 Err(e) => Outcome {
                     date,
                     channel: name.clone(),
-                    status: e.status().into(),
+                    status: LineStatus::Ran(e.status()),
                     exit_code: e.exit_code(),
                     error: Some(e.to_string()),
                 },
@@ -199,12 +226,12 @@ pub fn table(outcomes: &[Outcome]) -> String {
         by_date
             .entry(o.date)
             .or_default()
-            .insert(&o.channel, &o.status);
+            .insert(&o.channel, o.status.as_str());
     }
     let width = channels
         .iter()
         .map(|c| c.len())
-        .chain(outcomes.iter().map(|o| o.status.len()))
+        .chain(outcomes.iter().map(|o| o.status.as_str().len()))
         .max()
         .unwrap_or(8);
     let mut s = format!("{:<10}", "date");
@@ -243,7 +270,7 @@ pub fn summary(req: &Request<'_>, outcomes: &[Outcome]) -> (Value, i32) {
             json!({
                 "bill_date": o.date.to_string(),
                 "channel": o.channel,
-                "status": o.status,
+                "status": o.status.as_str(),
                 "exit_code": o.exit_code,
                 "error": o.error,
             })

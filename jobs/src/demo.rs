@@ -7,12 +7,12 @@ use std::time::Instant;
 
 use chrono::NaiveDate;
 use reckon_udfs::Category;
-use serde_json::Value;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::generate::{generate, GenerateOptions};
-use crate::pipeline::{run_day, Runtime};
+use crate::pipeline::{run_day, ChannelResult, Runtime};
+use crate::records::DayStatus;
 
 /// The demo's bill date.
 pub const DEMO_DATE: (i32, u32, u32) = (2026, 11, 20);
@@ -33,7 +33,8 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
     let config = Config::load(&generated.config)?;
     let rt = Runtime::open(&config, Some("local")).await?;
     let ran = Instant::now();
-    let (result, code) = run_day(&config, &[], date, &rt.engines).await?;
+    let result = run_day(&config, &[], date, &rt.engines).await?;
+    let code = result.exit_code;
     let root = rt.store.root().display().to_string();
     rt.close();
     let mut out = String::new();
@@ -50,8 +51,8 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
         ran.elapsed().as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
-    for ch in result["channels"].as_array().cloned().unwrap_or_default() {
-        render_channel(&mut out, &ch);
+    for ch in &result.channels {
+        render_channel(&mut out, ch);
     }
     let _ = writeln!(out, "outputs under {root}/:");
     for (what, path) in [
@@ -88,27 +89,32 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
 }
 
 /// One channel's table of categories.
-pub fn render_channel(out: &mut String, ch: &Value) {
-    let name = ch["channel"].as_str().unwrap_or("?");
-    let status = ch["status"].as_str().unwrap_or("?");
-    if status != "reconciled" {
-        let _ = writeln!(
-            out,
-            "{name}: {status}: {}\n",
-            ch["error"].as_str().unwrap_or("")
-        );
-        return;
-    }
-    let holds = ch["conservation"]["holds"] == Value::Bool(true);
+pub fn render_channel(out: &mut String, ch: &ChannelResult) {
+    let s = match ch {
+        ChannelResult::Reconciled(s) if s.status == DayStatus::Reconciled => s,
+        ChannelResult::Reconciled(s) => {
+            let _ = writeln!(out, "{}: {}\n", s.channel, s.status);
+            return;
+        }
+        ChannelResult::Failed(f) => {
+            let _ = writeln!(out, "{}: {}: {}\n", f.channel, f.status, f.error);
+            return;
+        }
+        ChannelResult::Stages(st) => {
+            let _ = writeln!(out, "{}: {}\n", st.channel, st.status);
+            return;
+        }
+    };
     let _ = writeln!(
         out,
-        "{name}  run {}  {} channel rows, {} platform rows, {} carried in, {} rejected; conservation {}",
-        ch["run_id"].as_str().unwrap_or("-"),
-        ch["inputs"]["channel_rows"],
-        ch["inputs"]["platform_rows"],
-        ch["inputs"]["carried_in_rows"],
-        ch["inputs"]["rejected_rows"],
-        if holds { "holds" } else { "FAILS" }
+        "{}  run {}  {} channel rows, {} platform rows, {} carried in, {} rejected; conservation {}",
+        s.channel,
+        s.run_id.as_deref().unwrap_or("-"),
+        s.inputs.channel_rows,
+        s.inputs.platform_rows,
+        s.inputs.carried_in_rows,
+        s.inputs.rejected_rows,
+        if s.conservation.holds { "holds" } else { "FAILS" }
     );
     let _ = writeln!(
         out,
@@ -116,18 +122,22 @@ pub fn render_channel(out: &mut String, ch: &Value) {
         "category", "rows", "channel amount", "platform amount"
     );
     for c in Category::ALL {
-        let n = ch["counts"][c.as_str()].as_u64().unwrap_or(0);
+        let n = s.counts.get(c.as_str()).copied().unwrap_or(0);
         if n == 0 {
             continue;
         }
-        let a = &ch["amounts"][c.as_str()];
+        let (channel, platform) = s
+            .amounts
+            .get(c.as_str())
+            .map(|a| (a.channel.as_str(), a.platform.as_str()))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "  {:<22} {:>9} {:>18} {:>18}",
             c.as_str(),
             n,
-            a["channel"].as_str().unwrap_or(""),
-            a["platform"].as_str().unwrap_or("")
+            channel,
+            platform
         );
     }
     let _ = writeln!(out);

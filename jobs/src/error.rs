@@ -54,12 +54,13 @@ impl Error {
     }
 
     /// The run status this error leaves a channel-date in (manifest and final JSON).
-    pub fn status(&self) -> &'static str {
+    pub fn status(&self) -> crate::records::DayStatus {
+        use crate::records::DayStatus;
         match self {
-            Error::BadInput(_) => "incomplete",
-            Error::NotReady(_) => "waiting",
-            Error::Unavailable(_) => "unavailable",
-            _ => "failed",
+            Error::BadInput(_) => DayStatus::Incomplete,
+            Error::NotReady(_) => DayStatus::Waiting,
+            Error::Unavailable(_) => DayStatus::Unavailable,
+            _ => DayStatus::Failed,
         }
     }
 

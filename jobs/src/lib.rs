@@ -22,6 +22,7 @@ pub mod parquet_io;
 pub mod pipeline;
 pub mod postgres;
 pub mod preview;
+pub mod records;
 pub mod schema;
 pub mod sql;
 pub mod sqlcheck;

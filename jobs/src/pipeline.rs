@@ -10,9 +10,10 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::records::{DayStatus, Stage, Summary};
 use crate::sql::SqlDir;
-use crate::stages::{run_stage, Job, STAGES};
-use crate::store::Store;
+use crate::stages::{run_stage, Job};
+use crate::store::{Manifest, RecordView, Store};
 
 /// The engine sessions of one process with their storage root and scratch folder; `close`
 /// removes the scratch space.
@@ -46,12 +47,119 @@ impl Runtime {
     }
 }
 
-/// One channel's outcome: its summary, or the error and its exit code.
+/// One channel-day's result, as the run's JSON line shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(untagged)]
+pub enum ChannelResult {
+    /// The report ran: the day's summary.
+    Reconciled(Box<Summary>),
+    /// Stages short of the report ran: what they did, and where the day stands.
+    Stages(StagesDone),
+    /// A stage failed, or the run could not have the channel-date's lease.
+    Failed(Failure),
+}
+
+/// What stages short of the report did (the last line of `reckon stage fetch`, …).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StagesDone {
+    /// The channel.
+    pub channel: String,
+    /// The bill date.
+    pub bill_date: String,
+    /// The day's status.
+    pub status: DayStatus,
+    /// Each stage that ran: its state, time, attempts, files and facts.
+    pub stages: Vec<RecordView>,
+    /// Where the day stands.
+    pub day: DayProgress,
+}
+
+/// Where a channel-day stands between stages.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DayProgress {
+    /// Its status.
+    pub status: DayStatus,
+    /// The stages done, in order.
+    pub done: Vec<Stage>,
+    /// The next stage to run; `None` when every one is done.
+    pub next: Option<Stage>,
+}
+
+/// A failed channel-day.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Failure {
+    /// The channel.
+    pub channel: String,
+    /// The bill date.
+    pub bill_date: String,
+    /// The status the error leaves the day in.
+    pub status: DayStatus,
+    /// The stage that failed, or `lease`.
+    pub stage: String,
+    /// The error.
+    pub error: String,
+    /// Its exit code.
+    pub exit_code: i32,
+}
+
+impl ChannelResult {
+    /// The day's status.
+    pub fn status(&self) -> DayStatus {
+        match self {
+            ChannelResult::Reconciled(s) => s.status,
+            ChannelResult::Stages(s) => s.status,
+            ChannelResult::Failed(f) => f.status,
+        }
+    }
+
+    /// The error, when it failed.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            ChannelResult::Failed(f) => Some(&f.error),
+            _ => None,
+        }
+    }
+
+    /// Whether the day passed one of its thresholds.
+    pub fn threshold_passed(&self) -> bool {
+        matches!(self, ChannelResult::Reconciled(s) if !s.thresholds.passed.is_empty())
+    }
+
+    /// As JSON, every object's keys in order (the run's JSON line).
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
+}
+
+/// One channel's outcome and the exit code it asks for.
 pub struct ChannelOutcome {
-    /// The summary JSON (or a status object for a failure).
-    pub summary: Value,
+    /// What happened.
+    pub result: ChannelResult,
     /// The exit code this channel asks for.
     pub exit_code: i32,
+}
+
+/// Every channel of one date: the run's JSON line and exit code.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DayRun {
+    /// The date.
+    pub bill_date: String,
+    /// The most severe of the channels' exit codes.
+    pub exit_code: i32,
+    /// Each channel.
+    pub channels: Vec<ChannelResult>,
+}
+
+impl DayRun {
+    /// Whether any channel passed a threshold.
+    pub fn threshold_passed(&self) -> bool {
+        self.channels.iter().any(ChannelResult::threshold_passed)
+    }
+
+    /// As JSON, every object's keys in order.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self).unwrap_or(Value::Null)
+    }
 }
 
 /// The storage root of `config`.
@@ -67,7 +175,7 @@ pub async fn run_channel(
     date: NaiveDate,
     engines: &Engines,
     sql: &SqlDir,
-    stages: &[&str],
+    stages: &[Stage],
 ) -> Result<ChannelOutcome> {
     let span = tracing::info_span!(
         "job",
@@ -88,7 +196,7 @@ async fn channel_stages(
     date: NaiveDate,
     engines: &Engines,
     sql: &SqlDir,
-    stages: &[&str],
+    stages: &[Stage],
 ) -> Result<ChannelOutcome> {
     let ch = config.channel(channel)?;
     let engines = &engines.for_job()?;
@@ -101,13 +209,13 @@ async fn channel_stages(
         engines,
     };
     let failed = |stage: &str, e: &Error| ChannelOutcome {
-        summary: json!({
-            "channel": channel,
-            "bill_date": date.to_string(),
-            "status": e.status(),
-            "stage": stage,
-            "error": e.to_string(),
-            "exit_code": e.exit_code(),
+        result: ChannelResult::Failed(Failure {
+            channel: channel.to_string(),
+            bill_date: date.to_string(),
+            status: e.status(),
+            stage: stage.to_string(),
+            error: e.to_string(),
+            exit_code: e.exit_code(),
         }),
         exit_code: e.exit_code(),
     };
@@ -129,106 +237,83 @@ async fn channel_stages(
     };
     job.store.clear_stale_staging(channel, date)?;
     let before = job.manifest()?.run_id;
-    let mut summary = None;
+    let mut summary: Option<Summary> = None;
+    let mut manifest = job.manifest()?;
     for stage in stages {
-        match run_stage(&job, stage).await {
-            // The report stage already built the summary: take it from its record.
-            Ok(record) if *stage == "report" => summary = Some(record.detail["summary"].clone()),
-            Ok(record) if *stage == "reconcile" => {
-                if let Some(id) = record.detail["run_id"].as_str() {
-                    tracing::Span::current().record("run_id", id);
-                }
-            }
-            Ok(_) => {}
+        match run_stage(&job, *stage).await {
+            Ok(m) => manifest = m,
             Err(e) => {
-                if let Some(alert) = failure_alert(ch, date, stage, &e)? {
+                if let Some(alert) = failure_alert(ch, date, stage.as_str(), &e)? {
                     crate::alerts::send(config.alerts.as_ref(), &alert).await;
                 }
-                return Ok(failed(stage, &e));
+                return Ok(failed(stage.as_str(), &e));
             }
         }
-    }
-    if let Some(s) = summary.as_ref() {
-        if crate::stages::report::threshold_passed(s) {
-            let passed = s["thresholds"]["passed"].clone();
-            let alert = Alert {
-                cause: Cause::Threshold,
-                channel: channel.to_string(),
-                bill_date: date.to_string(),
-                stage: None,
-                exit_code: 0,
-                message: format!(
-                    "categories past their thresholds: {}",
-                    passed
-                        .as_array()
-                        .map(|a| a
-                            .iter()
-                            .filter_map(|v| v.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", "))
-                        .unwrap_or_default()
-                ),
-                detail: s["thresholds"].clone(),
-            };
-            crate::alerts::send(config.alerts.as_ref(), &alert).await;
-        }
-    }
-    if let Some(s) = summary.as_mut() {
-        let after = job.manifest()?.run_id;
-        if before.is_some() && after != before {
-            let marked = mark_later_stale(
-                &job.store,
-                channel,
-                date,
-                before.as_deref(),
-                after.as_deref(),
-            )?;
-            if !marked.is_empty() {
-                s["marked_stale"] = json!(marked);
+        if *stage == Stage::Reconcile {
+            if let Some(id) = &manifest.run_id {
+                tracing::Span::current().record("run_id", id.as_str());
             }
         }
+        // The report stage already built the summary: take it from its record.
+        if *stage == Stage::Report {
+            summary = manifest.reported().map(|r| r.summary.clone());
+        }
     }
-    let summary = match summary {
-        Some(s) => s,
-        None => stages_done(&job.manifest()?, channel, date, stages),
+    if let Some(s) = summary.as_ref().filter(|s| !s.thresholds.passed.is_empty()) {
+        let alert = Alert {
+            cause: Cause::Threshold,
+            channel: channel.to_string(),
+            bill_date: date.to_string(),
+            stage: None,
+            exit_code: 0,
+            message: format!(
+                "categories past their thresholds: {}",
+                s.thresholds.passed.join(", ")
+            ),
+            detail: serde_json::to_value(&s.thresholds)?,
+        };
+        crate::alerts::send(config.alerts.as_ref(), &alert).await;
+    }
+    let result = match summary {
+        Some(mut s) => {
+            let after = manifest.run_id.clone();
+            if before.is_some() && after != before {
+                let marked = mark_later_stale(
+                    &job.store,
+                    channel,
+                    date,
+                    before.as_deref(),
+                    after.as_deref(),
+                )?;
+                if !marked.is_empty() {
+                    s.marked_stale = Some(marked);
+                }
+            }
+            ChannelResult::Reconciled(Box::new(s))
+        }
+        None => ChannelResult::Stages(stages_done(&manifest, channel, date, stages)),
     };
     Ok(ChannelOutcome {
-        summary,
+        result,
         exit_code: 0,
     })
 }
 
 /// What `stages` did (each one's files and facts) and where the day stands: the stages done
 /// and the next to run. The final line of a `reckon stage` short of the report.
-fn stages_done(
-    m: &crate::store::Manifest,
-    channel: &str,
-    date: NaiveDate,
-    stages: &[&str],
-) -> Value {
-    let did: Vec<Value> = stages
-        .iter()
-        .filter_map(|s| m.stages.get(*s).map(|r| (s, r)))
-        .map(|(s, r)| {
-            json!({
-                "stage": s, "state": r.state, "duration_ms": r.duration_ms,
-                "attempts": r.attempts, "files": r.files, "detail": r.detail,
-            })
-        })
-        .collect();
-    let done: Vec<&str> = STAGES
-        .iter()
-        .copied()
-        .filter(|s| m.done(s).is_some())
-        .collect();
-    let next = STAGES.iter().find(|s| m.done(s).is_none());
-    json!({
-        "channel": channel,
-        "bill_date": date.to_string(),
-        "status": m.status,
-        "stages": did,
-        "day": { "status": m.status, "done": done, "next": next },
-    })
+fn stages_done(m: &Manifest, channel: &str, date: NaiveDate, stages: &[Stage]) -> StagesDone {
+    let done: Vec<Stage> = Stage::ALL.into_iter().filter(|s| m.is_done(*s)).collect();
+    StagesDone {
+        channel: channel.to_string(),
+        bill_date: date.to_string(),
+        status: m.status,
+        stages: stages.iter().filter_map(|s| m.stages.view(*s)).collect(),
+        day: DayProgress {
+            status: m.status,
+            done,
+            next: Stage::ALL.into_iter().find(|s| !m.is_done(*s)),
+        },
+    }
 }
 
 /// The alert a failed stage calls for: a bill not yet there is worth one only past its
@@ -295,10 +380,10 @@ fn mark_later_stale(
     let mut marked = Vec::new();
     for d in later {
         let mut m = store.manifest(channel, d)?;
-        if m.status != "reconciled" {
+        if m.status != DayStatus::Reconciled {
             continue;
         }
-        m.status = "stale".into();
+        m.status = DayStatus::Stale;
         m.error = Some(format!(
             "{date} was reconciled again with different results (run {} became {}); its carry-over and ledger feed this day: run it again",
             before.unwrap_or("-"),
@@ -311,28 +396,28 @@ fn mark_later_stale(
     Ok(marked)
 }
 
-/// Runs the whole job for `channels` (all when empty) on `date`; returns the combined summary
-/// and the exit code (the most severe of the channels': 2, then 3, then 1, then 75).
+/// Runs the whole job for `channels` (all when empty) on `date`; the exit code is the most
+/// severe of the channels' (2, then 3, then 1, then 75).
 pub async fn run_day(
     config: &Config,
     channels: &[String],
     date: NaiveDate,
     engines: &Engines,
-) -> Result<(Value, i32)> {
+) -> Result<DayRun> {
     let names = config.channel_names(channels)?;
     let sql = SqlDir::for_config(config)?;
-    let mut summaries = Vec::new();
+    let mut results = Vec::new();
     let mut codes = Vec::new();
     for name in &names {
-        let out = run_channel(config, name, date, engines, &sql, &STAGES).await?;
+        let out = run_channel(config, name, date, engines, &sql, &Stage::ALL).await?;
         codes.push(out.exit_code);
-        summaries.push(out.summary);
+        results.push(out.result);
     }
-    let code = worst(&codes);
-    Ok((
-        json!({ "bill_date": date.to_string(), "exit_code": code, "channels": summaries }),
-        code,
-    ))
+    Ok(DayRun {
+        bill_date: date.to_string(),
+        exit_code: worst(&codes),
+        channels: results,
+    })
 }
 
 /// The most severe exit code: configuration (2), bad input (3), failure (1), not ready (75).

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use chrono::{Duration, NaiveDate};
 use reckon_udfs::{money_text, Category};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::config::Config;
 use crate::engine::Engines;
 use crate::error::{Error, IoContext, Result};
+use crate::records::{DayStatus, SideAmounts, Stage, Summary};
 use crate::sql::SqlDir;
 use crate::stages::{ageing, run_stage, Job};
 use crate::store::{Manifest, Store};
@@ -77,7 +77,7 @@ pub struct Preview {
     /// The run the edit gives (it is not committed).
     pub preview_run_id: Option<String>,
     /// The preview's own status (`reconciled`, or `failed` when conservation breaks).
-    pub status: String,
+    pub status: DayStatus,
     /// Every category.
     pub categories: Vec<CategoryChange>,
     /// The differences that changed category, by ageing key.
@@ -121,49 +121,46 @@ fn copy_into(from: &Store, to: &Store, relative: &Path) -> Result<()> {
 /// record and `raw/`), and the day before's reconcile record with its carry-over and ledger.
 fn seed(committed: &Store, scratch: &Store, channel: &str, date: NaiveDate) -> Result<()> {
     let day = committed.manifest(channel, date)?;
-    let fetched = day.done("fetch").cloned().ok_or_else(|| {
-        Error::NotReady(format!(
-            "{channel} {date} has no fetched bill to preview: run its fetch stage first"
-        ))
-    })?;
+    let fetched = day
+        .stages
+        .fetch
+        .clone()
+        .filter(|r| r.facts().is_some())
+        .ok_or_else(|| {
+            Error::NotReady(format!(
+                "{channel} {date} has no fetched bill to preview: run its fetch stage first"
+            ))
+        })?;
     let raw = committed.area("raw", channel, date);
     copy_into(committed, scratch, Path::new(&committed.relative(&raw)))?;
-    let mut seeded = Manifest {
-        channel: channel.to_string(),
-        bill_date: date.to_string(),
-        ..Default::default()
-    };
-    seeded.stages.insert("fetch".into(), fetched);
+    let mut seeded = Manifest::new(channel, &date.to_string());
+    seeded.stages.fetch = Some(fetched);
     scratch.save_manifest(&seeded, date)?;
 
     let prev = date - Duration::days(1);
     let before = committed.manifest(channel, prev)?;
-    if let Some(r) = before.done("reconcile") {
+    if let Some(r) = before.reconciled() {
         for f in &r.files {
             if f.starts_with("carryover/") || f.ends_with("/ledger.parquet") {
                 copy_into(committed, scratch, Path::new(f))?;
             }
         }
-        let mut kept = Manifest {
-            channel: channel.to_string(),
-            bill_date: prev.to_string(),
-            ..Default::default()
-        };
-        kept.stages.insert("reconcile".into(), r.clone());
+        let mut kept = Manifest::new(channel, &prev.to_string());
+        kept.stages.reconcile = Some(r.clone());
         scratch.save_manifest(&kept, prev)?;
     }
     Ok(())
 }
 
-/// The categories' figures of a summary (`summary.json`).
-fn figures(summary: Option<&Value>) -> BTreeMap<&'static str, Figures> {
+/// The categories' figures of a summary.
+fn figures(summary: Option<&Summary>) -> BTreeMap<&'static str, Figures> {
     let mut out = BTreeMap::new();
     for c in Category::ALL {
         let name = c.as_str();
-        let amount = |side: &str| -> i128 {
+        let amount = |side: fn(&SideAmounts) -> &str| -> i128 {
             summary
-                .and_then(|s| s["amounts"][name][side].as_str())
-                .and_then(|t| t.parse::<rust_decimal::Decimal>().ok())
+                .and_then(|s| s.amounts.get(name))
+                .and_then(|a| side(a).parse::<rust_decimal::Decimal>().ok())
                 .map(|mut d| {
                     d.rescale(2);
                     d.mantissa()
@@ -174,10 +171,10 @@ fn figures(summary: Option<&Value>) -> BTreeMap<&'static str, Figures> {
             name,
             Figures {
                 rows: summary
-                    .and_then(|s| s["counts"][name].as_i64())
-                    .unwrap_or(0),
-                channel_amount: amount("channel"),
-                platform_amount: amount("platform"),
+                    .and_then(|s| s.counts.get(name))
+                    .map_or(0, |n| *n as i64),
+                channel_amount: amount(|a| &a.channel),
+                platform_amount: amount(|a| &a.platform),
             },
         );
     }
@@ -257,25 +254,26 @@ pub async fn preview_channel(
         sql,
         engines: &engines,
     };
-    for stage in ["normalize", "collect", "reconcile", "report"] {
+    for stage in [
+        Stage::Normalize,
+        Stage::Collect,
+        Stage::Reconcile,
+        Stage::Report,
+    ] {
         match run_stage(&job, stage).await {
             Ok(_) => {}
             // A preview whose conservation breaks is still worth showing: its summary is
             // written, and says `failed`.
-            Err(e) if stage == "report" && scratch_summary(&scratch, channel, date).is_some() => {
+            Err(e)
+                if stage == Stage::Report && scratch_summary(&scratch, channel, date).is_some() =>
+            {
                 tracing::warn!(error = %e, "the preview fails its conservation check");
             }
             Err(e) => return Err(e),
         }
     }
     let before = committed.manifest(channel, date)?;
-    let committed_summary = before.done("report").and_then(|_| {
-        read_json(
-            &committed
-                .area("results", channel, date)
-                .join("summary.json"),
-        )
-    });
+    let committed_summary = before.reported().map(|r| r.summary.clone());
     let preview_summary = scratch_summary(&scratch, channel, date);
     let (a, b) = (
         figures(committed_summary.as_ref()),
@@ -310,22 +308,18 @@ pub async fn preview_channel(
         preview_run_id: scratch.manifest(channel, date)?.run_id,
         status: preview_summary
             .as_ref()
-            .and_then(|s| s["status"].as_str())
-            .unwrap_or("failed")
-            .to_string(),
+            .map_or(DayStatus::Failed, |s| s.status),
         categories,
         moved: moved(&committed_open, &open_of(&scratch, channel, date)?),
     })
 }
 
-fn read_json(path: &Path) -> Option<Value> {
+/// The preview's `summary.json` (written also when its conservation check fails).
+fn scratch_summary(scratch: &Store, channel: &str, date: NaiveDate) -> Option<Summary> {
+    let path = scratch.area("results", channel, date).join("summary.json");
     std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-}
-
-fn scratch_summary(scratch: &Store, channel: &str, date: NaiveDate) -> Option<Value> {
-    read_json(&scratch.area("results", channel, date).join("summary.json"))
 }
 
 /// The preview as a person reads it: a table of the categories that change, then the moved

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::config::Config;
 use crate::error::Result;
 use crate::pipeline::store;
-use crate::stages::STAGES;
+use crate::records::{DayStatus, Stage};
 
 /// The state of each of `channels` (all when empty) on `date`, as JSON objects.
 pub fn states(config: &Config, channels: &[String], date: NaiveDate) -> Result<Vec<Value>> {
@@ -15,25 +15,25 @@ pub fn states(config: &Config, channels: &[String], date: NaiveDate) -> Result<V
     let mut out = Vec::new();
     for name in config.channel_names(channels)? {
         let m = store.manifest(&name, date)?;
-        let stages: serde_json::Map<String, Value> = STAGES
+        let stages: serde_json::Map<String, Value> = Stage::ALL
             .iter()
             .map(|s| {
-                let v = match m.stages.get(*s) {
-                    Some(r) => json!({
-                        "state": r.state,
-                        "finished_at": r.finished_at,
-                        "duration_ms": r.duration_ms,
+                let v = match (m.stages.state(*s), m.stages.finished_at(*s)) {
+                    (Some(state), Some((finished_at, duration_ms))) => json!({
+                        "state": state,
+                        "finished_at": finished_at,
+                        "duration_ms": duration_ms,
                     }),
-                    None => json!({ "state": "pending" }),
+                    _ => json!({ "state": "pending" }),
                 };
                 (s.to_string(), v)
             })
             .collect();
         let lease = crate::lease::holder(&store, &name, date);
-        let status = if m.stages.is_empty() && m.status.is_empty() {
+        let status = if m.stages.is_empty() && m.status == DayStatus::NeverRun {
             "never run".to_string()
         } else {
-            m.status.clone()
+            m.status.to_string()
         };
         out.push(json!({
             "channel": name,
@@ -56,14 +56,14 @@ pub fn render(states: &[Value]) -> String {
     use std::fmt::Write;
     let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
     let mut s = format!("{:<12} {:<11}", "channel", "status");
-    for st in STAGES {
-        let _ = write!(s, " {st:<10}");
+    for st in Stage::ALL {
+        let _ = write!(s, " {:<10}", st.as_str());
     }
     s.push_str(" run_id\n");
     for v in states {
         let _ = write!(s, "{:<12} {:<11}", text(&v["channel"]), text(&v["status"]));
-        for st in STAGES {
-            let _ = write!(s, " {:<10}", text(&v["stages"][st]["state"]));
+        for st in Stage::ALL {
+            let _ = write!(s, " {:<10}", text(&v["stages"][st.as_str()]["state"]));
         }
         let _ = writeln!(s, " {}", text(&v["run_id"]));
         if let Some(r) = v["running"].as_object() {

@@ -22,7 +22,8 @@ use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, Field, Int64Type, Schema,
 };
 use reckon_udfs::Category;
-use serde::Serialize;
+
+pub use crate::records::AgeingStats;
 use sha2::{Digest, Sha256};
 
 use super::reconcile::{date32 as days, epoch};
@@ -66,21 +67,6 @@ impl Entry {
     fn open(&self) -> bool {
         self.state != RESOLVED
     }
-}
-
-/// The day's ageing in numbers, for `summary.json`.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct AgeingStats {
-    /// Differences first seen today.
-    pub new: u64,
-    /// Differences open since an earlier day (seen again today or not).
-    pub persisting: u64,
-    /// Differences resolved today, by what resolved them.
-    pub resolved: BTreeMap<String, u64>,
-    /// Open after today: new + persisting.
-    pub open: u64,
-    /// The first day of the oldest open difference.
-    pub oldest_open: Option<String>,
 }
 
 fn to_date(days: i32) -> NaiveDate {

@@ -17,13 +17,13 @@ use datafusion::datasource::listing::{
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::{ident, SessionContext};
 use futures::StreamExt;
-use serde_json::json;
 
 use super::{Job, Outcome};
 use crate::config::{PostgresSource, WarehouseFormat};
 use crate::error::{Error, IoContext, Result};
 use crate::objstore::Location;
 use crate::parquet_io::writer_props;
+use crate::records::{CollectDetail, Output};
 use crate::schema;
 use crate::store::sha256_file;
 
@@ -274,6 +274,12 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     source_files.extend(files.iter().map(|p| job.store.relative(p)));
     Ok((
         source_files,
-        json!({ "rows": rows, "partitions_read": read, "sha256": sha, "sql": origin, "spilled": spilled }),
+        Output::Collect(CollectDetail {
+            rows,
+            partitions_read: read,
+            sha256: sha,
+            sql: origin,
+            spilled,
+        }),
     ))
 }

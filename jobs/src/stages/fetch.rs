@@ -6,12 +6,23 @@
 //! `raw/…/superseded/<sha256>/`, `fetch.json` lists every earlier fetch under `history`, and
 //! the later stages of the date become stale, so the next run (or backfill) reconciles it again.
 
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
 use super::{Job, Outcome};
 use crate::error::{IoContext, Result};
 use crate::fetchers::{self, Request};
+use crate::records::{FetchDetail, Output};
 use crate::store::{sha256_file, write_atomic};
+
+/// `raw/…/fetch.json`: the fetch's facts and every earlier fetch of the date.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FetchFile {
+    #[serde(flatten)]
+    fetch: FetchDetail,
+    /// Earlier fetches of a re-issued bill, newest last (each as it was written).
+    #[serde(default)]
+    history: Vec<serde_json::Value>,
+}
 
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
@@ -29,61 +40,61 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let size = std::fs::metadata(&file).at(&file)?.len();
     let dest = job.store.area("raw", job.name(), job.date);
     let manifest = job.manifest()?;
-    let previous = manifest
-        .stages
-        .get("fetch")
-        .and_then(|r| r.detail["sha256"].as_str().map(String::from));
-    let earlier = read_json(&dest.join("fetch.json"));
-    let earlier_file = earlier["file"].as_str().map(String::from);
+    let last = manifest.stages.fetch.as_ref();
+    let previous = last.and_then(|r| r.last_facts()).map(|f| f.sha256.clone());
+    let earlier = read_fetch_file(&dest.join("fetch.json"));
+    let earlier_file = earlier.as_ref().map(|e| e.fetch.file.clone());
     if previous.as_deref() == Some(sha.as_str())
         && earlier_file
             .as_deref()
             .is_some_and(|f| dest.join(f).is_file())
     {
-        let rec = manifest.stages.get("fetch").cloned().unwrap_or_default();
-        let mut detail = rec.detail;
-        detail["unchanged"] = json!(true);
-        tracing::info!(sha256 = %sha, "the bill is unchanged since the last fetch");
-        return Ok((rec.files, detail));
+        if let Some((rec, facts)) = last.and_then(|r| r.last_facts().map(|f| (r, f))) {
+            tracing::info!(sha256 = %sha, "the bill is unchanged since the last fetch");
+            let mut facts = facts.clone();
+            facts.unchanged = true;
+            return Ok((rec.files.clone(), Output::Fetch(facts)));
+        }
     }
-    let mut history = earlier["history"].as_array().cloned().unwrap_or_default();
-    let reissued = earlier_file.is_some() && earlier["sha256"].as_str() != Some(sha.as_str());
-    if reissued {
+    let mut history = earlier
+        .as_ref()
+        .map(|e| e.history.clone())
+        .unwrap_or_default();
+    let earlier_sha = earlier.as_ref().map(|e| e.fetch.sha256.clone());
+    let reissued = earlier_file.is_some() && earlier_sha.as_deref() != Some(sha.as_str());
+    if let (true, Some(earlier)) = (reissued, &earlier) {
         // Keep the bill it replaces, with its metadata, beside the new one.
-        let old_sha = earlier["sha256"].as_str().unwrap_or("unknown").to_string();
-        let keep = dest.join("superseded").join(&old_sha);
+        let keep = dest.join("superseded").join(&earlier.fetch.sha256);
         std::fs::create_dir_all(&keep).at(&keep)?;
-        for name in [
-            earlier_file.clone().unwrap_or_default(),
-            "fetch.json".into(),
-        ] {
+        for name in [earlier.fetch.file.clone(), "fetch.json".into()] {
             let from = dest.join(&name);
             if from.is_file() {
                 std::fs::rename(&from, keep.join(&name)).at(&from)?;
             }
         }
-        let mut entry = earlier.clone();
-        if let Some(o) = entry.as_object_mut() {
-            o.remove("history");
-        }
-        entry["superseded_to"] = json!(job
-            .store
-            .relative(&keep.join(earlier_file.unwrap_or_default())));
+        let mut entry = serde_json::to_value(&earlier.fetch)?;
+        entry["superseded_to"] =
+            serde_json::json!(job.store.relative(&keep.join(&earlier.fetch.file)));
         history.push(entry);
     }
-    let meta = json!({
-        "file": got.file,
-        "sha256": sha,
-        "size": size,
-        "source": got.source,
-        "fetcher": fetcher.kind(),
-        "fetched_at": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-        "channel_detail": got.detail,
-        "history": history,
-    });
+    let facts = FetchDetail {
+        file: got.file.clone(),
+        sha256: sha.clone(),
+        size,
+        source: got.source.clone(),
+        fetcher: fetcher.kind().to_string(),
+        fetched_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        channel_detail: got.detail.clone(),
+        unchanged: false,
+        reissued_from_sha256: None,
+    };
+    let meta = FetchFile {
+        fetch: facts.clone(),
+        history,
+    };
     write_atomic(
         &staged.join("fetch.json"),
-        serde_json::to_vec_pretty(&meta)?.as_slice(),
+        serde_json::to_vec_pretty(&serde_json::to_value(&meta)?)?.as_slice(),
     )?;
     tracing::info!(
         fetcher = fetcher.kind(),
@@ -94,25 +105,22 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     );
     let files = job.store.publish(&staged, &dest, true)?;
     let files = files.iter().map(|p| job.store.relative(p)).collect();
-    let mut detail = meta;
-    if let Some(o) = detail.as_object_mut() {
-        o.remove("history");
-    }
+    let mut facts = facts;
     // The bill the date's later stages last ran on: the manifest's, else raw/'s record.
-    let before = previous.or_else(|| earlier["sha256"].as_str().map(String::from));
+    let before = previous.or(earlier_sha);
     if before.as_deref().is_some_and(|b| b != sha) {
-        detail["reissued_from_sha256"] = json!(before);
+        facts.reissued_from_sha256 = before;
         tracing::warn!(
             sha256 = %sha,
             "the bill changed since the last fetch: a re-issued bill; the date's later stages will run again"
         );
     }
-    Ok((files, detail))
+    Ok((files, Output::Fetch(facts)))
 }
 
-fn read_json(path: &std::path::Path) -> Value {
+/// The `fetch.json` of an earlier fetch, when there is one that reads.
+fn read_fetch_file(path: &std::path::Path) -> Option<FetchFile> {
     std::fs::read(path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null)
 }

@@ -16,11 +16,10 @@ use chrono::NaiveDate;
 use crate::config::{Channel, Config};
 use crate::engine::Engines;
 use crate::error::{Error, Result};
+use crate::records::Output;
+pub use crate::records::Stage;
 use crate::sql::SqlDir;
-use crate::store::{Manifest, StageRecord, Store};
-
-/// The stage names, in order.
-pub const STAGES: [&str; 5] = ["fetch", "normalize", "collect", "reconcile", "report"];
+use crate::store::{Manifest, Ran, Store};
 
 /// Everything a stage needs about the channel-day it works on.
 pub struct Job<'a> {
@@ -49,9 +48,15 @@ impl Job<'_> {
         self.store.manifest(self.name(), self.date)
     }
 
-    /// The record of an earlier stage that must be done, or "not ready" naming it.
-    pub fn require(&self, manifest: &Manifest, stage: &str, by: &str) -> Result<StageRecord> {
-        manifest.done(stage).cloned().ok_or_else(|| {
+    /// What `by` needs from an earlier stage (`get`), or "not ready" naming that stage.
+    pub fn require<'m, T>(
+        &self,
+        manifest: &'m Manifest,
+        stage: Stage,
+        by: Stage,
+        get: impl Fn(&'m Manifest) -> Option<T>,
+    ) -> Result<T> {
+        get(manifest).ok_or_else(|| {
             Error::NotReady(format!(
                 "{by} of {} {} needs stage {stage} to be done first",
                 self.name(),
@@ -66,17 +71,17 @@ impl Job<'_> {
     }
 }
 
-/// Runs one stage by name and records it in the manifest (state, time, files, detail); its
-/// log lines carry the stage.
-pub async fn run_stage(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
+/// Runs one stage and records it in the manifest (state, time, files, its facts); its log
+/// lines carry the stage.
+pub async fn run_stage(job: &Job<'_>, stage: Stage) -> Result<Manifest> {
     tracing::Instrument::instrument(
         stage_attempts(job, stage),
-        tracing::info_span!("stage", stage),
+        tracing::info_span!("stage", stage = stage.as_str()),
     )
     .await
 }
 
-async fn stage_attempts(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
+async fn stage_attempts(job: &Job<'_>, stage: Stage) -> Result<Manifest> {
     use backon::Retryable;
     let started = Instant::now();
     tracing::info!("stage started");
@@ -93,15 +98,11 @@ async fn stage_attempts(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
     let outcome = (|| async {
         attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match stage {
-            "fetch" => fetch::run(job).await,
-            "normalize" => normalize::run(job),
-            "collect" => collect::run(job).await,
-            "reconcile" => reconcile::run(job).await,
-            "report" => report::run(job),
-            other => Err(Error::Config(format!(
-                "unknown stage {other:?}: one of {}",
-                STAGES.join(", ")
-            ))),
+            Stage::Fetch => fetch::run(job).await,
+            Stage::Normalize => normalize::run(job),
+            Stage::Collect => collect::run(job).await,
+            Stage::Reconcile => reconcile::run(job).await,
+            Stage::Report => report::run(job),
         }
     })
     .retry(backoff)
@@ -124,58 +125,20 @@ async fn stage_attempts(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
         }
     });
     let mut manifest = job.manifest()?;
-    let finished_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let duration_ms = started.elapsed().as_millis() as u64;
+    let ran = Ran {
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        duration_ms: started.elapsed().as_millis() as u64,
+        attempts,
+    };
     match outcome {
-        Ok((files, detail)) => {
-            let record = StageRecord {
-                state: "done".into(),
-                finished_at,
-                duration_ms,
-                files,
-                detail,
-                attempts,
-            };
-            manifest.stages.insert(stage.to_string(), record.clone());
-            // A stage that reran makes the later ones stale: they must run again.
-            if let Some(i) = STAGES.iter().position(|s| *s == stage) {
-                for later in &STAGES[i + 1..] {
-                    if let Some(r) = manifest.stages.get_mut(*later) {
-                        if stage != "fetch" || detail_changed(&record) {
-                            r.state = "stale".into();
-                        }
-                    }
-                }
-            }
-            if stage == "reconcile" {
-                manifest.run_id = record.detail["run_id"].as_str().map(String::from);
-            }
-            // Short of the report, the day is partway: its stages so far are done, the rest
-            // are to run (a DAG runs them one task at a time).
-            manifest.status = if stage == "report" {
-                "reconciled".into()
-            } else {
-                "in_progress".into()
-            };
-            manifest.error = None;
+        Ok((files, output)) => {
+            manifest.record_done(stage, &ran, files, output);
             job.store.save_manifest(&manifest, job.date)?;
-            tracing::info!(duration_ms, "stage done");
-            Ok(record)
+            tracing::info!(duration_ms = ran.duration_ms, "stage done");
+            Ok(manifest)
         }
         Err(e) => {
-            manifest.stages.insert(
-                stage.to_string(),
-                StageRecord {
-                    state: "failed".into(),
-                    finished_at,
-                    duration_ms,
-                    files: Vec::new(),
-                    detail: serde_json::json!({ "error": e.to_string() }),
-                    attempts,
-                },
-            );
-            manifest.status = e.status().into();
-            manifest.error = Some(e.to_string());
+            manifest.record_failed(stage, &ran, e.status(), e.to_string());
             job.store.save_manifest(&manifest, job.date)?;
             tracing::error!(error = %e, "stage failed");
             Err(e)
@@ -183,10 +146,5 @@ async fn stage_attempts(job: &Job<'_>, stage: &str) -> Result<StageRecord> {
     }
 }
 
-/// Whether a fetch brought different content than before (a re-issued bill).
-fn detail_changed(record: &StageRecord) -> bool {
-    record.detail["unchanged"].as_bool() != Some(true)
-}
-
-/// What a stage returns: committed files (relative to the root) and its detail.
-pub type Outcome = (Vec<String>, serde_json::Value);
+/// What a stage returns: committed files (relative to the root) and its typed record.
+pub type Outcome = (Vec<String>, Output);

@@ -1,20 +1,18 @@
 //! normalize: the raw bill to canonical rows (`normalized/`) and rejected rows (`rejected/`),
 //! through the channel's template, with the bill's own totals checked.
 
-use serde_json::json;
-
-use super::{Job, Outcome};
+use super::{Job, Outcome, Stage};
 use crate::error::{Error, Result};
 use crate::formats::{normalize_file, Target, Template};
+use crate::records::{NormalizeDetail, Output};
 
 /// Runs the stage.
 pub fn run(job: &Job<'_>) -> Result<Outcome> {
     let manifest = job.manifest()?;
-    let fetched = job.require(&manifest, "fetch", "normalize")?;
-    let file = fetched.detail["file"]
-        .as_str()
-        .ok_or_else(|| Error::Other("the fetch record names no file".into()))?
-        .to_string();
+    let file = job
+        .require(&manifest, Stage::Fetch, Stage::Normalize, |m| m.fetched())?
+        .file
+        .clone();
     let raw = job.store.area("raw", job.name(), job.date).join(&file);
     let template = Template::load(
         &job.channel.format,
@@ -73,15 +71,15 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
     );
     Ok((
         files,
-        json!({
-            "template": template.name,
-            "raw_file": file,
-            "rows_read": stats.rows_read,
-            "rows_written": stats.rows_written,
-            "rows_rejected": stats.rows_rejected,
-            "rows_skipped": stats.rows_skipped,
-            "sha256": normalized_sha,
-            "totals": stats.totals,
+        Output::Normalize(NormalizeDetail {
+            template: template.name.clone(),
+            raw_file: file,
+            rows_read: stats.rows_read,
+            rows_written: stats.rows_written,
+            rows_rejected: stats.rows_rejected,
+            rows_skipped: stats.rows_skipped,
+            sha256: normalized_sha,
+            totals: stats.totals,
         }),
     ))
 }

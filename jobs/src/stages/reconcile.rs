@@ -2,7 +2,7 @@
 //! output is routed in one pass to the differences (`results/…/diffs.parquet`), the carry-over
 //! for the next day (`carryover/`) and the statistics.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,51 +22,22 @@ use datafusion::arrow::datatypes::{
 use datafusion::common::ScalarValue;
 use futures::StreamExt;
 use reckon_udfs::Category;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::ageing;
 use super::collect::register_dirs;
-use super::{Job, Outcome};
+use super::{Job, Outcome, Stage};
 use crate::config::Channel;
 use crate::error::{Error, Result};
 use crate::parquet_io::write_file;
+use crate::records::{
+    AgeingDetail, CarryIn, CategoryStats, Counts, FetchDetail, LedgerIn, Output, ReconcileDetail,
+    Rules, SecondLookDetail,
+};
 use crate::schema;
 use crate::store::sha256_file;
-
-/// Counts and sums of one category.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct CategoryStats {
-    /// Rows (a matched pair is one row).
-    pub rows: u64,
-    /// Channel records in those rows.
-    pub channel_records: u64,
-    /// Platform records in those rows.
-    pub platform_records: u64,
-    /// Carried-in records in those rows.
-    pub carried_records: u64,
-    /// Sum of the channel amounts, scale-2 mantissa.
-    pub channel_amount: i128,
-    /// Sum of the platform amounts, scale-2 mantissa.
-    pub platform_amount: i128,
-    /// Rows whose status difference the platform's refund table explains.
-    #[serde(default)]
-    pub refund_explained: u64,
-}
-
-impl CategoryStats {
-    /// Adds `o` into `self`.
-    pub fn add(&mut self, o: &CategoryStats) {
-        self.rows += o.rows;
-        self.channel_records += o.channel_records;
-        self.platform_records += o.platform_records;
-        self.carried_records += o.carried_records;
-        self.channel_amount += o.channel_amount;
-        self.platform_amount += o.platform_amount;
-        self.refund_explained += o.refund_explained;
-    }
-}
+use crate::store::{Manifest, Record};
 
 /// The hour of the day of a UTC instant in one zone. Zone offsets (since 1970) are whole
 /// quarter hours and change on quarter hours, so the offset is looked up once per UTC quarter
@@ -107,13 +78,6 @@ impl LocalHours {
     }
 }
 
-/// What the router counted.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Counts {
-    /// Per category name.
-    pub by_category: BTreeMap<String, CategoryStats>,
-}
-
 /// The Date32 epoch.
 pub(crate) fn epoch() -> NaiveDate {
     NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
@@ -125,17 +89,23 @@ pub(crate) fn date32(d: NaiveDate) -> i32 {
 }
 
 /// Where the carry-in comes from: the day before's carry-over, if that day was reconciled.
-fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(PathBuf, serde_json::Value)> {
+fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(PathBuf, CarryIn)> {
     let prev = job.date - Duration::days(1);
     let m = job.store.manifest(job.name(), prev)?;
-    if let Some(r) = m.done("reconcile") {
+    if let Some(r) = m.reconciled() {
         if let Some(f) = r.files.iter().find(|f| f.starts_with("carryover/")) {
             let p = job.path(f);
             let sha = sha256_file(&p)?;
             let rows = crate::parquet_io::row_count(&p)?;
             return Ok((
                 p,
-                json!({ "from": prev.to_string(), "file": f, "rows": rows, "sha256": sha }),
+                CarryIn {
+                    from: Some(prev.to_string()),
+                    file: Some(f.clone()),
+                    rows,
+                    sha256: sha,
+                    note: None,
+                },
             ));
         }
     }
@@ -149,7 +119,13 @@ fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(PathBuf, serde_json::Value)
     write_file(&p, schema::CARRY.clone(), &[])?;
     Ok((
         p,
-        json!({ "from": null, "rows": 0, "note": why, "sha256": "none" }),
+        CarryIn {
+            from: None,
+            file: None,
+            rows: 0,
+            sha256: "none".into(),
+            note: Some(why),
+        },
     ))
 }
 
@@ -242,9 +218,13 @@ pub fn params(ch: &Channel, date: NaiveDate) -> Result<Vec<(&'static str, Scalar
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let manifest = job.manifest()?;
-    let fetched = job.require(&manifest, "fetch", "reconcile")?;
-    let normalized = job.require(&manifest, "normalize", "reconcile")?;
-    let collected = job.require(&manifest, "collect", "reconcile")?;
+    let fetched = job.require(&manifest, Stage::Fetch, Stage::Reconcile, |m| m.fetched())?;
+    let normalized = job.require(&manifest, Stage::Normalize, Stage::Reconcile, |m| {
+        m.normalized().and_then(|r| r.facts())
+    })?;
+    let collected = job.require(&manifest, Stage::Collect, Stage::Reconcile, |m| {
+        m.collected()
+    })?;
     let staged = job.store.staging("reconcile", job.name(), job.date)?;
     let (carry_path, carry_detail) = carry_in(job, &staged)?;
 
@@ -274,15 +254,15 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         router.route(&plain_strings(&batch?)?, &origin)?;
     }
     let looked = match &job.config.second_look {
-        Some(cfg) => second_look(cfg, &mut router, &origin).await?,
-        None => serde_json::Value::Null,
+        Some(cfg) => Some(second_look(cfg, &mut router, &origin).await?),
+        None => None,
     };
     let diffs_path = staged.join("results").join("diffs.parquet");
     let carry_out = staged.join("carryover").join("part-0.parquet");
     let ledger_path = staged.join("results").join("ledger.parquet");
-    let (diff_rows, ageing_detail, ledger_sha) = age_and_write(
+    let (diff_rows, ageing) = age_and_write(
         job,
-        (&manifest, &fetched),
+        (&manifest, fetched),
         &router,
         (&diffs_path, &ledger_path),
         &origin,
@@ -293,29 +273,35 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let text = |r: std::result::Result<Option<rust_decimal::Decimal>, String>| {
         r.map(|d| d.map(|d| d.to_string())).map_err(Error::Config)
     };
-    let rules = json!({
-        "time_zone": ch.time_zone, "cut_window_secs": ch.cut_window_secs,
-        "grace_days": ch.grace_days,
-        "tolerance": ch.tolerance().map_err(Error::Config)?.to_string(),
-        "tolerance_rate": text(ch.tolerance_rate())?,
-        "fee_rate": text(ch.fee_rate())?, "match_key": ch.match_key,
-        "fee_rounding": ch.fee_rounding, "compare_amount": ch.compare_amount,
-    });
+    let rules = Rules {
+        time_zone: ch.time_zone.clone(),
+        cut_window_secs: ch.cut_window_secs,
+        grace_days: ch.grace_days,
+        tolerance: ch.tolerance().map_err(Error::Config)?.to_string(),
+        tolerance_rate: text(ch.tolerance_rate())?,
+        fee_rate: text(ch.fee_rate())?,
+        match_key: ch.match_key.clone(),
+        fee_rounding: ch.fee_rounding.clone(),
+        compare_amount: ch.compare_amount.clone(),
+    };
+    // The run id's inputs, each as the JSON text it has always been hashed as (a hash as a
+    // quoted string, the rules as an object with sorted keys), so run ids stay stable.
+    let quoted = |v: &str| serde_json::Value::from(v).to_string();
     let mut h = Sha256::new();
     for part in [
         job.name().to_string(),
         job.date.to_string(),
-        fetched.detail["sha256"].to_string(),
-        normalized.detail["sha256"].to_string(),
-        collected.detail["sha256"].to_string(),
-        carry_detail["sha256"].to_string(),
-        ledger_sha,
+        quoted(&fetched.sha256),
+        quoted(&normalized.sha256),
+        quoted(&collected.sha256),
+        quoted(&carry_detail.sha256),
+        quoted(&ageing.before.sha256),
         job.sql.hash("reconcile.sql")?,
-        rules.to_string(),
+        serde_json::to_value(&rules)?.to_string(),
         // What the operational database answered is an input too (not how it was asked).
         match &looked {
-            serde_json::Value::Null => looked.to_string(),
-            l => json!([l["looked_up"], l["found_in_database"]]).to_string(),
+            None => serde_json::Value::Null.to_string(),
+            Some(l) => json!([l.looked_up, l.found_in_database]).to_string(),
         },
     ] {
         h.update(part.as_bytes());
@@ -336,20 +322,20 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     }
     Ok((
         files,
-        json!({
-            "run_id": run_id,
-            "target_partitions": ctx.state().config().target_partitions(),
-            "carry_in": carry_detail,
-            "bill_sha256": fetched.detail["sha256"],
-            "ageing": ageing_detail,
-            "diff_rows": diff_rows,
-            "carry_out_rows": carry_rows,
-            "stats_rows": stats_rows,
-            "second_look": looked,
-            "counts": router.counts(),
-            "rules": rules,
-            "sql": origin,
-        }),
+        Output::Reconcile(Box::new(ReconcileDetail {
+            run_id,
+            target_partitions: ctx.state().config().target_partitions(),
+            carry_in: carry_detail,
+            bill_sha256: fetched.sha256.clone(),
+            ageing,
+            diff_rows,
+            carry_out_rows: carry_rows,
+            stats_rows,
+            second_look: looked,
+            counts: router.counts(),
+            rules,
+            sql: origin,
+        })),
     ))
 }
 
@@ -394,7 +380,7 @@ async fn second_look(
     cfg: &crate::config::SecondLook,
     router: &mut Router,
     origin: &str,
-) -> Result<serde_json::Value> {
+) -> Result<SecondLookDetail> {
     let missing = Category::MissingInPlatform.as_str();
     let (mut orders, mut refunds) = (Vec::new(), Vec::new());
     for b in &router.diffs {
@@ -474,14 +460,14 @@ async fn second_look(
         found = rewritten,
         "second look"
     );
-    Ok(json!({
-        "looked_up": orders.len() + refunds.len(),
-        "found_in_database": rewritten,
-        "connections": lookups.connections(),
-        "queries": lookups.queries(),
-        "retries": lookups.retries(),
-        "elapsed_ms": started.elapsed().as_millis() as u64,
-    }))
+    Ok(SecondLookDetail {
+        looked_up: (orders.len() + refunds.len()) as u64,
+        found_in_database: rewritten,
+        connections: lookups.connections(),
+        queries: lookups.queries(),
+        retries: lookups.retries(),
+        elapsed_ms: started.elapsed().as_millis() as u64,
+    })
 }
 
 /// A money column of the query's output.
@@ -808,16 +794,16 @@ impl Router {
 /// day before's ledger (an input of the run).
 fn age_and_write(
     job: &Job<'_>,
-    (manifest, fetched): (&crate::store::Manifest, &crate::store::StageRecord),
+    (manifest, fetched): (&Manifest, &FetchDetail),
     router: &Router,
     (diffs_path, ledger_path): (&Path, &Path),
     origin: &str,
-) -> Result<(u64, serde_json::Value, String)> {
+) -> Result<(u64, AgeingDetail)> {
     let diffs = match sorted(&router.diffs, &["diff_id"])? {
         Some(b) => b,
         None => RecordBatch::new_empty(router.output.clone()),
     };
-    let ledger_of = |r: &crate::store::StageRecord| {
+    let ledger_of = |r: &Record<ReconcileDetail>| {
         r.files
             .iter()
             .find(|f| f.ends_with("/ledger.parquet"))
@@ -826,24 +812,38 @@ fn age_and_write(
     };
     let prev = job.date - Duration::days(1);
     let prev_manifest = job.store.manifest(job.name(), prev)?;
-    let (before, before_detail) = match prev_manifest.done("reconcile").and_then(ledger_of) {
+    let (before, before_detail) = match prev_manifest.reconciled().and_then(ledger_of) {
         Some(p) => (
             ageing::read(&p)?,
-            json!({ "from": prev.to_string(), "file": job.store.relative(&p), "sha256": sha256_file(&p)? }),
+            LedgerIn {
+                from: Some(prev.to_string()),
+                file: Some(job.store.relative(&p)),
+                sha256: sha256_file(&p)?,
+                note: None,
+            },
         ),
         None => (
             Vec::new(),
-            json!({ "from": null, "sha256": "none",
-                    "note": format!("{prev} has no ledger: ageing starts on {}", job.date) }),
+            LedgerIn {
+                from: None,
+                file: None,
+                sha256: "none".into(),
+                note: Some(format!(
+                    "{prev} has no ledger: ageing starts on {}",
+                    job.date
+                )),
+            },
         ),
     };
-    let earlier = manifest.stages.get("reconcile");
+    // An earlier run of this day (done, or stale since), whose differences this run may
+    // resolve.
+    let earlier = manifest.stages.reconcile.as_ref();
     let earlier_run = match earlier.and_then(ledger_of) {
         Some(p) => ageing::read(&p)?,
         None => Vec::new(),
     };
     let bill_changed = earlier
-        .map(|r| r.detail["bill_sha256"] != fetched.detail["sha256"])
+        .map(|r| r.last_facts().map(|d| d.bill_sha256.as_str()) != Some(fetched.sha256.as_str()))
         .unwrap_or(false);
     let history = ageing::History {
         before: &before,
@@ -860,11 +860,12 @@ fn age_and_write(
     )?;
     write_file(diffs_path, diffs.schema(), std::slice::from_ref(&diffs))?;
     ageing::write(ledger_path, &ledger)?;
-    let sha = before_detail["sha256"].to_string();
     Ok((
         diffs.num_rows() as u64,
-        json!({ "before": before_detail, "stats": stats }),
-        sha,
+        AgeingDetail {
+            before: before_detail,
+            stats,
+        },
     ))
 }
 

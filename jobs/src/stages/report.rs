@@ -4,30 +4,33 @@
 use std::collections::BTreeMap;
 
 use reckon_udfs::{money_text, Category};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::reconcile::Counts;
-use super::{Job, Outcome};
+use super::{Job, Outcome, Stage};
 use crate::error::{Error, Result};
+use crate::records::{
+    Conservation, Counts, DayStatus, Inputs, Output, Outputs, ReportDetail, SideAmounts, Summary,
+    ThresholdCheck, Thresholds,
+};
 use crate::store::write_atomic;
 
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
-/// Builds the summary of a channel-day from its manifest; `Err` when conservation fails.
-pub fn summary(job: &Job<'_>) -> Result<Value> {
+/// Builds the summary of a channel-day from its manifest.
+pub fn summary(job: &Job<'_>) -> Result<Summary> {
     let manifest = job.manifest()?;
-    let normalized = job.require(&manifest, "normalize", "report")?;
-    let collected = job.require(&manifest, "collect", "report")?;
-    let reconciled = job.require(&manifest, "reconcile", "report")?;
-    let counts: Counts = serde_json::from_value(reconciled.detail["counts"].clone())?;
-    let inputs = json!({
-        "channel_rows": u(&normalized.detail["rows_written"]),
-        "platform_rows": u(&collected.detail["rows"]),
-        "rejected_rows": u(&normalized.detail["rows_rejected"]),
-        "carried_in_rows": u(&reconciled.detail["carry_in"]["rows"]),
-    });
+    let normalized = job.require(&manifest, Stage::Normalize, Stage::Report, |m| {
+        m.normalized().and_then(|r| r.facts())
+    })?;
+    let collected = job.require(&manifest, Stage::Collect, Stage::Report, |m| m.collected())?;
+    let reconciled = job.require(&manifest, Stage::Reconcile, Stage::Report, |m| {
+        m.reconciled().and_then(|r| r.facts())
+    })?;
+    let counts = &reconciled.counts;
+    let inputs = Inputs {
+        channel_rows: normalized.rows_written,
+        platform_rows: collected.rows,
+        rejected_rows: normalized.rows_rejected,
+        carried_in_rows: reconciled.carry_in.rows,
+    };
     let mut count_map = BTreeMap::new();
     let mut amounts = BTreeMap::new();
     let (mut ch, mut pf, mut ca, mut rows) = (0u64, 0u64, 0u64, 0u64);
@@ -38,13 +41,13 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
             .get(c.as_str())
             .cloned()
             .unwrap_or_default();
-        count_map.insert(c.as_str(), s.rows);
+        count_map.insert(c.as_str().to_string(), s.rows);
         amounts.insert(
-            c.as_str(),
-            json!({
-                "channel": money_text(s.channel_amount),
-                "platform": money_text(s.platform_amount),
-            }),
+            c.as_str().to_string(),
+            SideAmounts {
+                channel: money_text(s.channel_amount),
+                platform: money_text(s.platform_amount),
+            },
         );
         ch += s.channel_records;
         pf += s.platform_records;
@@ -76,63 +79,64 @@ pub fn summary(job: &Job<'_>) -> Result<Value> {
         .filter_map(|c| counts.by_category.get(c.as_str()))
         .map(|s| s.channel_amount - s.platform_amount)
         .sum();
-    let holds = ch == u(&inputs["channel_rows"])
-        && pf == u(&inputs["platform_rows"])
-        && ca == u(&inputs["carried_in_rows"]);
-    let matched = count_map
-        .get(Category::Matched.as_str())
-        .copied()
-        .unwrap_or(0)
-        + count_map
-            .get(Category::CrossDayMatched.as_str())
-            .copied()
-            .unwrap_or(0);
-    let thresholds = check_thresholds(job, &counts)?;
+    let holds =
+        ch == inputs.channel_rows && pf == inputs.platform_rows && ca == inputs.carried_in_rows;
+    let matched = [Category::Matched, Category::CrossDayMatched]
+        .iter()
+        .filter_map(|c| count_map.get(c.as_str()))
+        .sum::<u64>();
+    let thresholds = check_thresholds(job, counts)?;
     let area = |a: &str| job.store.relative(&job.store.area(a, job.name(), job.date));
-    Ok(json!({
-        "channel": job.name(),
-        "bill_date": job.date.to_string(),
-        "run_id": manifest.run_id,
-        "status": if holds { "reconciled" } else { "failed" },
-        "inputs": inputs,
-        "rows": rows,
-        "counts": count_map,
-        "amounts": amounts,
-        // Matched rows whose status difference the platform's refund table explained.
-        "matched_refund_explained": refund_explained,
-        "net_unexplained": money_text(net_unexplained),
-        "match_rate": if rows == 0 { 1.0 } else { (matched as f64 / rows as f64 * 1e6).round() / 1e6 },
-        "conservation": {
-            "holds": holds,
-            "channel_records": ch,
-            "platform_records": pf,
-            "carried_in_records": ca,
+    Ok(Summary {
+        channel: job.name().to_string(),
+        bill_date: job.date.to_string(),
+        run_id: manifest.run_id.clone(),
+        status: if holds {
+            DayStatus::Reconciled
+        } else {
+            DayStatus::Failed
         },
-        "thresholds": thresholds,
-        "bill_totals": normalized.detail["totals"],
-        "diff_rows": reconciled.detail["diff_rows"],
-        // Differences across days: new today, open since earlier, resolved today (by what).
-        "ageing": reconciled.detail["ageing"]["stats"],
-        "carry_out_rows": reconciled.detail["carry_out_rows"],
-        "outputs": {
-            "diffs": format!("{}/diffs.parquet", area("results")),
-            "ledger": format!("{}/ledger.parquet", area("results")),
-            "summary": format!("{}/summary.json", area("results")),
-            "carryover": area("carryover"),
-            "stats_by_hour": format!("{}/by_hour.parquet", area("stats")),
-            "stats_by_merchant": format!("{}/by_merchant.parquet", area("stats")),
-            "normalized": area("normalized"),
-            "rejected": area("rejected"),
-            "platform": area("platform"),
+        inputs,
+        rows,
+        counts: count_map,
+        amounts,
+        matched_refund_explained: refund_explained,
+        net_unexplained: money_text(net_unexplained),
+        match_rate: if rows == 0 {
+            1.0
+        } else {
+            (matched as f64 / rows as f64 * 1e6).round() / 1e6
         },
-    }))
+        conservation: Conservation {
+            holds,
+            channel_records: ch,
+            platform_records: pf,
+            carried_in_records: ca,
+        },
+        thresholds,
+        bill_totals: normalized.totals.clone(),
+        diff_rows: reconciled.diff_rows,
+        ageing: reconciled.ageing.stats.clone(),
+        carry_out_rows: reconciled.carry_out_rows,
+        outputs: Outputs {
+            diffs: format!("{}/diffs.parquet", area("results")),
+            ledger: format!("{}/ledger.parquet", area("results")),
+            summary: format!("{}/summary.json", area("results")),
+            carryover: area("carryover"),
+            stats_by_hour: format!("{}/by_hour.parquet", area("stats")),
+            stats_by_merchant: format!("{}/by_merchant.parquet", area("stats")),
+            normalized: area("normalized"),
+            rejected: area("rejected"),
+            platform: area("platform"),
+        },
+        marked_stale: None,
+    })
 }
 
-/// The channel's thresholds against the day: `{"passed": [categories], "checked": […]}`. A
-/// passed threshold is a finding, not a failure (see `--fail-on-threshold`).
-fn check_thresholds(job: &Job<'_>, counts: &Counts) -> Result<Value> {
-    let mut passed = Vec::new();
-    let mut checked = Vec::new();
+/// The channel's thresholds against the day. A passed threshold is a finding, not a
+/// failure (see `--fail-on-threshold`).
+fn check_thresholds(job: &Job<'_>, counts: &Counts) -> Result<Thresholds> {
+    let mut out = Thresholds::default();
     for l in job.channel.limits().map_err(Error::Config)? {
         let s = counts
             .by_category
@@ -148,31 +152,18 @@ fn check_thresholds(job: &Job<'_>, counts: &Counts) -> Result<Value> {
                 amount = money_text(amount),
                 "a threshold is passed"
             );
-            passed.push(l.category.clone());
+            out.passed.push(l.category.clone());
         }
-        checked.push(json!({
-            "category": l.category,
-            "count": s.rows,
-            "count_limit": l.count,
-            "amount": money_text(amount),
-            "amount_limit": l.amount.map(money_text),
-            "passed": over,
-        }));
+        out.checked.push(ThresholdCheck {
+            category: l.category.clone(),
+            count: s.rows,
+            count_limit: l.count,
+            amount: money_text(amount),
+            amount_limit: l.amount.map(money_text),
+            passed: over,
+        });
     }
-    Ok(json!({ "passed": passed, "checked": checked }))
-}
-
-/// Whether a run summary (one channel's, or a day's with `channels`) says a threshold passed.
-pub fn threshold_passed(summary: &Value) -> bool {
-    let one = |s: &Value| {
-        s["thresholds"]["passed"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty())
-    };
-    one(summary)
-        || summary["channels"]
-            .as_array()
-            .is_some_and(|cs| cs.iter().any(one))
+    Ok(out)
 }
 
 /// Runs the stage.
@@ -182,18 +173,25 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
         .store
         .area("results", job.name(), job.date)
         .join("summary.json");
-    let mut text = serde_json::to_vec_pretty(&s)?;
+    let mut text = serde_json::to_vec_pretty(&s.to_json())?;
     text.push(b'\n');
     write_atomic(&path, &text)?;
-    if s["conservation"]["holds"] != json!(true) {
+    if !s.conservation.holds {
         return Err(Error::Other(format!(
             "conservation check failed for {} {}: {}",
             job.name(),
             job.date,
-            s["conservation"]
+            serde_json::to_value(&s.conservation)?
         )));
     }
-    Ok((vec![job.store.relative(&path)], json!({ "summary": s })))
+    Ok((
+        vec![job.store.relative(&path)],
+        Output::Report(Box::new(ReportDetail { summary: s })),
+    ))
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
 }
 
 /// `summary.json` as a person reads it: one table per channel-day (for `reckon report`).
@@ -240,7 +238,7 @@ pub fn render(s: &Value) -> String {
         out,
         "  match rate {rate:.2}%   net unexplained {}   conservation {}",
         text(&s["net_unexplained"]),
-        if s["conservation"]["holds"] == json!(true) {
+        if s["conservation"]["holds"] == Value::Bool(true) {
             "holds"
         } else {
             "FAILS"
@@ -269,7 +267,7 @@ pub fn render(s: &Value) -> String {
         );
     }
     if let Some(checked) = s["thresholds"]["checked"].as_array() {
-        for t in checked.iter().filter(|t| t["passed"] == json!(true)) {
+        for t in checked.iter().filter(|t| t["passed"] == Value::Bool(true)) {
             let _ = writeln!(
                 out,
                 "  threshold passed: {} ({} rows, amount {}; limits: rows {}, amount {})",

@@ -1,13 +1,15 @@
 //! The storage root: where each area lives, how outputs are committed so a reader never sees
 //! a half-written file, and the per channel-and-date run manifest.
 
-use std::collections::BTreeMap;
+mod manifest;
+
+pub use manifest::*;
+
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, IoContext, Result};
@@ -90,11 +92,9 @@ impl Store {
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| Error::Other(format!("{}: unreadable manifest: {e}", path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest {
-                channel: channel.to_string(),
-                bill_date: date.to_string(),
-                ..Default::default()
-            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Manifest::new(channel, &date.to_string()))
+            }
             Err(e) => Err(Error::io(path, e)),
         }
     }
@@ -210,51 +210,4 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         h.update(&buf[..n]);
     }
     Ok(hex::encode(h.finalize()))
-}
-
-/// The state of one channel and bill date, kept at `runs/channel=C/dt=D/manifest.json`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The channel.
-    pub channel: String,
-    /// The bill date.
-    pub bill_date: String,
-    /// The deterministic id of the last reconciliation (hash of its inputs, SQL and rules).
-    pub run_id: Option<String>,
-    /// `in_progress` (some stages done), `reconciled`, `incomplete`, `waiting`, `unavailable`,
-    /// `failed` or `stale`.
-    pub status: String,
-    /// The last error, when the status is not `reconciled`.
-    pub error: Option<String>,
-    /// Each stage's record.
-    pub stages: BTreeMap<String, StageRecord>,
-}
-
-/// What a stage did.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct StageRecord {
-    /// `done` or `failed`.
-    pub state: String,
-    /// When it finished (UTC, RFC 3339).
-    pub finished_at: String,
-    /// How long it took.
-    pub duration_ms: u64,
-    /// Files it committed, relative to the storage root.
-    pub files: Vec<String>,
-    /// Stage-specific facts: hashes, counts, totals.
-    pub detail: serde_json::Value,
-    /// How many attempts it took (more than one when a service could not be reached).
-    #[serde(default = "one")]
-    pub attempts: u32,
-}
-
-fn one() -> u32 {
-    1
-}
-
-impl Manifest {
-    /// The record of `stage` if it is done.
-    pub fn done(&self, stage: &str) -> Option<&StageRecord> {
-        self.stages.get(stage).filter(|s| s.state == "done")
-    }
 }
