@@ -8,10 +8,13 @@
 //! - `values`: exact money and instants;
 //! - `writer`: canonical and rejected rows to Parquet.
 
+mod delimited;
 mod engine;
 mod lines;
 mod rows;
+mod split;
 mod template;
+mod totals;
 mod values;
 mod writer;
 mod xml;

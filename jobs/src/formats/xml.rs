@@ -9,9 +9,10 @@ use std::io::{BufRead, BufReader, Read};
 use quick_xml::events::Event;
 use rust_decimal::Decimal;
 
-use super::engine::{finish_totals, reject, template_zone, NormalizeStats};
+use super::engine::{reject, template_zone, NormalizeStats};
 use super::rows::{Outcome, Plan, Record};
 use super::template::Template;
+use super::totals::finish_totals;
 use super::writer::{RowWriter, Target};
 use crate::error::{Error, Result};
 
