@@ -5,6 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use ballista::prelude::{SessionConfigExt, SessionContextExt};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::session_state::SessionStateBuilder;
@@ -247,4 +251,24 @@ pub fn analyst_context(config: SessionConfig) -> SessionContext {
     let ctx = SessionContext::new_with_config(analyst_sql(config));
     register_udfs(&ctx);
     ctx
+}
+
+/// Registers `name` as a Parquet listing table over `dirs` (URLs or local paths, one per
+/// directory; replacing any earlier table).
+pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[String]) -> Result<()> {
+    let urls = dirs
+        .iter()
+        .map(ListingTableUrl::parse)
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    // The session's Parquet options (plain Utf8 strings, not views: see engine.rs).
+    let format = ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone());
+    let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .infer_schema(&ctx.state())
+        .await?;
+    let table = ListingTable::try_new(config)?;
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, Arc::new(table))?;
+    Ok(())
 }

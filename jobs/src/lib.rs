@@ -8,6 +8,7 @@ pub mod alerts;
 pub mod backfill;
 pub mod cluster;
 pub mod config;
+pub mod contracts;
 pub mod delta;
 pub mod demo;
 pub mod engine;

@@ -2,6 +2,8 @@
 
 use std::sync::{Arc, LazyLock};
 
+use chrono::NaiveDate;
+
 use datafusion::arrow::array::{new_null_array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
@@ -248,4 +250,14 @@ pub fn conform(
         }
     }
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+/// The Date32 epoch.
+pub fn epoch() -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default()
+}
+
+/// `d` as a Date32 value (days since the epoch).
+pub fn date32(d: NaiveDate) -> i32 {
+    (d - epoch()).num_days() as i32
 }

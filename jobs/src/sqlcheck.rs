@@ -17,9 +17,9 @@ use datafusion::sql::sqlparser::ast::Statement;
 use regex::Regex;
 
 use crate::config::{Channel, Config, WarehouseFormat};
+use crate::contracts;
 use crate::error::{Error, Result};
 use crate::objstore::Location;
-use crate::schema;
 use crate::sql::{plan_query, PlanError, SqlDir, FILES};
 
 /// One problem in one file.
@@ -131,17 +131,13 @@ fn reconcile_inputs(config: Option<&Config>) -> Result<Inputs> {
         None => sample_channel()?,
     };
     let day = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default();
-    let params = crate::stages::reconcile::params(&channel, day)?;
-    let wanted = crate::stages::reconcile::OUTPUT_COLUMNS
+    let params = contracts::reconcile::params(&channel, day)?;
+    let wanted = contracts::reconcile::OUTPUT_COLUMNS
         .iter()
         .map(|c| (c.to_string(), None))
         .collect();
     Ok(Inputs {
-        tables: Some(vec![
-            ("bill", schema::BILL.clone()),
-            ("platform", schema::PLATFORM.clone()),
-            ("carry_in", schema::CARRY.clone()),
-        ]),
+        tables: Some(contracts::reconcile::tables()),
         params: params.into(),
         wanted,
         note: String::new(),
@@ -155,14 +151,14 @@ fn sample_channel() -> Result<Channel> {
 /// The tables `platform.sql` reads are the user's own: with a config, their schemas are read
 /// from the warehouse (a partition's footer, a Delta log); without one it is only parsed.
 async fn platform_inputs(ctx: &SessionContext, config: Option<&Config>) -> Result<Inputs> {
-    let wanted: Wanted = schema::PLATFORM
+    let wanted: Wanted = contracts::platform::output()
         .fields()
         .iter()
         .filter(|f| f.name() != "snapshot_row")
-        .filter(|f| !schema::PLATFORM_OPTIONAL.contains(&f.name().as_str()))
+        .filter(|f| !contracts::platform::OPTIONAL.contains(&f.name().as_str()))
         .map(|f| (f.name().clone(), Some(f.data_type().clone())))
         .collect();
-    let params = crate::stages::collect::params("check", 0, 86_400_000_000).into();
+    let params = contracts::platform::params("check", 0, 86_400_000_000).into();
     let unplanned = |params, wanted, note: &str| {
         Ok(Inputs {
             tables: None,
@@ -206,7 +202,7 @@ async fn platform_inputs(ctx: &SessionContext, config: Option<&Config>) -> Resul
                         wh.partition_column
                     )));
                 };
-                crate::stages::collect::register_dirs(ctx, "__schema", &[part]).await?;
+                crate::engine::register_dirs(ctx, "__schema", &[part]).await?;
                 let s = ctx.table("__schema").await?.schema().inner().clone();
                 ctx.deregister_table("__schema")?;
                 s

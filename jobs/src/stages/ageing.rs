@@ -26,10 +26,10 @@ use reckon_udfs::Category;
 pub use crate::records::AgeingStats;
 use sha2::{Digest, Sha256};
 
-use super::reconcile::{date32 as days, epoch};
 use crate::error::{Error, Result};
 use crate::parquet_io::{read_file, write_file};
 use crate::schema;
+use crate::schema::{date32 as days, epoch};
 
 /// A difference's state on a day.
 pub const NEW: &str = "new";

@@ -9,43 +9,20 @@ use std::sync::Arc;
 use chrono::{Duration, NaiveDate};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{Field, Schema};
-use datafusion::common::ScalarValue;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::prelude::{ident, SessionContext};
+use datafusion::prelude::ident;
 use futures::StreamExt;
 
 use super::{Job, Outcome};
 use crate::config::{PostgresSource, WarehouseFormat};
+use crate::contracts;
+use crate::engine::register_dirs;
 use crate::error::{Error, IoContext, Result};
 use crate::objstore::Location;
 use crate::parquet_io::writer_props;
 use crate::records::{CollectDetail, Output};
 use crate::schema;
 use crate::store::sha256_file;
-
-/// Registers `name` as a Parquet listing table over `dirs` (URLs or local paths, one per
-/// directory; replacing any earlier table).
-pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[String]) -> Result<()> {
-    let urls = dirs
-        .iter()
-        .map(ListingTableUrl::parse)
-        .collect::<datafusion::error::Result<Vec<_>>>()?;
-    // The session's Parquet options (plain Utf8 strings, not views: see engine.rs).
-    let format = ParquetFormat::default().with_options(ctx.state().table_options().parquet.clone());
-    let options = ListingOptions::new(Arc::new(format)).with_file_extension(".parquet");
-    let config = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(options)
-        .infer_schema(&ctx.state())
-        .await?;
-    let table = ListingTable::try_new(config)?;
-    ctx.deregister_table(name)?;
-    ctx.register_table(name, Arc::new(table))?;
-    Ok(())
-}
 
 /// `batch` with `name` added (or replaced).
 fn with_column(batch: &RecordBatch, name: &str, col: ArrayRef) -> Result<RecordBatch> {
@@ -60,17 +37,6 @@ fn with_column(batch: &RecordBatch, name: &str, col: ArrayRef) -> Result<RecordB
     fields.push(Field::new(name, col.data_type().clone(), true));
     cols.push(col);
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
-}
-
-/// The parameters `platform.sql` gets: the channel, and the day as `[day_start, day_end)` in
-/// microseconds since the epoch.
-pub fn params(channel: &str, start: i64, end: i64) -> Vec<(&'static str, ScalarValue)> {
-    let ts = |v| ScalarValue::TimestampMicrosecond(Some(v), Some("UTC".into()));
-    vec![
-        ("channel", ScalarValue::Utf8(Some(channel.to_string()))),
-        ("day_start", ts(start)),
-        ("day_end", ts(end)),
-    ]
 }
 
 /// The partitions a bill date reads: the day before, the day, the day after.
@@ -214,18 +180,18 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         }
     };
 
-    let params = params(job.name(), start, end);
-    let (text, origin) = job.sql.read("platform.sql")?;
+    let params = contracts::platform::params(job.name(), start, end);
+    let (text, origin) = job.sql.read(contracts::platform::FILE)?;
     let df = crate::sql::plan(&job.engines.local, &text, &origin, params.into()).await?;
     // Sorted on every column, so the same warehouse rows give the same snapshot bytes (and
     // run id) however the engine scheduled the scan.
     let present = df.schema().clone();
-    let order = schema::PLATFORM
+    let order = contracts::platform::output()
         .fields()
         .iter()
         .filter(|f| f.name() != "snapshot_row")
         .filter(|f| {
-            !schema::PLATFORM_OPTIONAL.contains(&f.name().as_str())
+            !contracts::platform::OPTIONAL.contains(&f.name().as_str())
                 || present.field_with_unqualified_name(f.name()).is_ok()
         })
         .map(|f| ident(f.name()).sort(true, true))
@@ -253,7 +219,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         let batch = schema::conform(
             &batch,
             &schema::PLATFORM,
-            schema::PLATFORM_OPTIONAL,
+            contracts::platform::OPTIONAL,
             schema::Extra::Drop,
             &origin,
         )?;

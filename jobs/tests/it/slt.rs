@@ -49,12 +49,9 @@ struct Harness {
 impl Harness {
     fn new() -> Result<Self, SltError> {
         let ctx = reckon::engine::analyst_context(datafusion::prelude::SessionConfig::new());
-        for (name, schema) in [
-            ("bill", &*reckon::schema::BILL),
-            ("platform", &*reckon::schema::PLATFORM),
-            ("carry_in", &*reckon::schema::CARRY),
-        ] {
-            let table = MemTable::try_new(nullable(schema), vec![vec![]])
+        // The tables reconcile.sql reads, as its contract declares them.
+        for (name, schema) in reckon::contracts::reconcile::tables() {
+            let table = MemTable::try_new(nullable(&schema), vec![vec![]])
                 .map_err(|e| SltError(e.to_string()))?;
             ctx.register_table(name, Arc::new(table))
                 .map_err(|e| SltError(e.to_string()))?;
@@ -95,13 +92,13 @@ impl Harness {
     /// Registers `reconciled`: reconcile.sql over the tables as they are now.
     async fn reconcile(&self) -> Result<(), SltError> {
         let params: Vec<(&str, ScalarValue)> =
-            reckon::stages::reconcile::params(&self.channel()?, self.bill_date)
+            reckon::contracts::reconcile::params(&self.channel()?, self.bill_date)
                 .map_err(|e| SltError(e.to_string()))?;
         let dir = SqlDir {
             dir: Some(sql_dir()),
         };
         let (text, origin) = dir
-            .read("reconcile.sql")
+            .read(reckon::contracts::reconcile::FILE)
             .map_err(|e| SltError(e.to_string()))?;
         let df = reckon::sql::plan(&self.ctx, &text, &origin, params.into())
             .await

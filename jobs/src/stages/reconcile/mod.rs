@@ -1,0 +1,218 @@
+//! reconcile: the full outer join and classification of `sql/reconcile.sql`, run once; its
+//! output is routed in one pass to the differences (`results/…/diffs.parquet`), the carry-over
+//! for the next day (`carryover/`) and the statistics.
+
+mod look;
+mod route;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Duration;
+use datafusion::arrow::array::RecordBatch;
+use futures::StreamExt;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::{Job, Outcome, Stage};
+use crate::contracts;
+use crate::engine::register_dirs;
+use crate::error::{Error, Result};
+use crate::parquet_io::write_file;
+use crate::records::{CarryIn, Output, ReconcileDetail, Rules};
+use crate::schema;
+use crate::store::sha256_file;
+use look::second_look;
+use route::Router;
+use write::age_and_write;
+
+/// Where the carry-in comes from: the day before's carry-over, if that day was reconciled.
+fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(PathBuf, CarryIn)> {
+    let prev = job.date - Duration::days(1);
+    let m = job.store.manifest(job.name(), prev)?;
+    if let Some(r) = m.reconciled() {
+        if let Some(f) = r.files.iter().find(|f| f.starts_with("carryover/")) {
+            let p = job.path(f);
+            let sha = sha256_file(&p)?;
+            let rows = crate::parquet_io::row_count(&p)?;
+            return Ok((
+                p,
+                CarryIn {
+                    from: Some(prev.to_string()),
+                    file: Some(f.clone()),
+                    rows,
+                    sha256: sha,
+                    note: None,
+                },
+            ));
+        }
+    }
+    let why = if m.stages.is_empty() {
+        format!("{prev} was never run")
+    } else {
+        format!("{prev} is not reconciled ({})", m.status)
+    };
+    tracing::warn!("no carry-in: {why}");
+    let p = staged.join("carry_in_empty").join("part-0.parquet");
+    write_file(&p, schema::CARRY.clone(), &[])?;
+    Ok((
+        p,
+        CarryIn {
+            from: None,
+            file: None,
+            rows: 0,
+            sha256: "none".into(),
+            note: Some(why),
+        },
+    ))
+}
+
+/// The engine may hand out strings as views; outputs always hold plain UTF-8.
+fn plain_strings(b: &RecordBatch) -> Result<RecordBatch> {
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    if !b
+        .schema()
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8))
+    {
+        return Ok(b.clone());
+    }
+    let mut fields = Vec::new();
+    let mut cols = Vec::new();
+    for (f, c) in b.schema().fields().iter().zip(b.columns()) {
+        if matches!(f.data_type(), DataType::Utf8View | DataType::LargeUtf8) {
+            fields.push(Field::new(f.name(), DataType::Utf8, f.is_nullable()));
+            cols.push(datafusion::arrow::compute::cast(c, &DataType::Utf8)?);
+        } else {
+            fields.push(f.as_ref().clone());
+            cols.push(c.clone());
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
+}
+
+/// Runs the stage.
+pub async fn run(job: &Job<'_>) -> Result<Outcome> {
+    let manifest = job.manifest()?;
+    let fetched = job.require(&manifest, Stage::Fetch, Stage::Reconcile, |m| m.fetched())?;
+    let normalized = job.require(&manifest, Stage::Normalize, Stage::Reconcile, |m| {
+        m.normalized().and_then(|r| r.facts())
+    })?;
+    let collected = job.require(&manifest, Stage::Collect, Stage::Reconcile, |m| {
+        m.collected()
+    })?;
+    let staged = job.store.staging("reconcile", job.name(), job.date)?;
+    let (carry_path, carry_detail) = carry_in(job, &staged)?;
+
+    let bill = job.store.area("normalized", job.name(), job.date);
+    let platform = job.store.area("platform", job.name(), job.date);
+    let ctx = &job.engines.join;
+    let url = |p: &Path| crate::objstore::dir_url(p);
+    register_dirs(ctx, "bill", &[url(&bill)]).await?;
+    register_dirs(ctx, "platform", &[url(&platform)]).await?;
+    register_dirs(ctx, "carry_in", &[url(&carry_path)]).await?;
+
+    let ch = job.channel;
+    let params = contracts::reconcile::params(ch, job.date)?;
+    let (text, origin) = job.sql.read(contracts::reconcile::FILE)?;
+    let df = crate::sql::plan(ctx, &text, &origin, params.into()).await?;
+    let mut stream = df.execute_stream().await?;
+    // The query's own columns, known from its plan: an empty day's diffs have them too.
+    let output = plain_strings(&RecordBatch::new_empty(stream.schema()))?.schema();
+
+    let mut router = Router::new(
+        job.date,
+        ch.grace_days,
+        ch.tz().map_err(Error::Config)?,
+        output,
+    );
+    while let Some(batch) = stream.next().await {
+        router.route(&plain_strings(&batch?)?, &origin)?;
+    }
+    let looked = match &job.config.second_look {
+        Some(cfg) => Some(second_look(cfg, &mut router, &origin).await?),
+        None => None,
+    };
+    let diffs_path = staged.join("results").join("diffs.parquet");
+    let carry_out = staged.join("carryover").join("part-0.parquet");
+    let ledger_path = staged.join("results").join("ledger.parquet");
+    let (diff_rows, ageing) = age_and_write(
+        job,
+        (&manifest, fetched),
+        &router,
+        (&diffs_path, &ledger_path),
+        &origin,
+    )?;
+    let carry_rows = router.finish_carry(&carry_out)?;
+    let stats_rows = router.write_stats(job.name(), &staged.join("stats"))?;
+
+    let text = |r: std::result::Result<Option<rust_decimal::Decimal>, String>| {
+        r.map(|d| d.map(|d| d.to_string())).map_err(Error::Config)
+    };
+    let rules = Rules {
+        time_zone: ch.time_zone.clone(),
+        cut_window_secs: ch.cut_window_secs,
+        grace_days: ch.grace_days,
+        tolerance: ch.tolerance().map_err(Error::Config)?.to_string(),
+        tolerance_rate: text(ch.tolerance_rate())?,
+        fee_rate: text(ch.fee_rate())?,
+        match_key: ch.match_key.clone(),
+        fee_rounding: ch.fee_rounding.clone(),
+        compare_amount: ch.compare_amount.clone(),
+    };
+    // The run id's inputs, each as the JSON text it has always been hashed as (a hash as a
+    // quoted string, the rules as an object with sorted keys), so run ids stay stable.
+    let quoted = |v: &str| serde_json::Value::from(v).to_string();
+    let mut h = Sha256::new();
+    for part in [
+        job.name().to_string(),
+        job.date.to_string(),
+        quoted(&fetched.sha256),
+        quoted(&normalized.sha256),
+        quoted(&collected.sha256),
+        quoted(&carry_detail.sha256),
+        quoted(&ageing.before.sha256),
+        job.sql.hash(contracts::reconcile::FILE)?,
+        serde_json::to_value(&rules)?.to_string(),
+        // What the operational database answered is an input too (not how it was asked).
+        match &looked {
+            None => serde_json::Value::Null.to_string(),
+            Some(l) => json!([l.looked_up, l.found_in_database]).to_string(),
+        },
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let run_id = hex::encode(&h.finalize()[..8]);
+
+    let mut files = Vec::new();
+    for (dir, area, exclusive) in [
+        ("results", "results", false),
+        ("carryover", "carryover", true),
+        ("stats", "stats", true),
+    ] {
+        let dest = job.store.area(area, job.name(), job.date);
+        for p in job.store.publish(&staged.join(dir), &dest, exclusive)? {
+            files.push(job.store.relative(&p));
+        }
+    }
+    Ok((
+        files,
+        Output::Reconcile(Box::new(ReconcileDetail {
+            run_id,
+            target_partitions: ctx.state().config().target_partitions(),
+            carry_in: carry_detail,
+            bill_sha256: fetched.sha256.clone(),
+            ageing,
+            diff_rows,
+            carry_out_rows: carry_rows,
+            stats_rows,
+            second_look: looked,
+            counts: router.counts(),
+            rules,
+            sql: origin,
+        })),
+    ))
+}

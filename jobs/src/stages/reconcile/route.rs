@@ -1,0 +1,481 @@
+//! The router: every classified row counted into the statistics (per category and local hour,
+//! per category and merchant), the differences and the carry-over kept, in one pass.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{Duration, NaiveDate};
+use chrono_tz::Tz;
+use datafusion::arrow::array::{
+    Array, AsArray, BooleanArray, Date32Builder, Decimal128Array, Decimal128Builder, Int64Builder,
+    RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
+use datafusion::arrow::compute::kernels::cmp::neq;
+use datafusion::arrow::compute::{
+    concat_batches, filter_record_batch, lexsort_to_indices, take_record_batch, SortColumn,
+};
+use datafusion::arrow::datatypes::{
+    Date32Type, Decimal128Type, Int64Type, SchemaRef, TimestampMicrosecondType,
+};
+use reckon_udfs::Category;
+
+use crate::error::{Error, Result};
+use crate::parquet_io::write_file;
+use crate::records::{CategoryStats, Counts};
+use crate::schema;
+use crate::schema::date32;
+
+/// The hour of the day of a UTC instant in one zone. Zone offsets (since 1970) are whole
+/// quarter hours and change on quarter hours, so the offset is looked up once per UTC quarter
+/// hour and remembered.
+pub(super) struct LocalHours {
+    zone: Tz,
+    offsets: HashMap<i64, i64>,
+}
+
+impl LocalHours {
+    const QUARTER_US: i64 = 900_000_000;
+
+    fn new(zone: Tz) -> Self {
+        Self {
+            zone,
+            offsets: HashMap::new(),
+        }
+    }
+
+    /// The local hour (0–23) of `micros` since the epoch, UTC.
+    fn hour(&mut self, micros: i64) -> u32 {
+        use chrono::{Offset, TimeZone};
+        let q = micros.div_euclid(Self::QUARTER_US);
+        let zone = self.zone;
+        let off = *self.offsets.entry(q).or_insert_with(|| {
+            chrono::DateTime::from_timestamp_micros(q * Self::QUARTER_US)
+                .map(|t| {
+                    i64::from(
+                        zone.offset_from_utc_datetime(&t.naive_utc())
+                            .fix()
+                            .local_minus_utc(),
+                    )
+                })
+                .unwrap_or(0)
+        });
+        let local_secs = micros.div_euclid(1_000_000) + off;
+        (local_secs.rem_euclid(86_400) / 3_600) as u32
+    }
+}
+
+/// Routes the classified rows: statistics for all, differences and carry-over for some.
+pub(super) struct Router {
+    pub(super) date: NaiveDate,
+    pub(super) grace_days: i64,
+    /// The categories seen, in order of first sight; `hourly` refers to them by place.
+    pub(super) names: Vec<String>,
+    /// Statistics per category and hour of the day in the channel's zone.
+    pub(super) hourly: HashMap<(usize, Option<u32>), CategoryStats>,
+    /// Statistics per category and merchant (NULL merchant apart, so no row allocates).
+    pub(super) by_merchant: HashMap<usize, (CategoryStats, HashMap<String, CategoryStats>)>,
+    pub(super) hours: LocalHours,
+    pub(super) diffs: Vec<RecordBatch>,
+    pub(super) carry: Vec<RecordBatch>,
+    /// The query's output columns (strings plain).
+    pub(super) output: SchemaRef,
+}
+
+pub(super) fn col<'a>(b: &'a RecordBatch, name: &str, origin: &str) -> Result<&'a Arc<dyn Array>> {
+    b.column_by_name(name).ok_or_else(|| {
+        Error::Config(format!(
+            "{origin}: the query has no output column {name:?}, which the job needs"
+        ))
+    })
+}
+
+macro_rules! typed {
+    ($b:expr, $name:expr, $origin:expr, $as:ident $(::<$t:ty>)?) => {{
+        let c = col($b, $name, $origin)?;
+        c.$as$(::<$t>)?().ok_or_else(|| {
+            Error::Config(format!("{}: output column {:?} has type {}", $origin, $name, c.data_type()))
+        })?
+    }};
+}
+pub(super) use typed;
+
+/// A money column of the query's output.
+fn money<'a>(b: &'a RecordBatch, name: &str, origin: &str) -> Result<&'a Decimal128Array> {
+    Ok(typed!(b, name, origin, as_primitive_opt::<Decimal128Type>))
+}
+
+impl Router {
+    pub(super) fn new(date: NaiveDate, grace_days: i64, zone: Tz, output: SchemaRef) -> Self {
+        Self {
+            date,
+            grace_days,
+            output,
+            names: Vec::new(),
+            hourly: HashMap::new(),
+            by_merchant: HashMap::new(),
+            hours: LocalHours::new(zone),
+            diffs: Vec::new(),
+            carry: Vec::new(),
+        }
+    }
+
+    pub(super) fn route(&mut self, b: &RecordBatch, origin: &str) -> Result<()> {
+        if b.num_rows() == 0 {
+            return Ok(());
+        }
+        let category = typed!(b, "category", origin, as_string_opt::<i32>);
+        let in_ch = typed!(b, "in_channel", origin, as_boolean_opt);
+        let in_pf = typed!(b, "in_platform", origin, as_boolean_opt);
+        let ch_carried = typed!(b, "channel_carried", origin, as_boolean_opt);
+        let pf_carried = typed!(b, "platform_carried", origin, as_boolean_opt);
+        let (ch_amount, pf_amount) = (
+            money(b, "channel_amount", origin)?,
+            money(b, "platform_amount", origin)?,
+        );
+        // Optional: SQL from before the refund check has no such column.
+        let explained = b
+            .column_by_name("refund_explained")
+            .and_then(|c| c.as_boolean_opt())
+            .cloned();
+        let time = |name| -> Result<_> {
+            Ok(typed!(
+                b,
+                name,
+                origin,
+                as_primitive_opt::<TimestampMicrosecondType>
+            ))
+        };
+        let (ch_time, pf_time) = (time("channel_time")?, time("platform_time")?);
+        // Optional: SQL from before merchants has no such column (all rows: no merchant).
+        let merchant = b
+            .column_by_name("merchant_id")
+            .and_then(|c| c.as_string_opt::<i32>());
+        for row in 0..b.num_rows() {
+            if category.is_null(row) {
+                return Err(Error::Other(format!("{origin}: a row without a category")));
+            }
+            let (c, p) = (in_ch.value(row), in_pf.value(row));
+            let (cc, pc) = (ch_carried.value(row), pf_carried.value(row));
+            let one = CategoryStats {
+                rows: 1,
+                channel_records: u64::from(c && !cc),
+                platform_records: u64::from(p && !pc),
+                carried_records: u64::from(c && cc) + u64::from(p && pc),
+                channel_amount: if ch_amount.is_null(row) {
+                    0
+                } else {
+                    ch_amount.value(row)
+                },
+                platform_amount: if pf_amount.is_null(row) {
+                    0
+                } else {
+                    pf_amount.value(row)
+                },
+                refund_explained: u64::from(
+                    explained
+                        .as_ref()
+                        .is_some_and(|e| e.is_valid(row) && e.value(row)),
+                ),
+            };
+            let cat = category.value(row);
+            let t = [ch_time, pf_time]
+                .into_iter()
+                .find(|t| t.is_valid(row))
+                .map(|t| t.value(row));
+            let hour = t.map(|t| self.hours.hour(t));
+            let ci = match self.names.iter().position(|n| n == cat) {
+                Some(i) => i,
+                None => {
+                    self.names.push(cat.to_string());
+                    self.names.len() - 1
+                }
+            };
+            self.hourly.entry((ci, hour)).or_default().add(&one);
+            let (none, known) = self.by_merchant.entry(ci).or_default();
+            match merchant.and_then(|m| m.is_valid(row).then(|| m.value(row))) {
+                None => none.add(&one),
+                Some(m) => match known.get_mut(m) {
+                    Some(s) => s.add(&one),
+                    None => {
+                        known.insert(m.to_string(), one);
+                    }
+                },
+            }
+        }
+        let not_matched = neq(
+            category,
+            &datafusion::arrow::array::Scalar::new(datafusion::arrow::array::StringArray::from(
+                vec![Category::Matched.as_str()],
+            )),
+        )?;
+        let diffs = filter_record_batch(b, &not_matched)?;
+        if diffs.num_rows() > 0 {
+            let pending: BooleanArray = typed!(&diffs, "category", origin, as_string_opt::<i32>)
+                .iter()
+                .map(|c| Some(c == Some(Category::CrossDayPending.as_str())))
+                .collect();
+            let p = filter_record_batch(&diffs, &pending)?;
+            if p.num_rows() > 0 {
+                self.carry.push(self.carry_rows(&p, origin)?);
+            }
+            self.diffs.push(diffs);
+        }
+        Ok(())
+    }
+
+    /// The carry-over records of CROSS_DAY_PENDING rows: each keeps its own side's values.
+    pub(super) fn carry_rows(&self, b: &RecordBatch, origin: &str) -> Result<RecordBatch> {
+        let n = b.num_rows();
+        let s = |name| -> Result<_> { Ok(typed!(b, name, origin, as_string_opt::<i32>)) };
+        let in_ch = typed!(b, "in_channel", origin, as_boolean_opt);
+        let (ch_amount, pf_amount) = (
+            money(b, "channel_amount", origin)?,
+            money(b, "platform_amount", origin)?,
+        );
+        let fee = money(b, "channel_fee", origin)?;
+        let ch_time = typed!(
+            b,
+            "channel_time",
+            origin,
+            as_primitive_opt::<TimestampMicrosecondType>
+        );
+        let pf_time = typed!(
+            b,
+            "platform_time",
+            origin,
+            as_primitive_opt::<TimestampMicrosecondType>
+        );
+        let line = typed!(b, "source_line", origin, as_primitive_opt::<Int64Type>);
+        let from = typed!(b, "carried_from", origin, as_primitive_opt::<Date32Type>);
+        let until = typed!(b, "grace_until", origin, as_primitive_opt::<Date32Type>);
+        let (txn_type, ch_id, mo, refund, po, ch_status, pf_status, file) = (
+            s("txn_type")?,
+            s("channel_txn_id")?,
+            s("merchant_order_id")?,
+            s("refund_id")?,
+            s("platform_order_id")?,
+            s("channel_status")?,
+            s("platform_status")?,
+            s("source_file")?,
+        );
+        let today = date32(self.date);
+        let grace_end = date32(self.date + Duration::days(self.grace_days));
+        let mut side = StringBuilder::new();
+        let (mut cf, mut gu) = (Date32Builder::new(), Date32Builder::new());
+        let mut strs: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
+        // Optional: SQL from before merchants has no such column.
+        let merchant = b
+            .column_by_name("merchant_id")
+            .and_then(|c| c.as_string_opt::<i32>());
+        let mut amount = Decimal128Builder::new().with_data_type(schema::MONEY);
+        let mut fees = Decimal128Builder::new().with_data_type(schema::MONEY);
+        let mut time = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        let mut lines = Int64Builder::new();
+        let get = |a: &datafusion::arrow::array::StringArray, i: usize| {
+            (!a.is_null(i)).then(|| a.value(i).to_string())
+        };
+        for i in 0..n {
+            let channel_side = in_ch.value(i);
+            side.append_value(if channel_side { "CHANNEL" } else { "PLATFORM" });
+            cf.append_value(if from.is_null(i) {
+                today
+            } else {
+                from.value(i)
+            });
+            gu.append_value(if until.is_null(i) {
+                grace_end
+            } else {
+                until.value(i)
+            });
+            strs[0].append_option(get(txn_type, i));
+            strs[1].append_option(get(ch_id, i));
+            strs[2].append_option(get(mo, i));
+            strs[3].append_option(get(refund, i));
+            strs[4].append_option(get(po, i));
+            strs[5].append_option(if channel_side {
+                get(ch_status, i)
+            } else {
+                get(pf_status, i)
+            });
+            strs[6].append_option(get(file, i));
+            strs[7].append_option(merchant.and_then(|m| get(m, i)));
+            let (a, t) = if channel_side {
+                (ch_amount, ch_time)
+            } else {
+                (pf_amount, pf_time)
+            };
+            amount.append_option((!a.is_null(i)).then(|| a.value(i)));
+            time.append_option((!t.is_null(i)).then(|| t.value(i)));
+            fees.append_option((!fee.is_null(i)).then(|| fee.value(i)));
+            lines.append_option((!line.is_null(i)).then(|| line.value(i)));
+        }
+        let mut it = strs
+            .into_iter()
+            .map(|mut b| Arc::new(b.finish()) as Arc<dyn Array>);
+        let mut next = || {
+            it.next()
+                .ok_or_else(|| Error::Other("carry columns".into()))
+        };
+        let cols: Vec<Arc<dyn Array>> = vec![
+            Arc::new(side.finish()),
+            Arc::new(cf.finish()),
+            Arc::new(gu.finish()),
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            next()?,
+            Arc::new(amount.finish()),
+            Arc::new(fees.finish()),
+            next()?,
+            Arc::new(time.finish()),
+            next()?,
+            Arc::new(lines.finish()),
+            next()?,
+        ];
+        Ok(RecordBatch::try_new(schema::CARRY.clone(), cols)?)
+    }
+
+    /// Counts and sums per category, over the hours.
+    pub(super) fn counts(&self) -> Counts {
+        let mut counts = Counts::default();
+        for ((ci, _), s) in &self.hourly {
+            counts
+                .by_category
+                .entry(self.names[*ci].clone())
+                .or_default()
+                .add(s);
+        }
+        counts
+    }
+
+    /// The day's statistics in `dir`: `by_hour.parquet` (one row per category and hour of the
+    /// day in the channel's zone, NULL when the row has no time) and `by_merchant.parquet` (one
+    /// row per category and merchant, NULL when neither side names one); sorted, sums at
+    /// DECIMAL(38,2). Returns the rows written.
+    pub(super) fn write_stats(&self, channel: &str, dir: &Path) -> Result<u64> {
+        use datafusion::arrow::array::{Int32Array, StringArray};
+        let mut hours: Vec<(&str, Option<u32>, &CategoryStats)> = self
+            .hourly
+            .iter()
+            .map(|((ci, h), s)| (self.names[*ci].as_str(), *h, s))
+            .collect();
+        hours.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut merchants: Vec<(&str, Option<&str>, &CategoryStats)> = Vec::new();
+        for (ci, (none, known)) in &self.by_merchant {
+            let name = self.names[*ci].as_str();
+            if none.rows > 0 {
+                merchants.push((name, None, none));
+            }
+            merchants.extend(known.iter().map(|(m, s)| (name, Some(m.as_str()), s)));
+        }
+        merchants.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let date = date32(self.date);
+        let by_hour = stats_batch(
+            &schema::BY_HOUR,
+            channel,
+            date,
+            hours.iter().map(|(c, _, s)| (*c, *s)),
+            Arc::new(Int32Array::from_iter(
+                hours.iter().map(|h| h.1.map(|v| v as i32)),
+            )),
+        )?;
+        let by_merchant = stats_batch(
+            &schema::BY_MERCHANT,
+            channel,
+            date,
+            merchants.iter().map(|(c, _, s)| (*c, *s)),
+            Arc::new(StringArray::from_iter(merchants.iter().map(|m| m.1))),
+        )?;
+        write_file(
+            &dir.join("by_hour.parquet"),
+            schema::BY_HOUR.clone(),
+            &[by_hour],
+        )?;
+        write_file(
+            &dir.join("by_merchant.parquet"),
+            schema::BY_MERCHANT.clone(),
+            &[by_merchant],
+        )?;
+        Ok((hours.len() + merchants.len()) as u64)
+    }
+
+    /// Writes the carry-over sorted by side and id, so the same inputs give the same file
+    /// whatever order the engine produced.
+    pub(super) fn finish_carry(&self, carry_path: &Path) -> Result<u64> {
+        let carry = sorted(
+            &self.carry,
+            &["side", "merchant_order_id", "refund_id", "source_line"],
+        )?;
+        let carry_rows = carry.as_ref().map(|b| b.num_rows() as u64).unwrap_or(0);
+        write_file(
+            carry_path,
+            schema::CARRY.clone(),
+            &carry.into_iter().collect::<Vec<_>>(),
+        )?;
+        Ok(carry_rows)
+    }
+}
+
+pub(super) fn sorted(batches: &[RecordBatch], keys: &[&str]) -> Result<Option<RecordBatch>> {
+    let Some(first) = batches.first() else {
+        return Ok(None);
+    };
+    let all = concat_batches(&first.schema(), batches)?;
+    let cols = keys
+        .iter()
+        .map(|k| {
+            all.column_by_name(k)
+                .map(|c| SortColumn {
+                    values: c.clone(),
+                    options: None,
+                })
+                .ok_or_else(|| Error::Other(format!("no column {k} to sort by")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let idx = lexsort_to_indices(&cols, None)?;
+    Ok(Some(take_record_batch(&all, &idx)?))
+}
+
+/// A statistics table of the declared `schema` ([`schema::BY_HOUR`], [`schema::BY_MERCHANT`]):
+/// `channel`, `bill_date`, `category`, the grain's column, then the counts and sums of each
+/// row of `stats`.
+fn stats_batch<'a>(
+    schema: &SchemaRef,
+    channel: &str,
+    date: i32,
+    stats: impl Iterator<Item = (&'a str, &'a CategoryStats)>,
+    grain: Arc<dyn Array>,
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Date32Array, StringArray, UInt64Array};
+    let stats: Vec<_> = stats.collect();
+    let n = stats.len();
+    let count = |f: fn(&CategoryStats) -> u64| -> Arc<dyn Array> {
+        Arc::new(UInt64Array::from_iter_values(
+            stats.iter().map(|(_, s)| f(s)),
+        ))
+    };
+    let sum = |f: fn(&CategoryStats) -> i128| -> Arc<dyn Array> {
+        Arc::new(
+            Decimal128Array::from_iter_values(stats.iter().map(|(_, s)| f(s)))
+                .with_data_type(schema::MONEY_SUM),
+        )
+    };
+    let cols: Vec<Arc<dyn Array>> = vec![
+        Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            channel, n,
+        ))),
+        Arc::new(Date32Array::from_iter_values(std::iter::repeat_n(date, n))),
+        Arc::new(StringArray::from_iter_values(stats.iter().map(|(c, _)| *c))),
+        grain,
+        count(|s| s.rows),
+        count(|s| s.channel_records),
+        count(|s| s.platform_records),
+        count(|s| s.carried_records),
+        sum(|s| s.channel_amount),
+        sum(|s| s.platform_amount),
+        count(|s| s.refund_explained),
+    ];
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
