@@ -7,7 +7,6 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 
 use crate::config::Channel;
-use crate::error::{Error, Result};
 use crate::schema::{self, date32};
 
 /// `sql/platform.sql`: the warehouse's `orders` and `refunds` (your own tables) to the
@@ -82,16 +81,15 @@ pub mod reconcile {
     ];
 
     /// The parameters `reconcile.sql` gets for channel `ch` on bill date `date`.
-    pub fn params(ch: &Channel, date: NaiveDate) -> Result<Vec<(&'static str, ScalarValue)>> {
-        let tolerance = ch.tolerance().map_err(Error::Config)?;
-        let fee_rate = ch.fee_rate().map_err(Error::Config)?;
-        let tolerance_rate = ch.tolerance_rate().map_err(Error::Config)?;
+    pub fn params(ch: &Channel, date: NaiveDate) -> Vec<(&'static str, ScalarValue)> {
+        let r = &ch.rules;
+        let (tolerance, fee_rate, tolerance_rate) = (r.tolerance, r.fee_rate, r.tolerance_rate);
         let scaled = |d: rust_decimal::Decimal, s: u32| {
             let mut d = d;
             d.rescale(s);
             d.mantissa()
         };
-        Ok(vec![
+        vec![
             ("channel", ScalarValue::Utf8(Some(ch.name.clone()))),
             ("bill_date", ScalarValue::Date32(Some(date32(date)))),
             ("time_zone", ScalarValue::Utf8(Some(ch.time_zone.clone()))),
@@ -115,6 +113,6 @@ pub mod reconcile {
                 "compare_amount",
                 ScalarValue::Utf8(Some(ch.compare_amount.clone())),
             ),
-        ])
+        ]
     }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, Once};
 
 use chrono::NaiveDate;
 use datafusion::prelude::{col, lit, SessionContext};
-use deltalake::kernel::{DataType as DeltaType, StructField};
+
 use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, FilterOp, FilterValue};
 use url::Url;
 
@@ -168,16 +168,4 @@ pub async fn register(
         files,
         files_of_day,
     })
-}
-
-/// Turns the Hive-partitioned Parquet table in the local directory `dir` into a Delta table
-/// in place (the files stay; a `_delta_log` describing them is written). For `reckon
-/// generate --warehouse-format delta`.
-pub async fn convert_local(dir: &std::path::Path, partition_column: &str) -> Result<()> {
-    deltalake::operations::convert_to_delta::ConvertToDeltaBuilder::new()
-        .with_location(dir.display().to_string())
-        .with_partition_schema([StructField::new(partition_column, DeltaType::STRING, true)])
-        .await
-        .map_err(|e| Error::Other(format!("converting {} to Delta: {e}", dir.display())))?;
-    Ok(())
 }

@@ -10,9 +10,9 @@ use reckon_udfs::Category;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::generate::{generate, GenerateOptions};
 use crate::pipeline::{run_day, ChannelResult, Runtime};
 use crate::records::DayStatus;
+use reckon_gen::{generate, GenerateOptions};
 
 /// The demo's bill date.
 pub const DEMO_DATE: (i32, u32, u32) = (2026, 11, 20);
@@ -30,6 +30,7 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
         seed: 42,
         channels: Vec::new(),
     })?;
+    crate::sql::write_builtin(&dir.join("sql"))?;
     let config = Config::load(&generated.config)?;
     let rt = Runtime::open(&config, Some("local")).await?;
     let ran = Instant::now();

@@ -34,6 +34,9 @@ pub enum Error {
     /// Exit 1: Parquet failed.
     #[error("parquet: {0}")]
     Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    /// Exit 2 for a wrong option, else 1: generating the synthetic data set failed.
+    #[error("generate: {0}")]
+    Generate(#[from] reckon_gen::Error),
     /// Exit 1: anything else, with its context.
     #[error("{0}")]
     Other(String),
@@ -46,7 +49,7 @@ impl Error {
     /// The process exit code for this error (CONTRACT.md).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config(_) => 2,
+            Error::Config(_) | Error::Generate(reckon_gen::Error::Config(_)) => 2,
             Error::BadInput(_) => 3,
             Error::NotReady(_) | Error::Unavailable(_) => 75,
             _ => 1,

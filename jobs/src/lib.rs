@@ -15,7 +15,6 @@ pub mod engine;
 pub mod error;
 pub mod fetchers;
 pub mod formats;
-pub mod generate;
 pub mod lease;
 pub mod logs;
 pub mod objstore;

@@ -9,7 +9,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
 use crate::config::{resolve_location, Config, ObjectStoreConfig};
@@ -128,58 +128,6 @@ impl Location {
         out.sort();
         Ok(out)
     }
-
-    /// Writes `bytes` at `relative` below the location (for `reckon generate`).
-    pub async fn put(&self, relative: &str, bytes: Vec<u8>) -> Result<()> {
-        match self {
-            Location::Local(p) => {
-                let path = p.join(relative);
-                if let Some(d) = path.parent() {
-                    std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-                }
-                std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))
-            }
-            Location::Remote { prefix, store, .. } => {
-                let mut path = prefix.clone();
-                for part in relative.split('/').filter(|s| !s.is_empty()) {
-                    path = path.join(part);
-                }
-                store
-                    .put(&path, PutPayload::from(bytes))
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| remote_error(&self.display(), e))
-            }
-        }
-    }
-
-    /// Every file below the location (for tests and tools; tables are read by partition).
-    pub async fn files(&self) -> Result<Vec<String>> {
-        match self {
-            Location::Local(p) => Ok(walk(p)
-                .into_iter()
-                .filter_map(|f| f.strip_prefix(p).ok().map(|r| r.display().to_string()))
-                .collect()),
-            Location::Remote { prefix, store, .. } => {
-                let metas: Vec<_> = store
-                    .list(Some(prefix))
-                    .try_collect()
-                    .await
-                    .map_err(|e| remote_error(&self.display(), e))?;
-                Ok(metas
-                    .into_iter()
-                    .filter_map(|m| {
-                        m.location.prefix_match(prefix).map(|parts| {
-                            parts
-                                .map(|p| p.as_ref().to_string())
-                                .collect::<Vec<_>>()
-                                .join("/")
-                        })
-                    })
-                    .collect())
-            }
-        }
-    }
 }
 
 impl Location {
@@ -260,22 +208,6 @@ fn fetch_error(location: &str, e: object_store::Error) -> Error {
         Error::Other(m) => Error::Unavailable(m),
         e => e,
     }
-}
-
-fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// A local directory as a listing URL (with the trailing slash a directory needs).

@@ -334,19 +334,17 @@ fn failure_alert(
         detail: json!({ "error": e.to_string(), "status": e.status() }),
     };
     Ok(match e {
-        Error::NotReady(_) if stage == "fetch" => {
-            match ch.bill_due(date).map_err(Error::Config)? {
-                Some(due) if chrono::Utc::now() >= due => Some(alert(
-                    Cause::BillLate,
-                    format!(
-                        "the bill of {date} has not arrived by {} ({}): {e}",
-                        ch.bill_deadline.as_deref().unwrap_or(""),
-                        ch.time_zone
-                    ),
-                )),
-                _ => None,
-            }
-        }
+        Error::NotReady(_) if stage == "fetch" => match ch.bill_due(date) {
+            Some(due) if chrono::Utc::now() >= due => Some(alert(
+                Cause::BillLate,
+                format!(
+                    "the bill of {date} has not arrived by {} ({}): {e}",
+                    ch.bill_deadline.as_deref().unwrap_or(""),
+                    ch.time_zone
+                ),
+            )),
+            _ => None,
+        },
         Error::NotReady(_) => None,
         _ => Some(alert(Cause::StageFailed, e.to_string())),
     })
@@ -430,7 +428,40 @@ pub fn worst(codes: &[i32]) -> i32 {
 
 #[cfg(test)]
 mod tests {
-    use super::worst;
+    use super::*;
+
+    #[test]
+    fn a_day_reconciled_again_with_new_results_makes_later_reconciled_days_stale() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::new(tmp.path());
+        let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).expect("date");
+        for (d, status) in [
+            (19, DayStatus::Reconciled),
+            (21, DayStatus::Reconciled),
+            (22, DayStatus::Incomplete),
+            (23, DayStatus::Reconciled),
+        ] {
+            let mut m = Manifest::new("wechat", &day(d).to_string());
+            m.status = status;
+            store.save_manifest(&m, day(d)).expect("save");
+        }
+        let marked =
+            mark_later_stale(&store, "wechat", day(20), Some("old"), Some("new")).expect("mark");
+        assert_eq!(marked, ["2026-11-21", "2026-11-23"]);
+        let m = store.manifest("wechat", day(21)).expect("read");
+        assert_eq!(m.status, DayStatus::Stale);
+        assert!(m.error.is_some_and(|e| e.contains("run old became new")));
+        assert_eq!(
+            store.manifest("wechat", day(22)).expect("read").status,
+            DayStatus::Incomplete,
+            "only reconciled days go stale"
+        );
+        assert_eq!(
+            store.manifest("wechat", day(19)).expect("read").status,
+            DayStatus::Reconciled,
+            "earlier days are not touched"
+        );
+    }
 
     #[test]
     fn the_most_severe_exit_code_wins() {

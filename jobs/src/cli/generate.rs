@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use reckon::config::parse_date;
 use reckon::error::{Error, Result};
-use reckon::generate::{generate, GenerateOptions};
+use reckon_gen::{generate, GenerateOptions};
 
 #[derive(clap::Args, Debug)]
 pub struct DemoArgs {
@@ -69,11 +69,13 @@ pub async fn run(a: GenerateArgs) -> Result<i32> {
         seed: a.seed,
         channels: a.channels,
     })?;
+    // The analysts' SQL beside the config, ready to edit.
+    reckon::sql::write_builtin(&a.out.join("sql"))?;
     if a.warehouse_format == "delta" {
-        reckon::generate::warehouse_to_delta(&a.out).await?;
+        reckon_gen::warehouse::warehouse_to_delta(&a.out).await?;
     }
     if let Some(url) = &a.warehouse_url {
-        let n = reckon::generate::move_warehouse(&a.out, url).await?;
+        let n = reckon_gen::warehouse::move_warehouse(&a.out, url).await?;
         eprintln!("warehouse: {n} files written to {url}");
     }
     println!(

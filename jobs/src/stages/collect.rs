@@ -156,7 +156,7 @@ async fn register_parquet(job: &Job<'_>, name: &str, table: &Location) -> Result
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let wh = &job.config.warehouse;
-    let tz = job.channel.tz().map_err(Error::Config)?;
+    let tz = job.channel.rules.tz;
     let start = reckon_udfs::end_of_day_micros(job.date - Duration::days(1), tz);
     let end = reckon_udfs::end_of_day_micros(job.date, tz);
     let (Some(start), Some(end)) = (start, end) else {

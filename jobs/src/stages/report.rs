@@ -137,7 +137,7 @@ pub fn summary(job: &Job<'_>) -> Result<Summary> {
 /// failure (see `--fail-on-threshold`).
 fn check_thresholds(job: &Job<'_>, counts: &Counts) -> Result<Thresholds> {
     let mut out = Thresholds::default();
-    for l in job.channel.limits().map_err(Error::Config)? {
+    for l in &job.channel.rules.limits {
         let s = counts
             .by_category
             .get(&l.category)

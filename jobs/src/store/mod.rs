@@ -211,3 +211,94 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     }
     Ok(hex::encode(h.finalize()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn date() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 20).expect("date")
+    }
+
+    #[test]
+    fn publish_moves_the_new_set_in_and_an_owned_folder_keeps_only_it() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::new(tmp.path());
+        let dest = store.area("carryover", "alipay", date());
+        std::fs::create_dir_all(&dest).expect("dest");
+        std::fs::write(dest.join("part-0.parquet"), b"old").expect("old");
+        std::fs::write(dest.join("part-9.parquet"), b"stale").expect("stale");
+        let staged = store
+            .staging("reconcile", "alipay", date())
+            .expect("staging");
+        std::fs::write(staged.join("part-0.parquet"), b"new").expect("new");
+        let out = store.publish(&staged, &dest, true).expect("publish");
+        assert_eq!(out, vec![dest.join("part-0.parquet")]);
+        assert_eq!(
+            std::fs::read(dest.join("part-0.parquet")).expect("read"),
+            b"new"
+        );
+        assert!(
+            !dest.join("part-9.parquet").exists(),
+            "an owned folder drops the rest"
+        );
+        assert!(!staged.exists(), "the staging folder is gone");
+        assert_eq!(
+            store.relative(&out[0]),
+            "carryover/channel=alipay/dt=2026-11-20/part-0.parquet"
+        );
+
+        // A shared folder (results/) keeps the files the new set does not have.
+        let results = store.area("results", "alipay", date());
+        std::fs::create_dir_all(&results).expect("results");
+        std::fs::write(results.join("summary.json"), b"{}").expect("summary");
+        let staged = store
+            .staging("reconcile", "alipay", date())
+            .expect("staging");
+        std::fs::write(staged.join("diffs.parquet"), b"d").expect("diffs");
+        store.publish(&staged, &results, false).expect("publish");
+        assert!(results.join("summary.json").exists() && results.join("diffs.parquet").exists());
+    }
+
+    #[test]
+    fn staging_goes_when_dropped_and_a_killed_attempts_at_the_next_run() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::new(tmp.path());
+        let path = {
+            let s = store.staging("fetch", "wechat", date()).expect("staging");
+            std::fs::write(s.join("x"), b"x").expect("write");
+            s.to_path_buf()
+        };
+        assert!(!path.exists(), "a failed attempt leaves nothing");
+        // What a SIGKILL leaves: a folder no guard removed.
+        let left = tmp.path().join("_staging/wechat-2026-11-20-collect-1-2");
+        let other = tmp.path().join("_staging/alipay-2026-11-20-collect-1-2");
+        std::fs::create_dir_all(&left).expect("left");
+        std::fs::create_dir_all(&other).expect("other");
+        store.clear_stale_staging("wechat", date()).expect("clear");
+        assert!(!left.exists());
+        assert!(other.exists(), "another channel's attempt is not touched");
+    }
+
+    #[test]
+    fn a_manifest_is_saved_whole_and_read_back() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let store = Store::new(tmp.path());
+        let fresh = store.manifest("alipay", date()).expect("fresh");
+        assert_eq!(fresh.status, crate::records::DayStatus::NeverRun);
+        let mut m = fresh;
+        m.run_id = Some("abc".into());
+        m.status = crate::records::DayStatus::Reconciled;
+        store.save_manifest(&m, date()).expect("save");
+        let back = store.manifest("alipay", date()).expect("read");
+        assert_eq!(back.run_id.as_deref(), Some("abc"));
+        assert_eq!(back.status, crate::records::DayStatus::Reconciled);
+        let dir = store.manifest_path("alipay", date());
+        let names: Vec<String> = std::fs::read_dir(dir.parent().expect("dir"))
+            .expect("list")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["manifest.json"], "no temporary file left");
+    }
+}

@@ -92,8 +92,7 @@ impl Harness {
     /// Registers `reconciled`: reconcile.sql over the tables as they are now.
     async fn reconcile(&self) -> Result<(), SltError> {
         let params: Vec<(&str, ScalarValue)> =
-            reckon::contracts::reconcile::params(&self.channel()?, self.bill_date)
-                .map_err(|e| SltError(e.to_string()))?;
+            reckon::contracts::reconcile::params(&self.channel()?, self.bill_date);
         let dir = SqlDir {
             dir: Some(sql_dir()),
         };

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::{Job, Outcome, Stage};
 use crate::contracts;
 use crate::engine::register_dirs;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::parquet_io::write_file;
 use crate::records::{CarryIn, Output, ReconcileDetail, Rules};
 use crate::schema;
@@ -115,19 +115,14 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     register_dirs(ctx, "carry_in", &[url(&carry_path)]).await?;
 
     let ch = job.channel;
-    let params = contracts::reconcile::params(ch, job.date)?;
+    let params = contracts::reconcile::params(ch, job.date);
     let (text, origin) = job.sql.read(contracts::reconcile::FILE)?;
     let df = crate::sql::plan(ctx, &text, &origin, params.into()).await?;
     let mut stream = df.execute_stream().await?;
     // The query's own columns, known from its plan: an empty day's diffs have them too.
     let output = plain_strings(&RecordBatch::new_empty(stream.schema()))?.schema();
 
-    let mut router = Router::new(
-        job.date,
-        ch.grace_days,
-        ch.tz().map_err(Error::Config)?,
-        output,
-    );
+    let mut router = Router::new(job.date, ch.grace_days, ch.rules.tz, output);
     while let Some(batch) = stream.next().await {
         router.route(&plain_strings(&batch?)?, &origin)?;
     }
@@ -148,16 +143,13 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let carry_rows = router.finish_carry(&carry_out)?;
     let stats_rows = router.write_stats(job.name(), &staged.join("stats"))?;
 
-    let text = |r: std::result::Result<Option<rust_decimal::Decimal>, String>| {
-        r.map(|d| d.map(|d| d.to_string())).map_err(Error::Config)
-    };
     let rules = Rules {
         time_zone: ch.time_zone.clone(),
         cut_window_secs: ch.cut_window_secs,
         grace_days: ch.grace_days,
-        tolerance: ch.tolerance().map_err(Error::Config)?.to_string(),
-        tolerance_rate: text(ch.tolerance_rate())?,
-        fee_rate: text(ch.fee_rate())?,
+        tolerance: ch.rules.tolerance.to_string(),
+        tolerance_rate: ch.rules.tolerance_rate.map(|d| d.to_string()),
+        fee_rate: ch.rules.fee_rate.map(|d| d.to_string()),
         match_key: ch.match_key.clone(),
         fee_rounding: ch.fee_rounding.clone(),
         compare_amount: ch.compare_amount.clone(),
