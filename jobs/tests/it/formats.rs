@@ -1074,3 +1074,21 @@ time_zone = "UTC"
     }
     assert_eq!(status.null_count(), 0);
 }
+
+#[test]
+fn a_stripe_dispute_is_rejected_so_that_it_is_seen() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let bill = tmp.path().join("balance.csv");
+    let out = tmp.path().join("out");
+    let mut text =
+        std::fs::read_to_string(example("stripe_balance_2026-11-20.csv")).expect("example");
+    // A dispute takes a charge's money back as an `adjustment`; skipping it would hide it.
+    text.push_str("\"txn_3Q1fff\",\"adjustment\",\"du_3Q1fff\",\"-49.99\",\"15.00\",\"-64.99\",\"usd\",\"2026-11-20 20:00\",\"2026-11-22 00:00\",\"Chargeback withdrawal for ch_3Q1aaa\",\"\",\"\",\"\",\"\",\"\",\"1001\"\n");
+    write(&bill, text.as_bytes());
+    let (code, json, err) = normalize("stripe_balance_v1", &bill, &out, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(json["rows_rejected"], 1, "{json}");
+    let rejected = one(&out.join("rejected.parquet"));
+    let reason = s(&rejected, "reason", 0).expect("reason");
+    assert!(reason.contains("adjustment"), "{reason}");
+}
