@@ -449,7 +449,7 @@ pub struct Thresholds {
 }
 
 /// Where a day's outputs are, relative to the storage root.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outputs {
     /// `diffs.parquet`.
     pub diffs: String,
@@ -491,6 +491,7 @@ pub struct Summary {
     /// Amounts per category.
     pub amounts: BTreeMap<String, SideAmounts>,
     /// Matched rows whose status difference the platform's refund table explained.
+    #[serde(default)]
     pub matched_refund_explained: u64,
     /// Channel minus platform over every difference no rule explains.
     pub net_unexplained: String,
@@ -499,16 +500,22 @@ pub struct Summary {
     /// The conservation check.
     pub conservation: Conservation,
     /// The thresholds.
+    #[serde(default)]
     pub thresholds: Thresholds,
     /// The bill's totals checks.
+    #[serde(default)]
     pub bill_totals: Vec<TotalsResult>,
     /// Rows of `diffs.parquet`.
+    #[serde(default)]
     pub diff_rows: u64,
     /// Differences across days.
+    #[serde(default)]
     pub ageing: AgeingStats,
     /// Rows carried to the next day.
+    #[serde(default)]
     pub carry_out_rows: u64,
     /// Where the outputs are.
+    #[serde(default)]
     pub outputs: Outputs,
     /// Later days this run marked stale (in the run's JSON, not in `summary.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

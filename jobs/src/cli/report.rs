@@ -32,7 +32,7 @@ pub fn run(a: Args) -> Result<i32> {
                 path.display()
             ))
         })?;
-        let summary: serde_json::Value = serde_json::from_slice(&text)?;
+        let summary: reckon::records::Summary = serde_json::from_slice(&text)?;
         print!("{}", reckon::stages::report::render(&summary));
         for (wanted, file, grain, limit) in [
             (a.hourly, "by_hour.parquet", "hour", usize::MAX),

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use reckon_udfs::{money_text, Category};
-use serde_json::Value;
 
 use super::{Job, Outcome, Stage};
 use crate::error::{Error, Result};
@@ -190,31 +189,23 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
     ))
 }
 
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
 /// `summary.json` as a person reads it: one table per channel-day (for `reckon report`).
-pub fn render(s: &Value) -> String {
+pub fn render(s: &Summary) -> String {
     use std::fmt::Write;
     let mut out = String::new();
-    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
     let _ = writeln!(
         out,
         "{} {}  run {}  {}",
-        text(&s["channel"]),
-        text(&s["bill_date"]),
-        text(&s["run_id"]),
-        text(&s["status"])
+        s.channel,
+        s.bill_date,
+        s.run_id.as_deref().unwrap_or(""),
+        s.status
     );
-    let i = &s["inputs"];
+    let i = &s.inputs;
     let _ = writeln!(
         out,
         "  inputs: {} channel rows ({} rejected), {} platform rows, {} carried in",
-        u(&i["channel_rows"]),
-        u(&i["rejected_rows"]),
-        u(&i["platform_rows"]),
-        u(&i["carried_in_rows"])
+        i.channel_rows, i.rejected_rows, i.platform_rows, i.carried_in_rows
     );
     let _ = writeln!(
         out,
@@ -223,63 +214,61 @@ pub fn render(s: &Value) -> String {
     );
     for c in Category::ALL {
         let name = c.as_str();
-        let a = &s["amounts"][name];
+        let (channel, platform) = s
+            .amounts
+            .get(name)
+            .map(|a| (a.channel.as_str(), a.platform.as_str()))
+            .unwrap_or_default();
         let _ = writeln!(
             out,
             "  {:<22} {:>9} {:>18} {:>18}",
             name,
-            u(&s["counts"][name]),
-            text(&a["channel"]),
-            text(&a["platform"])
+            s.counts.get(name).copied().unwrap_or(0),
+            channel,
+            platform
         );
     }
-    let rate = s["match_rate"].as_f64().unwrap_or(0.0) * 100.0;
     let _ = writeln!(
         out,
-        "  match rate {rate:.2}%   net unexplained {}   conservation {}",
-        text(&s["net_unexplained"]),
-        if s["conservation"]["holds"] == Value::Bool(true) {
+        "  match rate {:.2}%   net unexplained {}   conservation {}",
+        s.match_rate * 100.0,
+        s.net_unexplained,
+        if s.conservation.holds {
             "holds"
         } else {
             "FAILS"
         }
     );
-    let a = &s["ageing"];
-    if a.is_object() {
-        let resolved = a["resolved"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .map(|(by, n)| format!("{} by {by}", u(n)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            })
-            .filter(|t| !t.is_empty())
-            .unwrap_or_else(|| "0".into());
+    let a = &s.ageing;
+    let resolved = a
+        .resolved
+        .iter()
+        .map(|(by, n)| format!("{n} by {by}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let _ = writeln!(
+        out,
+        "  open differences {} ({} new, {} persisting; oldest from {})   resolved today {}",
+        a.open,
+        a.new,
+        a.persisting,
+        a.oldest_open.as_deref().unwrap_or("-"),
+        if resolved.is_empty() {
+            "0".into()
+        } else {
+            resolved
+        }
+    );
+    for t in s.thresholds.checked.iter().filter(|t| t.passed) {
         let _ = writeln!(
             out,
-            "  open differences {} ({} new, {} persisting; oldest from {})   resolved today {}",
-            u(&a["open"]),
-            u(&a["new"]),
-            u(&a["persisting"]),
-            a["oldest_open"].as_str().unwrap_or("-"),
-            resolved
+            "  threshold passed: {} ({} rows, amount {}; limits: rows {}, amount {})",
+            t.category,
+            t.count,
+            t.amount,
+            t.count_limit.map_or("-".to_string(), |v| v.to_string()),
+            t.amount_limit.as_deref().unwrap_or("-"),
         );
-    }
-    if let Some(checked) = s["thresholds"]["checked"].as_array() {
-        for t in checked.iter().filter(|t| t["passed"] == Value::Bool(true)) {
-            let _ = writeln!(
-                out,
-                "  threshold passed: {} ({} rows, amount {}; limits: rows {}, amount {})",
-                text(&t["category"]),
-                u(&t["count"]),
-                text(&t["amount"]),
-                t["count_limit"]
-                    .as_u64()
-                    .map_or("-".to_string(), |v| v.to_string()),
-                t["amount_limit"].as_str().unwrap_or("-"),
-            );
-        }
     }
     out
 }
