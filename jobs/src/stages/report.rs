@@ -381,3 +381,36 @@ pub fn render_grain(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `summary.json` as reckon wrote it before the ageing, thresholds, bill totals and
+    /// outputs were added: `reckon report` still reads and renders it.
+    #[test]
+    fn an_older_summary_without_the_later_fields_still_renders() {
+        let old = r#"{
+          "channel": "alipay", "bill_date": "2026-11-20", "run_id": "abc123",
+          "status": "reconciled",
+          "inputs": {"channel_rows": 3, "platform_rows": 3, "rejected_rows": 0, "carried_in_rows": 0},
+          "rows": 3,
+          "counts": {"MATCHED": 2, "AMOUNT_MISMATCH": 1},
+          "amounts": {"MATCHED": {"channel": "20.00", "platform": "20.00"},
+                      "AMOUNT_MISMATCH": {"channel": "5.00", "platform": "4.00"}},
+          "net_unexplained": "1.00", "match_rate": 0.666667,
+          "conservation": {"holds": true, "channel_records": 3, "platform_records": 3,
+                           "carried_in_records": 0}
+        }"#;
+        let s: Summary = serde_json::from_str(old).expect("an older summary reads");
+        assert!(s.thresholds.passed.is_empty() && s.bill_totals.is_empty());
+        let text = render(&s);
+        assert!(
+            text.starts_with("alipay 2026-11-20  run abc123  reconciled"),
+            "{text}"
+        );
+        assert!(text.contains("AMOUNT_MISMATCH"), "{text}");
+        assert!(text.contains("match rate 66.67%"), "{text}");
+        assert!(text.contains("conservation holds"), "{text}");
+    }
+}
