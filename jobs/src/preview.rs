@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::engine::Engines;
 use crate::error::{Error, IoContext, Result};
-use crate::records::{DayStatus, SideAmounts, Stage, Summary};
+use crate::records::{Counts, DayStatus, Stage};
 use crate::sql::SqlDir;
 use crate::stages::{ageing, run_stage, Job};
 use crate::store::{Manifest, Store};
@@ -152,33 +152,23 @@ fn seed(committed: &Store, scratch: &Store, channel: &str, date: NaiveDate) -> R
     Ok(())
 }
 
-/// The categories' figures of a summary.
-fn figures(summary: Option<&Summary>) -> BTreeMap<&'static str, Figures> {
-    let mut out = BTreeMap::new();
-    for c in Category::ALL {
-        let name = c.as_str();
-        let amount = |side: fn(&SideAmounts) -> &str| -> i128 {
-            summary
-                .and_then(|s| s.amounts.get(name))
-                .and_then(|a| side(a).parse::<rust_decimal::Decimal>().ok())
-                .map(|mut d| {
-                    d.rescale(2);
-                    d.mantissa()
-                })
-                .unwrap_or(0)
-        };
-        out.insert(
-            name,
-            Figures {
-                rows: summary
-                    .and_then(|s| s.counts.get(name))
-                    .map_or(0, |n| *n as i64),
-                channel_amount: amount(|a| &a.channel),
-                platform_amount: amount(|a| &a.platform),
-            },
-        );
-    }
-    out
+/// The categories' figures of a reconciliation's counts (none: every category empty).
+fn figures(counts: Option<&Counts>) -> BTreeMap<&'static str, Figures> {
+    Category::ALL
+        .iter()
+        .map(|c| {
+            let s = counts
+                .and_then(|n| n.by_category.get(c.as_str()))
+                .cloned()
+                .unwrap_or_default();
+            let f = Figures {
+                rows: s.rows as i64,
+                channel_amount: s.channel_amount,
+                platform_amount: s.platform_amount,
+            };
+            (c.as_str(), f)
+        })
+        .collect()
 }
 
 /// The open differences of a day's ledger by ageing key: (category, match key, type).
@@ -264,21 +254,24 @@ pub async fn preview_channel(
             Ok(_) => {}
             // A preview whose conservation breaks is still worth showing: its summary is
             // written, and says `failed`.
-            Err(e)
-                if stage == Stage::Report && scratch_summary(&scratch, channel, date).is_some() =>
-            {
+            Err(e) if stage == Stage::Report && summary_written(&scratch, channel, date) => {
                 tracing::warn!(error = %e, "the preview fails its conservation check");
             }
             Err(e) => return Err(e),
         }
     }
     let before = committed.manifest(channel, date)?;
-    let committed_summary = before.reported().map(|r| r.summary.clone());
-    let preview_summary = scratch_summary(&scratch, channel, date);
-    let (a, b) = (
-        figures(committed_summary.as_ref()),
-        figures(preview_summary.as_ref()),
-    );
+    let after = scratch.manifest(channel, date)?;
+    // The committed day counts only once its report is done.
+    let committed_counts = before
+        .reported()
+        .and(before.reconciled().and_then(|r| r.facts()))
+        .map(|r| &r.counts);
+    let preview_counts = after
+        .reconciled()
+        .and_then(|r| r.facts())
+        .map(|r| &r.counts);
+    let (a, b) = (figures(committed_counts), figures(preview_counts));
     let categories = Category::ALL
         .iter()
         .map(|c| {
@@ -296,7 +289,7 @@ pub async fn preview_channel(
             }
         })
         .collect();
-    let committed_open = if committed_summary.is_some() {
+    let committed_open = if committed_counts.is_some() {
         open_of(&committed, channel, date)?
     } else {
         Open::new()
@@ -304,22 +297,26 @@ pub async fn preview_channel(
     Ok(Preview {
         channel: channel.to_string(),
         bill_date: date.to_string(),
-        committed_run_id: committed_summary.as_ref().and(before.run_id.clone()),
-        preview_run_id: scratch.manifest(channel, date)?.run_id,
-        status: preview_summary
-            .as_ref()
-            .map_or(DayStatus::Failed, |s| s.status),
+        committed_run_id: committed_counts.and(before.run_id.clone()),
+        preview_run_id: after.run_id.clone(),
+        // Reconciled, or failed when the report (conservation) or an earlier stage failed.
+        status: if after.status == DayStatus::Reconciled {
+            DayStatus::Reconciled
+        } else {
+            DayStatus::Failed
+        },
         categories,
         moved: moved(&committed_open, &open_of(&scratch, channel, date)?),
     })
 }
 
-/// The preview's `summary.json` (written also when its conservation check fails).
-fn scratch_summary(scratch: &Store, channel: &str, date: NaiveDate) -> Option<Summary> {
-    let path = scratch.area("results", channel, date).join("summary.json");
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
+/// Whether the preview's report wrote its `summary.json` (it does also when the
+/// conservation check then fails).
+fn summary_written(scratch: &Store, channel: &str, date: NaiveDate) -> bool {
+    scratch
+        .area("results", channel, date)
+        .join("summary.json")
+        .exists()
 }
 
 /// The preview as a person reads it: a table of the categories that change, then the moved

@@ -23,7 +23,7 @@ use datafusion::arrow::datatypes::{
 };
 use reckon_udfs::Category;
 
-pub use crate::records::AgeingStats;
+use crate::records::AgeingStats;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};

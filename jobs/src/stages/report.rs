@@ -17,7 +17,7 @@ use crate::store::write_atomic;
 pub fn summary(job: &Job<'_>) -> Result<Summary> {
     let manifest = job.manifest()?;
     let normalized = job.require(&manifest, Stage::Normalize, Stage::Report, |m| {
-        m.normalized().and_then(|r| r.facts())
+        m.normalized()
     })?;
     let collected = job.require(&manifest, Stage::Collect, Stage::Report, |m| m.collected())?;
     let reconciled = job.require(&manifest, Stage::Reconcile, Stage::Report, |m| {

@@ -256,12 +256,9 @@ impl Manifest {
         self.stages.fetch.as_ref().and_then(Record::facts)
     }
 
-    /// Normalize's record, when it is done.
-    pub fn normalized(&self) -> Option<&Record<NormalizeDetail>> {
-        self.stages
-            .normalize
-            .as_ref()
-            .filter(|r| r.facts().is_some())
+    /// Normalize's facts, when it is done.
+    pub fn normalized(&self) -> Option<&NormalizeDetail> {
+        self.stages.normalize.as_ref().and_then(Record::facts)
     }
 
     /// Collect's facts, when it is done.

@@ -98,7 +98,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let manifest = job.manifest()?;
     let fetched = job.require(&manifest, Stage::Fetch, Stage::Reconcile, |m| m.fetched())?;
     let normalized = job.require(&manifest, Stage::Normalize, Stage::Reconcile, |m| {
-        m.normalized().and_then(|r| r.facts())
+        m.normalized()
     })?;
     let collected = job.require(&manifest, Stage::Collect, Stage::Reconcile, |m| {
         m.collected()
