@@ -145,7 +145,7 @@ pub async fn run(config: &Config, req: &Request<'_>, engines: &Engines) -> Resul
         let mut todo = Vec::new();
         let mut lines: BTreeMap<String, Outcome> = BTreeMap::new();
         for name in &names {
-            let status = store.manifest(name, date)?.status;
+            let status = store.manifest(name, date).await?.status;
             let line = |status: LineStatus, error: Option<String>| Outcome {
                 date,
                 channel: name.clone(),

@@ -36,7 +36,7 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
     let ran = Instant::now();
     let result = run_day(&config, &[], date, &rt.engines).await?;
     let code = result.exit_code;
-    let root = rt.store.root().display().to_string();
+    let root = rt.store.display();
     rt.close();
     let mut out = String::new();
     let _ = writeln!(
@@ -58,20 +58,24 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
     let _ = writeln!(out, "outputs under {root}/:");
     for (what, path) in [
         (
+            "the committed day: every file below, by path",
+            format!("runs/channel=*/dt={date}/committed.json"),
+        ),
+        (
             "differences to review",
-            format!("results/channel=*/dt={date}/diffs.parquet"),
+            format!("results/channel=*/dt={date}/_v=*/diffs.parquet"),
         ),
         (
             "counts and amounts",
-            format!("results/channel=*/dt={date}/summary.json"),
+            format!("results/channel=*/dt={date}/_v=*/summary.json"),
         ),
         (
             "carried to the next day",
-            format!("carryover/channel=*/dt={date}/"),
+            format!("carryover/channel=*/dt={date}/_v=*/"),
         ),
         (
             "rows the parser rejected",
-            format!("rejected/channel=*/dt={date}/"),
+            format!("rejected/channel=*/dt={date}/_v=*/"),
         ),
         (
             "run state",

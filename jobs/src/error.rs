@@ -25,6 +25,17 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The storage root (or another object store) failed: exit 75 when the store could not
+    /// be reached after object_store's own retries (5xx, 429, timeouts, resets), 2 when it
+    /// refused the credentials, else 1.
+    #[error("{what}: {source}")]
+    Store {
+        /// The object (or folder) as the user names it.
+        what: String,
+        /// What the store said.
+        #[source]
+        source: object_store::Error,
+    },
     /// Exit 1: the engine failed.
     #[error("engine: {0}")]
     Engine(#[from] datafusion::error::DataFusionError),
@@ -52,6 +63,13 @@ impl Error {
             Error::Config(_) | Error::Generate(reckon_gen::Error::Config(_)) => 2,
             Error::BadInput(_) => 3,
             Error::NotReady(_) | Error::Unavailable(_) => 75,
+            Error::Store { source, .. } if store_transient(source) => 75,
+            Error::Store {
+                source:
+                    object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. },
+                ..
+            } => 2,
             _ => 1,
         }
     }
@@ -63,6 +81,7 @@ impl Error {
             Error::BadInput(_) => DayStatus::Incomplete,
             Error::NotReady(_) => DayStatus::Waiting,
             Error::Unavailable(_) => DayStatus::Unavailable,
+            Error::Store { source, .. } if store_transient(source) => DayStatus::Unavailable,
             _ => DayStatus::Failed,
         }
     }
@@ -90,11 +109,12 @@ impl Error {
         }
         fn df_transient(e: &D) -> bool {
             match e {
-                D::ObjectStore(_) => true,
+                D::ObjectStore(e) => store_transient(e),
                 D::IoError(e) => io_transient(e),
                 D::Context(_, inner) => df_transient(inner),
                 D::External(e) => {
-                    e.downcast_ref::<object_store::Error>().is_some()
+                    e.downcast_ref::<object_store::Error>()
+                        .is_some_and(store_transient)
                         || e.downcast_ref::<std::io::Error>().is_some_and(io_transient)
                 }
                 _ => false,
@@ -104,6 +124,7 @@ impl Error {
             Error::Unavailable(_) => true,
             Error::Io { source, .. } => io_transient(source),
             Error::Engine(e) => df_transient(e),
+            Error::Store { source, .. } => store_transient(source),
             _ => false,
         }
     }
@@ -115,6 +136,15 @@ impl Error {
             source,
         }
     }
+}
+
+/// Whether an object store's error is its transport failing (after its own retries), as
+/// opposed to an answer: a missing object, a refused precondition or credentials, a bad path.
+fn store_transient(e: &object_store::Error) -> bool {
+    matches!(
+        e,
+        object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+    )
 }
 
 impl From<serde_json::Error> for Error {

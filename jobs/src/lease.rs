@@ -1,12 +1,13 @@
 //! The lease on a channel-date: two runs of the same channel and date at once would race on
-//! its manifest and outputs, so a run first takes `runs/channel=C/dt=D/lease.json`. The file
-//! is created with its content in one step (a hard link of a finished sibling, which fails if
-//! the lease exists), renewed while the run works, and removed when it ends. A holder that
-//! crashed blocks nobody for long: its lease expires, and on the same host a holder whose
-//! process is gone is stale at once. Taking over a stale lease renames it away first, so of two
-//! runs that find it stale only one takes it.
+//! its manifest and outputs, so a run first takes `runs/channel=C/dt=D/lease.json` on the
+//! storage root, with a conditional put: created only if absent (`If-None-Match: *` on S3, a
+//! hard link locally), renewed and taken over only at the version the taker read
+//! (`If-Match: <etag>` on S3, under a `flock` locally), so of two processes on any two hosts
+//! only one holds it. A finished run marks it released the same way. A holder that crashed
+//! blocks nobody for long: its lease expires, and on the same host a holder whose process is
+//! gone is stale at once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::store::{write_atomic, Store};
+use crate::store::{Expect, Root, Store, Version};
 
 /// Who holds a lease, until when.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -30,6 +31,9 @@ pub struct Holder {
     pub acquired_at: String,
     /// When it expires unless renewed (UTC, RFC 3339).
     pub expires_at: String,
+    /// The run ended and let it go.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub released: bool,
 }
 
 impl Holder {
@@ -41,9 +45,10 @@ impl Holder {
     }
 
     fn expired(&self, now: DateTime<Utc>) -> bool {
-        DateTime::parse_from_rfc3339(&self.expires_at)
-            .map(|t| t.with_timezone(&Utc) <= now)
-            .unwrap_or(true)
+        self.released
+            || DateTime::parse_from_rfc3339(&self.expires_at)
+                .map(|t| t.with_timezone(&Utc) <= now)
+                .unwrap_or(true)
     }
 
     /// A holder on this host whose process is gone.
@@ -88,35 +93,43 @@ pub struct LeasePolicy {
     pub wait: Duration,
 }
 
-/// A held lease; released on drop.
+/// A held lease: renewed in the background until [`Lease::release`] (or drop, which stops the
+/// renewals and lets it expire).
 pub struct Lease {
-    path: PathBuf,
+    root: Root,
+    rel: String,
     me: Holder,
+    version: Arc<tokio::sync::Mutex<Version>>,
     stop: Arc<AtomicBool>,
-    renewer: Option<std::thread::JoinHandle<()>>,
-}
-
-fn read_holder(path: &Path) -> Option<Holder> {
-    let bytes = std::fs::read(path).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    renewer: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+fn lease_path(store: &Store, channel: &str, date: chrono::NaiveDate) -> String {
+    format!("{}/lease.json", store.area("runs", channel, date))
+}
+
+async fn read_holder(root: &Root, rel: &str) -> Result<Option<(Option<Holder>, Version)>> {
+    Ok(root
+        .get(rel)
+        .await?
+        .map(|(b, v)| (serde_json::from_slice::<Holder>(&b).ok(), v)))
+}
+
 impl Lease {
     /// Takes the lease of `channel` on `date`, waiting up to `policy.wait` for its holder;
     /// `Err(NotReady)` names the holder when it is still held.
-    pub fn acquire(
+    pub async fn acquire(
         store: &Store,
         channel: &str,
         date: chrono::NaiveDate,
         policy: LeasePolicy,
     ) -> Result<Lease> {
-        let dir = store.area("runs", channel, date);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-        let path = dir.join("lease.json");
+        let root = store.root().clone();
+        let rel = lease_path(store, channel, date);
         let started = Instant::now();
         let ttl = chrono::Duration::from_std(policy.ttl).unwrap_or(chrono::Duration::hours(1));
         loop {
@@ -127,40 +140,32 @@ impl Lease {
                 invocation: invocation_id().to_string(),
                 acquired_at: stamp(now),
                 expires_at: stamp(now + ttl),
+                released: false,
             };
-            // Written aside, then linked into place: the lease never exists half written.
-            let aside = dir.join(format!(".lease-{}-{}.json", me.pid, me.invocation));
-            std::fs::write(&aside, serde_json::to_vec_pretty(&me)?)
-                .map_err(|e| Error::io(&aside, e))?;
-            let linked = std::fs::hard_link(&aside, &path);
-            let _ = std::fs::remove_file(&aside);
-            match linked {
-                Ok(()) => {
-                    tracing::debug!(channel, %date, "lease taken");
-                    return Ok(Lease::start(path, me, policy.ttl));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(Error::io(&path, e)),
+            let bytes = serde_json::to_vec_pretty(&me)?;
+            if let Some(v) = root.put_if(&rel, bytes.clone(), Expect::Absent).await? {
+                tracing::debug!(channel, %date, "lease taken");
+                return Ok(Lease::start(root, rel, me, v, policy.ttl));
             }
-            let holder = read_holder(&path);
+            let Some((holder, version)) = read_holder(&root, &rel).await? else {
+                continue;
+            };
             let stale = match &holder {
                 Some(h) => h.expired(now) || h.dead_here(),
-                // Unreadable (written by hand, or a foreign tool): stale once old enough.
-                None => std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .map(|t| t.elapsed().unwrap_or_default() > policy.ttl)
-                    .unwrap_or(false),
+                // Unreadable (written by hand, or a foreign tool): not ours to judge.
+                None => false,
             };
             if stale {
-                // Only one taker wins the rename; the others find the lease gone or new.
-                let away = dir.join(format!(".lease-stale-{}-{}", me.pid, me.invocation));
-                if std::fs::rename(&path, &away).is_ok() {
-                    tracing::warn!(
-                        channel, %date,
-                        holder = holder.as_ref().map(Holder::describe).unwrap_or_default(),
-                        "took over a stale lease"
-                    );
-                    let _ = std::fs::remove_file(&away);
+                // Only the taker whose version still matches wins; the others read again.
+                if let Some(v) = root.put_if(&rel, bytes, Expect::At(version)).await? {
+                    if let Some(h) = holder.as_ref().filter(|h| !h.released) {
+                        tracing::warn!(
+                            channel, %date,
+                            holder = h.describe(),
+                            "took over a stale lease"
+                        );
+                    }
+                    return Ok(Lease::start(root, rel, me, v, policy.ttl));
                 }
                 continue;
             }
@@ -171,52 +176,77 @@ impl Lease {
                 return Err(Error::NotReady(format!(
                     "{channel} {date} is being run by {who}; waited {} s ({}); retry later",
                     policy.wait.as_secs(),
-                    path.display()
+                    root.url(&rel)
                 )));
             }
-            std::thread::sleep(Duration::from_millis(500).min(policy.wait));
+            tokio::time::sleep(Duration::from_millis(500).min(policy.wait)).await;
         }
     }
 
-    fn start(path: PathBuf, me: Holder, ttl: Duration) -> Lease {
+    fn start(root: Root, rel: String, me: Holder, version: Version, ttl: Duration) -> Lease {
         let stop = Arc::new(AtomicBool::new(false));
-        let (p, who, flag) = (path.clone(), me.clone(), stop.clone());
+        let version = Arc::new(tokio::sync::Mutex::new(version));
         let every = (ttl / 3).max(Duration::from_millis(100));
-        let renewer = std::thread::Builder::new()
-            .name("reckon-lease".into())
-            .spawn(move || {
-                let mut last = Instant::now();
-                while !flag.load(Ordering::Relaxed) {
-                    std::thread::sleep(Duration::from_millis(50).min(every));
-                    if last.elapsed() < every {
-                        continue;
-                    }
-                    last = Instant::now();
-                    match read_holder(&p) {
-                        Some(h) if h.invocation == who.invocation && h.pid == who.pid => {
-                            let ttl = chrono::Duration::from_std(ttl)
-                                .unwrap_or(chrono::Duration::hours(1));
-                            let renewed = Holder {
-                                expires_at: stamp(Utc::now() + ttl),
-                                ..h
-                            };
-                            if let Ok(bytes) = serde_json::to_vec_pretty(&renewed) {
-                                let _ = write_atomic(&p, &bytes);
-                            }
-                        }
-                        _ => {
-                            tracing::error!(lease = %p.display(), "the lease was taken over while this run held it");
-                            return;
-                        }
-                    }
+        let (r, p, who, flag, ver) = (
+            root.clone(),
+            rel.clone(),
+            me.clone(),
+            stop.clone(),
+            version.clone(),
+        );
+        let renewer = tokio::spawn(async move {
+            let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::hours(1));
+            loop {
+                tokio::time::sleep(every).await;
+                if flag.load(Ordering::Relaxed) {
+                    return;
                 }
-            })
-            .ok();
+                let renewed = Holder {
+                    expires_at: stamp(Utc::now() + ttl),
+                    ..who.clone()
+                };
+                let Ok(bytes) = serde_json::to_vec_pretty(&renewed) else {
+                    return;
+                };
+                let mut v = ver.lock().await;
+                match r.put_if(&p, bytes, Expect::At(v.clone())).await {
+                    Ok(Some(next)) => *v = next,
+                    Ok(None) => {
+                        tracing::error!(lease = %r.url(&p), "the lease was taken over while this run held it");
+                        return;
+                    }
+                    // The store could not be reached: try again at the next turn.
+                    Err(e) => tracing::warn!(error = %e, "renewing the lease failed"),
+                }
+            }
+        });
         Lease {
-            path,
+            root,
+            rel,
             me,
+            version,
             stop,
-            renewer,
+            renewer: Some(renewer),
+        }
+    }
+
+    /// Stops the renewals and marks the lease released (only if it is still this run's).
+    pub async fn release(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.renewer.take() {
+            t.abort();
+            let _ = t.await;
+        }
+        let released = Holder {
+            released: true,
+            expires_at: stamp(Utc::now()),
+            ..self.me.clone()
+        };
+        let v = self.version.lock().await.clone();
+        if let Ok(bytes) = serde_json::to_vec_pretty(&released) {
+            if let Err(e) = self.root.put_if(&self.rel, bytes, Expect::At(v)).await {
+                tracing::warn!(error = %e, "releasing the lease failed; it expires on its own");
+            }
         }
     }
 }
@@ -225,17 +255,19 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.renewer.take() {
-            let _ = t.join();
-        }
-        if read_holder(&self.path).is_some_and(|h| h.invocation == self.me.invocation) {
-            let _ = std::fs::remove_file(&self.path);
+            t.abort();
         }
     }
 }
 
-/// The holder of the lease of `channel` on `date`, if any.
-pub fn holder(store: &Store, channel: &str, date: chrono::NaiveDate) -> Option<Holder> {
-    read_holder(&store.area("runs", channel, date).join("lease.json"))
+/// The holder of the lease of `channel` on `date`, if it is held (not released).
+pub async fn holder(store: &Store, channel: &str, date: chrono::NaiveDate) -> Option<Holder> {
+    read_holder(store.root(), &lease_path(store, channel, date))
+        .await
+        .ok()
+        .flatten()
+        .and_then(|(h, _)| h)
+        .filter(|h| !h.released)
 }
 
 #[cfg(test)]
@@ -249,30 +281,41 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_held_lease_refuses_a_second_taker_then_frees_on_drop() {
+    #[tokio::test]
+    async fn a_held_lease_refuses_a_second_taker_then_frees_on_drop() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::new(tmp.path());
+        let store = Store::local(tmp.path()).expect("store");
         let d = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
-        let a = Lease::acquire(&store, "alipay", d, policy(0)).expect("first");
-        let Err(Error::NotReady(why)) = Lease::acquire(&store, "alipay", d, policy(600)) else {
+        let a = Lease::acquire(&store, "alipay", d, policy(0))
+            .await
+            .expect("first");
+        let Err(Error::NotReady(why)) = Lease::acquire(&store, "alipay", d, policy(600)).await
+        else {
             panic!("a second lease while the first is held");
         };
         assert!(why.contains(&format!(":{}", std::process::id())), "{why}");
-        assert!(holder(&store, "alipay", d).is_some());
+        assert!(holder(&store, "alipay", d).await.is_some());
         // Another channel or date is free.
-        drop(Lease::acquire(&store, "wechat", d, policy(0)).expect("other channel"));
-        drop(a);
-        assert!(holder(&store, "alipay", d).is_none());
-        drop(Lease::acquire(&store, "alipay", d, policy(0)).expect("after release"));
+        drop(
+            Lease::acquire(&store, "wechat", d, policy(0))
+                .await
+                .expect("other channel"),
+        );
+        a.release().await;
+        assert!(holder(&store, "alipay", d).await.is_none());
+        drop(
+            Lease::acquire(&store, "alipay", d, policy(0))
+                .await
+                .expect("after release"),
+        );
     }
 
-    #[test]
-    fn an_expired_or_dead_holder_is_taken_over() {
+    #[tokio::test]
+    async fn an_expired_or_dead_holder_is_taken_over() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::new(tmp.path());
+        let store = Store::local(tmp.path()).expect("store");
         let d = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
-        let path = store.area("runs", "alipay", d).join("lease.json");
+        let path = tmp.path().join(lease_path(&store, "alipay", d));
         std::fs::create_dir_all(path.parent().expect("dir")).expect("dir");
         let old = Holder {
             host: "elsewhere".into(),
@@ -280,9 +323,12 @@ mod tests {
             invocation: "gone".into(),
             acquired_at: "2026-11-20T00:00:00Z".into(),
             expires_at: "2026-11-20T01:00:00Z".into(),
+            released: false,
         };
         std::fs::write(&path, serde_json::to_vec(&old).expect("json")).expect("write");
-        let l = Lease::acquire(&store, "alipay", d, policy(0)).expect("expired: taken over");
+        let l = Lease::acquire(&store, "alipay", d, policy(0))
+            .await
+            .expect("expired: taken over");
         drop(l);
         // Not expired, but its process on this host is gone.
         let dead = Holder {
@@ -292,29 +338,33 @@ mod tests {
             ..old
         };
         std::fs::write(&path, serde_json::to_vec(&dead).expect("json")).expect("write");
-        drop(Lease::acquire(&store, "alipay", d, policy(0)).expect("dead holder: taken over"));
+        drop(
+            Lease::acquire(&store, "alipay", d, policy(0))
+                .await
+                .expect("dead holder: taken over"),
+        );
     }
 
-    #[test]
-    fn a_lease_is_renewed_while_held() {
+    #[tokio::test]
+    async fn a_lease_is_renewed_while_held() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::new(tmp.path());
+        let store = Store::local(tmp.path()).expect("store");
         let d = chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date");
         let p = LeasePolicy {
             ttl: Duration::from_millis(600),
             wait: Duration::ZERO,
         };
-        let l = Lease::acquire(&store, "alipay", d, p).expect("lease");
-        let first = holder(&store, "alipay", d).expect("held").expires_at;
-        std::thread::sleep(Duration::from_millis(900));
-        let later = holder(&store, "alipay", d).expect("still held");
+        let l = Lease::acquire(&store, "alipay", d, p).await.expect("lease");
+        let first = holder(&store, "alipay", d).await.expect("held").expires_at;
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        let later = holder(&store, "alipay", d).await.expect("still held");
         assert!(
             later.expires_at > first,
             "{first} then {}",
             later.expires_at
         );
         // Past the first expiry, still refused: the renewals keep it.
-        assert!(Lease::acquire(&store, "alipay", d, p).is_err());
+        assert!(Lease::acquire(&store, "alipay", d, p).await.is_err());
         drop(l);
     }
 }

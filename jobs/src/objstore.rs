@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as StorePath;
 use object_store::{ObjectStore, ObjectStoreExt};
 use url::Url;
 
-use crate::config::{resolve_location, Config, ObjectStoreConfig};
+use crate::config::{resolve_location, Locator};
 use crate::error::{Error, Result};
 
 /// Where a table lives.
@@ -33,27 +32,15 @@ pub enum Location {
 
 impl Location {
     /// Parses a location setting (`what` names it in errors).
-    pub fn parse(config: &Config, what: &str, value: &str) -> Result<Location> {
-        if value.starts_with("s3://") {
-            let url =
-                Url::parse(value).map_err(|e| Error::Config(format!("{what} = {value:?}: {e}")))?;
-            let bucket = url
-                .host_str()
-                .filter(|b| !b.is_empty())
-                .ok_or_else(|| Error::Config(format!("{what} = {value:?}: no bucket")))?
-                .to_string();
-            let store = s3_store(&config.object_store, &bucket)
-                .map_err(|e| Error::Config(format!("{what} = {value:?}: {e}")))?;
-            let root = Url::parse(&format!("s3://{bucket}/"))
-                .map_err(|e| Error::Config(format!("{what} = {value:?}: {e}")))?;
-            let prefix = StorePath::from(url.path().trim_matches('/'));
+    pub fn parse(locator: &Locator, what: &str, value: &str) -> Result<Location> {
+        if let Some((store, root, prefix)) = crate::store::s3_location(locator, what, value)? {
             return Ok(Location::Remote {
                 root,
                 prefix,
                 store,
             });
         }
-        resolve_location(&config.base_dir, what, value)
+        resolve_location(&locator.base_dir, what, value)
             .map(Location::Local)
             .map_err(Error::Config)
     }
@@ -227,22 +214,4 @@ fn remote_error(location: &str, e: object_store::Error) -> Error {
         }
         other => Error::Other(format!("{location}: {other}")),
     }
-}
-
-/// An S3 store for `bucket`: the config's settings over the `AWS_*` environment.
-pub fn s3_store(
-    cfg: &ObjectStoreConfig,
-    bucket: &str,
-) -> std::result::Result<Arc<dyn ObjectStore>, String> {
-    let mut b = AmazonS3Builder::from_env().with_bucket_name(bucket);
-    if let Some(e) = &cfg.endpoint {
-        b = b.with_endpoint(e);
-    }
-    if let Some(r) = &cfg.region {
-        b = b.with_region(r);
-    }
-    if cfg.allow_http {
-        b = b.with_allow_http(true);
-    }
-    Ok(Arc::new(b.build().map_err(|e| e.to_string())?))
 }

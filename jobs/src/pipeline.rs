@@ -33,6 +33,10 @@ impl Runtime {
         let store = store(config)?;
         let work = store.work_dir()?;
         let engines = crate::engine::open(&kind, &crate::engine::Sizing::of(config), &work).await?;
+        // The storage root's object store, for both sessions (they share one runtime
+        // environment when the engine is local).
+        store.register(&engines.local);
+        store.register(&engines.join);
         Ok(Runtime {
             engines,
             store,
@@ -40,10 +44,10 @@ impl Runtime {
         })
     }
 
-    /// Removes the scratch folder and any empty staging folders.
+    /// Removes this process's work folder. The shared scratch folders stay: another process
+    /// may be creating its staging folder in them this very moment.
     pub fn close(self) {
         let _ = std::fs::remove_dir_all(&self.work);
-        self.store.tidy();
     }
 }
 
@@ -164,7 +168,11 @@ impl DayRun {
 
 /// The storage root of `config`.
 pub fn store(config: &Config) -> Result<Store> {
-    Ok(Store::new(config.storage_path().map_err(Error::Config)?))
+    Store::open(
+        &config.locator(),
+        &config.storage_root,
+        config.scratch_dir.as_deref(),
+    )
 }
 
 /// Runs `stages` for one channel and date; a failure is recorded and returned as the outcome.
@@ -224,23 +232,35 @@ async fn channel_stages(
         ttl: Duration::from_secs(config.orchestration.lease_ttl_secs.max(1)),
         wait: Duration::from_secs(config.orchestration.lease_wait_secs),
     };
-    let (st, name) = (job.store.clone(), channel.to_string());
-    let lease = tokio::task::spawn_blocking(move || Lease::acquire(&st, &name, date, policy))
-        .await
-        .map_err(|e| Error::Other(format!("lease: {e}")))?;
-    let _lease = match lease {
+    let lease = match Lease::acquire(&job.store, channel, date, policy).await {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(error = %e, "not run");
             return Ok(failed("lease", &e));
         }
     };
+    let outcome = leased_stages(&job, ch, stages, &failed).await;
+    lease.release().await;
+    outcome
+}
+
+/// The stages of a channel-day, under its lease.
+async fn leased_stages(
+    job: &Job<'_>,
+    ch: &crate::config::Channel,
+    stages: &[Stage],
+    failed: &dyn Fn(&str, &Error) -> ChannelOutcome,
+) -> Result<ChannelOutcome> {
+    let (config, channel, date) = (job.config, ch.name.as_str(), job.date);
     job.store.clear_stale_staging(channel, date)?;
-    let before = job.manifest()?.run_id;
+    // What an earlier run of the day left and no manifest names (a crash before its commit,
+    // the folders a superseded commit named) goes now, under the lease.
+    job.store.clean(channel, date, &[]).await?;
+    let mut manifest = job.manifest().await?;
+    let before = manifest.run_id.clone();
     let mut summary: Option<Summary> = None;
-    let mut manifest = job.manifest()?;
     for stage in stages {
-        match run_stage(&job, *stage).await {
+        match run_stage(job, *stage).await {
             Ok(m) => manifest = m,
             Err(e) => {
                 if let Some(alert) = failure_alert(ch, date, stage.as_str(), &e)? {
@@ -284,7 +304,8 @@ async fn channel_stages(
                     date,
                     before.as_deref(),
                     after.as_deref(),
-                )?;
+                )
+                .await?;
                 if !marked.is_empty() {
                     s.marked_stale = Some(marked);
                 }
@@ -353,31 +374,22 @@ fn failure_alert(
 /// After day `date` of `channel` was reconciled again with different results, marks every
 /// later reconciled day of the channel stale (their carry-in and ledger came from the old
 /// results) and says so; returns those dates.
-fn mark_later_stale(
+async fn mark_later_stale(
     store: &Store,
     channel: &str,
     date: NaiveDate,
     before: Option<&str>,
     after: Option<&str>,
 ) -> Result<Vec<String>> {
-    let dir = store.root().join("runs").join(format!("channel={channel}"));
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(Vec::new());
-    };
-    let mut later: Vec<NaiveDate> = entries
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .strip_prefix("dt=")
-                .and_then(|d| d.parse().ok())
-        })
+    let later: Vec<NaiveDate> = store
+        .dates("runs", channel)
+        .await?
+        .into_iter()
         .filter(|d| *d > date)
         .collect();
-    later.sort();
     let mut marked = Vec::new();
     for d in later {
-        let mut m = store.manifest(channel, d)?;
+        let mut m = store.manifest(channel, d).await?;
         if m.status != DayStatus::Reconciled {
             continue;
         }
@@ -387,7 +399,7 @@ fn mark_later_stale(
             before.unwrap_or("-"),
             after.unwrap_or("-")
         ));
-        store.save_manifest(&m, d)?;
+        store.save_manifest(&m, d).await?;
         tracing::warn!(channel, date = %d, rerun = %date, "marked stale: an earlier day changed");
         marked.push(d.to_string());
     }
@@ -430,10 +442,10 @@ pub fn worst(codes: &[i32]) -> i32 {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_day_reconciled_again_with_new_results_makes_later_reconciled_days_stale() {
+    #[tokio::test]
+    async fn a_day_reconciled_again_with_new_results_makes_later_reconciled_days_stale() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let store = Store::new(tmp.path());
+        let store = Store::local(tmp.path()).expect("store");
         let day = |d: u32| NaiveDate::from_ymd_opt(2026, 11, d).expect("date");
         for (d, status) in [
             (19, DayStatus::Reconciled),
@@ -443,21 +455,30 @@ mod tests {
         ] {
             let mut m = Manifest::new("wechat", &day(d).to_string());
             m.status = status;
-            store.save_manifest(&m, day(d)).expect("save");
+            store.save_manifest(&m, day(d)).await.expect("save");
         }
-        let marked =
-            mark_later_stale(&store, "wechat", day(20), Some("old"), Some("new")).expect("mark");
+        let marked = mark_later_stale(&store, "wechat", day(20), Some("old"), Some("new"))
+            .await
+            .expect("mark");
         assert_eq!(marked, ["2026-11-21", "2026-11-23"]);
-        let m = store.manifest("wechat", day(21)).expect("read");
+        let m = store.manifest("wechat", day(21)).await.expect("read");
         assert_eq!(m.status, DayStatus::Stale);
         assert!(m.error.is_some_and(|e| e.contains("run old became new")));
         assert_eq!(
-            store.manifest("wechat", day(22)).expect("read").status,
+            store
+                .manifest("wechat", day(22))
+                .await
+                .expect("read")
+                .status,
             DayStatus::Incomplete,
             "only reconciled days go stale"
         );
         assert_eq!(
-            store.manifest("wechat", day(19)).expect("read").status,
+            store
+                .manifest("wechat", day(19))
+                .await
+                .expect("read")
+                .status,
             DayStatus::Reconciled,
             "earlier days are not touched"
         );

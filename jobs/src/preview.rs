@@ -5,7 +5,7 @@
 //! is removed when the preview ends, however it ends.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{Duration, NaiveDate};
 use reckon_udfs::{money_text, Category};
@@ -96,31 +96,21 @@ impl Drop for Scratch {
     }
 }
 
-/// Copies `relative` (a file or a folder) from `from` to `to`, when it exists.
-fn copy_into(from: &Store, to: &Store, relative: &Path) -> Result<()> {
-    let src = from.root().join(relative);
-    let dest = to.root().join(relative);
-    if src.is_dir() {
-        std::fs::create_dir_all(&dest).at(&dest)?;
-        for e in std::fs::read_dir(&src).at(&src)? {
-            let e = e.at(&src)?;
-            if e.file_type().at(e.path())?.is_file() {
-                std::fs::copy(e.path(), dest.join(e.file_name())).at(&dest)?;
-            }
-        }
-    } else if src.is_file() {
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).at(dir)?;
-        }
-        std::fs::copy(&src, &dest).at(&dest)?;
-    }
+/// Copies the stored file `rel` from `from` to the same place in the local `to`.
+async fn copy_into(from: &Store, to: &Store, rel: &str) -> Result<()> {
+    let dest = to
+        .root()
+        .local_path(rel)
+        .ok_or_else(|| Error::Other("the preview's scratch root is local".into()))?;
+    from.root().download(rel, &dest).await?;
     Ok(())
 }
 
 /// Seeds `scratch` with what the day reads from earlier work: its fetched bill (the fetch
-/// record and `raw/`), and the day before's reconcile record with its carry-over and ledger.
-fn seed(committed: &Store, scratch: &Store, channel: &str, date: NaiveDate) -> Result<()> {
-    let day = committed.manifest(channel, date)?;
+/// record and its files), and the day before's committed pointer with its carry-over and
+/// ledger.
+async fn seed(committed: &Store, scratch: &Store, channel: &str, date: NaiveDate) -> Result<()> {
+    let day = committed.manifest(channel, date).await?;
     let fetched = day
         .stages
         .fetch
@@ -131,23 +121,26 @@ fn seed(committed: &Store, scratch: &Store, channel: &str, date: NaiveDate) -> R
                 "{channel} {date} has no fetched bill to preview: run its fetch stage first"
             ))
         })?;
-    let raw = committed.area("raw", channel, date);
-    copy_into(committed, scratch, Path::new(&committed.relative(&raw)))?;
+    for f in &fetched.files {
+        copy_into(committed, scratch, f).await?;
+    }
     let mut seeded = Manifest::new(channel, &date.to_string());
     seeded.stages.fetch = Some(fetched);
-    scratch.save_manifest(&seeded, date)?;
+    scratch.save_manifest(&seeded, date).await?;
 
     let prev = date - Duration::days(1);
-    let before = committed.manifest(channel, prev)?;
-    if let Some(r) = before.reconciled() {
-        for f in &r.files {
-            if f.starts_with("carryover/") || f.ends_with("/ledger.parquet") {
-                copy_into(committed, scratch, Path::new(f))?;
-            }
+    if let Some(before) = committed.committed(channel, prev).await? {
+        for f in before
+            .area("carryover")
+            .chain(before.file("results", "ledger.parquet"))
+        {
+            copy_into(committed, scratch, &f.path).await?;
         }
-        let mut kept = Manifest::new(channel, &prev.to_string());
-        kept.stages.reconcile = Some(r.clone());
-        scratch.save_manifest(&kept, prev)?;
+        let rel = scratch.committed_path(channel, prev);
+        scratch
+            .root()
+            .put(&rel, serde_json::to_vec_pretty(&before)?)
+            .await?;
     }
     Ok(())
 }
@@ -174,12 +167,12 @@ fn figures(counts: Option<&Counts>) -> BTreeMap<&'static str, Figures> {
 /// The open differences of a day's ledger by ageing key: (category, match key, type).
 type Open = BTreeMap<String, (String, Option<String>, Option<String>)>;
 
-fn open_of(store: &Store, channel: &str, date: NaiveDate) -> Result<Open> {
-    let path = store.area("results", channel, date).join("ledger.parquet");
-    if !path.exists() {
+async fn open_of(store: &Store, ledger: Option<&str>) -> Result<Open> {
+    let Some(rel) = ledger else {
         return Ok(Open::new());
-    }
-    Ok(ageing::read(&path)?
+    };
+    let copy = store.local_copy(rel).await?;
+    Ok(ageing::read(copy.path())?
         .into_iter()
         .filter(|e| e.state != ageing::RESOLVED)
         .map(|e| (e.key, (e.category, e.match_key, e.txn_type)))
@@ -227,13 +220,13 @@ pub async fn preview_channel(
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let root = committed
-        .root()
-        .join("_preview")
+        .scratch()
+        .join("preview")
         .join(format!("{channel}-{date}-{}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&root).at(&root)?;
     let _scratch = Scratch(root.clone());
-    let scratch = Store::new(root);
-    seed(&committed, &scratch, channel, date)?;
+    let scratch = Store::local(&root)?;
+    seed(&committed, &scratch, channel, date).await?;
 
     let engines = engines.for_job()?;
     let job = Job {
@@ -252,20 +245,20 @@ pub async fn preview_channel(
     ] {
         match run_stage(&job, stage).await {
             Ok(_) => {}
-            // A preview whose conservation breaks is still worth showing: its summary is
-            // written, and says `failed`.
-            Err(e) if stage == Stage::Report && summary_written(&scratch, channel, date) => {
-                tracing::warn!(error = %e, "the preview fails its conservation check");
+            // A preview whose conservation breaks is still worth showing: it says `failed`.
+            Err(e) if stage == Stage::Report => {
+                tracing::warn!(error = %e, "the preview fails its report (conservation)");
             }
             Err(e) => return Err(e),
         }
     }
-    let before = committed.manifest(channel, date)?;
-    let after = scratch.manifest(channel, date)?;
-    // The committed day counts only once its report is done.
+    let before = committed.committed(channel, date).await?;
+    let after = scratch.manifest(channel, date).await?;
+    // The committed day: what its pointer names.
     let committed_counts = before
-        .reported()
-        .and(before.reconciled().and_then(|r| r.facts()))
+        .as_ref()
+        .and_then(|c| c.manifest.reconciled())
+        .and_then(|r| r.facts())
         .map(|r| &r.counts);
     let preview_counts = after
         .reconciled()
@@ -289,15 +282,20 @@ pub async fn preview_channel(
             }
         })
         .collect();
-    let committed_open = if committed_counts.is_some() {
-        open_of(&committed, channel, date)?
-    } else {
-        Open::new()
-    };
+    let committed_ledger = before
+        .as_ref()
+        .and_then(|c| c.file("results", "ledger.parquet"))
+        .map(|f| f.path.as_str());
+    let committed_open = open_of(&committed, committed_ledger).await?;
+    let preview_ledger = after
+        .reconciled()
+        .and_then(|r| r.files.iter().find(|f| f.ends_with("/ledger.parquet")))
+        .map(String::as_str);
+    let preview_open = open_of(&scratch, preview_ledger).await?;
     Ok(Preview {
         channel: channel.to_string(),
         bill_date: date.to_string(),
-        committed_run_id: committed_counts.and(before.run_id.clone()),
+        committed_run_id: before.as_ref().and_then(|c| c.run_id.clone()),
         preview_run_id: after.run_id.clone(),
         // Reconciled, or failed when the report (conservation) or an earlier stage failed.
         status: if after.status == DayStatus::Reconciled {
@@ -306,17 +304,8 @@ pub async fn preview_channel(
             DayStatus::Failed
         },
         categories,
-        moved: moved(&committed_open, &open_of(&scratch, channel, date)?),
+        moved: moved(&committed_open, &preview_open),
     })
-}
-
-/// Whether the preview's report wrote its `summary.json` (it does also when the
-/// conservation check then fails).
-fn summary_written(scratch: &Store, channel: &str, date: NaiveDate) -> bool {
-    scratch
-        .area("results", channel, date)
-        .join("summary.json")
-        .exists()
 }
 
 /// The preview as a person reads it: a table of the categories that change, then the moved

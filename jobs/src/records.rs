@@ -158,6 +158,10 @@ pub struct FetchDetail {
     /// A re-issued bill: the SHA-256 of the one it replaced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reissued_from_sha256: Option<String>,
+    /// The earlier bills of the date this one replaced, kept where they were committed
+    /// (paths relative to the root), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub superseded: Vec<String>,
 }
 
 /// What normalize recorded: the bill's rows and its totals checks.
@@ -448,15 +452,18 @@ pub struct Thresholds {
     pub checked: Vec<ThresholdCheck>,
 }
 
-/// Where a day's outputs are, relative to the storage root.
+/// Where a day's outputs are, relative to the storage root: each in the version folder its
+/// stage published (`AREA/channel=C/dt=D/_v=<hash>/`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outputs {
     /// `diffs.parquet`.
     pub diffs: String,
     /// `ledger.parquet`.
     pub ledger: String,
-    /// `summary.json`.
-    pub summary: String,
+    /// The day's committed pointer, `runs/channel=C/dt=D/committed.json`, which names this
+    /// summary and every other file of the day (a summary written before #18 named itself).
+    #[serde(alias = "summary")]
+    pub committed: String,
     /// The carry-over folder.
     pub carryover: String,
     /// `by_hour.parquet`.

@@ -185,7 +185,7 @@ async fn platform_inputs(ctx: &SessionContext, config: Option<&Config>) -> Resul
     let mut tables = Vec::new();
     for (name, location) in [("orders", &wh.orders), ("refunds", &wh.refunds)] {
         let what = format!("warehouse.{name}");
-        let table = Location::parse(config, &what, location)?;
+        let table = Location::parse(&config.locator(), &what, location)?;
         table.register(ctx);
         let schema = match wh.format {
             WarehouseFormat::Delta => {

@@ -10,11 +10,13 @@ use crate::pipeline::store;
 use crate::records::{DayStatus, Stage};
 
 /// The state of each of `channels` (all when empty) on `date`, as JSON objects.
-pub fn states(config: &Config, channels: &[String], date: NaiveDate) -> Result<Vec<Value>> {
+/// Besides the working state, each says what readers see: the committed run and when.
+pub async fn states(config: &Config, channels: &[String], date: NaiveDate) -> Result<Vec<Value>> {
     let store = store(config)?;
     let mut out = Vec::new();
     for name in config.channel_names(channels)? {
-        let m = store.manifest(&name, date)?;
+        let m = store.manifest(&name, date).await?;
+        let committed = store.committed(&name, date).await?;
         let stages: serde_json::Map<String, Value> = Stage::ALL
             .iter()
             .map(|s| {
@@ -29,7 +31,7 @@ pub fn states(config: &Config, channels: &[String], date: NaiveDate) -> Result<V
                 (s.to_string(), v)
             })
             .collect();
-        let lease = crate::lease::holder(&store, &name, date);
+        let lease = crate::lease::holder(&store, &name, date).await;
         let status = if m.stages.is_empty() && m.status == DayStatus::NeverRun {
             "never run".to_string()
         } else {
@@ -42,6 +44,10 @@ pub fn states(config: &Config, channels: &[String], date: NaiveDate) -> Result<V
             "run_id": m.run_id,
             "stages": stages,
             "error": m.error,
+            "committed": committed.map(|c| json!({
+                "run_id": c.run_id, "committed_at": c.committed_at,
+                "pointer": store.committed_path(&name, date),
+            })),
             "running": lease.map(|h| json!({
                 "host": h.host, "pid": h.pid, "invocation": h.invocation,
                 "since": h.acquired_at, "lease_until": h.expires_at,

@@ -20,18 +20,34 @@ pub struct Args {
     top: usize,
 }
 
-pub fn run(a: Args) -> Result<i32> {
+/// Reads each day through its committed pointer: the summary and statistics of one committed
+/// run, never a mix with a run still in progress.
+pub async fn run(a: Args) -> Result<i32> {
     let date = parse_date(&a.day.date)?;
     let config = Config::load(&a.day.config)?;
     let store = reckon::pipeline::store(&config)?;
     for name in &config.channel_names(&a.day.channels)? {
-        let path = store.area("results", name, date).join("summary.json");
-        let text = std::fs::read(&path).map_err(|_| {
-            Error::NotReady(format!(
-                "no summary for {name} on {date} ({}): reconcile the day first",
-                path.display()
-            ))
-        })?;
+        let committed = store.committed(name, date).await?;
+        let summary_file = committed
+            .as_ref()
+            .and_then(|c| c.file("results", "summary.json"));
+        let Some(file) = summary_file else {
+            return Err(Error::NotReady(format!(
+                "no committed summary for {name} on {date} ({} names none): reconcile the day first",
+                store.url(&store.committed_path(name, date))
+            )));
+        };
+        let text = store
+            .root()
+            .get(&file.path)
+            .await?
+            .map(|(b, _)| b)
+            .ok_or_else(|| {
+                Error::Other(format!(
+                    "{}: named by the committed pointer but missing",
+                    store.url(&file.path)
+                ))
+            })?;
         let summary: reckon::records::Summary = serde_json::from_slice(&text)?;
         print!("{}", reckon::stages::report::render(&summary));
         for (wanted, file, grain, limit) in [
@@ -41,14 +57,13 @@ pub fn run(a: Args) -> Result<i32> {
             if !wanted {
                 continue;
             }
-            let path = store.area("stats", name, date).join(file);
-            if !path.exists() {
+            let Some(stats) = committed.as_ref().and_then(|c| c.file("stats", file)) else {
                 return Err(Error::NotReady(format!(
-                    "no statistics for {name} on {date} ({}): reconcile the day again with this version",
-                    path.display()
+                    "no {file} committed for {name} on {date}: reconcile the day again with this version"
                 )));
-            }
-            let batches = reckon::parquet_io::read_file(&path)?;
+            };
+            let copy = store.local_copy(&stats.path).await?;
+            let batches = reckon::parquet_io::read_file(copy.path())?;
             print!(
                 "{}",
                 reckon::stages::report::render_grain(&batches, grain, limit)?

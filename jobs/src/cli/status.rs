@@ -14,10 +14,10 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(a: Args) -> Result<i32> {
+pub async fn run(a: Args) -> Result<i32> {
     let date = parse_date(&a.day.date)?;
     let config = Config::load(&a.day.config)?;
-    let states = reckon::status::states(&config, &a.day.channels, date)?;
+    let states = reckon::status::states(&config, &a.day.channels, date).await?;
     if a.json {
         print_json(&serde_json::Value::Array(states));
     } else {

@@ -15,8 +15,13 @@ pub use channel::*;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where every output goes: a `file://` URL or a path (relative to the config file).
+    /// Where everything reckon keeps goes: `s3://bucket/prefix`, a `file://` URL or a path
+    /// (relative to the config file).
     pub storage_root: String,
+    /// A local folder for scratch files (staged outputs before upload, downloaded inputs,
+    /// spill files). Default: `_scratch/` under a local storage root, else a folder in the
+    /// system's temporary directory named after the root.
+    pub scratch_dir: Option<String>,
     /// `local` (default), `standalone`, or `df://HOST:PORT`.
     #[serde(default = "default_engine")]
     pub engine: String,
@@ -125,6 +130,11 @@ pub struct ObjectStoreConfig {
     /// Allow plain HTTP (for a local S3-compatible server).
     #[serde(default)]
     pub allow_http: bool,
+    /// How often a failed request (5xx, 429, a timeout, a reset connection) is retried, with
+    /// exponential backoff (default 10).
+    pub max_retries: Option<usize>,
+    /// How long a request keeps being retried at most, in seconds (default 180).
+    pub retry_timeout_secs: Option<u64>,
 }
 
 /// The platform's tables: Hive-partitioned (`dt=YYYY-MM-DD`) Parquet, Delta Lake tables, or
@@ -309,7 +319,9 @@ impl Config {
             a.validate()?;
         }
         crate::engine::EngineKind::parse(&self.engine)?;
-        self.storage_path()?;
+        if !self.storage_root.starts_with("s3://") {
+            self.resolve("storage_root", &self.storage_root)?;
+        }
         Ok(())
     }
 
@@ -338,11 +350,32 @@ impl Config {
             })
     }
 
-    /// The storage root as a local directory.
-    pub fn storage_path(&self) -> std::result::Result<PathBuf, String> {
-        self.resolve("storage_root", &self.storage_root)
+    /// Resolves a `file://` URL or a path against the config's directory.
+    pub fn resolve(&self, what: &str, value: &str) -> std::result::Result<PathBuf, String> {
+        resolve_location(&self.base_dir, what, value)
     }
 
+    /// What resolving a location setting needs, for the parts (fetchers, keys, tables) that
+    /// need nothing else of the configuration.
+    pub fn locator(&self) -> Locator {
+        Locator {
+            base_dir: self.base_dir.clone(),
+            object_store: self.object_store.clone(),
+        }
+    }
+}
+
+/// Resolves location settings: paths and `file://` URLs against the config's folder,
+/// `s3://` URLs with the `[object_store]` settings.
+#[derive(Debug, Clone, Default)]
+pub struct Locator {
+    /// The folder relative paths resolve against.
+    pub base_dir: PathBuf,
+    /// Settings for `s3://` locations.
+    pub object_store: ObjectStoreConfig,
+}
+
+impl Locator {
     /// Resolves a `file://` URL or a path against the config's directory.
     pub fn resolve(&self, what: &str, value: &str) -> std::result::Result<PathBuf, String> {
         resolve_location(&self.base_dir, what, value)
@@ -350,7 +383,8 @@ impl Config {
 }
 
 /// A location setting as a local path: `file:///abs`, an absolute path, or a path relative to
-/// `base`. Object-store URLs are named in the error: they arrive with issue #4.
+/// `base`. Other schemes are named in the error (`s3://` is taken before this, where it is
+/// supported).
 pub fn resolve_location(
     base: &Path,
     what: &str,
@@ -361,7 +395,7 @@ pub fn resolve_location(
     }
     if let Some((scheme, _)) = value.split_once("://") {
         return Err(format!(
-            "{what} = {value:?}: the {scheme}:// scheme is not supported yet (only file:// and paths)"
+            "{what} = {value:?}: the {scheme}:// scheme is not supported (s3://, file:// and paths are, where a setting takes an object store)"
         ));
     }
     let p = PathBuf::from(value);
@@ -423,7 +457,10 @@ source = { kind = "drop_folder", path = "bills", pattern = "*_{yyyymmdd}.csv.zip
             .bill_due(NaiveDate::from_ymd_opt(2026, 11, 20).expect("date"))
             .expect("a deadline");
         assert_eq!(due.to_rfc3339(), "2026-11-21T02:30:00+00:00");
-        assert!(c.storage_path().expect("root").ends_with("out"));
+        assert!(c
+            .resolve("storage_root", &c.storage_root)
+            .expect("root")
+            .ends_with("out"));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use rustls_pki_types::CertificateDer;
 
-use crate::config::Config;
+use crate::config::Locator;
 use crate::error::{Error, Result};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -36,7 +36,7 @@ impl Secret {
     /// The secret named by `env` (a variable) or `file` (a path, relative to the config's
     /// folder); exactly one must be set. `what` names the setting in errors.
     pub fn load(
-        config: &Config,
+        locator: &Locator,
         what: &str,
         env: &Option<String>,
         file: &Option<String>,
@@ -44,7 +44,7 @@ impl Secret {
         match (env, file) {
             (Some(var), None) => Self::from_env(what, var),
             (None, Some(path)) => {
-                let p = config
+                let p = locator
                     .resolve(&format!("{what}_file"), path)
                     .map_err(Error::Config)?;
                 let text = std::fs::read_to_string(&p).map_err(|e| {
@@ -260,12 +260,12 @@ impl std::fmt::Debug for PrivateKey {
 impl PrivateKey {
     /// The key in the variable `env` or the file `file` (see [`Secret::load`]), parsed.
     pub fn load(
-        config: &Config,
+        locator: &Locator,
         what: &str,
         env: &Option<String>,
         file: &Option<String>,
     ) -> Result<PrivateKey> {
-        Self::parse(&Secret::load(config, what, env, file)?, what)
+        Self::parse(&Secret::load(locator, what, env, file)?, what)
     }
 
     /// Parses PEM (`PRIVATE KEY` PKCS#8 or `RSA PRIVATE KEY` PKCS#1) or bare base64 of either.
@@ -302,12 +302,12 @@ pub struct PublicKey(VerifyingKey<Sha256>);
 impl PublicKey {
     /// The key in the variable `env` or the file `file` (see [`Secret::load`]), parsed.
     pub fn load(
-        config: &Config,
+        locator: &Locator,
         what: &str,
         env: &Option<String>,
         file: &Option<String>,
     ) -> Result<PublicKey> {
-        Self::parse(&Secret::load(config, what, env, file)?, what)
+        Self::parse(&Secret::load(locator, what, env, file)?, what)
     }
 
     /// Parses PEM (`PUBLIC KEY`, `RSA PUBLIC KEY` or `CERTIFICATE`; the first of a chain) or

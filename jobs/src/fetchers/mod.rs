@@ -23,7 +23,7 @@ use std::path::Path;
 
 use chrono::NaiveDate;
 
-use crate::config::{Channel, Config, Source};
+use crate::config::{Channel, Locator, Source};
 use crate::error::Result;
 
 pub use keys::Secret;
@@ -60,17 +60,18 @@ pub trait Fetcher: Send + Sync {
 
 /// The fetcher a channel's configuration asks for, with its secrets loaded and keys parsed (a
 /// missing variable or a key that does not parse is a configuration error naming the setting).
-pub fn for_channel(config: &Config, channel: &Channel) -> Result<Box<dyn Fetcher>> {
+/// `locator` resolves its paths and object-store URLs; it needs nothing else of the config.
+pub fn for_channel(locator: &Locator, channel: &Channel) -> Result<Box<dyn Fetcher>> {
     let what = |field: &str| format!("channel {} source.{field}", channel.name);
     Ok(match &channel.source {
         Source::DropFolder { path, pattern } => Box::new(store::Listing::drop_folder(
-            config,
+            locator,
             &what("path"),
             path,
             pattern,
         )?),
         Source::ObjectStore { url, pattern } => Box::new(store::Listing::object_store(
-            config,
+            locator,
             &what("url"),
             url,
             pattern,
@@ -110,13 +111,13 @@ pub fn for_channel(config: &Config, channel: &Channel) -> Result<Box<dyn Fetcher
             app_id: app_id.clone(),
             bill_type: bill_type.clone(),
             private_key: keys::PrivateKey::load(
-                config,
+                locator,
                 &what("private_key"),
                 private_key_env,
                 private_key_file,
             )?,
             alipay_key: keys::PublicKey::load(
-                config,
+                locator,
                 &what("alipay_public_key"),
                 alipay_public_key_env,
                 alipay_public_key_file,
@@ -139,13 +140,13 @@ pub fn for_channel(config: &Config, channel: &Channel) -> Result<Box<dyn Fetcher
             mchid: mchid.clone(),
             serial_no: serial_no.clone(),
             private_key: keys::PrivateKey::load(
-                config,
+                locator,
                 &what("private_key"),
                 private_key_env,
                 private_key_file,
             )?,
             platform_key: keys::PublicKey::load(
-                config,
+                locator,
                 &what("platform_key"),
                 platform_key_env,
                 platform_key_file,

@@ -3,13 +3,13 @@
 //! day's pattern, and copy it.
 
 use super::{expand, only_match, Fetched, Fetcher, Request};
-use crate::config::Config;
+use crate::config::Locator;
 use crate::error::{Error, Result};
 use crate::objstore::Location;
 
 pub(crate) struct Listing {
     kind: &'static str,
-    config: Config,
+    locator: Locator,
     what: String,
     location: String,
     pattern: String,
@@ -18,7 +18,7 @@ pub(crate) struct Listing {
 impl Listing {
     /// A local folder (`drop_folder`): a path or `file://`.
     pub(crate) fn drop_folder(
-        config: &Config,
+        locator: &Locator,
         what: &str,
         path: &str,
         pattern: &str,
@@ -28,23 +28,29 @@ impl Listing {
                 "{what} = {path:?}: a drop folder is a local path; use kind = \"object_store\" for {path}"
             )));
         }
-        Ok(Self::new("drop_folder", config, what, path, pattern))
+        Ok(Self::new("drop_folder", locator, what, path, pattern))
     }
 
     /// A prefix in an object store (`object_store`): `s3://bucket/prefix/` or `file://`.
     pub(crate) fn object_store(
-        config: &Config,
+        locator: &Locator,
         what: &str,
         url: &str,
         pattern: &str,
     ) -> Result<Self> {
-        Ok(Self::new("object_store", config, what, url, pattern))
+        Ok(Self::new("object_store", locator, what, url, pattern))
     }
 
-    fn new(kind: &'static str, config: &Config, what: &str, location: &str, pattern: &str) -> Self {
+    fn new(
+        kind: &'static str,
+        locator: &Locator,
+        what: &str,
+        location: &str,
+        pattern: &str,
+    ) -> Self {
         Self {
             kind,
-            config: config.clone(),
+            locator: locator.clone(),
             what: what.to_string(),
             location: location.to_string(),
             pattern: pattern.to_string(),
@@ -60,7 +66,7 @@ impl Fetcher for Listing {
 
     async fn fetch(&self, req: &Request<'_>) -> Result<Fetched> {
         let location =
-            Location::parse(&self.config, &self.what, &expand(&self.location, req.date))?;
+            Location::parse(&self.locator, &self.what, &expand(&self.location, req.date))?;
         let place = location.display();
         let wanted = expand(&self.pattern, req.date);
         let name =

@@ -51,7 +51,7 @@ async fn snapshot_postgres(
     pg: &PostgresSource,
     start: i64,
     end: i64,
-    source_files: &mut Vec<String>,
+    source_files: &mut Vec<crate::store::FileSum>,
 ) -> Result<Vec<String>> {
     let wh = &job.config.warehouse;
     let staged = job.store.staging("collect-source", job.name(), job.date)?;
@@ -72,14 +72,19 @@ async fn snapshot_postgres(
             snap.rows, snap.chunks
         ));
     }
-    let dest = job.store.area("platform_source", job.name(), job.date);
-    for p in job.store.publish(&staged, &dest, true)? {
-        source_files.push(job.store.relative(&p));
-    }
+    let published = job
+        .store
+        .publish(&staged, "platform_source", job.name(), job.date)
+        .await?;
     for name in ["orders", "refunds"] {
-        let file = dest.join(format!("{name}.parquet")).display().to_string();
+        let file = published
+            .iter()
+            .find(|f| f.path.ends_with(&format!("/{name}.parquet")))
+            .map(|f| job.store.url(&f.path))
+            .ok_or_else(|| Error::Other(format!("the {name} snapshot was not published")))?;
         register_dirs(&job.engines.local, name, &[file]).await?;
     }
+    source_files.extend(published);
     Ok(read)
 }
 
@@ -169,7 +174,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             let mut read = Vec::new();
             for (name, location) in [("orders", &wh.orders), ("refunds", &wh.refunds)] {
                 let what = format!("warehouse.{name}");
-                let table = Location::parse(job.config, &what, location)?;
+                let table = Location::parse(&job.config.locator(), &what, location)?;
                 table.register(&job.engines.local);
                 read.extend(match wh.format {
                     WarehouseFormat::Delta => register_delta(job, &what, name, &table).await?,
@@ -228,8 +233,11 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     }
     writer.close()?;
     let sha = sha256_file(&part)?;
-    let dest = job.store.area("platform", job.name(), job.date);
-    let files = job.store.publish(&staged, &dest, true)?;
+    let files = job
+        .store
+        .publish(&staged, "platform", job.name(), job.date)
+        .await?;
+    crate::store::crash_point("collect", "published");
     let spilled = crate::engine::Spills::of(&plan);
     tracing::info!(
         rows,
@@ -237,7 +245,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         spilled_bytes = spilled.bytes,
         "collected"
     );
-    source_files.extend(files.iter().map(|p| job.store.relative(p)));
+    source_files.extend(files);
     Ok((
         source_files,
         Output::Collect(CollectDetail {

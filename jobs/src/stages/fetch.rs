@@ -1,10 +1,11 @@
 //! fetch: brings the channel's bill for the date into `raw/` through the channel's fetcher
-//! (`fetchers/`), with its SHA-256 and the fetch's metadata in `fetch.json`.
+//! (`fetchers/`), with its SHA-256 and the fetch's metadata in `fetch.json`, both in the
+//! bill's own version folder `raw/…/_v=<hash>/`.
 //!
 //! Identical content fetched again is a no-op (`unchanged`). Different content for a date
-//! fetched before is a re-issued bill: the earlier file and its `fetch.json` move to
-//! `raw/…/superseded/<sha256>/`, `fetch.json` lists every earlier fetch under `history`, and
-//! the later stages of the date become stale, so the next run (or backfill) reconciles it again.
+//! fetched before is a re-issued bill: the earlier bill stays in its version folder (named in
+//! the record's `superseded` and in `fetch.json`'s `history`), and the later stages of the date
+//! become stale, so the next run (or backfill) reconciles it again.
 
 use serde::{Deserialize, Serialize};
 
@@ -26,7 +27,7 @@ struct FetchFile {
 
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
-    let fetcher = fetchers::for_channel(job.config, job.channel)?;
+    let fetcher = fetchers::for_channel(&job.config.locator(), job.channel)?;
     let staged = job.store.staging("fetch", job.name(), job.date)?;
     let got = fetcher
         .fetch(&Request {
@@ -38,22 +39,39 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let file = staged.join(&got.file);
     let sha = sha256_file(&file)?;
     let size = std::fs::metadata(&file).at(&file)?.len();
-    let dest = job.store.area("raw", job.name(), job.date);
-    let manifest = job.manifest()?;
+    let manifest = job.manifest().await?;
     let last = manifest.stages.fetch.as_ref();
     let previous = last.and_then(|r| r.last_facts()).map(|f| f.sha256.clone());
-    let earlier = read_fetch_file(&dest.join("fetch.json"));
-    let earlier_file = earlier.as_ref().map(|e| e.fetch.file.clone());
-    if previous.as_deref() == Some(sha.as_str())
-        && earlier_file
-            .as_deref()
-            .is_some_and(|f| dest.join(f).is_file())
-    {
+    // The earlier fetch's metadata and bill, where its record says they were committed.
+    let named = |name: &str| {
+        last.and_then(|r| {
+            r.files
+                .iter()
+                .find(|f| f.rsplit('/').next() == Some(name))
+                .cloned()
+        })
+    };
+    let earlier = match named("fetch.json") {
+        Some(rel) => job
+            .store
+            .root()
+            .get(&rel)
+            .await?
+            .and_then(|(b, _)| serde_json::from_slice::<FetchFile>(&b).ok()),
+        None => None,
+    };
+    let earlier_bill = match earlier.as_ref().and_then(|e| named(&e.fetch.file)) {
+        Some(rel) if job.store.root().exists(&rel).await? => Some(rel),
+        _ => None,
+    };
+    if previous.as_deref() == Some(sha.as_str()) && earlier_bill.is_some() {
         if let Some((rec, facts)) = last.and_then(|r| r.last_facts().map(|f| (r, f))) {
             tracing::info!(sha256 = %sha, "the bill is unchanged since the last fetch");
             let mut facts = facts.clone();
             facts.unchanged = true;
-            return Ok((rec.files.clone(), Output::Fetch(facts)));
+            // Nothing to publish: its files are in place already.
+            crate::store::crash_point("fetch", "published");
+            return Ok((job.store.sums(rec).await?, Output::Fetch(facts)));
         }
     }
     let mut history = earlier
@@ -61,21 +79,17 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         .map(|e| e.history.clone())
         .unwrap_or_default();
     let earlier_sha = earlier.as_ref().map(|e| e.fetch.sha256.clone());
-    let reissued = earlier_file.is_some() && earlier_sha.as_deref() != Some(sha.as_str());
-    if let (true, Some(earlier)) = (reissued, &earlier) {
-        // Keep the bill it replaces, with its metadata, beside the new one.
-        let keep = dest.join("superseded").join(&earlier.fetch.sha256);
-        std::fs::create_dir_all(&keep).at(&keep)?;
-        for name in [earlier.fetch.file.clone(), "fetch.json".into()] {
-            let from = dest.join(&name);
-            if from.is_file() {
-                std::fs::rename(&from, keep.join(&name)).at(&from)?;
-            }
-        }
+    let mut superseded = earlier
+        .as_ref()
+        .map(|e| e.fetch.superseded.clone())
+        .unwrap_or_default();
+    let reissued = earlier_bill.is_some() && earlier_sha.as_deref() != Some(sha.as_str());
+    if let (true, Some(earlier), Some(bill)) = (reissued, &earlier, &earlier_bill) {
+        // The bill it replaces stays in its own version folder, named here and kept.
         let mut entry = serde_json::to_value(&earlier.fetch)?;
-        entry["superseded_to"] =
-            serde_json::json!(job.store.relative(&keep.join(&earlier.fetch.file)));
+        entry["superseded_to"] = serde_json::json!(bill);
         history.push(entry);
+        superseded.push(bill.clone());
     }
     let facts = FetchDetail {
         file: got.file.clone(),
@@ -87,6 +101,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         channel_detail: got.detail.clone(),
         unchanged: false,
         reissued_from_sha256: None,
+        superseded,
     };
     let meta = FetchFile {
         fetch: facts.clone(),
@@ -103,8 +118,11 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         sha256 = %sha,
         "bill fetched"
     );
-    let files = job.store.publish(&staged, &dest, true)?;
-    let files = files.iter().map(|p| job.store.relative(p)).collect();
+    let files = job
+        .store
+        .publish_as(&staged, "raw", job.name(), job.date, Some(&sha[..16]))
+        .await?;
+    crate::store::crash_point("fetch", "published");
     let mut facts = facts;
     // The bill the date's later stages last ran on: the manifest's, else raw/'s record.
     let before = previous.or(earlier_sha);
@@ -116,11 +134,4 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         );
     }
     Ok((files, Output::Fetch(facts)))
-}
-
-/// The `fetch.json` of an earlier fetch, when there is one that reads.
-fn read_fetch_file(path: &std::path::Path) -> Option<FetchFile> {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
 }

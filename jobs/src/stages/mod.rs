@@ -1,5 +1,6 @@
 //! The five stages of a channel-day: fetch, normalize, collect, reconcile, report. Each is
-//! idempotent: it writes aside, commits by rename, and records itself in the run manifest.
+//! idempotent: it writes aside, publishes into a version folder of its own, and records itself
+//! in the working manifest; the report commits the day (`store` has the protocol).
 
 pub mod ageing;
 pub mod collect;
@@ -8,7 +9,6 @@ pub mod normalize;
 pub mod reconcile;
 pub mod report;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use chrono::NaiveDate;
@@ -43,9 +43,42 @@ impl Job<'_> {
         &self.channel.name
     }
 
-    /// The manifest of this channel-day.
-    pub fn manifest(&self) -> Result<Manifest> {
-        self.store.manifest(self.name(), self.date)
+    /// The working manifest of this channel-day.
+    pub async fn manifest(&self) -> Result<Manifest> {
+        self.store.manifest(self.name(), self.date).await
+    }
+
+    /// The path (relative to the root) of the file named `name` that `stage` committed.
+    pub fn committed_file(&self, manifest: &Manifest, stage: Stage, name: &str) -> Result<String> {
+        manifest
+            .stages
+            .view(stage)
+            .and_then(|v| {
+                v.files
+                    .into_iter()
+                    .find(|f| f.rsplit('/').next() == Some(name))
+            })
+            .ok_or_else(|| {
+                Error::NotReady(format!(
+                    "{} {}: stage {stage} recorded no file {name}; run it again",
+                    self.name(),
+                    self.date
+                ))
+            })
+    }
+
+    /// The files (relative to the root) of `area` that `stage` committed.
+    pub fn committed_in(&self, manifest: &Manifest, stage: Stage, area: &str) -> Vec<String> {
+        manifest
+            .stages
+            .view(stage)
+            .map(|v| {
+                v.files
+                    .into_iter()
+                    .filter(|f| f.starts_with(&format!("{area}/")))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// What `by` needs from an earlier stage (`get`), or "not ready" naming that stage.
@@ -63,11 +96,6 @@ impl Job<'_> {
                 self.date
             ))
         })
-    }
-
-    /// An absolute path from a manifest's relative one.
-    pub fn path(&self, relative: &str) -> PathBuf {
-        self.store.root().join(relative)
     }
 }
 
@@ -99,10 +127,10 @@ async fn stage_attempts(job: &Job<'_>, stage: Stage) -> Result<Manifest> {
         attempts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match stage {
             Stage::Fetch => fetch::run(job).await,
-            Stage::Normalize => normalize::run(job),
+            Stage::Normalize => normalize::run(job).await,
             Stage::Collect => collect::run(job).await,
             Stage::Reconcile => reconcile::run(job).await,
-            Stage::Report => report::run(job),
+            Stage::Report => report::run(job).await,
         }
     })
     .retry(backoff)
@@ -124,7 +152,7 @@ async fn stage_attempts(job: &Job<'_>, stage: Stage) -> Result<Manifest> {
             e
         }
     });
-    let mut manifest = job.manifest()?;
+    let mut manifest = job.manifest().await?;
     let ran = Ran {
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         duration_ms: started.elapsed().as_millis() as u64,
@@ -133,18 +161,49 @@ async fn stage_attempts(job: &Job<'_>, stage: Stage) -> Result<Manifest> {
     match outcome {
         Ok((files, output)) => {
             manifest.record_done(stage, &ran, files, output);
-            job.store.save_manifest(&manifest, job.date)?;
+            // The report commits the day before the working manifest says `reconciled`: a day
+            // the manifest calls reconciled is always committed (a backfill skips it).
+            let previous = match stage {
+                Stage::Report => Some(commit(job, &manifest).await?),
+                _ => None,
+            };
+            job.store.save_manifest(&manifest, job.date).await?;
+            crate::store::crash_point(stage.as_str(), "recorded");
+            if let Some(keep) = previous {
+                job.store.clean(job.name(), job.date, &keep).await?;
+                crate::store::crash_point("report", "cleaned");
+            }
             tracing::info!(duration_ms = ran.duration_ms, "stage done");
             Ok(manifest)
         }
         Err(e) => {
             manifest.record_failed(stage, &ran, e.status(), e.to_string());
-            job.store.save_manifest(&manifest, job.date)?;
+            job.store.save_manifest(&manifest, job.date).await?;
             tracing::error!(error = %e, "stage failed");
             Err(e)
         }
     }
 }
 
-/// What a stage returns: committed files (relative to the root) and its typed record.
-pub type Outcome = (Vec<String>, Output);
+/// Commits the day the report recorded (see `store`): writes the pointer. Returns what the
+/// previous pointer named: a reader may be reading it, so the cleaning that follows keeps it
+/// (the next run of the day removes it).
+async fn commit(job: &Job<'_>, manifest: &Manifest) -> Result<Vec<String>> {
+    let previous = job.store.committed_at(job.name(), job.date).await?;
+    let committed = job
+        .store
+        .commit(manifest, job.date, previous.as_ref().map(|(_, v)| v))
+        .await?;
+    crate::store::crash_point("report", "committed");
+    tracing::info!(
+        run_id = committed.run_id.as_deref().unwrap_or_default(),
+        files = committed.files.len(),
+        "day committed"
+    );
+    Ok(previous
+        .map(|(c, _)| c.files.into_iter().map(|f| f.path).collect())
+        .unwrap_or_default())
+}
+
+/// What a stage returns: the files it committed (with their checksums) and its typed record.
+pub type Outcome = (Vec<crate::store::FileSum>, Output);

@@ -7,13 +7,13 @@ use crate::formats::{normalize_file, Target, Template};
 use crate::records::{NormalizeDetail, Output};
 
 /// Runs the stage.
-pub fn run(job: &Job<'_>) -> Result<Outcome> {
-    let manifest = job.manifest()?;
+pub async fn run(job: &Job<'_>) -> Result<Outcome> {
+    let manifest = job.manifest().await?;
     let file = job
         .require(&manifest, Stage::Fetch, Stage::Normalize, |m| m.fetched())?
         .file
         .clone();
-    let raw = job.store.area("raw", job.name(), job.date).join(&file);
+    let raw_rel = job.committed_file(&manifest, Stage::Fetch, &file)?;
     let template = Template::load(
         &job.channel.format,
         Some(&job.config.base_dir.join("formats")),
@@ -39,15 +39,19 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
         rejected: &rej_file,
         max_rejected: job.channel.max_rejected_rows,
     };
-    let stats = normalize_file(&template, &raw, &target)?;
+    let raw = job.store.local_copy(&raw_rel).await?;
+    let stats = normalize_file(&template, raw.path(), &target)?;
+    drop(raw);
     if let Some(why) = &stats.refused {
         // Refused by its own totals: the rejected rows say which lines broke them, so they are
         // committed all the same; nothing is normalized.
-        let dest = job.store.area("rejected", job.name(), job.date);
-        let published = job.store.publish(&rej_dir, &dest, true)?;
+        let published = job
+            .store
+            .publish(&rej_dir, "rejected", job.name(), job.date)
+            .await?;
         let shown = published
             .first()
-            .map(|p| job.store.relative(p))
+            .map(|p| job.store.url(&p.path))
             .unwrap_or_default();
         return Err(Error::BadInput(format!(
             "{why}; its {} rejected rows are in {shown}",
@@ -57,11 +61,9 @@ pub fn run(job: &Job<'_>) -> Result<Outcome> {
     let normalized_sha = crate::store::sha256_file(&norm_file)?;
     let mut files = Vec::new();
     for (dir, area) in [(&norm_dir, "normalized"), (&rej_dir, "rejected")] {
-        let dest = job.store.area(area, job.name(), job.date);
-        for p in job.store.publish(dir, &dest, true)? {
-            files.push(job.store.relative(&p));
-        }
+        files.extend(job.store.publish(dir, area, job.name(), job.date).await?);
     }
+    crate::store::crash_point("normalize", "published");
     tracing::info!(
         read = stats.rows_read,
         written = stats.rows_written,

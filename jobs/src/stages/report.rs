@@ -14,8 +14,8 @@ use crate::records::{
 use crate::store::write_atomic;
 
 /// Builds the summary of a channel-day from its manifest.
-pub fn summary(job: &Job<'_>) -> Result<Summary> {
-    let manifest = job.manifest()?;
+pub async fn summary(job: &Job<'_>) -> Result<Summary> {
+    let manifest = job.manifest().await?;
     let normalized = job.require(&manifest, Stage::Normalize, Stage::Report, |m| {
         m.normalized()
     })?;
@@ -85,7 +85,14 @@ pub fn summary(job: &Job<'_>) -> Result<Summary> {
         .filter_map(|c| count_map.get(c.as_str()))
         .sum::<u64>();
     let thresholds = check_thresholds(job, counts)?;
-    let area = |a: &str| job.store.relative(&job.store.area(a, job.name(), job.date));
+    // Each output where its stage published it.
+    let file = |stage: Stage, name: &str| job.committed_file(&manifest, stage, name);
+    let folder = |stage: Stage, area: &str| {
+        job.committed_in(&manifest, stage, area)
+            .first()
+            .and_then(|f| f.rsplit_once('/').map(|(d, _)| d.to_string()))
+            .unwrap_or_else(|| job.store.area(area, job.name(), job.date))
+    };
     Ok(Summary {
         channel: job.name().to_string(),
         bill_date: job.date.to_string(),
@@ -118,15 +125,15 @@ pub fn summary(job: &Job<'_>) -> Result<Summary> {
         ageing: reconciled.ageing.stats.clone(),
         carry_out_rows: reconciled.carry_out_rows,
         outputs: Outputs {
-            diffs: format!("{}/diffs.parquet", area("results")),
-            ledger: format!("{}/ledger.parquet", area("results")),
-            summary: format!("{}/summary.json", area("results")),
-            carryover: area("carryover"),
-            stats_by_hour: format!("{}/by_hour.parquet", area("stats")),
-            stats_by_merchant: format!("{}/by_merchant.parquet", area("stats")),
-            normalized: area("normalized"),
-            rejected: area("rejected"),
-            platform: area("platform"),
+            diffs: file(Stage::Reconcile, "diffs.parquet")?,
+            ledger: file(Stage::Reconcile, "ledger.parquet")?,
+            committed: job.store.committed_path(job.name(), job.date),
+            carryover: folder(Stage::Reconcile, "carryover"),
+            stats_by_hour: file(Stage::Reconcile, "by_hour.parquet")?,
+            stats_by_merchant: file(Stage::Reconcile, "by_merchant.parquet")?,
+            normalized: folder(Stage::Normalize, "normalized"),
+            rejected: folder(Stage::Normalize, "rejected"),
+            platform: folder(Stage::Collect, "platform"),
         },
         marked_stale: None,
     })
@@ -166,27 +173,31 @@ fn check_thresholds(job: &Job<'_>, counts: &Counts) -> Result<Thresholds> {
 }
 
 /// Runs the stage.
-pub fn run(job: &Job<'_>) -> Result<Outcome> {
-    let s = summary(job)?;
-    let path = job
-        .store
-        .area("results", job.name(), job.date)
-        .join("summary.json");
+pub async fn run(job: &Job<'_>) -> Result<Outcome> {
+    let s = summary(job).await?;
+    let staged = job.store.staging("report", job.name(), job.date)?;
     let mut text = serde_json::to_vec_pretty(&s.to_json())?;
     text.push(b'\n');
-    write_atomic(&path, &text)?;
+    write_atomic(&staged.join("summary.json"), &text)?;
+    let files = job
+        .store
+        .publish(&staged, "results", job.name(), job.date)
+        .await?;
+    crate::store::crash_point("report", "published");
     if !s.conservation.holds {
+        // Published, for a person to read, but never committed: the next run removes it.
         return Err(Error::Other(format!(
-            "conservation check failed for {} {}: {}",
+            "conservation check failed for {} {}: {}; its summary (not committed): {}",
             job.name(),
             job.date,
-            serde_json::to_value(&s.conservation)?
+            serde_json::to_value(&s.conservation)?,
+            files
+                .first()
+                .map(|f| job.store.url(&f.path))
+                .unwrap_or_default()
         )));
     }
-    Ok((
-        vec![job.store.relative(&path)],
-        Output::Report(Box::new(ReportDetail { summary: s })),
-    ))
+    Ok((files, Output::Report(Box::new(ReportDetail { summary: s }))))
 }
 
 /// `summary.json` as a person reads it: one table per channel-day (for `reckon report`).

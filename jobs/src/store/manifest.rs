@@ -59,6 +59,9 @@ pub struct Record<D> {
     pub duration_ms: u64,
     /// Files it committed, relative to the storage root.
     pub files: Vec<String>,
+    /// Each committed file's SHA-256 and size (absent in manifests written before #18).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checksums: Vec<FileSum>,
     /// Its facts, or the error of its failed attempt.
     pub detail: Detail<D>,
     /// How many attempts it took (more than one when a service could not be reached).
@@ -132,27 +135,42 @@ impl<D> Record<D> {
         }
     }
 
-    fn done(ran: &Ran, files: Vec<String>, detail: D) -> Self {
+    fn done(ran: &Ran, files: Vec<FileSum>, detail: D) -> Self {
         Record {
             state: StageState::Done,
             finished_at: ran.finished_at.clone(),
             duration_ms: ran.duration_ms,
-            files,
+            files: files.iter().map(|f| f.path.clone()).collect(),
+            checksums: files,
             detail: Detail::Facts(detail),
             attempts: ran.attempts,
         }
     }
 
-    fn failed(ran: &Ran, error: String) -> Self {
+    /// A failed attempt's record. The files the stage committed before stay named (they are
+    /// still in place, and an earlier bill's `fetch.json` tells a re-issue from a first fetch).
+    fn failed(before: Option<&Self>, ran: &Ran, error: String) -> Self {
         Record {
             state: StageState::Failed,
             finished_at: ran.finished_at.clone(),
             duration_ms: ran.duration_ms,
-            files: Vec::new(),
+            files: before.map(|r| r.files.clone()).unwrap_or_default(),
+            checksums: before.map(|r| r.checksums.clone()).unwrap_or_default(),
             detail: Detail::Failed { error },
             attempts: ran.attempts,
         }
     }
+}
+
+/// A committed file: its path relative to the storage root, its SHA-256 and size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSum {
+    /// Relative to the storage root.
+    pub path: String,
+    /// Hex SHA-256 of its bytes.
+    pub sha256: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// A record's facts as JSON, for people and schedulers (the `reckon stage` line).
@@ -220,6 +238,24 @@ impl Stages {
         }
     }
 
+    /// Every file the records name, and the checksums they have, stage by stage.
+    pub fn files(&self) -> Vec<(&[String], &[FileSum])> {
+        fn of<D>(r: &Option<Record<D>>) -> Option<(&[String], &[FileSum])> {
+            r.as_ref()
+                .map(|r| (r.files.as_slice(), r.checksums.as_slice()))
+        }
+        [
+            of(&self.fetch),
+            of(&self.normalize),
+            of(&self.collect),
+            of(&self.reconcile),
+            of(&self.report),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// Whether any stage ran.
     pub fn is_empty(&self) -> bool {
         Stage::ALL.iter().all(|s| self.state(*s).is_none())
@@ -282,7 +318,7 @@ impl Manifest {
     /// Records `stage` done with `files` and its facts; a stage that reran makes the later
     /// ones stale (they must run again), but for a fetch that brought the same bill. The day
     /// is `in_progress` until the report, then `reconciled`.
-    pub fn record_done(&mut self, stage: Stage, ran: &Ran, files: Vec<String>, output: Output) {
+    pub fn record_done(&mut self, stage: Stage, ran: &Ran, files: Vec<FileSum>, output: Output) {
         let changed = !matches!(&output, Output::Fetch(f) if f.unchanged);
         match output {
             Output::Fetch(d) => self.stages.fetch = Some(Record::done(ran, files, d)),
@@ -309,12 +345,14 @@ impl Manifest {
 
     /// Records `stage` failed with `error`, leaving the day in `status`.
     pub fn record_failed(&mut self, stage: Stage, ran: &Ran, status: DayStatus, error: String) {
+        let st = &mut self.stages;
+        let e = error.clone();
         match stage {
-            Stage::Fetch => self.stages.fetch = Some(Record::failed(ran, error.clone())),
-            Stage::Normalize => self.stages.normalize = Some(Record::failed(ran, error.clone())),
-            Stage::Collect => self.stages.collect = Some(Record::failed(ran, error.clone())),
-            Stage::Reconcile => self.stages.reconcile = Some(Record::failed(ran, error.clone())),
-            Stage::Report => self.stages.report = Some(Record::failed(ran, error.clone())),
+            Stage::Fetch => st.fetch = Some(Record::failed(st.fetch.as_ref(), ran, e)),
+            Stage::Normalize => st.normalize = Some(Record::failed(st.normalize.as_ref(), ran, e)),
+            Stage::Collect => st.collect = Some(Record::failed(st.collect.as_ref(), ran, e)),
+            Stage::Reconcile => st.reconcile = Some(Record::failed(st.reconcile.as_ref(), ran, e)),
+            Stage::Report => st.report = Some(Record::failed(st.report.as_ref(), ran, e)),
         }
         self.status = status;
         self.error = Some(error);
@@ -368,7 +406,11 @@ mod tests {
         m.record_done(
             Stage::Collect,
             &ran(),
-            vec!["platform/x".into()],
+            vec![FileSum {
+                path: "platform/channel=wechat/dt=2026-11-20/_v=1/part-0.parquet".into(),
+                sha256: "ab".into(),
+                size: 3,
+            }],
             collected(7),
         );
         m.record_failed(
@@ -380,6 +422,10 @@ mod tests {
         let text = serde_json::to_string(&m).expect("json");
         let back: Manifest = serde_json::from_str(&text).expect("read back");
         assert_eq!(back.collected().map(|c| c.rows), Some(7));
+        let files = back.stages.files();
+        assert_eq!(files.len(), 2, "collect's files and reconcile's (none)");
+        assert_eq!(files[0].0, [files[0].1[0].path.clone()]);
+        assert_eq!(files[0].1[0].sha256, "ab");
         assert_eq!(
             back.stages.state(Stage::Reconcile),
             Some(StageState::Failed)

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::support::{self, area, date, read, s};
+use super::support::{self, date, file_of, read, s};
 
 type Multiset = BTreeMap<(String, String, String), i64>;
 
@@ -30,7 +30,7 @@ fn labels(dir: &Path) -> BTreeMap<(String, String), Multiset> {
 /// The labelled records a day's diffs.parquet accounts for.
 fn observed(root: &Path, channel: &str, day: &str) -> Multiset {
     let mut m = Multiset::new();
-    let diffs = area(root, "results", channel, day).join("diffs.parquet");
+    let diffs = file_of(root, "results", channel, day, "diffs.parquet");
     for batch in read(&diffs) {
         for i in 0..batch.num_rows() {
             let category = s(&batch, "category", i).expect("category");
@@ -57,7 +57,7 @@ fn observed(root: &Path, channel: &str, day: &str) -> Multiset {
             }
         }
     }
-    for batch in read(&area(root, "rejected", channel, day).join("part-0.parquet")) {
+    for batch in read(&file_of(root, "rejected", channel, day, "part-0.parquet")) {
         for i in 0..batch.num_rows() {
             let file = s(&batch, "source_file", i).expect("file");
             let file = file.split('!').next().expect("name").to_string();
@@ -86,7 +86,7 @@ fn check_seed(seed: u64) {
         assert_eq!(code, 0, "seed {seed} {day}: {json}\n{stderr}");
         for ch in ["alipay", "wechat"] {
             let summary: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(area(&root, "results", ch, day).join("summary.json"))
+                &std::fs::read(file_of(&root, "results", ch, day, "summary.json"))
                     .expect("summary"),
             )
             .expect("json");

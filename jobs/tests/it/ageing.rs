@@ -9,12 +9,12 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Decimal128Type;
 use rust_decimal::Decimal;
 
-use crate::support::{area, date, generate, read, run_day, s};
+use crate::support::{date, file_of, generate, read, run_day, s};
 
 /// The ledger of a channel-day as `key → (state, first_seen, resolved_by, category)`.
 fn ledger(root: &Path, day: &str) -> HashMap<String, (String, String, Option<String>, String)> {
     let mut out = HashMap::new();
-    for b in read(&area(root, "results", "wechat", day).join("ledger.parquet")) {
+    for b in read(&file_of(root, "results", "wechat", day, "ledger.parquet")) {
         for i in 0..b.num_rows() {
             out.insert(
                 s(&b, "ageing_key", i).expect("key"),
@@ -59,7 +59,13 @@ fn differences_age_across_days_and_a_reissued_bill_resolves_what_it_corrects() {
     assert_eq!(a1["new"].as_u64(), Some(l1.len() as u64), "{a1}");
     assert_eq!(a1["persisting"].as_u64(), Some(0), "{a1}");
     assert_eq!(a1["oldest_open"], "2026-11-20");
-    let diffs1 = read(&area(&root, "results", "wechat", "2026-11-20").join("diffs.parquet"));
+    let diffs1 = read(&file_of(
+        &root,
+        "results",
+        "wechat",
+        "2026-11-20",
+        "diffs.parquet",
+    ));
     let rows1: usize = diffs1.iter().map(|b| b.num_rows()).sum();
     assert_eq!(rows1, l1.len());
     for b in &diffs1 {
@@ -169,14 +175,24 @@ fn differences_age_across_days_and_a_reissued_bill_resolves_what_it_corrects() {
     );
 
     // The same inputs again: the same ledger, the resolution kept.
-    let before =
-        std::fs::read(area(&root, "results", "wechat", "2026-11-20").join("ledger.parquet"))
-            .expect("ledger");
+    let before = std::fs::read(file_of(
+        &root,
+        "results",
+        "wechat",
+        "2026-11-20",
+        "ledger.parquet",
+    ))
+    .expect("ledger");
     let again = run_wechat(&cfg, "2026-11-20");
     assert_eq!(again["ageing"], s1b["ageing"]);
-    let after =
-        std::fs::read(area(&root, "results", "wechat", "2026-11-20").join("ledger.parquet"))
-            .expect("ledger");
+    let after = std::fs::read(file_of(
+        &root,
+        "results",
+        "wechat",
+        "2026-11-20",
+        "ledger.parquet",
+    ))
+    .expect("ledger");
     assert!(before == after, "a rerun rewrote the ledger differently");
 }
 
@@ -184,7 +200,7 @@ fn differences_age_across_days_and_a_reissued_bill_resolves_what_it_corrects() {
 /// category; `reckon report --hourly --by-merchant` prints them.
 fn stats_add_up_to_the_summary(root: &Path, cfg: &Path, summary: &serde_json::Value) {
     use datafusion::arrow::datatypes::{Int32Type, UInt64Type};
-    let dir = area(root, "stats", "wechat", "2026-11-20");
+    let stats = |file: &str| file_of(root, "stats", "wechat", "2026-11-20", file);
     let mut hours = std::collections::BTreeSet::new();
     let mut merchants = std::collections::BTreeSet::new();
     for (file, grain) in [
@@ -193,7 +209,7 @@ fn stats_add_up_to_the_summary(root: &Path, cfg: &Path, summary: &serde_json::Va
     ] {
         let mut rows: HashMap<String, u64> = HashMap::new();
         let mut amounts: HashMap<String, (i128, i128)> = HashMap::new();
-        for b in read(&dir.join(file)) {
+        for b in read(&stats(file)) {
             let n = b
                 .column_by_name("rows")
                 .expect("rows")

@@ -115,11 +115,14 @@ fn the_example_dags_run_in_airflow_and_map_exit_codes_to_retries() {
             assert_eq!(s["stages"][stage]["state"], "done", "{s}");
         }
         let ch = s["channel"].as_str().expect("channel");
-        assert!(dir
-            .join(format!(
-                "output/results/channel={ch}/dt=2026-11-20/summary.json"
-            ))
-            .exists());
+        assert!(super::support::file_of(
+            &dir.join("output"),
+            "results",
+            ch,
+            "2026-11-20",
+            "summary.json"
+        )
+        .exists());
     }
 
     // Day 2: wechat's bill fails its totals (exit 3: failed at once, never retried); alipay's

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::path::Path;
 
-use super::support::{self, area, read, s};
+use super::support::{self, area, file_of, read, s};
 
 const DAY: &str = "2026-11-20";
 
@@ -27,7 +27,7 @@ fn a_malformed_row_is_rejected_with_file_line_reason_and_raw_text() {
     let (code, json, stderr) = support::run_day(&config, DAY, &["--channel", "wechat"]);
     assert_eq!(code, 0, "{json} {stderr}");
     let root = tmp.path().join("output");
-    let rejected = read(&area(&root, "rejected", "wechat", DAY).join("part-0.parquet"));
+    let rejected = read(&file_of(&root, "rejected", "wechat", DAY, "part-0.parquet"));
     let mut found = false;
     let mut n = 0;
     for b in &rejected {
@@ -212,8 +212,15 @@ fn a_bill_refused_for_its_totals_still_shows_its_rejected_rows() {
         out.join("\r\n")
     });
     assert_incomplete(tmp.path(), &config, "totals check failed");
-    let root = tmp.path().join("output");
-    let rejected = read(&area(&root, "rejected", "alipay", DAY).join("part-0.parquet"));
+    // The refused bill's rejected rows are published (never committed) where its error says.
+    let (_, json, _) = support::run_day(&config, DAY, &["--channel", "alipay"]);
+    let error = json["channels"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("rejected/channel=alipay"), "{error}");
+    let shown = error
+        .split(" rejected rows are in ")
+        .nth(1)
+        .expect("the error names the rejected rows");
+    let rejected = read(Path::new(shown));
     let lines: Vec<i64> = rejected
         .iter()
         .flat_map(|b| (0..b.num_rows()).filter_map(|i| support::i64v(b, "source_line", i)))
@@ -223,7 +230,4 @@ fn a_bill_refused_for_its_totals_still_shows_its_rejected_rows() {
         "line {} is in rejected/: {lines:?}",
         victim.get()
     );
-    let (_, json, _) = support::run_day(&config, DAY, &["--channel", "alipay"]);
-    let error = json["channels"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("rejected/channel=alipay"), "{error}");
 }

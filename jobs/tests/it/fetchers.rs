@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use serde_json::{json, Value};
 
 use crate::services::{unavailable, ChannelApis, S3};
-use crate::support::{area, generate, reckon, run_day};
+use crate::support::{area, file_of, generate, reckon, run_day};
 
 const DAY: &str = "2026-11-20";
 
@@ -170,7 +170,7 @@ impl Setup {
     }
 
     fn fetch_json(&self, channel: &str) -> Value {
-        let p = area(&self.dir.join("output"), "raw", channel, DAY).join("fetch.json");
+        let p = file_of(&self.dir.join("output"), "raw", channel, DAY, "fetch.json");
         serde_json::from_slice(&std::fs::read(&p).expect("fetch.json")).expect("JSON")
     }
 }
@@ -263,10 +263,13 @@ fn bills_fetched_through_the_signed_apis_reconcile_like_the_dropped_files() {
             .join("20881234567890120156_20261120.csv.zip"),
     )
     .expect("served");
-    let kept = std::fs::read(
-        area(&t.dir.join("output"), "raw", "alipay", DAY)
-            .join("20881234567890120156_20261120.csv.zip"),
-    )
+    let kept = std::fs::read(file_of(
+        &t.dir.join("output"),
+        "raw",
+        "alipay",
+        DAY,
+        "20881234567890120156_20261120.csv.zip",
+    ))
     .expect("kept");
     assert_eq!(served, kept);
     let wx = t.fetch_json("wechat");
@@ -557,14 +560,13 @@ fn a_bill_in_an_object_store_is_fetched_by_listing_one_prefix() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let raw = area(&dir.join("output"), "raw", "alipay", DAY);
+    let raw = |f: &str| file_of(&dir.join("output"), "raw", "alipay", DAY, f);
     assert_eq!(
-        std::fs::read(raw.join(&name)).expect("raw"),
+        std::fs::read(raw(&name)).expect("raw"),
         std::fs::read(&bill).expect("bill")
     );
-    let fj: Value =
-        serde_json::from_slice(&std::fs::read(raw.join("fetch.json")).expect("fetch.json"))
-            .expect("JSON");
+    let fj: Value = serde_json::from_slice(&std::fs::read(raw("fetch.json")).expect("fetch.json"))
+        .expect("JSON");
     assert_eq!(fj["fetcher"], "object_store");
     assert_eq!(
         fj["source"],

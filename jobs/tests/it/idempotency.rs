@@ -10,7 +10,7 @@ use super::support::{self, snapshot};
 const DAY: &str = "2026-11-20";
 
 /// Everything but the manifests (which record timings) and engine scratch space.
-const VOLATILE: &[&str] = &["runs/", "_staging", "_work", "fetch.json"];
+const VOLATILE: &[&str] = &["runs/", "_scratch", "fetch.json"];
 
 #[test]
 fn running_a_day_twice_leaves_the_same_results_and_no_extra_files() {
@@ -36,8 +36,7 @@ fn running_a_day_twice_leaves_the_same_results_and_no_extra_files() {
     }
     let all = snapshot(&root, &[]);
     assert!(
-        all.keys()
-            .all(|k| !k.starts_with("_staging") && !k.starts_with("_work")),
+        all.keys().all(|k| !k.starts_with("_scratch")),
         "scratch left: {:?}",
         all.keys()
     );
@@ -59,7 +58,7 @@ fn kill_during(config: &Path, root: &Path, stage: &str) -> bool {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn");
-    let staging = root.join("_staging");
+    let staging = root.join("_scratch/staging");
     let marker = format!("alipay-{DAY}-{stage}-");
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut hit = false;
@@ -88,7 +87,7 @@ fn kill_during(config: &Path, root: &Path, stage: &str) -> bool {
 
 /// Every Parquet file a reader can see is whole.
 fn assert_readable(root: &Path) {
-    for (rel, _) in snapshot(root, &["_staging", "_work"]) {
+    for (rel, _) in snapshot(root, &["_scratch"]) {
         if rel.ends_with(".parquet") {
             reckon::parquet_io::read_file(&root.join(&rel))
                 .unwrap_or_else(|e| panic!("{rel} is not whole: {e}"));
@@ -119,9 +118,7 @@ fn a_run_killed_in_normalize_or_reconcile_reruns_to_the_same_results() {
         );
         assert_readable(&root);
         assert!(
-            !support::area(&root, "results", "alipay", DAY)
-                .join("summary.json")
-                .exists(),
+            support::found(&root, "results", "alipay", DAY, "summary.json").is_none(),
             "a killed run left a summary"
         );
         let (code, json, err) = support::run_day(&config, DAY, &["--channel", "alipay"]);
@@ -245,7 +242,10 @@ fn an_engine_failure_is_exit_1_with_the_cause_and_publishes_nothing() {
         !support::area(&root, "carryover", "alipay", DAY).exists(),
         "no carry-over"
     );
-    assert!(!root.join("_staging").exists(), "no staging left behind");
+    assert!(
+        !root.join("_scratch").exists() || snapshot(&root.join("_scratch"), &[]).is_empty(),
+        "no staging left behind"
+    );
 }
 
 #[test]

@@ -19,6 +19,7 @@ mod schemas;
 mod services;
 mod slt;
 mod sqlcheck;
+mod storage;
 mod support;
 mod thresholds;
 mod warehouse;

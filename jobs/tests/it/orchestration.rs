@@ -15,7 +15,7 @@ fn cfg_str(p: &Path) -> &str {
 /// The files a reader of the results relies on (not the manifests, which hold times, nor
 /// fetch.json, which names where the bill was found).
 fn results(root: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
-    snapshot(root, &["_staging", "_work", "runs/", "fetch.json"])
+    snapshot(root, &["_scratch", "runs/", "fetch.json"])
 }
 
 fn backfill(cfg: &Path, extra: &[&str]) -> (i32, String, serde_json::Value) {
@@ -276,10 +276,18 @@ fn lease_path(dir: &Path) -> PathBuf {
     dir.join("output/runs/channel=alipay/dt=2026-11-20/lease.json")
 }
 
-fn wait_for(path: &Path) -> bool {
+/// Whether the lease is held: there, and not marked released by a run that ended.
+fn held(dir: &Path) -> bool {
+    std::fs::read(lease_path(dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|v| v.get("released").is_none())
+}
+
+fn wait_held(dir: &Path) -> bool {
     let deadline = Instant::now() + Duration::from_secs(120);
     while Instant::now() < deadline {
-        if path.exists() {
+        if held(dir) {
             return true;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -296,7 +304,7 @@ fn two_runs_of_one_channel_date_never_overlap() {
     // The second run does not wait: it exits 75 and names the holder.
     let first = start_run(&cfg, "0");
     let pid = first.id();
-    assert!(wait_for(&lease_path(&dir)), "no lease appeared");
+    assert!(wait_held(&dir), "no lease appeared");
     let second = start_run(&cfg, "0").wait_with_output().expect("second");
     let a = first.wait_with_output().expect("first");
     assert_eq!(
@@ -311,12 +319,12 @@ fn two_runs_of_one_channel_date_never_overlap() {
         out.contains("is being run by") && out.contains(&format!(":{pid} ")),
         "{out}"
     );
-    assert!(!lease_path(&dir).exists(), "the lease outlived its run");
+    assert!(!held(&dir), "the lease outlived its run");
     let done = results(&dir.join("output"));
 
     // The second run waits its turn, then runs: both succeed, the results are those of one.
     let first = start_run(&cfg, "0");
-    assert!(wait_for(&lease_path(&dir)), "no lease appeared");
+    assert!(wait_held(&dir), "no lease appeared");
     let second = start_run(&cfg, "300");
     let a = first.wait_with_output().expect("first");
     let b = second.wait_with_output().expect("second");
@@ -334,13 +342,10 @@ fn two_runs_of_one_channel_date_never_overlap() {
 
     // A lease left by a killed run does not block the next one.
     let mut killed = start_run(&cfg, "0");
-    assert!(wait_for(&lease_path(&dir)), "no lease appeared");
+    assert!(wait_held(&dir), "no lease appeared");
     killed.kill().expect("kill");
     let _ = killed.wait();
-    assert!(
-        lease_path(&dir).exists(),
-        "the kill left no lease to test with"
-    );
+    assert!(held(&dir), "the kill left no lease to test with");
     let (code, json, err) = run_day(&cfg, "2026-11-20", &["--channel", "alipay"]);
     assert_eq!(code, 0, "{json}\n{err}");
     assert!(err.contains("took over a stale lease"), "{err}");

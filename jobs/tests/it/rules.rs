@@ -114,11 +114,20 @@ fn a_reconcile_sql_that_loses_records_fails_the_conservation_check() {
             .is_some_and(|e| e.contains("conservation check failed")),
         "{ch}"
     );
-    let summary: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join("output/results/channel=alipay/dt=2026-11-20/summary.json"))
-            .expect("summary"),
-    )
-    .expect("json");
+    // The failed summary is published for a person to read, named in the error, never
+    // committed.
+    let error = ch["error"].as_str().unwrap_or_default();
+    let shown = error
+        .split("its summary (not committed): ")
+        .nth(1)
+        .expect("the error names the summary");
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shown).expect("summary")).expect("json");
+    assert!(
+        !dir.join("output/runs/channel=alipay/dt=2026-11-20/committed.json")
+            .exists(),
+        "a day that fails conservation is not committed"
+    );
     assert_eq!(summary["status"], "failed", "{summary}");
     assert_eq!(summary["conservation"]["holds"], false, "{summary}");
     let accounted = summary["conservation"]["channel_records"]

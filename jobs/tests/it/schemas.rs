@@ -5,7 +5,7 @@ use std::path::Path;
 
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
-use crate::support::{area, generate, run_day};
+use crate::support::{file_of, generate, run_day};
 
 /// A channel `clean` whose bill (WeChat's real layout, the example bill) the warehouse
 /// matches record for record: its day has no differences at all.
@@ -102,8 +102,8 @@ async fn an_empty_day_and_a_full_day_have_one_schema_and_one_query_reads_both() 
         ("stats", "by_merchant.parquet"),
         ("carryover", "part-0.parquet"),
     ] {
-        let empty = schema_of(&ctx, &area(&root, ar, "clean", "2026-11-20").join(file)).await;
-        let full = schema_of(&ctx, &area(&root, ar, "alipay", "2026-11-20").join(file)).await;
+        let empty = schema_of(&ctx, &file_of(&root, ar, "clean", "2026-11-20", file)).await;
+        let full = schema_of(&ctx, &file_of(&root, ar, "alipay", "2026-11-20", file)).await;
         assert_eq!(
             empty, full,
             "{ar}/{file}: the empty and the full day differ"
@@ -112,8 +112,7 @@ async fn an_empty_day_and_a_full_day_have_one_schema_and_one_query_reads_both() 
     // The contract's columns, in order, first.
     let diffs = ctx
         .read_parquet(
-            area(&root, "results", "clean", "2026-11-20")
-                .join("diffs.parquet")
+            file_of(&root, "results", "clean", "2026-11-20", "diffs.parquet")
                 .to_str()
                 .expect("utf8"),
             ParquetReadOptions::default(),

@@ -173,3 +173,79 @@ pub fn channel_line(cfg: &Path, channel: &str, line: &str) {
     );
     std::fs::write(cfg, text).expect("config");
 }
+
+/// The file `name` of `area` for a channel-day, where reckon put it: the one the day's
+/// working manifest's records name, else the one its committed pointer names. Panics naming what it looked for when neither names it.
+pub fn file_of(root: &Path, area: &str, channel: &str, date: &str, name: &str) -> PathBuf {
+    found(root, area, channel, date, name).unwrap_or_else(|| {
+        panic!(
+            "no {area}/…/{name} for {channel} {date} in {}",
+            root.display()
+        )
+    })
+}
+
+/// [`file_of`], or `None` when no manifest names such a file.
+pub fn found(root: &Path, area: &str, channel: &str, date: &str, name: &str) -> Option<PathBuf> {
+    let runs = self::area(root, "runs", channel, date);
+    let wanted = |p: &str| p.starts_with(&format!("{area}/")) && p.rsplit('/').next() == Some(name);
+    let hit = |p: &str| wanted(p).then(|| root.join(p));
+    if let Ok(bytes) = std::fs::read(runs.join("manifest.json")) {
+        let m: serde_json::Value = serde_json::from_slice(&bytes).expect("manifest.json");
+        for (_, r) in m["stages"].as_object().into_iter().flatten() {
+            for f in r["files"].as_array().into_iter().flatten() {
+                if let Some(p) = hit(f.as_str().unwrap_or_default()) {
+                    return Some(p);
+                }
+            }
+        }
+    }
+    let bytes = std::fs::read(runs.join("committed.json")).ok()?;
+    let c: serde_json::Value = serde_json::from_slice(&bytes).expect("committed.json");
+    c["files"]
+        .as_array()?
+        .iter()
+        .find_map(|f| hit(f["path"].as_str().unwrap_or_default()))
+}
+
+/// The files of a channel-day's areas that neither its working manifest nor its committed
+/// pointer names (what a crash left, until the next run cleans it).
+pub fn stray_files(root: &Path, channel: &str, date: &str) -> Vec<String> {
+    let runs = area(root, "runs", channel, date);
+    let mut named = std::collections::BTreeSet::new();
+    if let Ok(bytes) = std::fs::read(runs.join("manifest.json")) {
+        let m: serde_json::Value = serde_json::from_slice(&bytes).expect("manifest.json");
+        for (_, r) in m["stages"].as_object().into_iter().flatten() {
+            for f in r["files"].as_array().into_iter().flatten() {
+                named.insert(f.as_str().unwrap_or_default().to_string());
+            }
+        }
+        for f in m["stages"]["fetch"]["detail"]["superseded"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            named.insert(f.as_str().unwrap_or_default().to_string());
+        }
+    }
+    if let Ok(bytes) = std::fs::read(runs.join("committed.json")) {
+        let c: serde_json::Value = serde_json::from_slice(&bytes).expect("committed.json");
+        for f in c["files"].as_array().into_iter().flatten() {
+            named.insert(f["path"].as_str().unwrap_or_default().to_string());
+        }
+    }
+    let mut out = Vec::new();
+    for ar in reckon::store::AREAS.iter().filter(|a| **a != "runs") {
+        let dir = area(root, ar, channel, date);
+        if !dir.exists() {
+            continue;
+        }
+        for (rel, _) in snapshot(&dir, &[]) {
+            let full = format!("{ar}/channel={channel}/dt={date}/{rel}");
+            if !named.contains(&full) {
+                out.push(full);
+            }
+        }
+    }
+    out
+}

@@ -67,10 +67,13 @@ fn a_day_past_a_threshold_says_so_fails_only_when_asked_and_reports_as_a_table()
     assert!(missing["count"].as_u64().unwrap_or(0) > 0, "{t}");
     // The summary on disk says the same.
     let summary: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            tmp.path()
-                .join("d/output/results/channel=alipay/dt=2026-11-20/summary.json"),
-        )
+        &std::fs::read(super::support::file_of(
+            &tmp.path().join("d/output"),
+            "results",
+            "alipay",
+            "2026-11-20",
+            "summary.json",
+        ))
         .expect("summary"),
     )
     .expect("json");

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::services::{unavailable, S3};
-use crate::support::{area, reckon};
+use crate::support::{file_of, reckon};
 
 fn run_with(env: &[(&'static str, String)], args: &[&str]) -> (i32, String, String) {
     let mut c = reckon();
@@ -67,9 +67,13 @@ fn run_both_and_compare(
         assert_eq!(code, 0, "{}: {err}\n{out}", dir.display());
     }
     let diffs = |root: &Path, channel| {
-        std::fs::read(
-            area(&root.join("output"), "results", channel, "2026-11-20").join("diffs.parquet"),
-        )
+        std::fs::read(file_of(
+            &root.join("output"),
+            "results",
+            channel,
+            "2026-11-20",
+            "diffs.parquet",
+        ))
         .expect("diffs")
     };
     ["alipay", "wechat"]
@@ -207,13 +211,13 @@ fn a_warehouse_in_postgres_is_snapshotted_in_chunks_and_reconciles_like_one_on_d
             read.contains("postgres orders:") && read.contains("chunks"),
             "{read}"
         );
-        assert!(area(
+        assert!(file_of(
             &remote.join("output"),
             "platform_source",
             channel,
-            "2026-11-20"
+            "2026-11-20",
+            "orders.parquet"
         )
-        .join("orders.parquet")
         .exists());
     }
     // The snapshot's transaction was read-only: nothing is left open on the server.
@@ -223,7 +227,13 @@ fn a_warehouse_in_postgres_is_snapshotted_in_chunks_and_reconciles_like_one_on_d
 
 /// `(category, txn_type, merchant_order_id, reason)` of every diff row.
 fn diff_rows(root: &Path, channel: &str) -> Vec<(String, String, Option<String>, String)> {
-    let path = area(&root.join("output"), "results", channel, "2026-11-20").join("diffs.parquet");
+    let path = file_of(
+        &root.join("output"),
+        "results",
+        channel,
+        "2026-11-20",
+        "diffs.parquet",
+    );
     let mut out = Vec::new();
     for b in crate::support::read(&path) {
         for i in 0..b.num_rows() {

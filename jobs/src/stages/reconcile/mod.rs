@@ -6,7 +6,7 @@ mod look;
 mod route;
 mod write;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::Duration;
@@ -18,46 +18,44 @@ use sha2::{Digest, Sha256};
 use super::{Job, Outcome, Stage};
 use crate::contracts;
 use crate::engine::register_dirs;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::parquet_io::write_file;
 use crate::records::{CarryIn, Output, ReconcileDetail, Rules};
 use crate::schema;
-use crate::store::sha256_file;
 use look::second_look;
 use route::Router;
 use write::age_and_write;
 
-/// Where the carry-in comes from: the day before's carry-over, if that day was reconciled.
-fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(PathBuf, CarryIn)> {
+/// Where the carry-in comes from: the day before's committed carry-over, if that day was
+/// committed (as a URL the engine reads, or a local path).
+async fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(String, CarryIn)> {
     let prev = job.date - Duration::days(1);
-    let m = job.store.manifest(job.name(), prev)?;
-    if let Some(r) = m.reconciled() {
-        if let Some(f) = r.files.iter().find(|f| f.starts_with("carryover/")) {
-            let p = job.path(f);
-            let sha = sha256_file(&p)?;
-            let rows = crate::parquet_io::row_count(&p)?;
-            return Ok((
-                p,
-                CarryIn {
-                    from: Some(prev.to_string()),
-                    file: Some(f.clone()),
-                    rows,
-                    sha256: sha,
-                    note: None,
-                },
-            ));
-        }
+    let committed = job.store.committed(job.name(), prev).await?;
+    if let Some(f) = committed.as_ref().and_then(|c| c.area("carryover").next()) {
+        let copy = job.store.local_copy(&f.path).await?;
+        let rows = crate::parquet_io::row_count(copy.path())?;
+        return Ok((
+            job.store.url(&f.path),
+            CarryIn {
+                from: Some(prev.to_string()),
+                file: Some(f.path.clone()),
+                rows,
+                sha256: job.store.sha256_of(f).await?,
+                note: None,
+            },
+        ));
     }
+    let m = job.store.manifest(job.name(), prev).await?;
     let why = if m.stages.is_empty() {
         format!("{prev} was never run")
     } else {
-        format!("{prev} is not reconciled ({})", m.status)
+        format!("{prev} is not committed ({})", m.status)
     };
     tracing::warn!("no carry-in: {why}");
     let p = staged.join("carry_in_empty").join("part-0.parquet");
     write_file(&p, schema::CARRY.clone(), &[])?;
     Ok((
-        p,
+        p.display().to_string(),
         CarryIn {
             from: None,
             file: None,
@@ -95,7 +93,7 @@ fn plain_strings(b: &RecordBatch) -> Result<RecordBatch> {
 
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
-    let manifest = job.manifest()?;
+    let manifest = job.manifest().await?;
     let fetched = job.require(&manifest, Stage::Fetch, Stage::Reconcile, |m| m.fetched())?;
     let normalized = job.require(&manifest, Stage::Normalize, Stage::Reconcile, |m| {
         m.normalized()
@@ -104,15 +102,25 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         m.collected()
     })?;
     let staged = job.store.staging("reconcile", job.name(), job.date)?;
-    let (carry_path, carry_detail) = carry_in(job, &staged)?;
+    let (carry_url, carry_detail) = carry_in(job, &staged).await?;
 
-    let bill = job.store.area("normalized", job.name(), job.date);
-    let platform = job.store.area("platform", job.name(), job.date);
     let ctx = &job.engines.join;
-    let url = |p: &Path| crate::objstore::dir_url(p);
-    register_dirs(ctx, "bill", &[url(&bill)]).await?;
-    register_dirs(ctx, "platform", &[url(&platform)]).await?;
-    register_dirs(ctx, "carry_in", &[url(&carry_path)]).await?;
+    for (table, stage, area) in [
+        ("bill", Stage::Normalize, "normalized"),
+        ("platform", Stage::Collect, "platform"),
+    ] {
+        let files = job.committed_in(&manifest, stage, area);
+        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
+        let dir = job.store.dir_url(&refs).ok_or_else(|| {
+            Error::NotReady(format!(
+                "{} {}: stage {stage} recorded no {area} files; run it again",
+                job.name(),
+                job.date
+            ))
+        })?;
+        register_dirs(ctx, table, &[dir]).await?;
+    }
+    register_dirs(ctx, "carry_in", &[carry_url]).await?;
 
     let ch = job.channel;
     let params = contracts::reconcile::params(ch, job.date);
@@ -139,7 +147,8 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         &router,
         (&diffs_path, &ledger_path),
         &origin,
-    )?;
+    )
+    .await?;
     let carry_rows = router.finish_carry(&carry_out)?;
     let stats_rows = router.write_stats(job.name(), &staged.join("stats"))?;
 
@@ -180,16 +189,14 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let run_id = hex::encode(&h.finalize()[..8]);
 
     let mut files = Vec::new();
-    for (dir, area, exclusive) in [
-        ("results", "results", false),
-        ("carryover", "carryover", true),
-        ("stats", "stats", true),
-    ] {
-        let dest = job.store.area(area, job.name(), job.date);
-        for p in job.store.publish(&staged.join(dir), &dest, exclusive)? {
-            files.push(job.store.relative(&p));
-        }
+    for area in ["results", "carryover", "stats"] {
+        files.extend(
+            job.store
+                .publish(&staged.join(area), area, job.name(), job.date)
+                .await?,
+        );
     }
+    crate::store::crash_point("reconcile", "published");
     Ok((
         files,
         Output::Reconcile(Box::new(ReconcileDetail {

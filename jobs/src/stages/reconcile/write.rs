@@ -12,14 +12,13 @@ use crate::records::{AgeingDetail, FetchDetail, LedgerIn, ReconcileDetail};
 use crate::schema;
 use crate::stages::ageing;
 use crate::stages::Job;
-use crate::store::sha256_file;
 use crate::store::{Manifest, Record};
 
 /// Ages the day's differences against the day before's ledger and an earlier run of this day,
 /// and writes `diffs.parquet` (sorted by `diff_id`, so the same inputs give the same file) and
 /// `ledger.parquet`. Returns the rows written, the detail for the manifest and the hash of the
 /// day before's ledger (an input of the run).
-pub(super) fn age_and_write(
+pub(super) async fn age_and_write(
     job: &Job<'_>,
     (manifest, fetched): (&Manifest, &FetchDetail),
     router: &Router,
@@ -30,22 +29,18 @@ pub(super) fn age_and_write(
         Some(b) => b,
         None => RecordBatch::new_empty(router.output.clone()),
     };
-    let ledger_of = |r: &Record<ReconcileDetail>| {
-        r.files
-            .iter()
-            .find(|f| f.ends_with("/ledger.parquet"))
-            .map(|f| job.path(f))
-            .filter(|p| p.exists())
-    };
     let prev = job.date - Duration::days(1);
-    let prev_manifest = job.store.manifest(job.name(), prev)?;
-    let (before, before_detail) = match prev_manifest.reconciled().and_then(ledger_of) {
-        Some(p) => (
-            ageing::read(&p)?,
+    let prev_day = job.store.committed(job.name(), prev).await?;
+    let (before, before_detail) = match prev_day
+        .as_ref()
+        .and_then(|c| c.file("results", "ledger.parquet"))
+    {
+        Some(f) => (
+            ageing::read(job.store.local_copy(&f.path).await?.path())?,
             LedgerIn {
                 from: Some(prev.to_string()),
-                file: Some(job.store.relative(&p)),
-                sha256: sha256_file(&p)?,
+                file: Some(f.path.clone()),
+                sha256: job.store.sha256_of(f).await?,
                 note: None,
             },
         ),
@@ -65,9 +60,14 @@ pub(super) fn age_and_write(
     // An earlier run of this day (done, or stale since), whose differences this run may
     // resolve.
     let earlier = manifest.stages.reconcile.as_ref();
-    let earlier_run = match earlier.and_then(ledger_of) {
-        Some(p) => ageing::read(&p)?,
-        None => Vec::new(),
+    let earlier_ledger = earlier.and_then(|r: &Record<ReconcileDetail>| {
+        r.files.iter().find(|f| f.ends_with("/ledger.parquet"))
+    });
+    let earlier_run = match earlier_ledger {
+        Some(rel) if job.store.root().exists(rel).await? => {
+            ageing::read(job.store.local_copy(rel).await?.path())?
+        }
+        _ => Vec::new(),
     };
     let bill_changed = earlier
         .map(|r| r.last_facts().map(|d| d.bill_sha256.as_str()) != Some(fetched.sha256.as_str()))

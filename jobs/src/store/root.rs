@@ -1,0 +1,447 @@
+//! The storage root as one object store: a local folder (a path or `file://`) or a prefix in
+//! an S3-compatible bucket (`s3://bucket/prefix`), behind the same calls. Everything reckon
+//! keeps goes through here: uploads stream from the local scratch area (multipart past 8 MiB),
+//! downloads stream to it, and the few small objects that coordinate runs (leases, the
+//! committed pointer) are written with conditional puts.
+//!
+//! Conditional puts: on S3, `If-None-Match: *` to create and `If-Match: <etag>` to replace
+//! (object_store's `PutMode::Create` and `PutMode::Update`). object_store's local file system
+//! creates exclusively (a hard link) but cannot replace on a version, so a local replace takes
+//! an exclusive `flock` on a sidecar `.<name>.lock`, compares the current version, then renames
+//! the new content over: the same guarantee among processes of one host (a shared local root is
+//! one host's, or a file system that honours `flock`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjPath;
+use object_store::{
+    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, UpdateVersion,
+};
+use url::Url;
+
+use crate::config::{Locator, ObjectStoreConfig};
+use crate::error::{Error, IoContext, Result};
+
+/// The version of an object a conditional put expects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// The entity tag.
+    pub e_tag: Option<String>,
+    /// The store's version id, where it keeps versions.
+    pub version: Option<String>,
+}
+
+impl From<&object_store::ObjectMeta> for Version {
+    fn from(m: &object_store::ObjectMeta) -> Self {
+        Version {
+            e_tag: m.e_tag.clone(),
+            version: m.version.clone(),
+        }
+    }
+}
+
+/// What a conditional put expects to find.
+#[derive(Debug, Clone)]
+pub enum Expect {
+    /// No object yet.
+    Absent,
+    /// The object at this version.
+    At(Version),
+}
+
+/// The storage root.
+#[derive(Debug, Clone)]
+pub struct Root {
+    store: Arc<dyn ObjectStore>,
+    /// The root's prefix inside the store.
+    prefix: ObjPath,
+    /// What the engine registers the store under: `s3://bucket/`, or `file:///`.
+    base: Url,
+    /// A local root's folder.
+    local: Option<PathBuf>,
+}
+
+impl Root {
+    /// The root `value` names (`what` names the setting in errors): `s3://bucket/prefix`,
+    /// `file:///path`, or a path relative to the config's folder.
+    pub fn parse(locator: &Locator, what: &str, value: &str) -> Result<Root> {
+        if let Some((store, base, prefix)) = s3_location(locator, what, value)? {
+            return Ok(Root {
+                store,
+                prefix,
+                base,
+                local: None,
+            });
+        }
+        let dir = locator.resolve(what, value).map_err(Error::Config)?;
+        Root::local(&dir)
+    }
+
+    /// A root in the local folder `dir` (created when missing).
+    pub fn local(dir: &Path) -> Result<Root> {
+        std::fs::create_dir_all(dir).at(dir)?;
+        let dir = std::fs::canonicalize(dir).at(dir)?;
+        let prefix = ObjPath::from_absolute_path(&dir).map_err(|e| {
+            Error::Config(format!(
+                "storage root {}: not a usable path: {e}",
+                dir.display()
+            ))
+        })?;
+        Ok(Root {
+            store: Arc::new(LocalFileSystem::new()),
+            prefix,
+            base: Url::parse("file:///").map_err(|e| Error::Other(e.to_string()))?,
+            local: Some(dir),
+        })
+    }
+
+    /// The root as a user writes it.
+    pub fn display(&self) -> String {
+        match &self.local {
+            Some(d) => d.display().to_string(),
+            None => format!("{}{}", self.base, self.prefix),
+        }
+    }
+
+    /// The local folder of a local root.
+    pub fn local_dir(&self) -> Option<&Path> {
+        self.local.as_deref()
+    }
+
+    /// The local path of `rel` on a local root.
+    pub fn local_path(&self, rel: &str) -> Option<PathBuf> {
+        self.local.as_ref().map(|d| d.join(rel))
+    }
+
+    /// The object store and the URL it is registered under, for an engine session.
+    pub fn registration(&self) -> Option<(&Url, Arc<dyn ObjectStore>)> {
+        self.local
+            .is_none()
+            .then(|| (&self.base, self.store.clone()))
+    }
+
+    /// The URL of `rel` for the engine (a folder's ends with `/`).
+    pub fn url(&self, rel: &str) -> String {
+        match &self.local {
+            Some(d) => d.join(rel).display().to_string(),
+            None => format!("{}{}", self.base, self.path(rel)),
+        }
+    }
+
+    fn path(&self, rel: &str) -> ObjPath {
+        let rel = rel.trim_matches('/');
+        if rel.is_empty() {
+            return self.prefix.clone();
+        }
+        rel.split('/')
+            .fold(self.prefix.clone(), |p, part| p.join(part))
+    }
+
+    fn rel(&self, p: &ObjPath) -> String {
+        p.prefix_match(&self.prefix)
+            .map(|parts| {
+                parts
+                    .map(|x| x.as_ref().to_string())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .unwrap_or_else(|| p.to_string())
+    }
+
+    fn fail(&self, rel: &str, e: object_store::Error) -> Error {
+        Error::Store {
+            what: format!("{}/{rel}", self.display().trim_end_matches('/')),
+            source: e,
+        }
+    }
+
+    /// The object `rel` with its version; `None` when there is none.
+    pub async fn get(&self, rel: &str) -> Result<Option<(Bytes, Version)>> {
+        match self.store.get(&self.path(rel)).await {
+            Ok(r) => {
+                let v = Version::from(&r.meta);
+                let bytes = r.bytes().await.map_err(|e| self.fail(rel, e))?;
+                Ok(Some((bytes, v)))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.fail(rel, e)),
+        }
+    }
+
+    /// Whether `rel` exists.
+    pub async fn exists(&self, rel: &str) -> Result<bool> {
+        match self.store.head(&self.path(rel)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.fail(rel, e)),
+        }
+    }
+
+    /// Writes `bytes` to `rel` whole (a reader sees the old object or the new one).
+    pub async fn put(&self, rel: &str, bytes: Vec<u8>) -> Result<()> {
+        self.store
+            .put(&self.path(rel), PutPayload::from(bytes))
+            .await
+            .map_err(|e| self.fail(rel, e))?;
+        Ok(())
+    }
+
+    /// Writes `bytes` to `rel` only if it is as `expect` says; `Ok(None)` when it is not (the
+    /// object exists, or changed since that version). Returns the new version.
+    pub async fn put_if(
+        &self,
+        rel: &str,
+        bytes: Vec<u8>,
+        expect: Expect,
+    ) -> Result<Option<Version>> {
+        let path = self.path(rel);
+        if let (Some(_), Expect::At(v)) = (&self.local, &expect) {
+            return self.local_replace(rel, bytes, v).await;
+        }
+        let mode = match expect {
+            Expect::Absent => PutMode::Create,
+            Expect::At(v) => PutMode::Update(UpdateVersion {
+                e_tag: v.e_tag,
+                version: v.version,
+            }),
+        };
+        let opts = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(bytes), opts)
+            .await
+        {
+            Ok(r) => Ok(Some(Version {
+                e_tag: r.e_tag,
+                version: r.version,
+            })),
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => Ok(None),
+            Err(e) => Err(self.fail(rel, e)),
+        }
+    }
+
+    async fn local_replace(
+        &self,
+        rel: &str,
+        bytes: Vec<u8>,
+        v: &Version,
+    ) -> Result<Option<Version>> {
+        let file = self
+            .local_path(rel)
+            .ok_or_else(|| Error::Other(format!("{rel}: not a local root")))?;
+        let lock_path = file.with_file_name(format!(
+            ".{}.lock",
+            file.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
+        ));
+        let lock = tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .at(&lock_path)?;
+            f.lock().at(&lock_path)?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| Error::Other(format!("lock: {e}")))??;
+        let current = match self.store.head(&self.path(rel)).await {
+            Ok(m) => Some(Version::from(&m)),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => return Err(self.fail(rel, e)),
+        };
+        let out = if current.as_ref() == Some(v) {
+            let r = self
+                .store
+                .put(&self.path(rel), PutPayload::from(bytes))
+                .await
+                .map_err(|e| self.fail(rel, e))?;
+            Some(Version {
+                e_tag: r.e_tag,
+                version: r.version,
+            })
+        } else {
+            None
+        };
+        drop(lock);
+        Ok(out)
+    }
+
+    /// Removes `rel` (nothing when it is not there).
+    pub async fn delete(&self, rel: &str) -> Result<()> {
+        match self.store.delete(&self.path(rel)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.fail(rel, e)),
+        }
+    }
+
+    /// Every object below the folder `rel`, as paths relative to the root, in name order.
+    pub async fn list(&self, rel: &str) -> Result<Vec<String>> {
+        if let Some(d) = &self.local {
+            if !d.join(rel).is_dir() {
+                return Ok(Vec::new());
+            }
+        }
+        let prefix = self.path(rel);
+        let mut out: Vec<String> = self
+            .store
+            .list(Some(&prefix))
+            .map_ok(|m| self.rel(&m.location))
+            .try_collect()
+            .await
+            .map_err(|e| self.fail(rel, e))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// The names of the folders directly below the folder `rel` (one listing, not recursive).
+    pub async fn folders(&self, rel: &str) -> Result<Vec<String>> {
+        if let Some(d) = &self.local {
+            if !d.join(rel).is_dir() {
+                return Ok(Vec::new());
+            }
+        }
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&self.path(rel)))
+            .await
+            .map_err(|e| self.fail(rel, e))?;
+        let mut out: Vec<String> = listed
+            .common_prefixes
+            .iter()
+            .filter_map(|p| p.filename().map(String::from))
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Streams the local file `from` to `rel` (multipart past 8 MiB); a local root moves it
+    /// with a rename when it can. Returns the size.
+    pub async fn upload(&self, from: &Path, rel: &str) -> Result<u64> {
+        let size = std::fs::metadata(from).at(from)?.len();
+        if let Some(to) = self.local_path(rel) {
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir).at(dir)?;
+            }
+            if std::fs::rename(from, &to).is_err() {
+                // Another file system: copy aside, then rename into place.
+                let aside = to.with_extension("reckon-upload");
+                std::fs::copy(from, &aside).at(&aside)?;
+                std::fs::rename(&aside, &to).at(&to)?;
+            }
+            return Ok(size);
+        }
+        use tokio::io::AsyncReadExt;
+        let mut file = tokio::fs::File::open(from).await.at(from)?;
+        let mut writer = object_store::buffered::BufWriter::with_capacity(
+            self.store.clone(),
+            self.path(rel),
+            8 << 20,
+        );
+        let failed = |e: std::io::Error| Error::Store {
+            what: format!("{}/{rel}", self.display().trim_end_matches('/')),
+            source: object_store::Error::Generic {
+                store: "upload",
+                source: Box::new(e),
+            },
+        };
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).await.at(from)?;
+            if n == 0 {
+                break;
+            }
+            tokio::io::AsyncWriteExt::write_all(&mut writer, &buf[..n])
+                .await
+                .map_err(failed)?;
+        }
+        tokio::io::AsyncWriteExt::shutdown(&mut writer)
+            .await
+            .map_err(failed)?;
+        Ok(size)
+    }
+
+    /// Streams `rel` to the local file `to`; returns its size.
+    pub async fn download(&self, rel: &str, to: &Path) -> Result<u64> {
+        use tokio::io::AsyncWriteExt;
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).at(dir)?;
+        }
+        let mut stream = self
+            .store
+            .get(&self.path(rel))
+            .await
+            .map_err(|e| self.fail(rel, e))?
+            .into_stream();
+        let mut out = tokio::fs::File::create(to).await.at(to)?;
+        let mut size = 0u64;
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.fail(rel, e))? {
+            out.write_all(&chunk).await.at(to)?;
+            size += chunk.len() as u64;
+        }
+        out.flush().await.at(to)?;
+        Ok(size)
+    }
+}
+
+/// An S3 location: its store, the URL the store is registered under (`s3://bucket/`), and
+/// the prefix inside the bucket.
+pub type S3Location = (Arc<dyn ObjectStore>, Url, ObjPath);
+
+/// An `s3://bucket/prefix` setting (`what` names it in errors) as an [`S3Location`]; `None`
+/// for any other value.
+pub fn s3_location(locator: &Locator, what: &str, value: &str) -> Result<Option<S3Location>> {
+    if !value.starts_with("s3://") {
+        return Ok(None);
+    }
+    let bad = |e: &dyn std::fmt::Display| Error::Config(format!("{what} = {value:?}: {e}"));
+    let url = Url::parse(value).map_err(|e| bad(&e))?;
+    let bucket = url
+        .host_str()
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| bad(&"no bucket"))?;
+    let store = s3_store(&locator.object_store, bucket).map_err(|e| bad(&e))?;
+    let base = Url::parse(&format!("s3://{bucket}/")).map_err(|e| bad(&e))?;
+    Ok(Some((
+        store,
+        base,
+        ObjPath::from(url.path().trim_matches('/')),
+    )))
+}
+
+/// An S3 store for `bucket`: the config's settings over the `AWS_*` environment, with
+/// object_store's retries (5xx, 429, timeouts and broken connections, with backoff).
+pub fn s3_store(
+    cfg: &ObjectStoreConfig,
+    bucket: &str,
+) -> std::result::Result<Arc<dyn ObjectStore>, String> {
+    let mut b = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(RetryConfig {
+            max_retries: cfg.max_retries.unwrap_or(10),
+            retry_timeout: Duration::from_secs(cfg.retry_timeout_secs.unwrap_or(180)),
+            ..Default::default()
+        });
+    if let Some(e) = &cfg.endpoint {
+        b = b.with_endpoint(e);
+    }
+    if let Some(r) = &cfg.region {
+        b = b.with_region(r);
+    }
+    if cfg.allow_http {
+        b = b.with_allow_http(true);
+    }
+    Ok(Arc::new(b.build().map_err(|e| e.to_string())?))
+}

@@ -1,0 +1,524 @@
+//! Object storage as reckon's home (#18): the storage root on an S3 server for every stage and
+//! command, a day that commits whole (one pointer, version folders), crash safety at every
+//! named point of the commit, DuckDB reading the committed days straight from S3, and the
+//! lease between processes on object storage.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Stdio;
+
+use super::services::{unavailable, venv, S3};
+use super::support::{self, area, file_of, generate, run_day_env, stray_files};
+
+const DAY: &str = "2026-11-20";
+const NEXT: &str = "2026-11-21";
+
+/// Every object under `prefix` of the bucket, downloaded into `to` (read with object_store,
+/// not with reckon).
+fn mirror(s3: &S3, prefix: &str, to: &Path) {
+    use futures::TryStreamExt;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(&s3.endpoint)
+            .with_allow_http(true)
+            .with_bucket_name(&s3.bucket)
+            .with_access_key_id("test")
+            .with_secret_access_key("test")
+            .with_region("us-east-1")
+            .build()
+            .expect("store");
+        let base = object_store::path::Path::from(prefix);
+        let all: Vec<_> = store.list(Some(&base)).try_collect().await.expect("list");
+        for m in all {
+            let rel: Vec<String> = m
+                .location
+                .prefix_match(&base)
+                .expect("under the prefix")
+                .map(|p| p.as_ref().to_string())
+                .collect();
+            let dest = to.join(rel.join("/"));
+            std::fs::create_dir_all(dest.parent().expect("parent")).expect("dir");
+            let bytes = store
+                .get(&m.location)
+                .await
+                .expect("get")
+                .bytes()
+                .await
+                .expect("bytes");
+            std::fs::write(&dest, &bytes).expect("write");
+        }
+    });
+}
+
+/// The committed files of a channel-day by area and name, with their bytes.
+fn committed(root: &Path, channel: &str, date: &str) -> BTreeMap<String, Vec<u8>> {
+    let pointer = area(root, "runs", channel, date).join("committed.json");
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&pointer).expect("committed.json")).expect("json");
+    let mut out = BTreeMap::new();
+    for f in c["files"].as_array().expect("files") {
+        let path = f["path"].as_str().expect("path");
+        let bytes = std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // Every file the pointer names is whole and is what it says.
+        use sha2::Digest;
+        assert_eq!(
+            hex::encode(sha2::Sha256::digest(&bytes)),
+            f["sha256"].as_str().expect("sha256"),
+            "{path}"
+        );
+        let area = path.split('/').next().expect("area");
+        let name = path.rsplit('/').next().expect("name");
+        // fetch.json records when the bill was fetched: not an output.
+        if name != "fetch.json" {
+            out.insert(format!("{area}/{name}"), bytes);
+        }
+    }
+    out
+}
+
+fn on_s3(config: &Path, bucket: &str, prefix: &str) {
+    let text = std::fs::read_to_string(config).expect("config");
+    let text = text.replace(
+        "storage_root = \"output\"",
+        &format!("storage_root = \"s3://{bucket}/{prefix}\""),
+    );
+    assert!(text.contains("s3://"), "the generated config changed");
+    std::fs::write(config, text).expect("config");
+}
+
+fn env_of(s3: &S3) -> Vec<(&'static str, String)> {
+    s3.env()
+}
+
+/// A moto server for a test, or `None` when it cannot start (outside CI).
+fn moto(bucket: &str) -> Option<S3> {
+    match S3::start(bucket) {
+        Ok(s) => Some(s),
+        Err(why) => {
+            unavailable("an S3-compatible server (moto)", &why);
+            None
+        }
+    }
+}
+
+/// `reckon ARGS` with the S3 server's environment.
+fn with_env(env: &[(&'static str, String)], args: &[&str]) -> std::process::Command {
+    let mut c = support::reckon();
+    c.envs(env.iter().map(|(k, v)| (*k, v.as_str()))).args(args);
+    c
+}
+
+fn run_env(config: &Path, date: &str, env: &[(&'static str, String)]) -> serde_json::Value {
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (code, json, err) = run_day_env(config, date, &[], &env);
+    assert_eq!(code, 0, "{json}\n{err}");
+    json
+}
+
+#[test]
+fn every_stage_and_command_runs_on_s3_and_a_day_commits_whole() {
+    let Some(s3) = moto("reckon-root") else {
+        return;
+    };
+    let env = env_of(&s3);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+    let local_cfg = generate(&local, DAY, 2, 600, 31);
+    let remote_cfg = generate(&remote, DAY, 2, 600, 31);
+    on_s3(&remote_cfg, &s3.bucket, "prod");
+    for day in [DAY, NEXT] {
+        let a = run_env(&local_cfg, day, &[]);
+        let b = run_env(&remote_cfg, day, &env);
+        for ch in 0..2 {
+            assert_eq!(
+                a["channels"][ch]["run_id"], b["channels"][ch]["run_id"],
+                "{a}\n{b}"
+            );
+        }
+    }
+    // What the S3 root holds, read with object_store: the same committed bytes as on disk,
+    // and nothing a manifest does not name.
+    let got = tmp.path().join("mirror");
+    mirror(&s3, "prod", &got);
+    let on_disk = local.join("output");
+    for ch in ["alipay", "wechat"] {
+        for day in [DAY, NEXT] {
+            let (want, have) = (committed(&on_disk, ch, day), committed(&got, ch, day));
+            assert_eq!(
+                want.keys().collect::<Vec<_>>(),
+                have.keys().collect::<Vec<_>>()
+            );
+            for (k, v) in &want {
+                assert!(have[k] == *v, "{ch} {day} {k} differs between S3 and disk");
+            }
+            assert_eq!(stray_files(&got, ch, day), Vec::<String>::new());
+        }
+    }
+    assert!(
+        !remote.join("output").exists(),
+        "nothing was written to a local output folder"
+    );
+
+    // The other commands read the S3 root too.
+    let cfg = remote_cfg.to_str().expect("utf8");
+    let out = with_env(
+        &env,
+        &["report", "--config", cfg, "--date", DAY, "--hourly"],
+    )
+    .output()
+    .expect("report");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("alipay 2026-11-20") && text.contains("MATCHED"),
+        "{text}"
+    );
+    let out = with_env(&env, &["status", "--config", cfg, "--date", DAY, "--json"])
+        .output()
+        .expect("status");
+    let states: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    for s in states.as_array().expect("array") {
+        assert_eq!(s["status"], "reconciled", "{s}");
+        assert!(s["committed"]["run_id"].is_string(), "{s}");
+    }
+    let out = with_env(
+        &env,
+        &["backfill", "--config", cfg, "--from", DAY, "--to", NEXT],
+    )
+    .output()
+    .expect("backfill");
+    let last = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{last}");
+    assert!(
+        last.contains("skipped"),
+        "finished days are skipped: {last}"
+    );
+    let out = with_env(&env, &["sql", "check", "--config", cfg])
+        .output()
+        .expect("sql check");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // DuckDB reads the committed days straight from S3, through their pointers.
+    duckdb_reads_committed_days(&s3, &got);
+}
+
+/// DuckDB, as a downstream analyst would use it: the pointers of every committed day, then
+/// the diffs files they name, read from the S3 server (httpfs' role played by fsspec/s3fs).
+fn duckdb_reads_committed_days(s3: &S3, mirrored: &Path) {
+    let dir = match venv(
+        "duckdb",
+        &["duckdb==1.4.*", "s3fs==2025.*", "fsspec==2025.*"],
+    ) {
+        Ok(d) => d,
+        Err(why) => return unavailable("DuckDB with s3fs (PyPI)", &why),
+    };
+    let script = r#"
+import json, sys, duckdb, s3fs
+endpoint, bucket = sys.argv[1], sys.argv[2]
+fs = s3fs.S3FileSystem(key="test", secret="test", client_kwargs={"endpoint_url": endpoint, "region_name": "us-east-1"})
+con = duckdb.connect()
+con.register_filesystem(fs)
+root = f"s3://{bucket}/prod"
+# 1. The committed days: one pointer per channel-day.
+con.sql(f"""
+    CREATE TABLE pointers AS
+    SELECT channel, bill_date, run_id, f.path AS path
+    FROM (SELECT channel, bill_date, run_id, unnest(files) AS f
+          FROM read_json('{root}/runs/channel=*/dt=*/committed.json'))
+""")
+con.sql(f"""
+    SET VARIABLE diffs = (SELECT list('{root}/' || path ORDER BY path) FROM pointers
+                          WHERE path LIKE 'results/%/diffs.parquet')
+""")
+# 2. The committed differences of every day, in one query.
+rows = con.sql("""
+    SELECT channel, CAST(bill_date AS VARCHAR) AS day, category, count(*) AS n
+    FROM read_parquet(getvariable('diffs'))
+    GROUP BY ALL ORDER BY ALL
+""").fetchall()
+print(json.dumps([list(r) for r in rows]))
+"#;
+    let out = std::process::Command::new(dir.join("bin/python"))
+        .args(["-c", script, &s3.endpoint, &s3.bucket])
+        .output()
+        .expect("python");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(String, String, String, u64)> =
+        serde_json::from_slice(&out.stdout).expect("duckdb's answer");
+    // The same counts the committed summaries have, per channel, day and category.
+    let mut want = Vec::new();
+    for ch in ["alipay", "wechat"] {
+        for day in [DAY, NEXT] {
+            let s: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(file_of(mirrored, "results", ch, day, "summary.json"))
+                    .expect("summary"),
+            )
+            .expect("json");
+            for (cat, n) in s["counts"].as_object().expect("counts") {
+                let n = n.as_u64().expect("count");
+                if cat != "MATCHED" && n > 0 {
+                    want.push((ch.to_string(), day.to_string(), cat.clone(), n));
+                }
+            }
+        }
+    }
+    want.sort();
+    let mut got = rows;
+    got.sort();
+    assert_eq!(got, want);
+}
+
+/// A copy of the folder `from` at `to`.
+fn copy_dir(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .expect("cp");
+    assert!(status.success());
+}
+
+fn set_tolerance(cfg: &Path, tolerance: &str) {
+    let text = std::fs::read_to_string(cfg).expect("config");
+    let mut out = String::new();
+    for line in text.lines() {
+        if line.starts_with("amount_tolerance") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if line.starts_with("name = \"alipay\"") {
+            out.push_str(&format!("amount_tolerance = \"{tolerance}\"\n"));
+        }
+    }
+    std::fs::write(cfg, out).expect("config");
+}
+
+#[test]
+fn a_crash_at_every_point_of_the_commit_leaves_a_whole_day_and_a_rerun_the_same_bytes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let base = tmp.path().join("base");
+    let cfg = generate(&base, DAY, 1, 400, 17);
+    let cfg_name = cfg.file_name().expect("name").to_owned();
+    // The day committed once, on the rules it had.
+    let (code, json, err) = support::run_day(&cfg, DAY, &["--channel", "alipay"]);
+    assert_eq!(code, 0, "{json}\n{err}");
+    // The rules change: a rerun gives other results. The reference rerun, never interrupted.
+    let reference = tmp.path().join("reference");
+    copy_dir(&base, &reference);
+    set_tolerance(&reference.join(&cfg_name), "5.00");
+    let (code, json, err) =
+        support::run_day(&reference.join(&cfg_name), DAY, &["--channel", "alipay"]);
+    assert_eq!(code, 0, "{json}\n{err}");
+    let before = committed(&base.join("output"), "alipay", DAY);
+    let want = committed(&reference.join("output"), "alipay", DAY);
+    assert_ne!(before, want, "the rule change must change the results");
+
+    let stages = ["fetch", "normalize", "collect", "reconcile", "report"];
+    let mut points = Vec::new();
+    for s in stages {
+        points.push(format!("{s}:published"));
+        points.push(format!("{s}:recorded"));
+    }
+    points.push("report:committed".into());
+    points.push("report:cleaned".into());
+    for point in points {
+        let dir = tmp.path().join(point.replace(':', "-"));
+        copy_dir(&base, &dir);
+        let cfg = dir.join(&cfg_name);
+        set_tolerance(&cfg, "5.00");
+        let out = support::reckon()
+            .env("RECKON_CRASH_AT", &point)
+            .args([
+                "run",
+                "--config",
+                cfg.to_str().expect("utf8"),
+                "--date",
+                DAY,
+            ])
+            .args(["--channel", "alipay"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(&format!("RECKON_CRASH_AT={point}")),
+            "{point}: the run did not crash there: {err}"
+        );
+        // A reader sees one whole committed day: the earlier one, or (crashed after the
+        // pointer was written) the new one. Never a mix, never a missing file.
+        let seen = committed(&dir.join("output"), "alipay", DAY);
+        let after_pointer =
+            ["report:committed", "report:recorded", "report:cleaned"].contains(&point.as_str());
+        assert!(
+            seen == if after_pointer {
+                want.clone()
+            } else {
+                before.clone()
+            },
+            "{point}: a reader sees neither the earlier day nor the new one whole"
+        );
+        // The report reads the committed day too.
+        let report = support::run(&[
+            "report",
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "--date",
+            DAY,
+            "--channel",
+            "alipay",
+        ]);
+        assert!(
+            report.status.success(),
+            "{point}: {}",
+            String::from_utf8_lossy(&report.stderr)
+        );
+        // The rerun commits the new day, byte for byte the uninterrupted run's, and removes
+        // what the crash left.
+        let (code, json, err) = support::run_day(&cfg, DAY, &["--channel", "alipay"]);
+        assert_eq!(code, 0, "{point}: {json}\n{err}");
+        assert!(
+            committed(&dir.join("output"), "alipay", DAY) == want,
+            "{point}: the rerun's results differ from an uninterrupted run's"
+        );
+        // Only the folders the new pointer names, and those the earlier pointer named (a
+        // reader may still read them; the next run removes them), are left.
+        let stray = stray_files(&dir.join("output"), "alipay", DAY);
+        let old: Vec<&String> = stray
+            .iter()
+            .filter(|s| !before_names(&base).contains(*s))
+            .collect();
+        assert!(old.is_empty(), "{point}: left behind: {old:?}");
+        let (code, _, _) = support::run_day(&cfg, DAY, &["--channel", "alipay"]);
+        assert_eq!(code, 0);
+        assert_eq!(
+            stray_files(&dir.join("output"), "alipay", DAY),
+            Vec::<String>::new(),
+            "{point}: the next run leaves only what the pointer names"
+        );
+    }
+}
+
+/// The paths the base day's committed pointer names.
+fn before_names(base: &Path) -> Vec<String> {
+    let c: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(area(&base.join("output"), "runs", "alipay", DAY).join("committed.json"))
+            .expect("committed"),
+    )
+    .expect("json");
+    c["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path").to_string())
+        .collect()
+}
+
+#[test]
+fn the_lease_on_s3_keeps_two_processes_apart_and_an_expired_one_is_taken_over() {
+    let Some(s3) = moto("reckon-lease") else {
+        return;
+    };
+    let env = env_of(&s3);
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let cfg = generate(&dir, DAY, 1, 20_000, 9);
+    on_s3(&cfg, &s3.bucket, "leases");
+    let start = || {
+        with_env(
+            &env,
+            &[
+                "run",
+                "--config",
+                cfg.to_str().expect("utf8"),
+                "--date",
+                DAY,
+            ],
+        )
+        .args(["--channel", "alipay", "--lease-wait", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+    };
+    let lease = tmp.path().join("lease");
+    let held = |s3: &S3| {
+        let _ = std::fs::remove_dir_all(&lease);
+        mirror(s3, "leases/runs", &lease);
+        std::fs::read(lease.join("channel=alipay/dt=2026-11-20/lease.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .filter(|v| v.get("released").is_none())
+    };
+    let first = start();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut holder = None;
+    while holder.is_none() && std::time::Instant::now() < deadline {
+        holder = held(&s3);
+    }
+    let holder = holder.expect("the first run took the lease on S3");
+    assert_eq!(holder["pid"], first.id());
+    let second = start().wait_with_output().expect("second");
+    let a = first.wait_with_output().expect("first");
+    assert_eq!(
+        a.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    assert_eq!(second.status.code(), Some(75));
+    let said = String::from_utf8_lossy(&second.stdout);
+    assert!(
+        said.contains("is being run by") && said.contains(&format!(":{} ", holder["pid"])),
+        "{said}"
+    );
+    assert!(held(&s3).is_none(), "the lease outlived its run");
+
+    // A holder on another host that stopped renewing: its lease expires and is taken over.
+    let stale = serde_json::json!({
+        "host": "host-b", "pid": 4242, "invocation": "gone",
+        "acquired_at": "2026-11-20T00:00:00Z", "expires_at": "2026-11-20T00:05:00Z"
+    });
+    let file = tmp.path().join("stale.json");
+    std::fs::write(&file, stale.to_string()).expect("write");
+    s3.put("leases/runs/channel=alipay/dt=2026-11-20/lease.json", &file)
+        .expect("put");
+    let out = start().wait_with_output().expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // One that is alive (not expired) on another host is waited for, then refused.
+    let live = serde_json::json!({
+        "host": "host-b", "pid": 4242, "invocation": "alive",
+        "acquired_at": "2026-11-20T00:00:00Z", "expires_at": "2099-01-01T00:00:00Z"
+    });
+    std::fs::write(&file, live.to_string()).expect("write");
+    s3.put("leases/runs/channel=alipay/dt=2026-11-20/lease.json", &file)
+        .expect("put");
+    let out = start().wait_with_output().expect("run");
+    assert_eq!(out.status.code(), Some(75));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("host-b:4242"));
+}
