@@ -104,6 +104,9 @@ pub struct Lease {
     renewer: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// How long taking a lease keeps trying a store it cannot reach, when it may not wait longer.
+const LOOK_AGAIN: Duration = Duration::from_secs(30);
+
 fn stamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -143,13 +146,30 @@ impl Lease {
                 released: false,
             };
             let bytes = serde_json::to_vec_pretty(&me)?;
-            if let Some(v) = root.put_if(&rel, bytes.clone(), Expect::Absent).await? {
-                tracing::debug!(channel, %date, "lease taken");
-                return Ok(Lease::start(root, rel, me, v, policy.ttl));
+            match root.put_if(&rel, bytes.clone(), Expect::Absent).await {
+                Ok(Some(v)) => {
+                    tracing::debug!(channel, %date, "lease taken");
+                    return Ok(Lease::start(root, rel, me, v, policy.ttl));
+                }
+                Ok(None) => {}
+                // The store could not be reached, or the answer was lost: look again.
+                Err(e) if e.is_transient() && started.elapsed() < policy.wait.max(LOOK_AGAIN) => {
+                    tracing::warn!(error = %e, "taking the lease failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e),
             }
             let Some((holder, version)) = read_holder(&root, &rel).await? else {
                 continue;
             };
+            // A put of ours whose answer was lost: the lease is ours already.
+            if let Some(h) = holder.as_ref().filter(|h| {
+                h.invocation == me.invocation && h.pid == me.pid && !h.released && !h.expired(now)
+            }) {
+                tracing::debug!(channel, %date, "lease taken (the answer to the put was lost)");
+                let mine = h.clone();
+                return Ok(Lease::start(root, rel, mine, version, policy.ttl));
+            }
             let stale = match &holder {
                 Some(h) => h.expired(now) || h.dead_here(),
                 // Unreadable (written by hand, or a foreign tool): not ours to judge.
@@ -157,7 +177,16 @@ impl Lease {
             };
             if stale {
                 // Only the taker whose version still matches wins; the others read again.
-                if let Some(v) = root.put_if(&rel, bytes, Expect::At(version)).await? {
+                let took = match root.put_if(&rel, bytes, Expect::At(version)).await {
+                    Ok(took) => took,
+                    // Lost on the way, or carried out with its answer lost: look again.
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %e, "taking over the lease failed; looking again");
+                        None
+                    }
+                    Err(e) => return Err(e),
+                };
+                if let Some(v) = took {
                     if let Some(h) = holder.as_ref().filter(|h| !h.released) {
                         tracing::warn!(
                             channel, %date,

@@ -135,6 +135,8 @@ pub struct ObjectStoreConfig {
     pub max_retries: Option<usize>,
     /// How long a request keeps being retried at most, in seconds (default 180).
     pub retry_timeout_secs: Option<u64>,
+    /// How long one request may take before it counts as timed out, in seconds (default 30).
+    pub timeout_secs: Option<u64>,
 }
 
 /// The platform's tables: Hive-partitioned (`dt=YYYY-MM-DD`) Parquet, Delta Lake tables, or

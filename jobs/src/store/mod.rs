@@ -350,9 +350,16 @@ impl Store {
             None => Expect::Absent,
         };
         let bytes = serde_json::to_vec_pretty(&committed)?;
-        match self.root.put_if(&rel, bytes, expect).await? {
-            Some(_) => Ok(committed),
-            None => Err(Error::NotReady(format!(
+        let put = self.root.put_if(&rel, bytes.clone(), expect).await;
+        // A put whose answer was lost (a timeout, a reset) may have been carried out: the
+        // pointer then holds these very bytes, and the commit is done.
+        let ours = |got: Option<(bytes::Bytes, Version)>| got.is_some_and(|(b, _)| b == bytes);
+        match put {
+            Ok(Some(_)) => Ok(committed),
+            Err(e) if e.is_transient() && ours(self.root.get(&rel).await?) => Ok(committed),
+            Err(e) => Err(e),
+            Ok(None) if ours(self.root.get(&rel).await?) => Ok(committed),
+            Ok(None) => Err(Error::NotReady(format!(
                 "{}: another run committed {} {} meanwhile; nothing was overwritten, run it again",
                 self.root.url(&rel),
                 m.channel,

@@ -434,6 +434,13 @@ pub fn s3_store(
             retry_timeout: Duration::from_secs(cfg.retry_timeout_secs.unwrap_or(180)),
             ..Default::default()
         });
+    if let Some(t) = cfg.timeout_secs {
+        // Only the timeout: the other client options (allow_http from AWS_ALLOW_HTTP, …) stay.
+        b = b.with_config(
+            object_store::aws::AmazonS3ConfigKey::Client(object_store::ClientConfigKey::Timeout),
+            format!("{}s", t.max(1)),
+        );
+    }
     if let Some(e) = &cfg.endpoint {
         b = b.with_endpoint(e);
     }

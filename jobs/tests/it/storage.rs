@@ -522,3 +522,89 @@ fn the_lease_on_s3_keeps_two_processes_apart_and_an_expired_one_is_taken_over() 
     assert_eq!(out.status.code(), Some(75));
     assert!(String::from_utf8_lossy(&out.stdout).contains("host-b:4242"));
 }
+
+/// A child process stopped when dropped (also when the test fails).
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A free loopback port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn faults_of_the_store_are_retried_and_the_day_commits_the_same_bytes() {
+    let Some(s3) = moto("reckon-faults") else {
+        return;
+    };
+    let python = match venv("moto", &["moto[server]==5.1.*", "boto3"]) {
+        Ok(d) => d.join("bin/python"),
+        Err(why) => return unavailable("python for the fault-injecting proxy", &why),
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let stats = tmp.path().join("faults.json");
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/faulty_proxy.py");
+    let _proxy = Stopped(
+        std::process::Command::new(python)
+            .arg(&script)
+            .args([&port.to_string(), &s3.endpoint])
+            .arg(&stats)
+            .arg("3")
+            .spawn()
+            .expect("proxy"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !stats.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+    let local_cfg = generate(&local, DAY, 1, 400, 23);
+    let remote_cfg = generate(&remote, DAY, 1, 400, 23);
+    on_s3(&remote_cfg, &s3.bucket, "faulty");
+    let text = std::fs::read_to_string(&remote_cfg).expect("config");
+    // Requests time out after 2 s; the proxy answers some after 3 s.
+    std::fs::write(
+        &remote_cfg,
+        format!("{text}\n[object_store]\ntimeout_secs = 2\n"),
+    )
+    .expect("config");
+    let mut env = env_of(&s3);
+    for (k, v) in env.iter_mut() {
+        if *k == "AWS_ENDPOINT" {
+            *v = format!("http://127.0.0.1:{port}");
+        }
+    }
+    run_env(&local_cfg, DAY, &[]);
+    run_env(&remote_cfg, DAY, &env);
+    let faults: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stats).expect("stats")).expect("json");
+    for kind in ["slow_down_503", "throttled_429", "reset", "late"] {
+        assert!(
+            faults[kind].as_u64().unwrap_or(0) > 0,
+            "no {kind}: {faults}"
+        );
+    }
+    let got = tmp.path().join("mirror");
+    mirror(&s3, "faulty", &got);
+    for ch in ["alipay", "wechat"] {
+        let (want, have) = (
+            committed(&local.join("output"), ch, DAY),
+            committed(&got, ch, DAY),
+        );
+        assert!(
+            want == have,
+            "{ch}: the results differ after the faults ({faults})"
+        );
+        assert_eq!(stray_files(&got, ch, DAY), Vec::<String>::new());
+    }
+}

@@ -1,0 +1,114 @@
+"""An HTTP proxy in front of an S3 server that injects the faults object stores have: a 503
+SlowDown, a 429, a connection reset before any answer, and an answer that arrives after the
+client gave up (the request was carried out upstream, its answer lost). Faults follow the
+request count, so every kind happens in any run of more than a few dozen requests.
+
+    python faulty_proxy.py LISTEN_PORT UPSTREAM_URL STATS_FILE [DELAY_SECONDS]
+
+The counts of each fault are written to STATS_FILE (JSON) after every request.
+"""
+
+import http.client
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+PORT = int(sys.argv[1])
+UPSTREAM = urllib.parse.urlsplit(sys.argv[2])
+STATS = sys.argv[3]
+DELAY = float(sys.argv[4]) if len(sys.argv) > 4 else 3.0
+
+lock = threading.Lock()
+state = {"requests": 0, "slow_down_503": 0, "throttled_429": 0, "reset": 0, "late": 0}
+
+SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
+             b'<Message>Please reduce your request rate.</Message></Error>')
+
+
+def fault_for(n):
+    if n % 5 == 0:
+        return "slow_down_503"
+    if n % 7 == 0:
+        return "throttled_429"
+    if n % 11 == 0:
+        return "reset"
+    if n % 23 == 0:
+        return "late"
+    return None
+
+
+def save():
+    with open(STATS + ".tmp", "w") as f:
+        json.dump(state, f)
+    os.replace(STATS + ".tmp", STATS)
+
+
+def count(kind):
+    with lock:
+        state[kind] += 1
+        save()
+
+
+class Proxy(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def handle_any(self):
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        with lock:
+            state["requests"] += 1
+            n = state["requests"]
+        kind = fault_for(n)
+        if kind == "slow_down_503" or kind == "throttled_429":
+            count(kind)
+            status = 503 if kind == "slow_down_503" else 429
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(SLOW_DOWN)))
+            self.end_headers()
+            self.wfile.write(SLOW_DOWN)
+            return
+        if kind == "reset":
+            count(kind)
+            # An abortive close: the client sees a reset connection, no answer.
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            self.connection.close()
+            self.close_connection = True
+            return
+        conn = http.client.HTTPConnection(UPSTREAM.hostname, UPSTREAM.port, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+        headers["Host"] = self.headers.get("Host", f"{UPSTREAM.hostname}:{UPSTREAM.port}")
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        if kind == "late":
+            # Carried out upstream; the answer comes after the client's timeout.
+            count(kind)
+            time.sleep(DELAY)
+        try:
+            self.send_response(resp.status, resp.reason)
+            for k, v in resp.getheaders():
+                if k.lower() in ("transfer-encoding", "connection", "content-length"):
+                    continue
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        conn.close()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = handle_any
+
+
+save()
+ThreadingHTTPServer(("127.0.0.1", PORT), Proxy).serve_forever()
