@@ -91,11 +91,24 @@ fn binary(bin_dir: Option<&Path>, name: &str) -> Result<PathBuf> {
     }
 }
 
-fn spawn(bin: &Path, args: &[String], log: &Path, pid_file: &Path) -> Result<std::process::Child> {
+/// Starts `bin` in its own working folder `cwd` (created): the processes of a cluster share
+/// no folder, as on separate hosts.
+fn spawn(
+    bin: &Path,
+    args: &[String],
+    cwd: &Path,
+    log: &Path,
+    pid_file: &Path,
+) -> Result<std::process::Child> {
+    std::fs::create_dir_all(cwd).at(cwd)?;
     let out = std::fs::File::create(log).at(log)?;
     let err = out.try_clone().at(log)?;
     let mut cmd = Command::new(bin);
-    cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+    cmd.args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
     // Its own process group: a Ctrl-C in the terminal that ran `up` does not reach it.
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().at(bin)?;
@@ -184,7 +197,13 @@ fn start_all(
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut scheduler = spawn(scheduler_bin, &args, &log, &opts.dir.join("scheduler.pid"))?;
+    let mut scheduler = spawn(
+        scheduler_bin,
+        &args,
+        &opts.dir.join("scheduler"),
+        &log,
+        &opts.dir.join("scheduler.pid"),
+    )?;
     let pid = scheduler.id();
     started.push(Process {
         name: "scheduler".into(),
@@ -241,6 +260,7 @@ fn start_all(
         let child = spawn(
             executor_bin,
             &args,
+            &opts.dir.join(&name),
             &log,
             &opts.dir.join(format!("{name}.pid")),
         )?;

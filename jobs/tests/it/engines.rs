@@ -48,14 +48,23 @@ struct Cluster {
 
 impl Cluster {
     fn up(dir: &std::path::Path, executors: usize) -> Cluster {
-        let o = support::run(&[
-            "cluster",
-            "up",
-            "--dir",
-            dir.to_str().expect("utf8"),
-            "--executors",
-            &executors.to_string(),
-        ]);
+        Cluster::up_with(dir, executors, &[])
+    }
+
+    /// [`Cluster::up`] with `env` in every process's environment.
+    fn up_with(dir: &std::path::Path, executors: usize, env: &[(&str, String)]) -> Cluster {
+        let o = support::reckon()
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .args([
+                "cluster",
+                "up",
+                "--dir",
+                dir.to_str().expect("utf8"),
+                "--executors",
+                &executors.to_string(),
+            ])
+            .output()
+            .expect("cluster up");
         assert!(
             o.status.success(),
             "cluster up: {}",
@@ -263,4 +272,67 @@ fn an_unreachable_scheduler_is_exit_1_with_nothing_published() {
     );
     assert!(!tmp.path().join("output/results").exists());
     assert!(!tmp.path().join("output/normalized").exists());
+}
+
+#[test]
+fn a_cluster_with_no_shared_disk_reads_and_writes_s3_like_the_embedded_engine() {
+    use super::storage::{committed, mirror, moto, on_s3};
+    let Some(s3) = moto("reckon-cluster") else {
+        return;
+    };
+    let env = s3.env();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let days = ["2026-11-20", "2026-11-21"];
+    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+    let cl = support::generate(&local, days[0], 2, 2000, 29);
+    let cr = support::generate(&remote, days[0], 2, 2000, 29);
+    on_s3(&cr, &s3.bucket, "shared-nothing");
+    // Every process in a folder of its own; what they share is the S3 server.
+    let cluster = Cluster::up_with(&tmp.path().join("cl"), 2, &env);
+    let url = cluster.url();
+    let client_dir = tmp.path().join("client");
+    std::fs::create_dir_all(&client_dir).expect("client dir");
+    let mut cwds = vec![client_dir.clone()];
+    for (name, pid) in cluster.pids() {
+        let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).expect("cwd");
+        assert!(!cwds.contains(&cwd), "{name} shares {}", cwd.display());
+        cwds.push(cwd);
+    }
+    let env_ref: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    for day in days {
+        let (code, a, err) = support::run_day(&cl, day, &["--engine", "local"]);
+        assert_eq!(code, 0, "{a} {err}");
+        let out = support::reckon()
+            .current_dir(&client_dir)
+            .envs(env_ref.iter().copied())
+            .args(["run", "--config", cr.to_str().expect("utf8"), "--date", day])
+            .args(["--engine", &url])
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for i in [1, 2] {
+        let log =
+            std::fs::read_to_string(tmp.path().join(format!("cl/executor-{i}.log"))).expect("log");
+        assert!(log.contains("task"), "executor-{i} ran no task:\n{log}");
+    }
+    let got = tmp.path().join("mirror");
+    mirror(&s3, "shared-nothing", &got);
+    for ch in ["alipay", "wechat"] {
+        for day in days {
+            assert!(
+                committed(&local.join("output"), ch, day) == committed(&got, ch, day),
+                "{ch} {day}: the cluster on S3 and the embedded engine differ"
+            );
+        }
+    }
+    assert!(
+        !remote.join("output").exists(),
+        "nothing went to a local output folder"
+    );
 }

@@ -15,7 +15,7 @@ const NEXT: &str = "2026-11-21";
 
 /// Every object under `prefix` of the bucket, downloaded into `to` (read with object_store,
 /// not with reckon).
-fn mirror(s3: &S3, prefix: &str, to: &Path) {
+pub(super) fn mirror(s3: &S3, prefix: &str, to: &Path) {
     use futures::TryStreamExt;
     use object_store::{ObjectStore, ObjectStoreExt};
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -56,7 +56,7 @@ fn mirror(s3: &S3, prefix: &str, to: &Path) {
 }
 
 /// The committed files of a channel-day by area and name, with their bytes.
-fn committed(root: &Path, channel: &str, date: &str) -> BTreeMap<String, Vec<u8>> {
+pub(super) fn committed(root: &Path, channel: &str, date: &str) -> BTreeMap<String, Vec<u8>> {
     let pointer = area(root, "runs", channel, date).join("committed.json");
     let c: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&pointer).expect("committed.json")).expect("json");
@@ -81,7 +81,7 @@ fn committed(root: &Path, channel: &str, date: &str) -> BTreeMap<String, Vec<u8>
     out
 }
 
-fn on_s3(config: &Path, bucket: &str, prefix: &str) {
+pub(super) fn on_s3(config: &Path, bucket: &str, prefix: &str) {
     let text = std::fs::read_to_string(config).expect("config");
     let text = text.replace(
         "storage_root = \"output\"",
@@ -96,7 +96,7 @@ fn env_of(s3: &S3) -> Vec<(&'static str, String)> {
 }
 
 /// A moto server for a test, or `None` when it cannot start (outside CI).
-fn moto(bucket: &str) -> Option<S3> {
+pub(super) fn moto(bucket: &str) -> Option<S3> {
     match S3::start(bucket) {
         Ok(s) => Some(s),
         Err(why) => {

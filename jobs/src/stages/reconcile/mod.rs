@@ -52,10 +52,19 @@ async fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(String, CarryIn)> {
         format!("{prev} is not committed ({})", m.status)
     };
     tracing::warn!("no carry-in: {why}");
+    // An empty table of the carry-over's schema, on the storage root (an executor on another
+    // host reads it there); its bytes never change, so every run may write it.
     let p = staged.join("carry_in_empty").join("part-0.parquet");
     write_file(&p, schema::CARRY.clone(), &[])?;
+    let rel = format!(
+        "carryover/_empty/{}/part-0.parquet",
+        &crate::store::sha256_file(&p)?[..16]
+    );
+    if !job.store.root().exists(&rel).await? {
+        job.store.root().upload(&p, &rel).await?;
+    }
     Ok((
-        p.display().to_string(),
+        job.store.url(&rel),
         CarryIn {
             from: None,
             file: None,
