@@ -209,6 +209,7 @@ pub async fn run(config: &Config, req: &Request<'_>, engines: &Engines) -> Resul
         }
     }
     progress.finish();
+    crate::pipeline::drain_replica(config).await;
     Ok(out)
 }
 

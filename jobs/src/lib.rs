@@ -23,6 +23,7 @@ pub mod pipeline;
 pub mod postgres;
 pub mod preview;
 pub mod records;
+pub mod replica;
 pub mod schema;
 pub mod sql;
 pub mod sqlcheck;

@@ -170,6 +170,7 @@ impl DayRun {
 pub fn store(config: &Config) -> Result<Store> {
     Store::open(
         &config.locator(),
+        "storage_root",
         &config.storage_root,
         config.scratch_dir.as_deref(),
     )
@@ -423,11 +424,42 @@ pub async fn run_day(
         codes.push(out.exit_code);
         results.push(out.result);
     }
+    drain_replica(config).await;
     Ok(DayRun {
         bill_date: date.to_string(),
         exit_code: worst(&codes),
         channels: results,
     })
+}
+
+/// At the end of a run: brings an `eventual` replica up to date from the backlog, each day
+/// retried with the orchestration's backoff. A replica that stays out of reach fails nothing:
+/// its days stay queued (`reckon status` shows the lag) for the next run or `reckon replicate`.
+pub async fn drain_replica(config: &Config) -> Option<crate::replica::Drained> {
+    let replica = match crate::replica::Replica::of(config) {
+        Ok(Some(r)) if r.mode == crate::config::ReplicaMode::Eventual => r,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "the replica is misconfigured; nothing replicated");
+            return None;
+        }
+    };
+    let primary = match store(config) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "nothing replicated");
+            return None;
+        }
+    };
+    let orch = &config.orchestration;
+    let base = Duration::from_millis(orch.retry_base_ms);
+    match crate::replica::drain(&primary, &replica.store, orch.retry_attempts, base).await {
+        Ok(d) => Some(d),
+        Err(e) => {
+            tracing::warn!(error = %e, "the replication backlog could not be read");
+            None
+        }
+    }
 }
 
 /// The most severe exit code: configuration (2), bad input (3), failure (1), not ready (75).

@@ -13,6 +13,18 @@ use crate::records::{DayStatus, Stage};
 /// Besides the working state, each says what readers see: the committed run and when.
 pub async fn states(config: &Config, channels: &[String], date: NaiveDate) -> Result<Vec<Value>> {
     let store = store(config)?;
+    // The replica's lag (days queued on the primary and the oldest one's age), when it is
+    // eventual; a strong replica is never behind a committed day.
+    let replica_lag = match crate::replica::Replica::of(config)? {
+        Some(r) => {
+            let lag = match r.mode {
+                crate::config::ReplicaMode::Eventual => crate::replica::lag(&store).await?,
+                crate::config::ReplicaMode::Strong => crate::replica::Lag::default(),
+            };
+            json!({ "root": r.store.display(), "mode": r.mode, "lag": lag })
+        }
+        None => Value::Null,
+    };
     let mut out = Vec::new();
     for name in config.channel_names(channels)? {
         let m = store.manifest(&name, date).await?;
@@ -38,6 +50,7 @@ pub async fn states(config: &Config, channels: &[String], date: NaiveDate) -> Re
             m.status.to_string()
         };
         out.push(json!({
+            "replica": replica_lag.clone(),
             "channel": name,
             "bill_date": date.to_string(),
             "status": status,
@@ -84,6 +97,20 @@ pub fn render(states: &[Value]) -> String {
         }
         if let Some(e) = v["error"].as_str() {
             let _ = writeln!(s, "  {e}");
+        }
+        if let Some(r) = v["replica"].as_object() {
+            let lag = &r["lag"];
+            let _ = writeln!(
+                s,
+                "  replica {} ({}): {} days behind{}",
+                r["root"].as_str().unwrap_or("?"),
+                r["mode"].as_str().unwrap_or("?"),
+                lag["days"],
+                match lag["oldest"].as_str() {
+                    Some(o) => format!(", the oldest {o} queued {} s ago", lag["age_secs"]),
+                    None => String::new(),
+                }
+            );
         }
     }
     s

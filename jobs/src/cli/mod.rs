@@ -5,11 +5,13 @@ mod backfill;
 mod cluster;
 mod generate;
 mod normalize;
+mod replicate;
 mod report;
 mod run;
 mod sql;
 mod stage;
 mod status;
+mod verify;
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +53,10 @@ pub enum Command {
     Status(status::Args),
     /// Print a reconciled day's summary per channel as a table (from `summary.json`).
     Report(report::Args),
+    /// Bring an `eventual` replica up to date from the backlog kept on the primary.
+    Replicate(replicate::Args),
+    /// Check committed days: with --replica, that the replica holds them byte for byte.
+    Verify(verify::Args),
     /// A Ballista cluster of reckon's scheduler and executors on this machine (loopback).
     Cluster {
         #[command(subcommand)]
@@ -95,6 +101,8 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Backfill(a) => backfill::run(a).await,
         Command::Status(a) => status::run(a).await,
         Command::Report(a) => report::run(a).await,
+        Command::Replicate(a) => replicate::run(a).await,
+        Command::Verify(a) => verify::run(a).await,
         Command::Cluster { command } => cluster::run(command),
         Command::Sql { command } => sql::run(command).await,
         Command::Normalize(a) => normalize::run(a),

@@ -35,6 +35,9 @@ pub async fn run(a: Args) -> Result<i32> {
     let sql = SqlDir::for_config(&config)?;
     let rt = Runtime::open(&config, a.engine.engine.as_deref()).await?;
     let out = run_channel(&config, &a.channel, date, &rt.engines, &sql, &[stage]).await;
+    if stage == reckon::records::Stage::Report {
+        reckon::pipeline::drain_replica(&config).await;
+    }
     rt.close();
     let out = out?;
     print_json(&out.result.to_json());

@@ -49,6 +49,8 @@ pub struct Config {
     /// Where alerts go; none when absent.
     #[serde(default)]
     pub alerts: Option<crate::alerts::AlertsConfig>,
+    /// A second storage root that holds every committed day too (another bucket or region).
+    pub replica: Option<ReplicaConfig>,
     #[serde(rename = "channel", default)]
     pub channels: Vec<Channel>,
     /// The directory the config was read from; relative paths resolve against it.
@@ -137,6 +139,43 @@ pub struct ObjectStoreConfig {
     pub retry_timeout_secs: Option<u64>,
     /// How long one request may take before it counts as timed out, in seconds (default 30).
     pub timeout_secs: Option<u64>,
+}
+
+/// `[replica]`: a second storage root, and how it keeps up.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplicaConfig {
+    /// `s3://bucket/prefix` (or a path / `file://`, for a second disk).
+    pub storage_root: String,
+    /// `strong`: a day commits only when both roots hold it; `eventual`: the primary commits
+    /// and a backlog on it is drained to the replica.
+    pub mode: ReplicaMode,
+    /// How to reach the replica's store when it differs from `[object_store]` (another
+    /// endpoint or region); the `AWS_*` environment applies to both.
+    pub object_store: Option<ObjectStoreConfig>,
+}
+
+/// How a replica keeps up with the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplicaMode {
+    /// A day commits only when both roots hold it, checked by checksums.
+    Strong,
+    /// The primary commits; the replica follows from a durable backlog.
+    Eventual,
+}
+
+impl Config {
+    /// The replica's locator: the config's folder and the replica's own `[object_store]`.
+    pub fn replica_locator(&self) -> Option<Locator> {
+        self.replica.as_ref().map(|r| Locator {
+            base_dir: self.base_dir.clone(),
+            object_store: r
+                .object_store
+                .clone()
+                .unwrap_or_else(|| self.object_store.clone()),
+        })
+    }
 }
 
 /// The platform's tables: Hive-partitioned (`dt=YYYY-MM-DD`) Parquet, Delta Lake tables, or

@@ -189,15 +189,26 @@ async fn stage_attempts(job: &Job<'_>, stage: Stage) -> Result<Manifest> {
 /// previous pointer named: a reader may be reading it, so the cleaning that follows keeps it
 /// (the next run of the day removes it).
 async fn commit(job: &Job<'_>, manifest: &Manifest) -> Result<Vec<String>> {
+    use crate::config::ReplicaMode;
     let previous = job.store.committed_at(job.name(), job.date).await?;
-    let committed = job
-        .store
-        .commit(manifest, job.date, previous.as_ref().map(|(_, v)| v))
+    let day = job.store.pointer_for(manifest).await?;
+    let replica = crate::replica::Replica::of(job.config)?;
+    if let Some(r) = replica.as_ref().filter(|r| r.mode == ReplicaMode::Strong) {
+        // Both roots hold the day, checked, before either pointer says so.
+        crate::replica::commit_day(&job.store, &r.store, &day).await?;
+        crate::store::crash_point("report", "replicated");
+    }
+    job.store
+        .write_pointer(&day, job.date, previous.as_ref().map(|(_, v)| v))
         .await?;
     crate::store::crash_point("report", "committed");
+    if let Some(r) = replica.as_ref().filter(|r| r.mode == ReplicaMode::Eventual) {
+        crate::replica::enqueue(&job.store, &day).await?;
+        tracing::debug!(replica = r.store.display(), "queued for the replica");
+    }
     tracing::info!(
-        run_id = committed.run_id.as_deref().unwrap_or_default(),
-        files = committed.files.len(),
+        run_id = day.run_id.as_deref().unwrap_or_default(),
+        files = day.files.len(),
         "day committed"
     );
     Ok(previous

@@ -111,8 +111,14 @@ pub fn crash_point(stage: &str, point: &str) {
 impl Store {
     /// The storage root `storage_root` names, with `scratch_dir` (or the default) for local
     /// scratch files.
-    pub fn open(locator: &Locator, storage_root: &str, scratch_dir: Option<&str>) -> Result<Store> {
-        let root = Root::parse(locator, "storage_root", storage_root)?;
+    /// `what` names the setting in errors.
+    pub fn open(
+        locator: &Locator,
+        what: &str,
+        storage_root: &str,
+        scratch_dir: Option<&str>,
+    ) -> Result<Store> {
+        let root = Root::parse(locator, what, storage_root)?;
         let scratch = match (scratch_dir, root.local_dir()) {
             (Some(d), _) => locator.resolve("scratch_dir", d).map_err(Error::Config)?,
             // Beside the outputs, so publishing is a rename on the same file system.
@@ -322,6 +328,14 @@ impl Store {
         date: NaiveDate,
         previous: Option<&Version>,
     ) -> Result<Committed> {
+        let committed = self.pointer_for(m).await?;
+        self.write_pointer(&committed, date, previous).await?;
+        Ok(committed)
+    }
+
+    /// The pointer that commits the day `m` describes: every file of its records with its
+    /// checksum, the run id, the manifest.
+    pub async fn pointer_for(&self, m: &Manifest) -> Result<Committed> {
         let mut files = Vec::new();
         for (names, sums) in m.stages.files() {
             for n in names {
@@ -335,7 +349,7 @@ impl Store {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         files.dedup_by(|a, b| a.path == b.path);
-        let committed = Committed {
+        Ok(Committed {
             channel: m.channel.clone(),
             bill_date: m.bill_date.clone(),
             run_id: m.run_id.clone(),
@@ -343,26 +357,36 @@ impl Store {
             reckon_version: env!("CARGO_PKG_VERSION").to_string(),
             files,
             manifest: m.clone(),
-        };
-        let rel = self.committed_path(&m.channel, date);
+        })
+    }
+
+    /// Writes `committed` as the day's pointer, replacing the version `previous` (or creating
+    /// it); another writer having replaced it meanwhile is "not ready" (exit 75).
+    pub async fn write_pointer(
+        &self,
+        committed: &Committed,
+        date: NaiveDate,
+        previous: Option<&Version>,
+    ) -> Result<()> {
+        let rel = self.committed_path(&committed.channel, date);
         let expect = match previous {
             Some(v) => Expect::At(v.clone()),
             None => Expect::Absent,
         };
-        let bytes = serde_json::to_vec_pretty(&committed)?;
+        let bytes = serde_json::to_vec_pretty(committed)?;
         let put = self.root.put_if(&rel, bytes.clone(), expect).await;
         // A put whose answer was lost (a timeout, a reset) may have been carried out: the
         // pointer then holds these very bytes, and the commit is done.
         let ours = |got: Option<(bytes::Bytes, Version)>| got.is_some_and(|(b, _)| b == bytes);
         match put {
-            Ok(Some(_)) => Ok(committed),
-            Err(e) if e.is_transient() && ours(self.root.get(&rel).await?) => Ok(committed),
+            Ok(Some(_)) => Ok(()),
+            Err(e) if e.is_transient() && ours(self.root.get(&rel).await?) => Ok(()),
             Err(e) => Err(e),
-            Ok(None) if ours(self.root.get(&rel).await?) => Ok(committed),
+            Ok(None) if ours(self.root.get(&rel).await?) => Ok(()),
             Ok(None) => Err(Error::NotReady(format!(
                 "{}: another run committed {} {} meanwhile; nothing was overwritten, run it again",
                 self.root.url(&rel),
-                m.channel,
+                committed.channel,
                 date
             ))),
         }

@@ -373,6 +373,68 @@ impl Root {
         Ok(size)
     }
 
+    /// The hex SHA-256 and size of `rel`, read in a stream.
+    pub async fn sha256(&self, rel: &str) -> Result<(String, u64)> {
+        use sha2::Digest;
+        let mut stream = self
+            .store
+            .get(&self.path(rel))
+            .await
+            .map_err(|e| self.fail(rel, e))?
+            .into_stream();
+        let mut h = sha2::Sha256::new();
+        let mut size = 0u64;
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.fail(rel, e))? {
+            h.update(&chunk);
+            size += chunk.len() as u64;
+        }
+        Ok((hex::encode(h.finalize()), size))
+    }
+
+    /// Streams `rel` from this root to the same place on `to` (multipart past 8 MiB; a reader
+    /// of `to` sees the whole object or none). Returns the SHA-256 of what was sent.
+    pub async fn copy_to(&self, rel: &str, to: &Root) -> Result<String> {
+        use sha2::Digest;
+        let mut stream = self
+            .store
+            .get(&self.path(rel))
+            .await
+            .map_err(|e| self.fail(rel, e))?
+            .into_stream();
+        let mut writer = object_store::buffered::BufWriter::with_capacity(
+            to.store.clone(),
+            to.path(rel),
+            8 << 20,
+        );
+        let failed = |e: std::io::Error| Error::Store {
+            what: format!("{}/{rel}", to.display().trim_end_matches('/')),
+            source: object_store::Error::Generic {
+                store: "copy",
+                source: Box::new(e),
+            },
+        };
+        let mut h = sha2::Sha256::new();
+        while let Some(chunk) = stream.try_next().await.map_err(|e| self.fail(rel, e))? {
+            h.update(&chunk);
+            tokio::io::AsyncWriteExt::write_all(&mut writer, &chunk)
+                .await
+                .map_err(failed)?;
+        }
+        tokio::io::AsyncWriteExt::shutdown(&mut writer)
+            .await
+            .map_err(failed)?;
+        Ok(hex::encode(h.finalize()))
+    }
+
+    /// The size of `rel`, `None` when it is not there.
+    pub async fn size(&self, rel: &str) -> Result<Option<u64>> {
+        match self.store.head(&self.path(rel)).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.fail(rel, e)),
+        }
+    }
+
     /// Streams `rel` to the local file `to`; returns its size.
     pub async fn download(&self, rel: &str, to: &Path) -> Result<u64> {
         use tokio::io::AsyncWriteExt;

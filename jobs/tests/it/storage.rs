@@ -608,3 +608,211 @@ fn faults_of_the_store_are_retried_and_the_day_commits_the_same_bytes() {
         assert_eq!(stray_files(&got, ch, DAY), Vec::<String>::new());
     }
 }
+
+/// Appends `[object_store]` for `primary` and `[replica]` (mode, endpoint) to the config;
+/// retries kept short so an unreachable replica fails fast.
+fn with_replica(cfg: &Path, primary: &S3, replica_root: &str, endpoint: &str, mode: &str) {
+    let text = std::fs::read_to_string(cfg).expect("config");
+    let base = text
+        .split("\n[object_store]")
+        .next()
+        .expect("config")
+        .to_string();
+    let base = base
+        .split("\n[replica]")
+        .next()
+        .expect("config")
+        .to_string();
+    let base = if base.contains("[orchestration]") {
+        base
+    } else {
+        base.replacen(
+            "[[channel]]",
+            "[orchestration]\nretry_attempts = 2\nretry_base_ms = 100\n\n[[channel]]",
+            1,
+        )
+    };
+    std::fs::write(
+        cfg,
+        format!(
+            "{base}\n[object_store]\nendpoint = \"{}\"\nallow_http = true\n\n\
+             [replica]\nstorage_root = \"s3://{replica_root}\"\nmode = \"{mode}\"\n\
+             object_store = {{ endpoint = \"{endpoint}\", allow_http = true, max_retries = 1, retry_timeout_secs = 3, timeout_secs = 2 }}\n",
+            primary.endpoint
+        ),
+    )
+    .expect("config");
+}
+
+/// Nothing listens there.
+fn dead_endpoint() -> String {
+    format!("http://127.0.0.1:{}", free_port())
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("null"))
+        .unwrap_or_else(|e| panic!("{e}: {text}{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn a_replica_in_another_region_holds_every_committed_day_strong_or_eventual() {
+    let (Some(primary), Some(second)) = (moto("reckon-primary"), moto("reckon-replica")) else {
+        return;
+    };
+    let env = env_of(&primary);
+    let tmp = tempfile::tempdir().expect("tmp");
+
+    // Strong: the replica is down, the day does not commit anywhere (exit 75); back up, the
+    // rerun commits it on both, byte for byte.
+    let cfg = generate(&tmp.path().join("strong"), DAY, 2, 300, 41);
+    on_s3(&cfg, &primary.bucket, "main");
+    let copy = format!("{}/copy", second.bucket);
+    with_replica(&cfg, &primary, &copy, &dead_endpoint(), "strong");
+    let c = cfg.to_str().expect("utf8");
+    let out = with_env(&env, &["run", "--config", c, "--date", DAY])
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let line = json_of(&out);
+    assert_eq!(line["channels"][0]["stage"], "report", "{line}");
+    let seen = tmp.path().join("strong-down");
+    mirror(&primary, "main", &seen);
+    assert!(
+        !area(&seen, "runs", "alipay", DAY)
+            .join("committed.json")
+            .exists(),
+        "the primary committed a day its replica does not hold"
+    );
+    with_replica(&cfg, &primary, &copy, &second.endpoint, "strong");
+    for day in [DAY, NEXT] {
+        let out = with_env(&env, &["run", "--config", c, "--date", day])
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (a, b) = (tmp.path().join("strong-a"), tmp.path().join("strong-b"));
+    mirror(&primary, "main", &a);
+    mirror(&second, "copy", &b);
+    for ch in ["alipay", "wechat"] {
+        for day in [DAY, NEXT] {
+            assert!(
+                committed(&a, ch, day) == committed(&b, ch, day),
+                "{ch} {day}"
+            );
+        }
+    }
+    let out = with_env(&env, &["verify", "--config", c, "--replica"])
+        .output()
+        .expect("verify");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json_of(&out)["checked_days"], 4);
+
+    // Eventual: the replica is down for two days of runs; they commit on the primary and wait
+    // in the backlog; `reckon status` shows the lag; `reckon replicate` drains it later.
+    let cfg = generate(&tmp.path().join("eventual"), DAY, 2, 300, 43);
+    on_s3(&cfg, &primary.bucket, "events");
+    let events = format!("{}/events", second.bucket);
+    with_replica(&cfg, &primary, &events, &dead_endpoint(), "eventual");
+    let c = cfg.to_str().expect("utf8");
+    for day in [DAY, NEXT] {
+        let out = with_env(&env, &["run", "--config", c, "--date", day])
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = with_env(&env, &["status", "--config", c, "--date", NEXT, "--json"])
+        .output()
+        .expect("status");
+    let states: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let lag = &states[0]["replica"]["lag"];
+    assert_eq!(lag["days"], 4, "{states}");
+    assert_eq!(lag["oldest"], format!("alipay {DAY}"), "{states}");
+    let out = with_env(&env, &["replicate", "--config", c])
+        .output()
+        .expect("replicate");
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "still down: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    with_replica(&cfg, &primary, &events, &second.endpoint, "eventual");
+    let out = with_env(&env, &["replicate", "--config", c])
+        .output()
+        .expect("replicate");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        json_of(&out)["replicated"].as_array().map(Vec::len),
+        Some(4)
+    );
+    let (a, b) = (tmp.path().join("events-a"), tmp.path().join("events-b"));
+    mirror(&primary, "events", &a);
+    mirror(&second, "events", &b);
+    for ch in ["alipay", "wechat"] {
+        for day in [DAY, NEXT] {
+            assert!(
+                committed(&a, ch, day) == committed(&b, ch, day),
+                "{ch} {day}"
+            );
+        }
+    }
+    let out = with_env(&env, &["status", "--config", c, "--date", NEXT, "--json"])
+        .output()
+        .expect("status");
+    let states: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(states[0]["replica"]["lag"]["days"], 0, "{states}");
+
+    // A replica object corrupted afterwards: verify names the day.
+    let c_ptr: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(area(&b, "runs", "wechat", DAY).join("committed.json")).expect("pointer"),
+    )
+    .expect("json");
+    let victim = c_ptr["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .map(|f| f["path"].as_str().expect("path").to_string())
+        .find(|p| p.ends_with("diffs.parquet"))
+        .expect("diffs");
+    let junk = tmp.path().join("junk");
+    std::fs::write(&junk, b"not the diffs").expect("junk");
+    second.put(&format!("events/{victim}"), &junk).expect("put");
+    let out = with_env(&env, &["verify", "--config", c, "--replica"])
+        .output()
+        .expect("verify");
+    assert_eq!(out.status.code(), Some(1));
+    let v = json_of(&out);
+    let named: Vec<&str> = v["differences"]
+        .as_array()
+        .expect("differences")
+        .iter()
+        .filter_map(|d| d["day"].as_str())
+        .collect();
+    assert_eq!(named, [format!("wechat {DAY}")], "{v}");
+}
