@@ -267,6 +267,18 @@ pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[String]) ->
         .with_listing_options(options)
         .infer_schema(&ctx.state())
         .await?;
+    // A location with no Parquet file under it gives a table without columns, and the SQL
+    // would then say a column is missing: say what is missing instead.
+    if config
+        .file_schema
+        .as_ref()
+        .is_none_or(|s| s.fields().is_empty())
+    {
+        return Err(Error::Other(format!(
+            "table {name}: no Parquet file found at {}",
+            dirs.join(", ")
+        )));
+    }
     let table = ListingTable::try_new(config)?;
     ctx.deregister_table(name)?;
     ctx.register_table(name, Arc::new(table))?;

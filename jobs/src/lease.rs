@@ -146,6 +146,7 @@ impl Lease {
                 released: false,
             };
             let bytes = serde_json::to_vec_pretty(&me)?;
+            let mut lost = None;
             match root.put_if(&rel, bytes.clone(), Expect::Absent).await {
                 Ok(Some(v)) => {
                     tracing::debug!(channel, %date, "lease taken");
@@ -154,18 +155,16 @@ impl Lease {
                 Ok(None) => {}
                 // The store could not be reached, or the answer was lost: look again.
                 Err(e) if e.is_transient() && started.elapsed() < policy.wait.max(LOOK_AGAIN) => {
-                    tracing::warn!(error = %e, "taking the lease failed; trying again");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tracing::warn!(error = %e, "taking the lease failed; looking again");
+                    lost = Some(me.clone());
                 }
                 Err(e) => return Err(e),
             }
             let Some((holder, version)) = read_holder(&root, &rel).await? else {
                 continue;
             };
-            // A put of ours whose answer was lost: the lease is ours already.
-            if let Some(h) = holder.as_ref().filter(|h| {
-                h.invocation == me.invocation && h.pid == me.pid && !h.released && !h.expired(now)
-            }) {
+            // The very put whose answer was lost went through: the lease is ours already.
+            if let Some(h) = holder.as_ref().filter(|h| lost.as_ref() == Some(*h)) {
                 tracing::debug!(channel, %date, "lease taken (the answer to the put was lost)");
                 let mine = h.clone();
                 return Ok(Lease::start(root, rel, mine, version, policy.ttl));

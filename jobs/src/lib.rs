@@ -25,10 +25,12 @@ pub mod preview;
 pub mod records;
 pub mod replica;
 pub mod schema;
+pub mod signing;
 pub mod sql;
 pub mod sqlcheck;
 pub mod stages;
 pub mod status;
 pub mod store;
+pub mod verify;
 
 pub use error::{Error, Result};

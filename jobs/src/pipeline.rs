@@ -168,12 +168,14 @@ impl DayRun {
 
 /// The storage root of `config`.
 pub fn store(config: &Config) -> Result<Store> {
-    Store::open(
+    let signer = crate::signing::Signer::of(config.signing.as_ref(), &config.locator())?;
+    Ok(Store::open(
         &config.locator(),
         "storage_root",
         &config.storage_root,
         config.scratch_dir.as_deref(),
-    )
+    )?
+    .signed_by(signer))
 }
 
 /// Runs `stages` for one channel and date; a failure is recorded and returned as the outcome.

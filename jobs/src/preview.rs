@@ -97,7 +97,7 @@ impl Drop for Scratch {
 }
 
 /// Copies the stored file `rel` from `from` to the same place in the local `to`.
-async fn copy_into(from: &Store, to: &Store, rel: &str) -> Result<()> {
+pub(crate) async fn copy_into(from: &Store, to: &Store, rel: &str) -> Result<()> {
     let dest = to
         .root()
         .local_path(rel)
@@ -109,7 +109,12 @@ async fn copy_into(from: &Store, to: &Store, rel: &str) -> Result<()> {
 /// Seeds `scratch` with what the day reads from earlier work: its fetched bill (the fetch
 /// record and its files), and the day before's committed pointer with its carry-over and
 /// ledger.
-async fn seed(committed: &Store, scratch: &Store, channel: &str, date: NaiveDate) -> Result<()> {
+pub(crate) async fn seed(
+    committed: &Store,
+    scratch: &Store,
+    channel: &str,
+    date: NaiveDate,
+) -> Result<()> {
     let day = committed.manifest(channel, date).await?;
     let fetched = day
         .stages

@@ -240,6 +240,19 @@ pub struct AgeingDetail {
     pub before: LedgerIn,
     /// The figures for `summary.json`.
     pub stats: AgeingStats,
+    /// An earlier run of this day whose differences this run resolved: those entries are kept
+    /// among the run's recorded inputs (`inputs/…/earlier_ledger.parquet`) for a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub earlier_run: Option<EarlierRun>,
+}
+
+/// What an earlier run of the day contributed to this run's ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EarlierRun {
+    /// Its differences this run resolved.
+    pub entries: u64,
+    /// The SHA-256 of `earlier_ledger.parquet`, which holds them.
+    pub ledger_sha256: String,
 }
 
 /// The day's ageing in numbers, for `summary.json`.

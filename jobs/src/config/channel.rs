@@ -276,6 +276,24 @@ impl Channel {
         Ok(c)
     }
 
+    /// This channel with the rules a run recorded (for a replay of that run): zone, key, cut
+    /// window, grace, tolerances, fee rate and rounding, the amount compared.
+    pub fn replaying(&self, r: &crate::records::Rules) -> std::result::Result<Channel, String> {
+        let mut c = self.clone();
+        c.time_zone = r.time_zone.clone();
+        c.match_key = r.match_key.clone();
+        c.cut_window_secs = r.cut_window_secs;
+        c.grace_days = r.grace_days;
+        c.amount_tolerance = Some(r.tolerance.clone());
+        c.amount_tolerance_rate = r.tolerance_rate.clone();
+        c.fee_rate = r.fee_rate.clone();
+        c.fee_rounding = r.fee_rounding.clone();
+        c.compare_amount = r.compare_amount.clone();
+        c.validate()?;
+        c.rules = c.parse_rules()?;
+        Ok(c)
+    }
+
     /// When the bill of `date` is due (see `bill_deadline`), as an instant.
     pub fn bill_due(&self, date: chrono::NaiveDate) -> Option<chrono::DateTime<chrono::Utc>> {
         use chrono::TimeZone;

@@ -51,6 +51,8 @@ pub struct Config {
     pub alerts: Option<crate::alerts::AlertsConfig>,
     /// A second storage root that holds every committed day too (another bucket or region).
     pub replica: Option<ReplicaConfig>,
+    /// Ed25519 keys that sign committed days and check them.
+    pub signing: Option<SigningConfig>,
     #[serde(rename = "channel", default)]
     pub channels: Vec<Channel>,
     /// The directory the config was read from; relative paths resolve against it.
@@ -139,6 +141,22 @@ pub struct ObjectStoreConfig {
     pub retry_timeout_secs: Option<u64>,
     /// How long one request may take before it counts as timed out, in seconds (default 30).
     pub timeout_secs: Option<u64>,
+}
+
+/// `[signing]`: the Ed25519 key that signs each committed day (a private key, from a variable
+/// or a file) and the one `reckon verify` checks with (its public half, or a public key alone
+/// where only checking happens).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningConfig {
+    /// The variable holding the PKCS#8 private key.
+    pub private_key_env: Option<String>,
+    /// The file holding it (relative to this file).
+    pub private_key_file: Option<String>,
+    /// The variable holding the SPKI public key (to check only).
+    pub public_key_env: Option<String>,
+    /// The file holding it.
+    pub public_key_file: Option<String>,
 }
 
 /// `[replica]`: a second storage root, and how it keeps up.

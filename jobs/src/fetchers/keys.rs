@@ -78,14 +78,14 @@ impl Secret {
 }
 
 /// One block of key material: its PEM label (empty for bare base64) and its DER.
-struct Block {
-    label: String,
-    der: Vec<u8>,
+pub(crate) struct Block {
+    pub(crate) label: String,
+    pub(crate) der: Vec<u8>,
 }
 
 /// The blocks of `text`: every PEM section in it, or the whole text as bare base64 (as
 /// Alipay's key tool writes keys). Errors say what is wrong with the text, never its content.
-fn blocks(text: &str) -> std::result::Result<Vec<Block>, String> {
+pub(crate) fn blocks(text: &str) -> std::result::Result<Vec<Block>, String> {
     if !text.contains("-----BEGIN ") {
         let compact: String = text.split_whitespace().collect();
         return B64

@@ -393,6 +393,12 @@ pub const CANONICAL: &[(&str, bool, Kind)] = &[
 impl Template {
     /// A built-in template by name, a template in `search_dir` by name, or a file by path.
     pub fn load(name_or_path: &str, search_dir: Option<&Path>) -> Result<Template> {
+        let (origin, text) = Template::source(name_or_path, search_dir)?;
+        Template::parse(&text, &origin)
+    }
+
+    /// Where [`Template::load`] finds a template, and its text.
+    pub fn source(name_or_path: &str, search_dir: Option<&Path>) -> Result<(String, String)> {
         let as_path = PathBuf::from(name_or_path);
         let (origin, text) = if name_or_path.ends_with(".toml") || as_path.is_file() {
             let text = std::fs::read_to_string(&as_path).map_err(|e| {
@@ -415,7 +421,7 @@ impl Template {
                 known.join(", ")
             )));
         };
-        Template::parse(&text, &origin)
+        Ok((origin, text))
     }
 
     /// Parses template text; errors name `origin` and the line.

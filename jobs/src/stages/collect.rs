@@ -237,6 +237,10 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         .store
         .publish(&staged, "platform", job.name(), job.date)
         .await?;
+    source_files.extend(
+        job.recipe(&[(contracts::platform::FILE, text.as_bytes())])
+            .await?,
+    );
     crate::store::crash_point("collect", "published");
     let spilled = crate::engine::Spills::of(&plan);
     tracing::info!(

@@ -67,6 +67,19 @@ impl Job<'_> {
             })
     }
 
+    /// Publishes what a stage ran on besides its data (the template's text, a SQL file as it
+    /// was read, the channel's rules) into `inputs/…/_v=<hash>/`, so a day can be checked and
+    /// replayed from what it recorded.
+    pub async fn recipe(&self, files: &[(&str, &[u8])]) -> Result<Vec<crate::store::FileSum>> {
+        let staged = self.store.staging("inputs", self.name(), self.date)?;
+        for (name, bytes) in files {
+            crate::store::write_atomic(&staged.join(name), bytes)?;
+        }
+        self.store
+            .publish(&staged, "inputs", self.name(), self.date)
+            .await
+    }
+
     /// The files (relative to the root) of `area` that `stage` committed.
     pub fn committed_in(&self, manifest: &Manifest, stage: Stage, area: &str) -> Vec<String> {
         manifest

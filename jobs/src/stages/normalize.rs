@@ -14,10 +14,11 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         .file
         .clone();
     let raw_rel = job.committed_file(&manifest, Stage::Fetch, &file)?;
-    let template = Template::load(
+    let (origin, template_text) = Template::source(
         &job.channel.format,
         Some(&job.config.base_dir.join("formats")),
     )?;
+    let template = Template::parse(&template_text, &origin)?;
     if job.channel.compare_amount == "received" && !template.columns.contains_key("received") {
         return Err(Error::Config(format!(
             "channel {}: compare_amount = \"received\" needs the bill's received amount, but template {} fills no `received` column: add [columns.received] to it, or compare the order amount",
@@ -63,6 +64,10 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     for (dir, area) in [(&norm_dir, "normalized"), (&rej_dir, "rejected")] {
         files.extend(job.store.publish(dir, area, job.name(), job.date).await?);
     }
+    files.extend(
+        job.recipe(&[("template.toml", template_text.as_bytes())])
+            .await?,
+    );
     crate::store::crash_point("normalize", "published");
     tracing::info!(
         read = stats.rows_read,

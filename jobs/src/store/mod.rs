@@ -37,8 +37,9 @@ use crate::config::Locator;
 use crate::error::{Error, IoContext, Result};
 
 /// The areas of a channel-day, each `AREA/channel=C/dt=D/`.
-pub const AREAS: [&str; 9] = [
+pub const AREAS: [&str; 10] = [
     "raw",
+    "inputs",
     "normalized",
     "rejected",
     "platform_source",
@@ -49,11 +50,12 @@ pub const AREAS: [&str; 9] = [
     "runs",
 ];
 
-/// The storage root with its local scratch folder.
+/// The storage root with its local scratch folder (and the key that signs its commits).
 #[derive(Debug, Clone)]
 pub struct Store {
     root: Root,
     scratch: PathBuf,
+    signer: Option<std::sync::Arc<crate::signing::Signer>>,
 }
 
 /// `runs/channel=C/dt=D/committed.json`: the day as committed, the pointer readers follow.
@@ -72,8 +74,16 @@ pub struct Committed {
     /// Every file of the committed day, relative to the storage root, with its SHA-256 and
     /// size: what an external engine reads.
     pub files: Vec<FileSum>,
+    /// The SHA-256 of each input of the day: `raw_bill`, `template`, `platform.sql`,
+    /// `reconcile.sql`, `rules`, `platform_snapshot`, `carry_in`, `ledger_before` (`none`
+    /// when the day had none).
+    #[serde(default)]
+    pub inputs: std::collections::BTreeMap<String, String>,
     /// The manifest as it was at the commit: each stage's record.
     pub manifest: Manifest,
+    /// The Ed25519 signature over the rest, with `[signing]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::signing::Signature>,
 }
 
 impl Committed {
@@ -90,6 +100,36 @@ impl Committed {
             .iter()
             .filter(move |f| f.path.starts_with(&format!("{area}/")))
     }
+}
+
+/// The SHA-256 of each input of the day, from its records and files.
+fn inputs_of(m: &Manifest, files: &[FileSum]) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut put = |k: &str, v: Option<&str>| {
+        out.insert(k.to_string(), v.unwrap_or("none").to_string());
+    };
+    let recipe = |name: &str| {
+        files
+            .iter()
+            .find(|f| f.path.starts_with("inputs/") && f.path.rsplit('/').next() == Some(name))
+            .map(|f| f.sha256.as_str())
+    };
+    put("raw_bill", m.fetched().map(|f| f.sha256.as_str()));
+    put("template", recipe("template.toml"));
+    put("platform.sql", recipe("platform.sql"));
+    put("reconcile.sql", recipe("reconcile.sql"));
+    put("rules", recipe("rules.json"));
+    put(
+        "platform_snapshot",
+        m.collected().map(|c| c.sha256.as_str()),
+    );
+    let reconciled = m.stages.reconcile.as_ref().and_then(|r| r.facts());
+    put("carry_in", reconciled.map(|r| r.carry_in.sha256.as_str()));
+    put(
+        "ledger_before",
+        reconciled.map(|r| r.ageing.before.sha256.as_str()),
+    );
+    out
 }
 
 /// The named points of the commit protocol where `RECKON_CRASH_AT=<stage>:<point>` makes the
@@ -128,7 +168,17 @@ impl Store {
                 std::env::temp_dir().join(format!("reckon-scratch-{tag}"))
             }
         };
-        Ok(Store { root, scratch })
+        Ok(Store {
+            root,
+            scratch,
+            signer: None,
+        })
+    }
+
+    /// The store, signing the days it commits with `signer`.
+    pub fn signed_by(mut self, signer: Option<crate::signing::Signer>) -> Store {
+        self.signer = signer.map(std::sync::Arc::new);
+        self
     }
 
     /// A store rooted at the local folder `dir`.
@@ -138,7 +188,11 @@ impl Store {
             .local_dir()
             .map(|d| d.join("_scratch"))
             .unwrap_or_default();
-        Ok(Store { root, scratch })
+        Ok(Store {
+            root,
+            scratch,
+            signer: None,
+        })
     }
 
     /// The root.
@@ -307,7 +361,9 @@ impl Store {
             committed_at: String::new(),
             reckon_version: String::new(),
             files,
+            inputs: Default::default(),
             manifest: m,
+            signature: None,
         }))
     }
 
@@ -349,15 +405,22 @@ impl Store {
         }
         files.sort_by(|a, b| a.path.cmp(&b.path));
         files.dedup_by(|a, b| a.path == b.path);
-        Ok(Committed {
+        let mut committed = Committed {
             channel: m.channel.clone(),
             bill_date: m.bill_date.clone(),
             run_id: m.run_id.clone(),
             committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             reckon_version: env!("CARGO_PKG_VERSION").to_string(),
+            inputs: inputs_of(m, &files),
             files,
             manifest: m.clone(),
-        })
+            signature: None,
+        };
+        if let Some(s) = &self.signer {
+            let body = crate::signing::canonical(&serde_json::to_value(&committed)?)?;
+            committed.signature = Some(s.sign(&body));
+        }
+        Ok(committed)
     }
 
     /// Writes `committed` as the day's pointer, replacing the version `previous` (or creating
@@ -382,7 +445,6 @@ impl Store {
             Ok(Some(_)) => Ok(()),
             Err(e) if e.is_transient() && ours(self.root.get(&rel).await?) => Ok(()),
             Err(e) => Err(e),
-            Ok(None) if ours(self.root.get(&rel).await?) => Ok(()),
             Ok(None) => Err(Error::NotReady(format!(
                 "{}: another run committed {} {} meanwhile; nothing was overwritten, run it again",
                 self.root.url(&rel),

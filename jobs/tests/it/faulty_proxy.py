@@ -72,9 +72,11 @@ class Proxy(BaseHTTPRequestHandler):
             status = 503 if kind == "slow_down_503" else 429
             self.send_response(status)
             self.send_header("Content-Type", "application/xml")
+            # A HEAD answer has no body (its length is still the body's a GET would have).
             self.send_header("Content-Length", str(len(SLOW_DOWN)))
             self.end_headers()
-            self.wfile.write(SLOW_DOWN)
+            if self.command != "HEAD":
+                self.wfile.write(SLOW_DOWN)
             return
         if kind == "reset":
             count(kind)
@@ -99,7 +101,8 @@ class Proxy(BaseHTTPRequestHandler):
                 if k.lower() in ("transfer-encoding", "connection", "content-length"):
                     continue
                 self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
+            length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+            self.send_header("Content-Length", length or str(len(data)))
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(data)

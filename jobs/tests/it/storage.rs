@@ -816,3 +816,157 @@ fn a_replica_in_another_region_holds_every_committed_day_strong_or_eventual() {
         .collect();
     assert_eq!(named, [format!("wechat {DAY}")], "{v}");
 }
+
+#[test]
+fn signed_days_verify_a_tampered_one_is_named_and_a_replay_gives_the_same_bytes() {
+    let python = match venv("keys", &["rsa==4.9.*", "cryptography>=42,<47"]) {
+        Ok(d) => d.join("bin/python"),
+        Err(why) => return unavailable("python's cryptography (PyPI)", &why),
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let cfg = generate(&dir, DAY, 2, 400, 47);
+    // An Ed25519 key made by another library: PKCS#8 private, SPKI public.
+    let made = std::process::Command::new(&python)
+        .args([
+            "-c",
+            "import sys\n\
+             from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey\n\
+             from cryptography.hazmat.primitives import serialization as s\n\
+             k = Ed25519PrivateKey.generate()\n\
+             open(sys.argv[1], 'wb').write(k.private_bytes(s.Encoding.PEM, s.PrivateFormat.PKCS8, s.NoEncryption()))\n\
+             open(sys.argv[2], 'wb').write(k.public_key().public_bytes(s.Encoding.PEM, s.PublicFormat.SubjectPublicKeyInfo))\n",
+        ])
+        .arg(dir.join("signing.pem"))
+        .arg(dir.join("signing.pub.pem"))
+        .output()
+        .expect("python");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let secret = std::fs::read_to_string(dir.join("signing.pem")).expect("key");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replacen(
+            "[[channel]]",
+            "[signing]\nprivate_key_file = \"signing.pem\"\n\n[[channel]]",
+            1,
+        ),
+    )
+    .expect("config");
+    let c = cfg.to_str().expect("utf8");
+    let mut said = String::new();
+    for day in [DAY, NEXT] {
+        let (code, json, err) = support::run_day(&cfg, day, &[]);
+        assert_eq!(code, 0, "{json}\n{err}");
+        said.push_str(&err);
+    }
+    // A rerun of the second day on other rules: the committed day has an earlier run.
+    set_tolerance(&cfg, "3.00");
+    let (code, json, err) = support::run_day(&cfg, NEXT, &[]);
+    assert_eq!(code, 0, "{json}\n{err}");
+    said.push_str(&err);
+
+    let verify = |args: &[&str]| {
+        let mut all = vec!["verify", "--config", c];
+        all.extend_from_slice(args);
+        let out = support::run(&all);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.code(), json_of(&out), err)
+    };
+    let (code, v, err) = verify(&[]);
+    assert_eq!(code, Some(0), "{v}\n{err}");
+    let days = v["days"].as_array().expect("days");
+    assert_eq!(days.len(), 4, "{v}");
+    assert!(days.iter().all(|d| d["signature"] == "checked"), "{v}");
+    // The day's recorded inputs are in the pointer.
+    let pointer: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(area(&dir.join("output"), "runs", "alipay", NEXT).join("committed.json"))
+            .expect("pointer"),
+    )
+    .expect("json");
+    for input in [
+        "raw_bill",
+        "template",
+        "platform.sql",
+        "reconcile.sql",
+        "rules",
+        "platform_snapshot",
+        "carry_in",
+        "ledger_before",
+    ] {
+        let sha = pointer["inputs"][input].as_str().unwrap_or_default();
+        assert_eq!(sha.len(), 64, "{input}: {}", pointer["inputs"]);
+    }
+    assert_eq!(pointer["reckon_version"], env!("CARGO_PKG_VERSION"));
+
+    // Today's rules and SQL changed since; the replay runs on what the days recorded.
+    set_tolerance(&cfg, "9.00");
+    let sql = dir.join("sql/reconcile.sql");
+    let edited = format!(
+        "-- edited after the run\n{}",
+        std::fs::read_to_string(&sql).expect("sql")
+    );
+    std::fs::write(&sql, edited).expect("sql");
+    let (code, v, err) = verify(&["--replay"]);
+    assert_eq!(code, Some(0), "{v}\n{err}");
+    for d in v["days"].as_array().expect("days") {
+        assert!(d["compared"].as_u64().unwrap_or(0) >= 6, "{d}");
+        assert_eq!(d["run_id"][0], d["run_id"][1], "{d}");
+    }
+
+    // A host that only checks: the public key alone.
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    std::fs::write(
+        &cfg,
+        text.replace(
+            "private_key_file = \"signing.pem\"",
+            "public_key_file = \"signing.pub.pem\"",
+        ),
+    )
+    .expect("config");
+    let (code, v, err) = verify(&["--date", DAY]);
+    assert_eq!(code, Some(0), "{v}\n{err}");
+
+    // A tampered output: named with its file.
+    let diffs = file_of(
+        &dir.join("output"),
+        "results",
+        "alipay",
+        DAY,
+        "diffs.parquet",
+    );
+    std::fs::write(&diffs, b"not the differences").expect("tamper");
+    let (code, v, _) = verify(&["--date", DAY]);
+    assert_eq!(code, Some(1), "{v}");
+    let problems = v["days"][0]["problems"].to_string();
+    assert!(problems.contains("diffs.parquet"), "{v}");
+    // A tampered pointer: the signature no longer holds.
+    let p = area(&dir.join("output"), "runs", "wechat", NEXT).join("committed.json");
+    let mut pointer: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&p).expect("pointer")).expect("json");
+    pointer["run_id"] = serde_json::json!("0000000000000000");
+    std::fs::write(&p, serde_json::to_vec_pretty(&pointer).expect("json")).expect("tamper");
+    let (code, v, _) = verify(&["--date", NEXT, "--channel", "wechat"]);
+    assert_eq!(code, Some(1), "{v}");
+    assert_eq!(v["days"][0]["signature"], "failed", "{v}");
+    // A recorded input changed behind reckon's back: the replay no longer gives the
+    // committed bytes, and says which.
+    let rules = file_of(&dir.join("output"), "inputs", "alipay", NEXT, "rules.json");
+    let mut r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&rules).expect("rules")).expect("json");
+    r["tolerance"] = serde_json::json!("50.00");
+    std::fs::write(&rules, serde_json::to_vec_pretty(&r).expect("json")).expect("tamper");
+    let (code, v, _) = verify(&["--replay", "--date", NEXT, "--channel", "alipay"]);
+    assert_eq!(code, Some(1), "{v}");
+    assert!(
+        v["days"][0]["problems"].to_string().contains("results/"),
+        "{v}"
+    );
+    // The key never shows in what reckon said.
+    let body: String = secret.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(!said.contains(&body), "the signing key was logged");
+}

@@ -150,7 +150,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let diffs_path = staged.join("results").join("diffs.parquet");
     let carry_out = staged.join("carryover").join("part-0.parquet");
     let ledger_path = staged.join("results").join("ledger.parquet");
-    let (diff_rows, ageing) = age_and_write(
+    let (diff_rows, ageing, earlier_ledger) = age_and_write(
         job,
         (&manifest, fetched),
         &router,
@@ -205,6 +205,19 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
                 .await?,
         );
     }
+    let rules_json = serde_json::to_vec_pretty(&rules)?;
+    let mut recipe = vec![
+        (contracts::reconcile::FILE, text.as_bytes()),
+        ("rules.json", rules_json.as_slice()),
+    ];
+    let earlier_bytes = match &earlier_ledger {
+        Some(p) => Some(std::fs::read(p).map_err(|e| Error::io(p, e))?),
+        None => None,
+    };
+    if let Some(bytes) = &earlier_bytes {
+        recipe.push(("earlier_ledger.parquet", bytes.as_slice()));
+    }
+    files.extend(job.recipe(&recipe).await?);
     crate::store::crash_point("reconcile", "published");
     Ok((
         files,
