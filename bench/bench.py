@@ -34,6 +34,17 @@ def run_measured(cmd, env=None):
     return elapsed, rss_kb / 1024, proc.stdout.decode()
 
 
+def manifest(data):
+    """The day's working manifest under data/output."""
+    return json.loads((data / "output" / "runs" / f"channel={CHANNEL}" / f"dt={DATE}" / "manifest.json").read_text())
+
+
+def committed_file(data, stage, area):
+    """The file of `area` the stage's record names (in its `_v=` version folder)."""
+    files = manifest(data)["stages"][stage]["files"]
+    return data / "output" / next(f for f in files if f.startswith(area))
+
+
 DUCKDB_SQL = """
 WITH
 channel_side AS (
@@ -145,12 +156,11 @@ def main():
                 summary = last
             note = ""
             if stage == "normalize":
-                m = json.loads((data / "output" / "runs" / f"channel={CHANNEL}" / f"dt={DATE}" / "manifest.json").read_text())
-                rows = m["stages"]["normalize"]["detail"]["rows_read"]
+                rows = manifest(data)["stages"]["normalize"]["detail"]["rows_read"]
                 note = f"{rows / t / 1e6:.2f} M rows/s (process wall)"
             print(f"| {n:,} | reckon {stage} | {t:.2f} | {rss:.0f} | {note} |")
-        bill = data / "output" / "normalized" / f"channel={CHANNEL}" / f"dt={DATE}" / "part-0.parquet"
-        platform = data / "output" / "platform" / f"channel={CHANNEL}" / f"dt={DATE}" / "part-0.parquet"
+        bill = committed_file(data, "normalize", "normalized/")
+        platform = committed_file(data, "collect", "platform/")
         sql = DUCKDB_SQL.format(bill=bill, platform=platform, end=f"{DATE} 16:00:00+00")
         t, rss, out = run_measured([venv / "bin" / "python", "-c", DUCKDB_SCRIPT, sql, work / f"duck-diffs-{n}.parquet"])
         print(f"| {n:,} | DuckDB join + classify + write diffs | {t:.2f} | {rss:.0f} | same Parquet, 2 threads |")

@@ -83,13 +83,18 @@ def main():
     rows.append((f"2 executors, {args.executor_mb} MiB pool each, {args.vcores} task each", t,
                  f"{rss:.0f}", f"{procs['scheduler']:.0f}", execs))
 
+    def committed(out, name):
+        """The committed file `name` of results/ (the day's pointer names it)."""
+        pointer = json.loads((data / out / "runs" / f"channel={CHANNEL}" / f"dt={DATE}"
+                              / "committed.json").read_text())
+        path = next(f["path"] for f in pointer["files"]
+                    if f["path"].startswith("results/") and f["path"].endswith("/" + name))
+        return data / out / path
+
     same = True
     for f in ["diffs.parquet", "summary.json"]:
-        a = (data / "out-local" / "results" / f"channel={CHANNEL}" / f"dt={DATE}" / f).read_bytes()
-        b = (data / "out-cluster" / "results" / f"channel={CHANNEL}" / f"dt={DATE}" / f).read_bytes()
-        same = same and a == b
-    summary = json.loads((data / "out-local" / "results" / f"channel={CHANNEL}" / f"dt={DATE}"
-                          / "summary.json").read_text())
+        same = same and committed("out-local", f).read_bytes() == committed("out-cluster", f).read_bytes()
+    summary = json.loads(committed("out-local", "summary.json").read_text())
     size = sum(p.stat().st_size for d in ["out-local/normalized", "out-local/platform"]
                for p in (data / d).rglob("*.parquet")) / 2**20
     print(f"WeChat day of {summary['inputs']['channel_rows']:,} channel and "

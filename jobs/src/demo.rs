@@ -17,8 +17,9 @@ use reckon_gen::{generate, GenerateOptions};
 /// The demo's bill date.
 pub const DEMO_DATE: (i32, u32, u32) = (2026, 11, 20);
 
-/// Runs the demo in `dir` with `rows` payments per channel; returns the text and exit code.
-pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
+/// Runs the demo in `dir` with `rows` payments per channel, its outputs on `storage` (the
+/// storage root; `output/` in `dir` when `None`); returns the text and exit code.
+pub async fn run(dir: &Path, rows: u64, storage: Option<&str>) -> Result<(String, i32)> {
     let (y, m, d) = DEMO_DATE;
     let date = NaiveDate::from_ymd_opt(y, m, d).ok_or_else(|| Error::Other("demo date".into()))?;
     let started = Instant::now();
@@ -31,6 +32,13 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
         channels: Vec::new(),
     })?;
     crate::sql::write_builtin(&dir.join("sql"))?;
+    if let Some(root) = storage {
+        let path = &generated.config;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let line = format!("storage_root = {}", toml_string(root));
+        let text = text.replacen("storage_root = \"output\"", &line, 1);
+        std::fs::write(path, text).map_err(|e| Error::io(path, e))?;
+    }
     let config = Config::load(&generated.config)?;
     let rt = Runtime::open(&config, Some("local")).await?;
     let ran = Instant::now();
@@ -91,6 +99,11 @@ pub async fn run(dir: &Path, rows: u64) -> Result<(String, i32)> {
         generated.config.display()
     );
     Ok((out, code))
+}
+
+/// `s` as a TOML string.
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_string()).to_string()
 }
 
 /// One channel's table of categories.

@@ -15,10 +15,14 @@ pub struct DemoArgs {
     /// Payments per channel.
     #[arg(long, default_value_t = 10_000)]
     rows: u64,
+    /// Where the outputs go: `s3://bucket/prefix` (with `AWS_*` set), `file:///path` or a
+    /// path; default `output/` in the demo's folder.
+    #[arg(long)]
+    storage: Option<String>,
 }
 
 pub async fn demo(a: DemoArgs) -> Result<i32> {
-    let (text, code) = reckon::demo::run(&a.dir, a.rows).await?;
+    let (text, code) = reckon::demo::run(&a.dir, a.rows, a.storage.as_deref()).await?;
     print!("{text}");
     Ok(code)
 }

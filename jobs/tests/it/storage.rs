@@ -212,6 +212,45 @@ fn every_stage_and_command_runs_on_s3_and_a_day_commits_whole() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // The demo, with its outputs on S3.
+    let demo = tmp.path().join("demo");
+    let out = with_env(
+        &env,
+        &[
+            "demo",
+            "--dir",
+            demo.to_str().expect("utf8"),
+            "--rows",
+            "300",
+            "--storage",
+            "s3://reckon-root/demo",
+        ],
+    )
+    .output()
+    .expect("demo");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("outputs under s3://reckon-root/demo"),
+        "{said}"
+    );
+    let shown = tmp.path().join("demo-mirror");
+    mirror(&s3, "demo", &shown);
+    for ch in ["alipay", "wechat"] {
+        assert!(
+            !committed(&shown, ch, DAY).is_empty(),
+            "{ch}: the demo committed nothing on S3"
+        );
+    }
+    assert!(
+        !demo.join("output").exists(),
+        "the demo wrote outputs locally"
+    );
+
     // DuckDB reads the committed days straight from S3, through their pointers.
     duckdb_reads_committed_days(&s3, &got);
 }

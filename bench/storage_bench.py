@@ -1,0 +1,114 @@
+#!/usr/bin/env python3
+"""Storage benchmark (issue #18): the same day run stage by stage with the storage root on the
+local disk and on an S3-compatible server (moto, on this machine), side by side: wall time and
+peak RSS of every stage, medians of --runs runs, and a check that both roots committed the same
+bytes.
+
+Usage: bench/storage_bench.py [--rows 10000000] [--runs 3] [--reckon BIN] [--work DIR]
+Reuses bench.py's data set of --rows when it exists. Prints a Markdown table.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import CHANNEL, DATE, ROOT, run_measured  # noqa: E402
+from collect_bench import free_port, venv, wait  # noqa: E402
+
+STAGES = ["fetch", "normalize", "collect", "reconcile", "report"]
+
+
+def pointer(store_dir):
+    """The committed pointer of the day under a local root (or a mirror of the S3 one)."""
+    return json.loads((store_dir / "runs" / f"channel={CHANNEL}" / f"dt={DATE}" / "committed.json").read_text())
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=10_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--reckon", default=str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "reckon"))
+    ap.add_argument("--work", default=os.path.expanduser("~/.cache/reckon/bench"))
+    args = ap.parse_args()
+    work = Path(args.work)
+    data = work / f"data-{args.rows}"
+    if not (data / "reckon.toml").exists():
+        subprocess.run([args.reckon, "generate", "--out", str(data), "--from", DATE, "--days", "1",
+                        "--rows", str(args.rows), "--seed", "1", "--channel", CHANNEL], check=True)
+    moto = venv("moto", ["moto[server]==5.1.*", "boto3"])
+    port = free_port()
+    server = subprocess.Popen([str(moto / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+           "AWS_REGION": "us-east-1", "RECKON_LOG": "warn"}
+    times = {(root, s): [] for root in ["local", "s3"] for s in STAGES}
+    rss = {(root, s): [] for root in ["local", "s3"] for s in STAGES}
+    try:
+        wait(port)
+        subprocess.run([str(moto / "bin" / "python"), "-c",
+                        "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', "
+                        "aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket='bench-root')",
+                        endpoint], check=True)
+        base = (data / "reckon.toml").read_text()
+        base = base.replace("storage_root = \"output\"", "storage_root = \"ROOT\"")
+        for run in range(args.runs):
+            for root in ["local", "s3"]:
+                cfg = data / f"storage-{root}.toml"
+                if root == "local":
+                    out = work / f"storage-local-{args.rows}"
+                    shutil.rmtree(out, ignore_errors=True)
+                    text = base.replace("ROOT", str(out))
+                else:
+                    # A fresh prefix each run: nothing of an earlier run is reused.
+                    text = base.replace("ROOT", f"s3://bench-root/run-{run}")
+                    text = text.replace("\n[[channel]]", f'\n[object_store]\nendpoint = "{endpoint}"\nallow_http = true\n\n[[channel]]', 1)
+                cfg.write_text(text)
+                for stage in STAGES:
+                    t, r, _ = run_measured([args.reckon, "stage", stage, "--config", cfg, "--date", DATE,
+                                            "--channel", CHANNEL], env=env)
+                    times[(root, stage)].append(t)
+                    rss[(root, stage)].append(r)
+        # The S3 root's last day, read back: the same committed bytes as the local root's.
+        mirror = work / f"storage-s3-mirror-{args.rows}"
+        shutil.rmtree(mirror, ignore_errors=True)
+        get = r"""
+import boto3, os, sys
+s3 = boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1',
+                  aws_access_key_id='test', aws_secret_access_key='test')
+prefix, out = sys.argv[2], sys.argv[3]
+key = prefix + '/runs/channel=wechat/dt=2026-11-20/committed.json'
+os.makedirs(os.path.dirname(os.path.join(out, key[len(prefix) + 1:])), exist_ok=True)
+s3.download_file('bench-root', key, os.path.join(out, key[len(prefix) + 1:]))
+"""
+        subprocess.run([str(moto / "bin" / "python"), "-c", get, endpoint, f"run-{args.runs - 1}", str(mirror)], check=True)
+        local_files = {(f["path"], f["sha256"]) for f in pointer(work / f"storage-local-{args.rows}")["files"]
+                       if not f["path"].endswith("fetch.json")}
+        s3_files = {(f["path"], f["sha256"]) for f in pointer(mirror)["files"] if not f["path"].endswith("fetch.json")}
+        same = local_files == s3_files
+    finally:
+        server.kill()
+        server.wait()
+
+    print(f"machine: {os.cpu_count()} cores; {args.rows:,} records a side (WeChat); medians of {args.runs} runs; "
+          f"moto {endpoint} on this machine\n")
+    print("| stage | local wall s | S3 wall s | S3 / local | local peak RSS MiB | S3 peak RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|")
+    total = {"local": 0.0, "s3": 0.0}
+    for s in STAGES:
+        lt, st = statistics.median(times[("local", s)]), statistics.median(times[("s3", s)])
+        lr, sr = statistics.median(rss[("local", s)]), statistics.median(rss[("s3", s)])
+        total["local"] += lt
+        total["s3"] += st
+        print(f"| {s} | {lt:.2f} | {st:.2f} | {st / lt:.2f} | {lr:.0f} | {sr:.0f} |")
+    print(f"| **all stages** | {total['local']:.2f} | {total['s3']:.2f} | {total['s3'] / total['local']:.2f} | | |")
+    print(f"\ncommitted files (path and sha256) the same on both roots: {same}")
+
+
+if __name__ == "__main__":
+    main()
