@@ -98,6 +98,17 @@ pub fn render(states: &[Value]) -> String {
         if let Some(e) = v["error"].as_str() {
             let _ = writeln!(s, "  {e}");
         }
+        // What readers see, when it is not the run above (a rerun not committed yet).
+        if let Some(c) = v["committed"].as_object() {
+            if c["run_id"] != v["run_id"] {
+                let _ = writeln!(
+                    s,
+                    "  readers see run {} (committed {})",
+                    c["run_id"].as_str().unwrap_or("-"),
+                    c["committed_at"].as_str().unwrap_or("?")
+                );
+            }
+        }
         if let Some(r) = v["replica"].as_object() {
             let lag = &r["lag"];
             let _ = writeln!(

@@ -417,6 +417,31 @@ fn a_crash_at_every_point_of_the_commit_leaves_a_whole_day_and_a_rerun_the_same_
             },
             "{point}: a reader sees neither the earlier day nor the new one whole"
         );
+        // Status says which run readers see while the new one is not committed.
+        if point == "reconcile:recorded" {
+            let status = support::run(&[
+                "status",
+                "--config",
+                cfg.to_str().expect("utf8"),
+                "--date",
+                DAY,
+                "--channel",
+                "alipay",
+            ]);
+            let text = String::from_utf8_lossy(&status.stdout);
+            let pointer: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(
+                    area(&base.join("output"), "runs", "alipay", DAY).join("committed.json"),
+                )
+                .expect("pointer"),
+            )
+            .expect("json");
+            let old_run = pointer["run_id"].as_str().expect("run id");
+            assert!(
+                text.contains(&format!("readers see run {old_run}")),
+                "{text}"
+            );
+        }
         // The report reads the committed day too.
         let report = support::run(&[
             "report",
