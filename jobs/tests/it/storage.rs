@@ -57,9 +57,7 @@ pub(super) fn mirror(s3: &S3, prefix: &str, to: &Path) {
 
 /// The committed files of a channel-day by area and name, with their bytes.
 pub(super) fn committed(root: &Path, channel: &str, date: &str) -> BTreeMap<String, Vec<u8>> {
-    let pointer = area(root, "runs", channel, date).join("committed.json");
-    let c: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&pointer).expect("committed.json")).expect("json");
+    let c = pointer_of(root, channel, date);
     let mut out = BTreeMap::new();
     for f in c["files"].as_array().expect("files") {
         let path = f["path"].as_str().expect("path");
@@ -417,41 +415,30 @@ fn a_crash_at_every_point_of_the_commit_leaves_a_whole_day_and_a_rerun_the_same_
             },
             "{point}: a reader sees neither the earlier day nor the new one whole"
         );
-        // Status says which run readers see while the new one is not committed.
-        if point == "reconcile:recorded" {
-            let status = support::run(&[
-                "status",
+        let on_day = |command: &str| {
+            support::run(&[
+                command,
                 "--config",
                 cfg.to_str().expect("utf8"),
                 "--date",
                 DAY,
                 "--channel",
                 "alipay",
-            ]);
+            ])
+        };
+        // Status says which run readers see while the new one is not committed.
+        if point == "reconcile:recorded" {
+            let status = on_day("status");
             let text = String::from_utf8_lossy(&status.stdout);
-            let pointer: serde_json::Value = serde_json::from_slice(
-                &std::fs::read(
-                    area(&base.join("output"), "runs", "alipay", DAY).join("committed.json"),
-                )
-                .expect("pointer"),
-            )
-            .expect("json");
-            let old_run = pointer["run_id"].as_str().expect("run id");
+            let old_run = pointer_of(&base.join("output"), "alipay", DAY)["run_id"].clone();
+            let old_run = old_run.as_str().expect("run id");
             assert!(
                 text.contains(&format!("readers see run {old_run}")),
                 "{text}"
             );
         }
         // The report reads the committed day too.
-        let report = support::run(&[
-            "report",
-            "--config",
-            cfg.to_str().expect("utf8"),
-            "--date",
-            DAY,
-            "--channel",
-            "alipay",
-        ]);
+        let report = on_day("report");
         assert!(
             report.status.success(),
             "{point}: {}",
@@ -483,14 +470,15 @@ fn a_crash_at_every_point_of_the_commit_leaves_a_whole_day_and_a_rerun_the_same_
     }
 }
 
+/// The day's committed pointer under a local root.
+fn pointer_of(root: &Path, channel: &str, date: &str) -> serde_json::Value {
+    let p = area(root, "runs", channel, date).join("committed.json");
+    serde_json::from_slice(&std::fs::read(&p).expect("committed.json")).expect("json")
+}
+
 /// The paths the base day's committed pointer names.
 fn before_names(base: &Path) -> Vec<String> {
-    let c: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(area(&base.join("output"), "runs", "alipay", DAY).join("committed.json"))
-            .expect("committed"),
-    )
-    .expect("json");
-    c["files"]
+    pointer_of(&base.join("output"), "alipay", DAY)["files"]
         .as_array()
         .expect("files")
         .iter()
@@ -853,10 +841,7 @@ fn a_replica_in_another_region_holds_every_committed_day_strong_or_eventual() {
     assert_eq!(states[0]["replica"]["lag"]["days"], 0, "{states}");
 
     // A replica object corrupted afterwards: verify names the day.
-    let c_ptr: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(area(&b, "runs", "wechat", DAY).join("committed.json")).expect("pointer"),
-    )
-    .expect("json");
+    let c_ptr = pointer_of(&b, "wechat", DAY);
     let victim = c_ptr["files"]
         .as_array()
         .expect("files")
@@ -947,11 +932,7 @@ fn signed_days_verify_a_tampered_one_is_named_and_a_replay_gives_the_same_bytes(
     assert_eq!(days.len(), 4, "{v}");
     assert!(days.iter().all(|d| d["signature"] == "checked"), "{v}");
     // The day's recorded inputs are in the pointer.
-    let pointer: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(area(&dir.join("output"), "runs", "alipay", NEXT).join("committed.json"))
-            .expect("pointer"),
-    )
-    .expect("json");
+    let pointer = pointer_of(&dir.join("output"), "alipay", NEXT);
     for input in [
         "raw_bill",
         "template",
