@@ -256,6 +256,7 @@ async fn leased_stages(
 ) -> Result<ChannelOutcome> {
     let (config, channel, date) = (job.config, ch.name.as_str(), job.date);
     job.store.clear_stale_staging(channel, date)?;
+    job.store.prune_cache();
     // What an earlier run of the day left and no manifest names (a crash before its commit,
     // the folders a superseded commit named) goes now, under the lease.
     job.store.clean(channel, date, &[]).await?;

@@ -40,7 +40,15 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         rejected: &rej_file,
         max_rejected: job.channel.max_rejected_rows,
     };
-    let raw = job.store.local_copy(&raw_rel).await?;
+    // The bill this host fetched (still in the scratch cache), else a copy from the root.
+    let fetched = job.require(&manifest, Stage::Fetch, Stage::Normalize, |m| m.fetched())?;
+    let raw = match job.store.cached(&fetched.sha256, fetched.size) {
+        Some(copy) => {
+            tracing::info!("reading the bill this host fetched, not downloading it again");
+            copy
+        }
+        None => job.store.local_copy(&raw_rel).await?,
+    };
     let stats = normalize_file(&template, raw.path(), &target)?;
     drop(raw);
     if let Some(why) = &stats.refused {

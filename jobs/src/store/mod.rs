@@ -306,6 +306,64 @@ impl Store {
         Ok(out)
     }
 
+    /// Keeps the local file `file` (whose SHA-256 is `sha256`) in the scratch folder's cache,
+    /// for a stage on this host that would otherwise download it again from an object-store
+    /// root (normalize reading the bill fetch just uploaded). A hard link: no copy. Nothing on
+    /// a local root.
+    pub fn cache(&self, file: &Path, sha256: &str) {
+        if self.root.local_dir().is_some() {
+            return;
+        }
+        let dir = self.scratch.join("cache");
+        let to = dir.join(sha256);
+        if std::fs::create_dir_all(&dir).is_ok() && !to.exists() {
+            if let Err(e) = std::fs::hard_link(file, &to) {
+                tracing::debug!(error = %e, "not cached");
+            }
+        }
+    }
+
+    /// A copy of `rel` from the cache when its SHA-256 and size are those recorded: taken out
+    /// of the cache (removed when dropped).
+    pub fn cached(&self, sha256: &str, size: u64) -> Option<LocalCopy> {
+        let p = self.scratch.join("cache").join(sha256);
+        let len = std::fs::metadata(&p).ok()?.len();
+        if len != size {
+            let _ = std::fs::remove_file(&p);
+            return None;
+        }
+        let dir = self.scratch.join("inputs").join(format!(
+            "{}-cached-{}",
+            std::process::id(),
+            &sha256[..sha256.len().min(16)]
+        ));
+        std::fs::create_dir_all(&dir).ok()?;
+        let to = dir.join("file");
+        std::fs::rename(&p, &to).ok()?;
+        Some(LocalCopy {
+            path: to,
+            own: true,
+        })
+    }
+
+    /// Removes cached files older than a day (their stage never came, or ran elsewhere).
+    pub fn prune_cache(&self) {
+        let Ok(entries) = std::fs::read_dir(self.scratch.join("cache")) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(86_400));
+            if old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
     /// A local copy of `rel` to read: the file itself on a local root, else a download into
     /// the scratch folder, removed when the copy is dropped.
     pub async fn local_copy(&self, rel: &str) -> Result<LocalCopy> {

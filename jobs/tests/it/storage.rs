@@ -210,6 +210,47 @@ fn every_stage_and_command_runs_on_s3_and_a_day_commits_whole() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Stage by stage on one host: normalize reads the bill fetch just uploaded from the local
+    // scratch cache, not from the bucket, and commits the same bytes.
+    for stage in ["fetch", "normalize"] {
+        let out = with_env(
+            &env,
+            &[
+                "stage",
+                stage,
+                "--config",
+                cfg,
+                "--date",
+                DAY,
+                "--channel",
+                "alipay",
+            ],
+        )
+        .env("RECKON_LOG", "info")
+        .output()
+        .expect("stage");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stage}: {err}");
+        if stage == "normalize" {
+            assert!(
+                err.contains("reading the bill this host fetched"),
+                "normalize downloaded the bill again: {err}"
+            );
+        }
+    }
+    let again = tmp.path().join("mirror-again");
+    mirror(&s3, "prod", &again);
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(area(&again, "runs", "alipay", DAY).join("manifest.json"))
+            .expect("manifest"),
+    )
+    .expect("json");
+    assert_eq!(
+        m["stages"]["normalize"]["files"],
+        pointer_of(&got, "alipay", DAY)["manifest"]["stages"]["normalize"]["files"],
+        "the normalize from the cache wrote other files"
+    );
+
     // The demo, with its outputs on S3.
     let demo = tmp.path().join("demo");
     let out = with_env(
