@@ -50,6 +50,15 @@ def venv(name, packages):
     return d
 
 
+def dataset(reckon, work, rows):
+    """bench.py's one-day WeChat data set of `rows` records a side, generated when missing."""
+    data = Path(work) / f"data-{rows}"
+    if not (data / "reckon.toml").exists():
+        subprocess.run([reckon, "generate", "--out", str(data), "--from", DATE, "--days", "1",
+                        "--rows", str(rows), "--seed", "1", "--channel", "wechat"], check=True)
+    return data
+
+
 def collect(reckon, config, env=None):
     t, rss, out = run_measured([reckon, "stage", "collect", "--config", config, "--date", DATE,
                                 "--channel", "wechat"], env=env)
@@ -66,10 +75,7 @@ def main():
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/reckon/bench"))
     args = ap.parse_args()
     work = Path(args.work)
-    data = work / f"data-{args.rows}"
-    if not (data / "reckon.toml").exists():
-        subprocess.run([args.reckon, "generate", "--out", str(data), "--from", DATE, "--days", "1",
-                        "--rows", str(args.rows), "--seed", "1", "--channel", "wechat"], check=True)
+    data = dataset(args.reckon, work, args.rows)
     print("| source | records of the day | wall s | peak RSS MiB |")
     print("|---|---:|---:|---:|")
     t, rss, rows = collect(args.reckon, data / "reckon.toml")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import CHANNEL, DATE, ROOT, run_measured  # noqa: E402
-from collect_bench import free_port, venv, wait  # noqa: E402
+from collect_bench import dataset, free_port, venv, wait  # noqa: E402
 
 STAGES = ["fetch", "normalize", "collect", "reconcile", "report"]
 
@@ -36,10 +36,7 @@ def main():
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/reckon/bench"))
     args = ap.parse_args()
     work = Path(args.work)
-    data = work / f"data-{args.rows}"
-    if not (data / "reckon.toml").exists():
-        subprocess.run([args.reckon, "generate", "--out", str(data), "--from", DATE, "--days", "1",
-                        "--rows", str(args.rows), "--seed", "1", "--channel", CHANNEL], check=True)
+    data = dataset(args.reckon, work, args.rows)
     moto = venv("moto", ["moto[server]==5.1.*", "boto3"])
     port = free_port()
     server = subprocess.Popen([str(moto / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],

@@ -49,15 +49,17 @@ impl Replica {
     }
 }
 
-/// Copies every file `day` names from `primary` to `replica` that the replica does not hold
-/// already (the same path and size: version folders are named by content), and checks each
-/// copy by reading it back from the replica against the pointer's SHA-256.
-pub async fn copy_day(primary: &Store, replica: &Store, day: &Committed) -> Result<u64> {
+/// Copies every file `day` names from `primary` to `replica`, but those the replica's
+/// current pointer already commits with the same SHA-256, and checks each copy by reading it
+/// back from the replica against the pointer's SHA-256. Returns how many it copied.
+async fn copy_day(
+    primary: &Store,
+    replica: &Store,
+    day: &Committed,
+    held: &[crate::store::FileSum],
+) -> Result<u64> {
     let mut copied = 0;
-    for f in &day.files {
-        if replica.root().size(&f.path).await? == Some(f.size) && !f.path.ends_with("fetch.json") {
-            continue;
-        }
+    for f in day.files.iter().filter(|f| !held.contains(f)) {
         let sent = primary.root().copy_to(&f.path, replica.root()).await?;
         let (back, size) = replica.root().sha256(&f.path).await?;
         if sent != f.sha256 || back != f.sha256 || size != f.size {
@@ -78,12 +80,13 @@ pub async fn copy_day(primary: &Store, replica: &Store, day: &Committed) -> Resu
 /// version folders the replica's pointers no longer name.
 pub async fn commit_day(primary: &Store, replica: &Store, day: &Committed) -> Result<()> {
     let date = parse(&day.bill_date)?;
-    copy_day(primary, replica, day).await?;
     let before = replica.committed_at(&day.channel, date).await?;
-    let keep: Vec<String> = before
+    let held = before
         .as_ref()
-        .map(|(c, _)| c.files.iter().map(|f| f.path.clone()).collect())
+        .map(|(c, _)| c.files.clone())
         .unwrap_or_default();
+    copy_day(primary, replica, day, &held).await?;
+    let keep: Vec<String> = held.into_iter().map(|f| f.path).collect();
     replica
         .write_pointer(day, date, before.as_ref().map(|(_, v)| v))
         .await?;

@@ -86,14 +86,6 @@ pub async fn check_day(
         }
     }
     // The recorded input hashes name files the pointer commits.
-    let named = |area: &str, name: &str| {
-        c.files
-            .iter()
-            .find(|f| {
-                f.path.starts_with(&format!("{area}/")) && f.path.ends_with(&format!("/{name}"))
-            })
-            .map(|f| f.sha256.clone())
-    };
     let raw = c
         .manifest
         .fetched()
@@ -108,7 +100,7 @@ pub async fn check_day(
         ("platform_snapshot", "platform", "part-0.parquet"),
     ] {
         let recorded = c.inputs.get(input);
-        let file = named(area, name);
+        let file = c.file(area, name).map(|f| f.sha256.clone());
         if recorded.is_some() && recorded != file.as_ref() {
             problems.push(format!(
                 "input {input}: recorded {}, the committed file has {}",
@@ -140,14 +132,10 @@ pub struct Replay {
 
 /// The recorded input `name` of `c` (a file under `inputs/`), read.
 async fn recorded(store: &Store, c: &Committed, name: &str) -> Result<Option<Vec<u8>>> {
-    let Some(f) = c
-        .files
-        .iter()
-        .find(|f| f.path.starts_with("inputs/") && f.path.ends_with(&format!("/{name}")))
-    else {
-        return Ok(None);
-    };
-    Ok(store.root().get(&f.path).await?.map(|(b, _)| b.to_vec()))
+    match c.file("inputs", name) {
+        Some(f) => Ok(store.root().get(&f.path).await?.map(|(b, _)| b.to_vec())),
+        None => Ok(None),
+    }
 }
 
 /// Reconciles the committed day again into a scratch root from its recorded inputs and
@@ -321,10 +309,7 @@ async fn seed_collect_and_earlier_run(
         }
         seeded.stages.collect = Some(r.clone());
     }
-    let ledger = c
-        .files
-        .iter()
-        .find(|f| f.path.starts_with("inputs/") && f.path.ends_with("/earlier_ledger.parquet"));
+    let ledger = c.file("inputs", "earlier_ledger.parquet");
     if let (Some(_), Some(f)) = (&facts.ageing.earlier_run, ledger) {
         // Its entries are resolved already: they enter the ledger as they are.
         crate::preview::copy_into(store, scratch, &f.path).await?;

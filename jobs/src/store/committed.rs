@@ -43,42 +43,39 @@ impl Committed {
         })
     }
 
+    /// The SHA-256 of each input of the day, from its records and the recipe files it
+    /// commits under `inputs/`.
+    fn recorded_inputs(&self) -> std::collections::BTreeMap<String, String> {
+        let m = &self.manifest;
+        let recipe = |name: &str| self.file("inputs", name).map(|f| f.sha256.as_str());
+        let reconciled = m.stages.reconcile.as_ref().and_then(|r| r.facts());
+        [
+            ("raw_bill", m.fetched().map(|f| f.sha256.as_str())),
+            ("template", recipe("template.toml")),
+            ("platform.sql", recipe("platform.sql")),
+            ("reconcile.sql", recipe("reconcile.sql")),
+            ("rules", recipe("rules.json")),
+            (
+                "platform_snapshot",
+                m.collected().map(|c| c.sha256.as_str()),
+            ),
+            ("carry_in", reconciled.map(|r| r.carry_in.sha256.as_str())),
+            (
+                "ledger_before",
+                reconciled.map(|r| r.ageing.before.sha256.as_str()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.unwrap_or("none").to_string()))
+        .collect()
+    }
+
     /// The committed files of `area`.
     pub fn area<'a>(&'a self, area: &'a str) -> impl Iterator<Item = &'a FileSum> + 'a {
         self.files
             .iter()
             .filter(move |f| f.path.starts_with(&format!("{area}/")))
     }
-}
-
-/// The SHA-256 of each input of the day, from its records and files.
-fn inputs_of(m: &Manifest, files: &[FileSum]) -> std::collections::BTreeMap<String, String> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut put = |k: &str, v: Option<&str>| {
-        out.insert(k.to_string(), v.unwrap_or("none").to_string());
-    };
-    let recipe = |name: &str| {
-        files
-            .iter()
-            .find(|f| f.path.starts_with("inputs/") && f.path.rsplit('/').next() == Some(name))
-            .map(|f| f.sha256.as_str())
-    };
-    put("raw_bill", m.fetched().map(|f| f.sha256.as_str()));
-    put("template", recipe("template.toml"));
-    put("platform.sql", recipe("platform.sql"));
-    put("reconcile.sql", recipe("reconcile.sql"));
-    put("rules", recipe("rules.json"));
-    put(
-        "platform_snapshot",
-        m.collected().map(|c| c.sha256.as_str()),
-    );
-    let reconciled = m.stages.reconcile.as_ref().and_then(|r| r.facts());
-    put("carry_in", reconciled.map(|r| r.carry_in.sha256.as_str()));
-    put(
-        "ledger_before",
-        reconciled.map(|r| r.ageing.before.sha256.as_str()),
-    );
-    out
 }
 
 /// The named points of the commit protocol where `RECKON_CRASH_AT=<stage>:<point>` makes the
@@ -197,11 +194,12 @@ impl Store {
             run_id: m.run_id.clone(),
             committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             reckon_version: env!("CARGO_PKG_VERSION").to_string(),
-            inputs: inputs_of(m, &files),
+            inputs: Default::default(),
             files,
             manifest: m.clone(),
             signature: None,
         };
+        committed.inputs = committed.recorded_inputs();
         if let Some(s) = &self.signer {
             let body = crate::signing::canonical(&serde_json::to_value(&committed)?)?;
             committed.signature = Some(s.sign(&body));

@@ -393,7 +393,8 @@ impl Store {
     /// re-issued bill's history names. Returns how many files went.
     pub async fn clean(&self, channel: &str, date: NaiveDate, keep: &[String]) -> Result<usize> {
         let working = self.manifest(channel, date).await?;
-        let committed = self.committed(channel, date).await?;
+        // The pointer only: a day from before pointers has no version folders to keep.
+        let committed = self.committed_at(channel, date).await?.map(|(c, _)| c);
         let mut kept: BTreeSet<String> = BTreeSet::new();
         let mut add = |path: &str| {
             if let Some((dir, _)) = path.rsplit_once('/') {

@@ -345,46 +345,53 @@ impl Root {
         }
         use tokio::io::AsyncReadExt;
         let mut file = tokio::fs::File::open(from).await.at(from)?;
-        let mut writer = object_store::buffered::BufWriter::with_capacity(
-            self.store.clone(),
-            self.path(rel),
-            8 << 20,
-        );
-        let failed = |e: std::io::Error| Error::Store {
-            what: format!("{}/{rel}", self.display().trim_end_matches('/')),
-            source: object_store::Error::Generic {
-                store: "upload",
-                source: Box::new(e),
-            },
-        };
+        let mut sink = self.sink(rel);
         let mut buf = vec![0u8; 1 << 20];
         loop {
             let n = file.read(&mut buf).await.at(from)?;
             if n == 0 {
                 break;
             }
-            tokio::io::AsyncWriteExt::write_all(&mut writer, &buf[..n])
-                .await
-                .map_err(failed)?;
+            sink.write(&buf[..n]).await?;
         }
-        tokio::io::AsyncWriteExt::shutdown(&mut writer)
-            .await
-            .map_err(failed)?;
+        sink.finish().await?;
         Ok(size)
     }
 
-    /// The hex SHA-256 and size of `rel`, read in a stream.
-    pub async fn sha256(&self, rel: &str) -> Result<(String, u64)> {
-        use sha2::Digest;
-        let mut stream = self
+    /// The chunks of `rel`, streamed.
+    async fn chunks(
+        &self,
+        rel: &str,
+    ) -> Result<impl futures::Stream<Item = Result<Bytes>> + use<'_>> {
+        let stream = self
             .store
             .get(&self.path(rel))
             .await
             .map_err(|e| self.fail(rel, e))?
             .into_stream();
+        let rel = rel.to_string();
+        Ok(stream.map_err(move |e| self.fail(&rel, e)))
+    }
+
+    /// A streamed upload to `rel` (multipart past 8 MiB; the object appears whole at the end).
+    fn sink(&self, rel: &str) -> Sink {
+        Sink {
+            writer: object_store::buffered::BufWriter::with_capacity(
+                self.store.clone(),
+                self.path(rel),
+                8 << 20,
+            ),
+            what: format!("{}/{rel}", self.display().trim_end_matches('/')),
+        }
+    }
+
+    /// The hex SHA-256 and size of `rel`, read in a stream.
+    pub async fn sha256(&self, rel: &str) -> Result<(String, u64)> {
+        use sha2::Digest;
+        let mut stream = std::pin::pin!(self.chunks(rel).await?);
         let mut h = sha2::Sha256::new();
         let mut size = 0u64;
-        while let Some(chunk) = stream.try_next().await.map_err(|e| self.fail(rel, e))? {
+        while let Some(chunk) = stream.try_next().await? {
             h.update(&chunk);
             size += chunk.len() as u64;
         }
@@ -395,34 +402,14 @@ impl Root {
     /// of `to` sees the whole object or none). Returns the SHA-256 of what was sent.
     pub async fn copy_to(&self, rel: &str, to: &Root) -> Result<String> {
         use sha2::Digest;
-        let mut stream = self
-            .store
-            .get(&self.path(rel))
-            .await
-            .map_err(|e| self.fail(rel, e))?
-            .into_stream();
-        let mut writer = object_store::buffered::BufWriter::with_capacity(
-            to.store.clone(),
-            to.path(rel),
-            8 << 20,
-        );
-        let failed = |e: std::io::Error| Error::Store {
-            what: format!("{}/{rel}", to.display().trim_end_matches('/')),
-            source: object_store::Error::Generic {
-                store: "copy",
-                source: Box::new(e),
-            },
-        };
+        let mut stream = std::pin::pin!(self.chunks(rel).await?);
+        let mut sink = to.sink(rel);
         let mut h = sha2::Sha256::new();
-        while let Some(chunk) = stream.try_next().await.map_err(|e| self.fail(rel, e))? {
+        while let Some(chunk) = stream.try_next().await? {
             h.update(&chunk);
-            tokio::io::AsyncWriteExt::write_all(&mut writer, &chunk)
-                .await
-                .map_err(failed)?;
+            sink.write(&chunk).await?;
         }
-        tokio::io::AsyncWriteExt::shutdown(&mut writer)
-            .await
-            .map_err(failed)?;
+        sink.finish().await?;
         Ok(hex::encode(h.finalize()))
     }
 
@@ -441,20 +428,43 @@ impl Root {
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir).at(dir)?;
         }
-        let mut stream = self
-            .store
-            .get(&self.path(rel))
-            .await
-            .map_err(|e| self.fail(rel, e))?
-            .into_stream();
+        let mut stream = std::pin::pin!(self.chunks(rel).await?);
         let mut out = tokio::fs::File::create(to).await.at(to)?;
         let mut size = 0u64;
-        while let Some(chunk) = stream.try_next().await.map_err(|e| self.fail(rel, e))? {
+        while let Some(chunk) = stream.try_next().await? {
             out.write_all(&chunk).await.at(to)?;
             size += chunk.len() as u64;
         }
         out.flush().await.at(to)?;
         Ok(size)
+    }
+}
+
+/// A streamed upload: its errors name the object.
+struct Sink {
+    writer: object_store::buffered::BufWriter,
+    what: String,
+}
+
+impl Sink {
+    fn failed(&self, e: std::io::Error) -> Error {
+        Error::Store {
+            what: self.what.clone(),
+            source: object_store::Error::Generic {
+                store: "upload",
+                source: Box::new(e),
+            },
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        let written = tokio::io::AsyncWriteExt::write_all(&mut self.writer, bytes).await;
+        written.map_err(|e| self.failed(e))
+    }
+
+    async fn finish(mut self) -> Result<()> {
+        let done = tokio::io::AsyncWriteExt::shutdown(&mut self.writer).await;
+        done.map_err(|e| self.failed(e))
     }
 }
 

@@ -104,6 +104,27 @@ pub(super) fn moto(bucket: &str) -> Option<S3> {
     }
 }
 
+/// `reckon ARGS` with the S3 server's environment, which must exit `code` (its output is in
+/// the failure message); returns what it wrote.
+fn exits(env: &[(&'static str, String)], args: &[&str], code: i32) -> std::process::Output {
+    let out = with_env(env, args).output().expect("reckon runs");
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "reckon {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `reckon status --json` for the config `c` on `date`.
+fn status_of(env: &[(&'static str, String)], c: &str, date: &str) -> serde_json::Value {
+    let out = exits(env, &["status", "--config", c, "--date", date, "--json"], 0);
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
 /// `reckon ARGS` with the S3 server's environment.
 fn with_env(env: &[(&'static str, String)], args: &[&str]) -> std::process::Command {
     let mut c = support::reckon();
@@ -164,51 +185,31 @@ fn every_stage_and_command_runs_on_s3_and_a_day_commits_whole() {
 
     // The other commands read the S3 root too.
     let cfg = remote_cfg.to_str().expect("utf8");
-    let out = with_env(
+    let out = exits(
         &env,
         &["report", "--config", cfg, "--date", DAY, "--hourly"],
-    )
-    .output()
-    .expect("report");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
+        0,
     );
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("alipay 2026-11-20") && text.contains("MATCHED"),
         "{text}"
     );
-    let out = with_env(&env, &["status", "--config", cfg, "--date", DAY, "--json"])
-        .output()
-        .expect("status");
-    let states: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
-    for s in states.as_array().expect("array") {
+    for s in status_of(&env, cfg, DAY).as_array().expect("array") {
         assert_eq!(s["status"], "reconciled", "{s}");
         assert!(s["committed"]["run_id"].is_string(), "{s}");
     }
-    let out = with_env(
+    let out = exits(
         &env,
         &["backfill", "--config", cfg, "--from", DAY, "--to", NEXT],
-    )
-    .output()
-    .expect("backfill");
+        0,
+    );
     let last = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{last}");
     assert!(
         last.contains("skipped"),
         "finished days are skipped: {last}"
     );
-    let out = with_env(&env, &["sql", "check", "--config", cfg])
-        .output()
-        .expect("sql check");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exits(&env, &["sql", "check", "--config", cfg], 0);
 
     // Stage by stage on one host: normalize reads the bill fetch just uploaded from the local
     // scratch cache, not from the bucket, and commits the same bytes.
@@ -253,26 +254,10 @@ fn every_stage_and_command_runs_on_s3_and_a_day_commits_whole() {
 
     // The demo, with its outputs on S3.
     let demo = tmp.path().join("demo");
-    let out = with_env(
-        &env,
-        &[
-            "demo",
-            "--dir",
-            demo.to_str().expect("utf8"),
-            "--rows",
-            "300",
-            "--storage",
-            "s3://reckon-root/demo",
-        ],
-    )
-    .output()
-    .expect("demo");
+    let dir = demo.to_str().expect("utf8");
+    let storage = ["--rows", "300", "--storage", "s3://reckon-root/demo"];
+    let out = exits(&env, &[&["demo", "--dir", dir][..], &storage].concat(), 0);
     let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(
         said.contains("outputs under s3://reckon-root/demo"),
         "{said}"
@@ -763,15 +748,7 @@ fn a_replica_in_another_region_holds_every_committed_day_strong_or_eventual() {
     let copy = format!("{}/copy", second.bucket);
     with_replica(&cfg, &primary, &copy, &dead_endpoint(), "strong");
     let c = cfg.to_str().expect("utf8");
-    let out = with_env(&env, &["run", "--config", c, "--date", DAY])
-        .output()
-        .expect("run");
-    assert_eq!(
-        out.status.code(),
-        Some(75),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = exits(&env, &["run", "--config", c, "--date", DAY], 75);
     let line = json_of(&out);
     assert_eq!(line["channels"][0]["stage"], "report", "{line}");
     let seen = tmp.path().join("strong-down");
@@ -784,15 +761,7 @@ fn a_replica_in_another_region_holds_every_committed_day_strong_or_eventual() {
     );
     with_replica(&cfg, &primary, &copy, &second.endpoint, "strong");
     for day in [DAY, NEXT] {
-        let out = with_env(&env, &["run", "--config", c, "--date", day])
-            .output()
-            .expect("run");
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        exits(&env, &["run", "--config", c, "--date", day], 0);
     }
     let (a, b) = (tmp.path().join("strong-a"), tmp.path().join("strong-b"));
     mirror(&primary, "main", &a);
@@ -805,15 +774,7 @@ fn a_replica_in_another_region_holds_every_committed_day_strong_or_eventual() {
             );
         }
     }
-    let out = with_env(&env, &["verify", "--config", c, "--replica"])
-        .output()
-        .expect("verify");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = exits(&env, &["verify", "--config", c, "--replica"], 0);
     assert_eq!(json_of(&out)["checked_days"], 4);
 
     // Eventual: the replica is down for two days of runs; they commit on the primary and wait
@@ -824,42 +785,15 @@ fn a_replica_in_another_region_holds_every_committed_day_strong_or_eventual() {
     with_replica(&cfg, &primary, &events, &dead_endpoint(), "eventual");
     let c = cfg.to_str().expect("utf8");
     for day in [DAY, NEXT] {
-        let out = with_env(&env, &["run", "--config", c, "--date", day])
-            .output()
-            .expect("run");
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        exits(&env, &["run", "--config", c, "--date", day], 0);
     }
-    let out = with_env(&env, &["status", "--config", c, "--date", NEXT, "--json"])
-        .output()
-        .expect("status");
-    let states: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let states = status_of(&env, c, NEXT);
     let lag = &states[0]["replica"]["lag"];
     assert_eq!(lag["days"], 4, "{states}");
     assert_eq!(lag["oldest"], format!("alipay {DAY}"), "{states}");
-    let out = with_env(&env, &["replicate", "--config", c])
-        .output()
-        .expect("replicate");
-    assert_eq!(
-        out.status.code(),
-        Some(75),
-        "still down: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    exits(&env, &["replicate", "--config", c], 75);
     with_replica(&cfg, &primary, &events, &second.endpoint, "eventual");
-    let out = with_env(&env, &["replicate", "--config", c])
-        .output()
-        .expect("replicate");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = exits(&env, &["replicate", "--config", c], 0);
     assert_eq!(
         json_of(&out)["replicated"].as_array().map(Vec::len),
         Some(4)
@@ -875,10 +809,7 @@ fn a_replica_in_another_region_holds_every_committed_day_strong_or_eventual() {
             );
         }
     }
-    let out = with_env(&env, &["status", "--config", c, "--date", NEXT, "--json"])
-        .output()
-        .expect("status");
-    let states: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let states = status_of(&env, c, NEXT);
     assert_eq!(states[0]["replica"]["lag"]["days"], 0, "{states}");
 
     // A replica object corrupted afterwards: verify names the day.
@@ -893,10 +824,7 @@ fn a_replica_in_another_region_holds_every_committed_day_strong_or_eventual() {
     let junk = tmp.path().join("junk");
     std::fs::write(&junk, b"not the diffs").expect("junk");
     second.put(&format!("events/{victim}"), &junk).expect("put");
-    let out = with_env(&env, &["verify", "--config", c, "--replica"])
-        .output()
-        .expect("verify");
-    assert_eq!(out.status.code(), Some(1));
+    let out = exits(&env, &["verify", "--config", c, "--replica"], 1);
     let v = json_of(&out);
     let named: Vec<&str> = v["differences"]
         .as_array()
