@@ -143,12 +143,18 @@ impl Sizing {
 }
 
 impl Engines {
+    /// Whether the reconciliation runs in this process (the embedded engine), so it may read
+    /// local files no other host has.
+    pub fn in_process(&self) -> bool {
+        Arc::ptr_eq(&self.local.state_ref(), &self.join.state_ref())
+    }
+
     /// Sessions for one channel-day: the same engine, memory pool, spill space, object stores
     /// and functions, but tables of their own, so channels run at once never see each other's
     /// `bill`, `platform` or `orders`.
     pub fn for_job(&self) -> Result<Engines> {
         let local = fresh_tables(&self.local)?;
-        let join = if Arc::ptr_eq(&self.local.state_ref(), &self.join.state_ref()) {
+        let join = if self.in_process() {
             local.clone()
         } else {
             fresh_tables(&self.join)?

@@ -243,6 +243,11 @@ async fn channel_stages(
         }
     };
     let outcome = leased_stages(&job, ch, stages, &failed).await;
+    // The bill's upload ends before the lease does, whatever the stages did.
+    let outcome = match crate::stages::settle_uploads(&job).await {
+        Ok(()) => outcome,
+        Err(e) => Ok(failed("fetch", &e)),
+    };
     lease.release().await;
     outcome
 }
@@ -264,9 +269,19 @@ async fn leased_stages(
     let before = manifest.run_id.clone();
     let mut summary: Option<Summary> = None;
     for stage in stages {
-        match run_stage(job, *stage).await {
+        // The fetched bill's upload (in the background) ends before the report commits: one
+        // that failed is the fetch's failure.
+        let settled = match *stage {
+            Stage::Report => crate::stages::settle_uploads(job).await,
+            _ => Ok(()),
+        };
+        let ran = match settled {
+            Ok(()) => run_stage(job, *stage).await.map_err(|e| (*stage, e)),
+            Err(e) => Err((Stage::Fetch, e)),
+        };
+        match ran {
             Ok(m) => manifest = m,
-            Err(e) => {
+            Err((stage, e)) => {
                 if let Some(alert) = failure_alert(ch, date, stage.as_str(), &e)? {
                     crate::alerts::send(config.alerts.as_ref(), &alert).await;
                 }

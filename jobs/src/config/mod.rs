@@ -141,6 +141,15 @@ pub struct ObjectStoreConfig {
     pub retry_timeout_secs: Option<u64>,
     /// How long one request may take before it counts as timed out, in seconds (default 30).
     pub timeout_secs: Option<u64>,
+    /// Send uploads with `UNSIGNED-PAYLOAD` instead of signing each body's SHA-256. Default: as
+    /// the AWS SDKs do, unsigned over HTTPS (TLS keeps the body intact) and signed over plain
+    /// HTTP. reckon records and verifies the SHA-256 of every file it commits either way.
+    pub unsigned_payload: Option<bool>,
+    /// The part size of a multipart upload, in MiB (default 8; S3's least is 5).
+    pub upload_part_mib: Option<usize>,
+    /// Parts of one upload in flight at once (default 2). An upload holds about
+    /// `upload_part_mib x (upload_concurrency + 1)` in memory; raise it on a slow, distant link.
+    pub upload_concurrency: Option<usize>,
 }
 
 /// `[signing]`: the Ed25519 key that signs each committed day (a private key, from a variable

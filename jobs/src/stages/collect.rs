@@ -233,10 +233,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     }
     writer.close()?;
     let sha = sha256_file(&part)?;
-    let files = job
-        .store
-        .publish(&staged, "platform", job.name(), job.date)
-        .await?;
+    let files = job.publish_input(&staged, "platform").await?;
     source_files.extend(
         job.recipe(&[(contracts::platform::FILE, text.as_bytes())])
             .await?,

@@ -122,7 +122,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     );
     let files = job
         .store
-        .publish_as(&staged, "raw", job.name(), job.date, Some(&sha[..16]))
+        .publish_bill(&staged, job.name(), job.date, &got.file, &sha)
         .await?;
     crate::store::crash_point("fetch", "published");
     let mut facts = facts;

@@ -67,6 +67,21 @@ impl Job<'_> {
             })
     }
 
+    /// Publishes a table reconcile reads (the normalized bill, the platform snapshot); when
+    /// the reconciliation runs in this process, a hard link of each file stays in the scratch
+    /// cache for it (see `Store::take_cached`).
+    pub async fn publish_input(
+        &self,
+        staged: &std::path::Path,
+        area: &str,
+    ) -> Result<Vec<crate::store::FileSum>> {
+        let (name, date) = (self.name(), self.date);
+        match self.engines.in_process() {
+            true => self.store.publish_cached(staged, area, name, date).await,
+            false => self.store.publish(staged, area, name, date).await,
+        }
+    }
+
     /// Publishes what a stage ran on besides its data (the template's text, a SQL file as it
     /// was read, the channel's rules) into `inputs/…/_v=<hash>/`, so a day can be checked and
     /// replayed from what it recorded.
@@ -198,12 +213,31 @@ async fn stage_attempts(job: &Job<'_>, stage: Stage) -> Result<Manifest> {
     }
 }
 
+/// Waits for the job's background uploads (the fetched bill, see `store/background.rs`). When
+/// one failed, the fetch's record says so (the bill it names is not on the root, and the next
+/// run fetches it again) and its error is returned.
+pub async fn settle_uploads(job: &Job<'_>) -> Result<()> {
+    let Err(e) = job.store.settle_uploads().await else {
+        return Ok(());
+    };
+    let mut manifest = job.manifest().await?;
+    let ran = Ran {
+        finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        duration_ms: 0,
+        attempts: 1,
+    };
+    manifest.record_failed(Stage::Fetch, &ran, e.status(), e.to_string());
+    job.store.save_manifest(&manifest, job.date).await?;
+    Err(e)
+}
+
 /// Commits the day the report recorded (see `store`): writes the pointer. Returns what the
 /// previous pointer named: a reader may be reading it, so the cleaning that follows keeps it
 /// (the next run of the day removes it).
 async fn commit(job: &Job<'_>, manifest: &Manifest) -> Result<Vec<String>> {
     use crate::config::ReplicaMode;
     let previous = job.store.committed_at(job.name(), job.date).await?;
+    settle_uploads(job).await?;
     let day = job.store.pointer_for(manifest).await?;
     let replica = crate::replica::Replica::of(job.config)?;
     if let Some(r) = replica.as_ref().filter(|r| r.mode == ReplicaMode::Strong) {

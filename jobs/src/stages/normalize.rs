@@ -69,9 +69,12 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     }
     let normalized_sha = crate::store::sha256_file(&norm_file)?;
     let mut files = Vec::new();
-    for (dir, area) in [(&norm_dir, "normalized"), (&rej_dir, "rejected")] {
-        files.extend(job.store.publish(dir, area, job.name(), job.date).await?);
-    }
+    files.extend(job.publish_input(&norm_dir, "normalized").await?);
+    files.extend(
+        (job.store)
+            .publish(&rej_dir, "rejected", job.name(), job.date)
+            .await?,
+    );
     files.extend(
         job.recipe(&[("template.toml", template_text.as_bytes())])
             .await?,

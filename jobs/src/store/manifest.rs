@@ -238,6 +238,23 @@ impl Stages {
         }
     }
 
+    /// The checksums of the files `stage`'s record names (none for a record from before
+    /// checksums were kept).
+    pub fn checksums(&self, stage: Stage) -> &[FileSum] {
+        fn of<D>(r: &Option<Record<D>>) -> &[FileSum] {
+            r.as_ref()
+                .map(|r| r.checksums.as_slice())
+                .unwrap_or_default()
+        }
+        match stage {
+            Stage::Fetch => of(&self.fetch),
+            Stage::Normalize => of(&self.normalize),
+            Stage::Collect => of(&self.collect),
+            Stage::Reconcile => of(&self.reconcile),
+            Stage::Report => of(&self.report),
+        }
+    }
+
     /// Every file the records name, and the checksums they have, stage by stage.
     pub fn files(&self) -> Vec<(&[String], &[FileSum])> {
         fn of<D>(r: &Option<Record<D>>) -> Option<(&[String], &[FileSum])> {

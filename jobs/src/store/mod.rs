@@ -18,6 +18,7 @@
 //!    (under its lease), never by a reader; the folders the day's previous pointer named stay
 //!    until that next run, so a reader that read the old pointer can finish.
 
+mod background;
 mod committed;
 mod manifest;
 mod root;
@@ -57,6 +58,8 @@ pub struct Store {
     root: Root,
     scratch: PathBuf,
     signer: Option<std::sync::Arc<crate::signing::Signer>>,
+    /// Uploads still running (the fetched bill), awaited before a commit.
+    uploads: background::Background,
 }
 
 impl Store {
@@ -83,6 +86,7 @@ impl Store {
             root,
             scratch,
             signer: None,
+            uploads: background::Background::default(),
         })
     }
 
@@ -103,6 +107,7 @@ impl Store {
             root,
             scratch,
             signer: None,
+            uploads: background::Background::default(),
         })
     }
 
@@ -256,19 +261,54 @@ impl Store {
         channel: &str,
         date: NaiveDate,
     ) -> Result<Vec<FileSum>> {
-        self.publish_as(staged, area, channel, date, None).await
+        self.publish_with(staged, area, (channel, date), Publish::default())
+            .await
     }
 
-    /// [`Store::publish`] into the version folder `_v=<version>` when `version` is given (a
-    /// fetched bill's folder is named by the bill's hash alone: its `fetch.json`, which records
-    /// when it was fetched, does not make it another version).
-    pub async fn publish_as(
+    /// [`Store::publish`], keeping a hard link of every file in the scratch cache for a later
+    /// stage of this host (reconcile reading what normalize and collect wrote), see
+    /// [`Store::take_cached`].
+    pub async fn publish_cached(
         &self,
         staged: &Path,
         area: &str,
         channel: &str,
         date: NaiveDate,
-        version: Option<&str>,
+    ) -> Result<Vec<FileSum>> {
+        let how = Publish {
+            cache: true,
+            ..Publish::default()
+        };
+        self.publish_with(staged, area, (channel, date), how).await
+    }
+
+    /// Publishes a fetched bill `bill` (whose SHA-256 the fetch has just computed) and the
+    /// fetch's other files into `raw/`'s folder `_v=<the bill's hash>`: its `fetch.json`,
+    /// which records when it was fetched, does not make it another version. On an object-store
+    /// root the bill uploads in the background ([`Store::settle_uploads`]).
+    pub async fn publish_bill(
+        &self,
+        staged: &Path,
+        channel: &str,
+        date: NaiveDate,
+        bill: &str,
+        sha256: &str,
+    ) -> Result<Vec<FileSum>> {
+        let how = Publish {
+            version: Some(&sha256[..sha256.len().min(16)]),
+            known: Some((bill, sha256)),
+            cache: false,
+            background: Some(bill),
+        };
+        self.publish_with(staged, "raw", (channel, date), how).await
+    }
+
+    async fn publish_with(
+        &self,
+        staged: &Path,
+        area: &str,
+        (channel, date): (&str, NaiveDate),
+        how: Publish<'_>,
     ) -> Result<Vec<FileSum>> {
         let mut names = Vec::new();
         for entry in std::fs::read_dir(staged).at(staged)? {
@@ -282,12 +322,15 @@ impl Store {
         let mut key = Sha256::new();
         for n in &names {
             let p = staged.join(n);
-            let sha = sha256_file(&p)?;
+            let sha = match how.known {
+                Some((name, sha)) if name == n => sha.to_string(),
+                _ => sha256_file(&p)?,
+            };
             let size = std::fs::metadata(&p).at(&p)?.len();
             key.update(format!("{n}\0{sha}\n").as_bytes());
             sums.push((n.clone(), sha, size));
         }
-        let version = match version {
+        let version = match how.version {
             Some(v) => v.to_string(),
             None => hex::encode(&key.finalize()[..8]),
         };
@@ -295,7 +338,19 @@ impl Store {
         let mut out = Vec::new();
         for (n, sha256, size) in sums {
             let rel = format!("{dir}/{n}");
-            self.root.upload(&staged.join(&n), &rel).await?;
+            let from = staged.join(&n);
+            if how.cache {
+                self.cache(&from, &sha256);
+            }
+            if how.background == Some(n.as_str()) && self.root.local_dir().is_none() {
+                // Opened now: the staging folder may go before the upload ends.
+                let file = tokio::fs::File::open(&from).await.at(&from)?;
+                let (root, to) = (self.root.clone(), rel.clone());
+                let upload = async move { root.upload_file(file, &from, &to).await };
+                self.uploads.spawn(rel.clone(), upload);
+            } else {
+                self.root.upload(&from, &rel).await?;
+            }
             out.push(FileSum {
                 path: rel,
                 sha256,
@@ -304,6 +359,11 @@ impl Store {
         }
         let _ = std::fs::remove_dir_all(staged);
         Ok(out)
+    }
+
+    /// Waits for the uploads still running in the background; the first failure.
+    pub async fn settle_uploads(&self) -> Result<()> {
+        self.uploads.settle().await
     }
 
     /// Keeps the local file `file` (whose SHA-256 is `sha256`) in the scratch folder's cache,
@@ -344,6 +404,31 @@ impl Store {
             path: to,
             own: true,
         })
+    }
+
+    /// Moves the cached copies of `files` (found by SHA-256 and size) into the local folder
+    /// `dir`, each under its own name, and returns `dir`, when every one of them is cached;
+    /// else leaves the cache alone and returns `None` (the caller reads them from the root).
+    pub fn take_cached(&self, files: &[FileSum], dir: &Path) -> Option<PathBuf> {
+        if files.is_empty() || self.root.local_dir().is_some() {
+            return None;
+        }
+        let cache = self.scratch.join("cache");
+        let all = files
+            .iter()
+            .all(|f| std::fs::metadata(cache.join(&f.sha256)).is_ok_and(|m| m.len() == f.size));
+        if !all || std::fs::create_dir_all(dir).is_err() {
+            return None;
+        }
+        for f in files {
+            let name = f.path.rsplit('/').next().unwrap_or(&f.path);
+            if let Err(e) = std::fs::rename(cache.join(&f.sha256), dir.join(name)) {
+                tracing::debug!(error = %e, file = %f.path, "not taken from the cache");
+                let _ = std::fs::remove_dir_all(dir);
+                return None;
+            }
+        }
+        Some(dir.to_path_buf())
     }
 
     /// Removes cached files older than a day (their stage never came, or ran elsewhere).
@@ -507,6 +592,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::write(&tmp, bytes).at(&tmp)?;
     std::fs::rename(&tmp, path).at(path)?;
     Ok(())
+}
+
+/// How [`Store::publish_with`] publishes.
+#[derive(Default)]
+struct Publish<'a> {
+    /// The version folder's name (else a hash of the files).
+    version: Option<&'a str>,
+    /// A file whose SHA-256 the caller knows: (name, hash).
+    known: Option<(&'a str, &'a str)>,
+    /// Keep a hard link of each file in the scratch cache.
+    cache: bool,
+    /// The file to upload in the background (on an object-store root).
+    background: Option<&'a str>,
 }
 
 /// The hex SHA-256 of a file, read in blocks.

@@ -1,6 +1,7 @@
 //! The storage root as one object store: a local folder (a path or `file://`) or a prefix in
 //! an S3-compatible bucket (`s3://bucket/prefix`), behind the same calls. Everything reckon
-//! keeps goes through here: uploads stream from the local scratch area (multipart past 8 MiB),
+//! keeps goes through here: uploads stream from the local scratch area (multipart, in parts of
+//! `[object_store] upload_part_mib`, 8 MiB by default, two in flight),
 //! downloads stream to it, and the few small objects that coordinate runs (leases, the
 //! committed pointer) are written with conditional puts.
 //!
@@ -65,6 +66,24 @@ pub struct Root {
     base: Url,
     /// A local root's folder.
     local: Option<PathBuf>,
+    /// How uploads are cut into parts.
+    upload: Upload,
+}
+
+/// How a streamed upload is cut: parts of `part` bytes, `concurrency` of them in flight.
+#[derive(Debug, Clone, Copy)]
+struct Upload {
+    part: usize,
+    concurrency: usize,
+}
+
+impl Upload {
+    fn of(cfg: &ObjectStoreConfig) -> Upload {
+        Upload {
+            part: cfg.upload_part_mib.unwrap_or(8).max(5) << 20,
+            concurrency: cfg.upload_concurrency.unwrap_or(2).max(1),
+        }
+    }
 }
 
 impl Root {
@@ -77,6 +96,7 @@ impl Root {
                 prefix,
                 base,
                 local: None,
+                upload: Upload::of(&locator.object_store),
             });
         }
         let dir = locator.resolve(what, value).map_err(Error::Config)?;
@@ -98,6 +118,7 @@ impl Root {
             prefix,
             base: Url::parse("file:///").map_err(|e| Error::Other(e.to_string()))?,
             local: Some(dir),
+            upload: Upload::of(&ObjectStoreConfig::default()),
         })
     }
 
@@ -327,7 +348,7 @@ impl Root {
         Ok(out)
     }
 
-    /// Streams the local file `from` to `rel` (multipart past 8 MiB); a local root moves it
+    /// Streams the local file `from` to `rel` (multipart past one part); a local root moves it
     /// with a rename when it can. Returns the size.
     pub async fn upload(&self, from: &Path, rel: &str) -> Result<u64> {
         let size = std::fs::metadata(from).at(from)?.len();
@@ -343,8 +364,20 @@ impl Root {
             }
             return Ok(size);
         }
+        let file = tokio::fs::File::open(from).await.at(from)?;
+        self.upload_file(file, from, rel).await
+    }
+
+    /// Streams the open local file `file` (read from `from`, named in errors) to `rel` on an
+    /// object store. Returns the size.
+    pub async fn upload_file(
+        &self,
+        mut file: tokio::fs::File,
+        from: &Path,
+        rel: &str,
+    ) -> Result<u64> {
         use tokio::io::AsyncReadExt;
-        let mut file = tokio::fs::File::open(from).await.at(from)?;
+        let mut size = 0u64;
         let mut sink = self.sink(rel);
         let mut buf = vec![0u8; 1 << 20];
         loop {
@@ -353,6 +386,7 @@ impl Root {
                 break;
             }
             sink.write(&buf[..n]).await?;
+            size += n as u64;
         }
         sink.finish().await?;
         Ok(size)
@@ -373,14 +407,15 @@ impl Root {
         Ok(stream.map_err(move |e| self.fail(&rel, e)))
     }
 
-    /// A streamed upload to `rel` (multipart past 8 MiB; the object appears whole at the end).
+    /// A streamed upload to `rel` (multipart past one part; the object appears whole at the end).
     fn sink(&self, rel: &str) -> Sink {
         Sink {
             writer: object_store::buffered::BufWriter::with_capacity(
                 self.store.clone(),
                 self.path(rel),
-                8 << 20,
-            ),
+                self.upload.part,
+            )
+            .with_max_concurrency(self.upload.concurrency),
             what: format!("{}/{rel}", self.display().trim_end_matches('/')),
         }
     }
@@ -398,7 +433,7 @@ impl Root {
         Ok((hex::encode(h.finalize()), size))
     }
 
-    /// Streams `rel` from this root to the same place on `to` (multipart past 8 MiB; a reader
+    /// Streams `rel` from this root to the same place on `to` (multipart past one part; a reader
     /// of `to` sees the whole object or none). Returns the SHA-256 of what was sent.
     pub async fn copy_to(&self, rel: &str, to: &Root) -> Result<String> {
         use sha2::Digest;
@@ -447,13 +482,24 @@ struct Sink {
 }
 
 impl Sink {
+    /// The store's own error where the writer carries one (its kind decides exit code and
+    /// retry: a refused upload is not retried), else the I/O error as a generic one.
     fn failed(&self, e: std::io::Error) -> Error {
+        let generic = |source| object_store::Error::Generic {
+            store: "upload",
+            source,
+        };
+        let source = match e.get_ref().is_some_and(|i| i.is::<object_store::Error>()) {
+            true => match e.into_inner().map(|i| i.downcast::<object_store::Error>()) {
+                Some(Ok(inner)) => *inner,
+                Some(Err(other)) => generic(other),
+                None => generic("the upload failed".into()),
+            },
+            false => generic(Box::new(e)),
+        };
         Error::Store {
             what: self.what.clone(),
-            source: object_store::Error::Generic {
-                store: "upload",
-                source: Box::new(e),
-            },
+            source,
         }
     }
 
@@ -521,6 +567,14 @@ pub fn s3_store(
     }
     if cfg.allow_http {
         b = b.with_allow_http(true);
+    }
+    // As the AWS SDKs do: the body's SHA-256 is signed over plain HTTP only.
+    let https = cfg
+        .endpoint
+        .as_deref()
+        .is_none_or(|e| e.starts_with("https://"));
+    if let Some(unsigned) = cfg.unsigned_payload.or(https.then_some(true)) {
+        b = b.with_unsigned_payload(unsigned);
     }
     Ok(Arc::new(b.build().map_err(|e| e.to_string())?))
 }

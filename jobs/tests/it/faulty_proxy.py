@@ -3,9 +3,11 @@ SlowDown, a 429, a connection reset before any answer, and an answer that arrive
 client gave up (the request was carried out upstream, its answer lost). Faults follow the
 request count, so every kind happens in any run of more than a few dozen requests.
 
-    python faulty_proxy.py LISTEN_PORT UPSTREAM_URL STATS_FILE [DELAY_SECONDS]
+    python faulty_proxy.py LISTEN_PORT UPSTREAM_URL STATS_FILE [DELAY_SECONDS [DENY]]
 
-The counts of each fault are written to STATS_FILE (JSON) after every request.
+The counts of each fault are written to STATS_FILE (JSON) after every request. With DENY, the
+count-based faults are off and every write (PUT, POST) whose path holds DENY is refused with a
+403 AccessDenied: an upload that can never succeed.
 """
 
 import http.client
@@ -22,10 +24,13 @@ PORT = int(sys.argv[1])
 UPSTREAM = urllib.parse.urlsplit(sys.argv[2])
 STATS = sys.argv[3]
 DELAY = float(sys.argv[4]) if len(sys.argv) > 4 else 3.0
+DENY = sys.argv[5] if len(sys.argv) > 5 else None
 
 lock = threading.Lock()
-state = {"requests": 0, "slow_down_503": 0, "throttled_429": 0, "reset": 0, "late": 0}
+state = {"requests": 0, "slow_down_503": 0, "throttled_429": 0, "reset": 0, "late": 0, "denied": 0}
 
+DENIED = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+          b'<Message>Access Denied</Message></Error>')
 SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>SlowDown</Code>'
              b'<Message>Please reduce your request rate.</Message></Error>')
 
@@ -66,7 +71,15 @@ class Proxy(BaseHTTPRequestHandler):
         with lock:
             state["requests"] += 1
             n = state["requests"]
-        kind = fault_for(n)
+        kind = None if DENY else fault_for(n)
+        if DENY and self.command in ("PUT", "POST") and DENY in urllib.parse.unquote(self.path):
+            count("denied")
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(DENIED)))
+            self.end_headers()
+            self.wfile.write(DENIED)
+            return
         if kind == "slow_down_503" or kind == "throttled_429":
             count(kind)
             status = 503 if kind == "slow_down_503" else 429

@@ -212,33 +212,53 @@ fn every_stage_and_command_runs_on_s3_and_a_day_commits_whole() {
     exits(&env, &["sql", "check", "--config", cfg], 0);
 
     // Stage by stage on one host: normalize reads the bill fetch just uploaded from the local
-    // scratch cache, not from the bucket, and commits the same bytes.
-    for stage in ["fetch", "normalize"] {
-        let out = with_env(
-            &env,
-            &[
-                "stage",
-                stage,
-                "--config",
-                cfg,
-                "--date",
-                DAY,
-                "--channel",
-                "alipay",
-            ],
-        )
-        .env("RECKON_LOG", "info")
-        .output()
-        .expect("stage");
+    // scratch cache, not from the bucket, and reconcile the normalized bill and the snapshot
+    // normalize and collect wrote; a reconcile on another host (another scratch folder) reads
+    // them from the bucket. Every way commits the same bytes.
+    let elsewhere = tmp.path().join("elsewhere.toml");
+    let text = std::fs::read_to_string(&remote_cfg).expect("config");
+    let scratch = tmp.path().join("other-host-scratch");
+    std::fs::write(
+        &elsewhere,
+        format!(
+            "scratch_dir = {:?}\n{text}",
+            scratch.to_str().expect("utf8")
+        ),
+    )
+    .expect("config");
+    let other = elsewhere.to_str().expect("utf8");
+    let steps = [
+        ("fetch", cfg, None),
+        ("normalize", cfg, Some("reading the bill this host fetched")),
+        ("collect", cfg, None),
+        ("reconcile", other, None),
+        ("reconcile", cfg, Some("read from the scratch cache")),
+    ];
+    let mut results = Vec::new();
+    for (stage, config, said) in steps {
+        let args = ["stage", stage, "--config", config, "--date", DAY];
+        let out = with_env(&env, &[&args[..], &["--channel", "alipay"]].concat())
+            .env("RECKON_LOG", "info")
+            .output()
+            .expect("stage");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stage}: {err}");
-        if stage == "normalize" {
-            assert!(
-                err.contains("reading the bill this host fetched"),
-                "normalize downloaded the bill again: {err}"
-            );
+        match said {
+            Some(said) => assert!(err.contains(said), "{stage} read from the bucket: {err}"),
+            None => assert!(
+                !err.contains("read from the scratch cache"),
+                "{stage} on {config}: {err}"
+            ),
+        }
+        if stage == "reconcile" {
+            let m = json_of(&out);
+            results.push(m["stages"][0]["files"].clone());
         }
     }
+    assert_eq!(
+        results[0], results[1],
+        "the cached inputs gave other results"
+    );
     let again = tmp.path().join("mirror-again");
     mirror(&s3, "prod", &again);
     let m: serde_json::Value = serde_json::from_slice(
@@ -246,11 +266,13 @@ fn every_stage_and_command_runs_on_s3_and_a_day_commits_whole() {
             .expect("manifest"),
     )
     .expect("json");
-    assert_eq!(
-        m["stages"]["normalize"]["files"],
-        pointer_of(&got, "alipay", DAY)["manifest"]["stages"]["normalize"]["files"],
-        "the normalize from the cache wrote other files"
-    );
+    let was = pointer_of(&got, "alipay", DAY);
+    for stage in ["normalize", "reconcile"] {
+        assert_eq!(
+            m["stages"][stage]["files"], was["manifest"]["stages"][stage]["files"],
+            "the {stage} stage by stage wrote other files"
+        );
+    }
 
     // The demo, with its outputs on S3.
     let demo = tmp.path().join("demo");
@@ -619,25 +641,24 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-#[test]
-fn faults_of_the_store_are_retried_and_the_day_commits_the_same_bytes() {
-    let Some(s3) = moto("reckon-faults") else {
-        return;
-    };
+/// The fault-injecting proxy (`faulty_proxy.py`, with `args` after its stats file) in front of
+/// `s3`: the process and the endpoint to reach it at; `None` when python cannot be had.
+fn faulty_proxy(s3: &S3, stats: &Path, args: &[&str]) -> Option<(Stopped, String)> {
     let python = match venv("moto", &["moto[server]==5.1.*", "boto3"]) {
         Ok(d) => d.join("bin/python"),
-        Err(why) => return unavailable("python for the fault-injecting proxy", &why),
+        Err(why) => {
+            unavailable("python for the fault-injecting proxy", &why);
+            return None;
+        }
     };
-    let tmp = tempfile::tempdir().expect("tmp");
-    let stats = tmp.path().join("faults.json");
     let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it/faulty_proxy.py");
-    let _proxy = Stopped(
+    let proxy = Stopped(
         std::process::Command::new(python)
             .arg(&script)
             .args([&port.to_string(), &s3.endpoint])
-            .arg(&stats)
-            .arg("3")
+            .arg(stats)
+            .args(args)
             .spawn()
             .expect("proxy"),
     );
@@ -645,6 +666,112 @@ fn faults_of_the_store_are_retried_and_the_day_commits_the_same_bytes() {
     while !stats.exists() && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    Some((proxy, format!("http://127.0.0.1:{port}")))
+}
+
+/// `env` with the S3 endpoint replaced by `endpoint`.
+fn through(env: &[(&'static str, String)], endpoint: &str) -> Vec<(&'static str, String)> {
+    let mut env = env.to_vec();
+    for (k, v) in env.iter_mut() {
+        if *k == "AWS_ENDPOINT" {
+            *v = endpoint.to_string();
+        }
+    }
+    env
+}
+
+#[test]
+fn a_bill_whose_upload_fails_is_never_committed_and_the_next_run_fetches_it_again() {
+    let Some(s3) = moto("reckon-denied") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let stats = tmp.path().join("denied.json");
+    // Every write of a bill (each channel's file name has the date and .csv) is refused: the
+    // bill's upload, in the background while normalize runs, fails; a refusal is not retried.
+    let Some((_proxy, endpoint)) = faulty_proxy(&s3, &stats, &["1", "20261120.csv"]) else {
+        return;
+    };
+    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+    let local_cfg = generate(&local, DAY, 1, 300, 29);
+    let remote_cfg = generate(&remote, DAY, 1, 300, 29);
+    on_s3(&remote_cfg, &s3.bucket, "denied");
+    let cfg = remote_cfg.to_str().expect("utf8");
+    let (env, denied) = (env_of(&s3), through(&env_of(&s3), &endpoint));
+    let out = exits(&denied, &["run", "--config", cfg, "--date", DAY], 2);
+    let said = json_of(&out);
+    for (i, ch) in ["alipay", "wechat"].into_iter().enumerate() {
+        let got = &said["channels"][i];
+        assert_eq!(got["stage"], "fetch", "{said}");
+        let err = got["error"].as_str().unwrap_or_default();
+        assert!(
+            err.contains(&format!("raw/channel={ch}")) && err.contains("403"),
+            "the error names the bill and the refusal: {said}"
+        );
+    }
+    let faults: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stats).expect("stats")).expect("json");
+    assert!(faults["denied"].as_u64().unwrap_or(0) > 0, "{faults}");
+    // Nothing committed; the fetch's record says it failed.
+    for s in status_of(&env, cfg, DAY).as_array().expect("array") {
+        assert!(
+            s["committed"].is_null(),
+            "a day committed without its bill: {s}"
+        );
+    }
+    let got = tmp.path().join("mirror");
+    mirror(&s3, "denied", &got);
+    for ch in ["alipay", "wechat"] {
+        let m: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(area(&got, "runs", ch, DAY).join("manifest.json")).expect("manifest"),
+        )
+        .expect("json");
+        assert_eq!(m["stages"]["fetch"]["state"], "failed", "{m}");
+    }
+    // The next run, with the store writable again, fetches the bill again and commits the day
+    // as the local root does.
+    run_env(&local_cfg, DAY, &[]);
+    run_env(&remote_cfg, DAY, &env);
+    let again = tmp.path().join("mirror-again");
+    committed_like_local(&s3, "denied", &again, &local, "the failed upload");
+    for ch in ["alipay", "wechat"] {
+        let have = committed(&again, ch, DAY);
+        assert!(
+            have.keys()
+                .any(|k| k.starts_with("raw/") && k.contains("20261120.csv")),
+            "the bill is committed: {:?}",
+            have.keys()
+        );
+    }
+}
+
+/// Mirrors `prefix` of `s3` into `to`, and checks that each channel's committed `DAY` holds
+/// the files and bytes the local root `local` committed, and nothing else (`after`: after what).
+fn committed_like_local(s3: &S3, prefix: &str, to: &Path, local: &Path, after: &str) {
+    mirror(s3, prefix, to);
+    for ch in ["alipay", "wechat"] {
+        let (want, have) = (
+            committed(&local.join("output"), ch, DAY),
+            committed(to, ch, DAY),
+        );
+        assert!(
+            want == have,
+            "{ch}: the day differs from the local root's after {after}"
+        );
+        assert_eq!(stray_files(to, ch, DAY), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn faults_of_the_store_are_retried_and_the_day_commits_the_same_bytes() {
+    let Some(s3) = moto("reckon-faults") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let stats = tmp.path().join("faults.json");
+    let Some((_proxy, endpoint)) = faulty_proxy(&s3, &stats, &["3"]) else {
+        return;
+    };
     let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
     let local_cfg = generate(&local, DAY, 1, 400, 23);
     let remote_cfg = generate(&remote, DAY, 1, 400, 23);
@@ -656,12 +783,7 @@ fn faults_of_the_store_are_retried_and_the_day_commits_the_same_bytes() {
         format!("{text}\n[object_store]\ntimeout_secs = 2\n"),
     )
     .expect("config");
-    let mut env = env_of(&s3);
-    for (k, v) in env.iter_mut() {
-        if *k == "AWS_ENDPOINT" {
-            *v = format!("http://127.0.0.1:{port}");
-        }
-    }
+    let env = through(&env_of(&s3), &endpoint);
     run_env(&local_cfg, DAY, &[]);
     run_env(&remote_cfg, DAY, &env);
     let faults: serde_json::Value =
@@ -672,19 +794,8 @@ fn faults_of_the_store_are_retried_and_the_day_commits_the_same_bytes() {
             "no {kind}: {faults}"
         );
     }
-    let got = tmp.path().join("mirror");
-    mirror(&s3, "faulty", &got);
-    for ch in ["alipay", "wechat"] {
-        let (want, have) = (
-            committed(&local.join("output"), ch, DAY),
-            committed(&got, ch, DAY),
-        );
-        assert!(
-            want == have,
-            "{ch}: the results differ after the faults ({faults})"
-        );
-        assert_eq!(stray_files(&got, ch, DAY), Vec::<String>::new());
-    }
+    let after = format!("the faults ({faults})");
+    committed_like_local(&s3, "faulty", &tmp.path().join("mirror"), &local, &after);
 }
 
 /// Appends `[object_store]` for `primary` and `[replica]` (mode, endpoint) to the config;
