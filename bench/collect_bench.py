@@ -19,9 +19,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import DATE, ROOT, run_measured  # noqa: E402
+from bench import DATE, ROOT, run_measured, venv  # noqa: E402
 
-SERVICES = Path.home() / ".cache" / "reckon" / "services"
 
 
 def free_port():
@@ -39,15 +38,6 @@ def wait(port, timeout=30):
         except OSError:
             time.sleep(0.1)
     sys.exit(f"nothing listens on {port}")
-
-
-def venv(name, packages):
-    d = SERVICES / name
-    if not (d / ".installed").exists():
-        subprocess.run([sys.executable, "-m", "venv", str(d)], check=True)
-        subprocess.run([str(d / "bin" / "pip"), "install", "-q", *packages], check=True)
-        (d / ".installed").write_text("\n".join(packages))
-    return d
 
 
 def dataset(reckon, work, rows):

@@ -159,9 +159,15 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let output = plain_strings(&RecordBatch::new_empty(stream.schema()))?.schema();
 
     let mut router = Router::new(job.date, ch.grace_days, ch.rules.tz, output);
+    let started = std::time::Instant::now();
+    let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
-        router.route(&plain_strings(&batch?)?, &origin)?;
+        let batch = plain_strings(&batch?)?;
+        rows += batch.num_rows() as u64;
+        router.route(&batch, &origin)?;
     }
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(rows, seconds = secs, "reconciled rows classified and counted");
     let looked = match &job.config.second_look {
         Some(cfg) => Some(second_look(cfg, &mut router, &origin).await?),
         None => None,
@@ -179,6 +185,8 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     .await?;
     let carry_rows = router.finish_carry(&carry_out)?;
     let stats_rows = router.write_stats(job.name(), &staged.join("stats"))?;
+    let secs = started.elapsed().as_secs_f64();
+    tracing::info!(diff_rows, seconds = secs, "differences aged and written");
 
     let rules = Rules {
         time_zone: ch.time_zone.clone(),
