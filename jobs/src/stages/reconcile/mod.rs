@@ -167,7 +167,11 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         router.route(&batch, &origin)?;
     }
     let secs = started.elapsed().as_secs_f64();
-    tracing::info!(rows, seconds = secs, "reconciled rows classified and counted");
+    tracing::info!(
+        rows,
+        seconds = secs,
+        "reconciled rows classified and counted"
+    );
     let looked = match &job.config.second_look {
         Some(cfg) => Some(second_look(cfg, &mut router, &origin).await?),
         None => None,
