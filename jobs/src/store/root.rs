@@ -182,6 +182,18 @@ impl Root {
         }
     }
 
+    /// [`Root::fail`] for a write. A write answered "not found" means the bucket is not there
+    /// (a write creates its object): a configuration error (exit 2) that says so.
+    fn fail_write(&self, rel: &str, e: object_store::Error) -> Error {
+        match e {
+            object_store::Error::NotFound { .. } if self.local.is_none() => no_bucket(
+                &self.base,
+                &format!("{}/{rel}", self.display().trim_end_matches('/')),
+            ),
+            e => self.fail(rel, e),
+        }
+    }
+
     /// The object `rel` with its version; `None` when there is none.
     pub async fn get(&self, rel: &str) -> Result<Option<(Bytes, Version)>> {
         match self.store.get(&self.path(rel)).await {
@@ -209,7 +221,7 @@ impl Root {
         self.store
             .put(&self.path(rel), PutPayload::from(bytes))
             .await
-            .map_err(|e| self.fail(rel, e))?;
+            .map_err(|e| self.fail_write(rel, e))?;
         Ok(())
     }
 
@@ -247,7 +259,7 @@ impl Root {
             })),
             Err(object_store::Error::AlreadyExists { .. })
             | Err(object_store::Error::Precondition { .. }) => Ok(None),
-            Err(e) => Err(self.fail(rel, e)),
+            Err(e) => Err(self.fail_write(rel, e)),
         }
     }
 
@@ -410,6 +422,7 @@ impl Root {
     /// A streamed upload to `rel` (multipart past one part; the object appears whole at the end).
     fn sink(&self, rel: &str) -> Sink {
         Sink {
+            base: self.base.clone(),
             writer: object_store::buffered::BufWriter::with_capacity(
                 self.store.clone(),
                 self.path(rel),
@@ -477,6 +490,8 @@ impl Root {
 
 /// A streamed upload: its errors name the object.
 struct Sink {
+    /// The store's URL (`s3://bucket/`).
+    base: Url,
     writer: object_store::buffered::BufWriter,
     what: String,
 }
@@ -497,9 +512,12 @@ impl Sink {
             },
             false => generic(Box::new(e)),
         };
-        Error::Store {
-            what: self.what.clone(),
-            source,
+        match source {
+            object_store::Error::NotFound { .. } => no_bucket(&self.base, &self.what),
+            source => Error::Store {
+                what: self.what.clone(),
+                source,
+            },
         }
     }
 
@@ -512,6 +530,15 @@ impl Sink {
         let done = tokio::io::AsyncWriteExt::shutdown(&mut self.writer).await;
         done.map_err(|e| self.failed(e))
     }
+}
+
+/// The error of a write to `what` in the store at `base` answered "not found".
+fn no_bucket(base: &Url, what: &str) -> Error {
+    let bucket = base.host_str().unwrap_or_default();
+    Error::Config(format!(
+        "{what}: the bucket {bucket:?} does not exist (the write was answered \"not found\"); \
+         create it, or correct the setting that names {base}"
+    ))
 }
 
 /// An S3 location: its store, the URL the store is registered under (`s3://bucket/`), and

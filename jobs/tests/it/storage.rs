@@ -183,6 +183,30 @@ fn every_stage_and_command_runs_on_s3_and_a_day_commits_whole() {
         "nothing was written to a local output folder"
     );
 
+    // A bucket that is not there is a configuration error that names it, not a retry.
+    let nowhere = tmp.path().join("nowhere.toml");
+    let text = std::fs::read_to_string(&remote_cfg).expect("config");
+    let text = text.replace(
+        &format!("s3://{}/prod", s3.bucket),
+        "s3://reckon-not-made/prod",
+    );
+    std::fs::write(&nowhere, text).expect("config");
+    let args = [
+        "run",
+        "--config",
+        nowhere.to_str().expect("utf8"),
+        "--date",
+        DAY,
+    ];
+    let said = json_of(&exits(&env, &args, 2));
+    for ch in said["channels"].as_array().expect("channels") {
+        let err = ch["error"].as_str().unwrap_or_default();
+        assert!(
+            err.contains("the bucket \"reckon-not-made\" does not exist"),
+            "{said}"
+        );
+    }
+
     // The other commands read the S3 root too.
     let cfg = remote_cfg.to_str().expect("utf8");
     let out = exits(
