@@ -5,7 +5,6 @@
 //! is removed when the preview ends, however it ends.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use chrono::{Duration, NaiveDate};
 use reckon_udfs::{money_text, Category};
@@ -13,7 +12,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::engine::Engines;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::records::{Counts, DayStatus, Stage};
 use crate::sql::SqlDir;
 use crate::stages::{ageing, run_stage, Job};
@@ -82,18 +81,6 @@ pub struct Preview {
     pub categories: Vec<CategoryChange>,
     /// The differences that changed category, by ageing key.
     pub moved: Vec<Moved>,
-}
-
-/// Removes the scratch root however the preview ends.
-struct Scratch(PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        if let Some(parent) = self.0.parent() {
-            let _ = std::fs::remove_dir(parent);
-        }
-    }
 }
 
 /// Copies the stored file `rel` from `from` to the same place in the local `to`.
@@ -220,17 +207,9 @@ pub async fn preview_channel(
     sql: &SqlDir,
 ) -> Result<Preview> {
     let committed = crate::pipeline::store(config)?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let root = committed
-        .scratch()
-        .join("preview")
-        .join(format!("{channel}-{date}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&root).at(&root)?;
-    let _scratch = Scratch(root.clone());
-    let scratch = Store::local(&root)?;
+    // Removed however the preview ends.
+    let root = committed.scratch_folder("preview", &format!("{channel}-{date}"))?;
+    let scratch = Store::local(&*root)?;
     seed(&committed, &scratch, channel, date).await?;
 
     let engines = engines.for_job()?;

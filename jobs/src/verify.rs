@@ -192,16 +192,7 @@ pub async fn replay_day(
     }
 
     // The scratch root: the recorded inputs, nothing else.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    let dir = store
-        .scratch()
-        .join("replay")
-        .join(format!("{channel}-{date}-{}-{nanos}", std::process::id()));
-    std::fs::create_dir_all(&dir).at(&dir)?;
-    let _gone = Removed(dir.clone());
+    let dir = store.scratch_folder("replay", &format!("{channel}-{date}"))?;
     let scratch = Store::local(dir.join("root"))?;
     let recipe = dir.join("recipe");
     std::fs::create_dir_all(&recipe).at(&recipe)?;
@@ -328,13 +319,4 @@ async fn seed_collect_and_earlier_run(
         seeded.stages.reconcile = m.stages.reconcile;
     }
     scratch.save_manifest(&seeded, date).await
-}
-
-/// A folder removed however the replay ends.
-struct Removed(std::path::PathBuf);
-
-impl Drop for Removed {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

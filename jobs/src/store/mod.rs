@@ -152,14 +152,17 @@ impl Store {
     /// A fresh local staging folder for one attempt of one stage; removed when the attempt
     /// ends, however it ends (a kill is cleaned up by [`Store::clear_stale_staging`]).
     pub fn staging(&self, stage: &str, channel: &str, date: NaiveDate) -> Result<Staging> {
+        self.scratch_folder("staging", &format!("{channel}-{date}-{stage}"))
+    }
+
+    /// A fresh folder `<scratch>/<kind>/<tag>-<pid>-<nanos>`, removed when dropped (with
+    /// `<kind>/` once it is empty).
+    pub fn scratch_folder(&self, kind: &str, tag: &str) -> Result<Staging> {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or_default();
-        let dir = self.scratch.join("staging").join(format!(
-            "{channel}-{date}-{stage}-{}-{nanos}",
-            std::process::id()
-        ));
+        let dir = (self.scratch.join(kind)).join(format!("{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&dir).at(&dir)?;
         Ok(Staging(dir))
     }
@@ -572,6 +575,10 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if self.0.exists() {
             let _ = std::fs::remove_dir_all(&self.0);
+        }
+        if let Some(parent) = self.0.parent() {
+            // Only when empty: other folders of its kind may be in use.
+            let _ = std::fs::remove_dir(parent);
         }
     }
 }

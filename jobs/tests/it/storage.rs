@@ -824,6 +824,12 @@ fn faults_of_the_store_are_retried_and_the_day_commits_the_same_bytes() {
 
 /// Appends `[object_store]` for `primary` and `[replica]` (mode, endpoint) to the config;
 /// retries kept short so an unreachable replica fails fast.
+/// The config `text` with the table `section` before its first `[[channel]]`, where the
+/// generated config keeps its other tables.
+fn before_channels(text: &str, section: &str) -> String {
+    text.replacen("[[channel]]", &format!("{section}\n\n[[channel]]"), 1)
+}
+
 fn with_replica(cfg: &Path, primary: &S3, replica_root: &str, endpoint: &str, mode: &str) {
     let text = std::fs::read_to_string(cfg).expect("config");
     let base = text
@@ -839,10 +845,9 @@ fn with_replica(cfg: &Path, primary: &S3, replica_root: &str, endpoint: &str, mo
     let base = if base.contains("[orchestration]") {
         base
     } else {
-        base.replacen(
-            "[[channel]]",
-            "[orchestration]\nretry_attempts = 2\nretry_base_ms = 100\n\n[[channel]]",
-            1,
+        before_channels(
+            &base,
+            "[orchestration]\nretry_attempts = 2\nretry_base_ms = 100",
         )
     };
     std::fs::write(
@@ -858,6 +863,22 @@ fn with_replica(cfg: &Path, primary: &S3, replica_root: &str, endpoint: &str, mo
 }
 
 /// Nothing listens there.
+/// Mirrors two roots (a server, a prefix, a local folder each) and checks that both committed
+/// the same files and bytes for every channel on `DAY` and `NEXT`.
+fn same_days(one: (&S3, &str, &Path), other: (&S3, &str, &Path)) {
+    for (s3, prefix, to) in [one, other] {
+        mirror(s3, prefix, to);
+    }
+    for ch in ["alipay", "wechat"] {
+        for day in [DAY, NEXT] {
+            assert!(
+                committed(one.2, ch, day) == committed(other.2, ch, day),
+                "{ch} {day}"
+            );
+        }
+    }
+}
+
 fn dead_endpoint() -> String {
     format!("http://127.0.0.1:{}", free_port())
 }
@@ -899,16 +920,7 @@ fn a_replica_in_another_region_holds_every_committed_day_strong_or_eventual() {
         exits(&env, &["run", "--config", c, "--date", day], 0);
     }
     let (a, b) = (tmp.path().join("strong-a"), tmp.path().join("strong-b"));
-    mirror(&primary, "main", &a);
-    mirror(&second, "copy", &b);
-    for ch in ["alipay", "wechat"] {
-        for day in [DAY, NEXT] {
-            assert!(
-                committed(&a, ch, day) == committed(&b, ch, day),
-                "{ch} {day}"
-            );
-        }
-    }
+    same_days((&primary, "main", &a), (&second, "copy", &b));
     let out = exits(&env, &["verify", "--config", c, "--replica"], 0);
     assert_eq!(json_of(&out)["checked_days"], 4);
 
@@ -934,16 +946,7 @@ fn a_replica_in_another_region_holds_every_committed_day_strong_or_eventual() {
         Some(4)
     );
     let (a, b) = (tmp.path().join("events-a"), tmp.path().join("events-b"));
-    mirror(&primary, "events", &a);
-    mirror(&second, "events", &b);
-    for ch in ["alipay", "wechat"] {
-        for day in [DAY, NEXT] {
-            assert!(
-                committed(&a, ch, day) == committed(&b, ch, day),
-                "{ch} {day}"
-            );
-        }
-    }
+    same_days((&primary, "events", &a), (&second, "events", &b));
     let states = status_of(&env, c, NEXT);
     assert_eq!(states[0]["replica"]["lag"]["days"], 0, "{states}");
 
@@ -1001,15 +1004,8 @@ fn signed_days_verify_a_tampered_one_is_named_and_a_replay_gives_the_same_bytes(
     );
     let secret = std::fs::read_to_string(dir.join("signing.pem")).expect("key");
     let text = std::fs::read_to_string(&cfg).expect("config");
-    std::fs::write(
-        &cfg,
-        text.replacen(
-            "[[channel]]",
-            "[signing]\nprivate_key_file = \"signing.pem\"\n\n[[channel]]",
-            1,
-        ),
-    )
-    .expect("config");
+    let signing = "[signing]\nprivate_key_file = \"signing.pem\"";
+    std::fs::write(&cfg, before_channels(&text, signing)).expect("config");
     let c = cfg.to_str().expect("utf8");
     let mut said = String::new();
     for day in [DAY, NEXT] {
