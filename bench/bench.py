@@ -53,8 +53,13 @@ def manifest(data):
 
 def committed_file(data, stage, area):
     """The file of `area` the stage's record names (in its `_v=` version folder)."""
+    return committed_files(data, stage, area)[0]
+
+
+def committed_files(data, stage, area):
+    """Every file of `area` the stage's record names (a side written in buckets has several)."""
     files = manifest(data)["stages"][stage]["files"]
-    return data / "output" / next(f for f in files if f.startswith(area))
+    return [data / "output" / f for f in sorted(files) if f.startswith(area)]
 
 
 def duckdb_peer(python, data, work, n):
@@ -65,8 +70,8 @@ def duckdb_peer(python, data, work, n):
     out = Path(work) / f"duck-out-{n}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
-    params = {"bill": str(committed_file(data, "normalize", "normalized/")),
-              "platform": str(committed_file(data, "collect", "platform/")),
+    params = {"bill": [str(f) for f in committed_files(data, "normalize", "normalized/")],
+              "platform": [str(f) for f in committed_files(data, "collect", "platform/")],
               "carry": None, "out": str(out), "threads": 2, "channel": CHANNEL,
               "bill_date": DATE, "rules": rules}
     t, rss, stdout = run_measured([python, Path(__file__).resolve().parent / "duckdb_peer.py",

@@ -18,7 +18,7 @@ recorded them:
 
 Run as a script by the DuckDB venv's python:
     python duckdb_peer.py PARAMS_JSON
-PARAMS_JSON: {"bill", "platform", "carry" (or null), "out", "threads", "channel", "bill_date",
+PARAMS_JSON: {"bill", "platform" (a file or a list of files), "carry" (or null), "out", "threads", "channel", "bill_date",
 "rules": reckon's recorded rules}. Prints one JSON line: the wall seconds of the work and the
 statistics per category, in reckon's summary terms (amounts as scale-2 integers).
 """
@@ -29,8 +29,10 @@ import time
 
 SQL = r"""
 CREATE TEMP VIEW channel_all AS
-    -- The bill's rows and the carried channel records, each with a row id to join back by.
-    SELECT file_row_number AS row_id, FALSE AS carried, txn_type, channel_txn_id,
+    -- The bill's rows and the carried channel records, each with a row id to join back by:
+    -- the bill's line, unique in a bill (the snapshot's row, on the other side), whatever
+    -- files the side is stored in.
+    SELECT source_line AS row_id, FALSE AS carried, txn_type, channel_txn_id,
            merchant_order_id, refund_id,
            CASE WHEN {compare_received} THEN received ELSE amount END AS compared,
            fee, status, txn_time, source_file, source_line, merchant_id,
@@ -44,7 +46,7 @@ CREATE TEMP VIEW channel_all AS
     WHERE side = 'CHANNEL';
 
 CREATE TEMP VIEW platform_all AS
-    SELECT file_row_number AS row_id, FALSE AS carried, txn_type, platform_order_id,
+    SELECT snapshot_row AS row_id, FALSE AS carried, txn_type, platform_order_id,
            merchant_order_id, refund_id, channel_txn_id, amount, status, txn_time,
            refunded_amount, snapshot_row, merchant_id,
            CAST(NULL AS DATE) AS carried_from, CAST(NULL AS DATE) AS grace_until

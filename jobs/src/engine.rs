@@ -163,6 +163,15 @@ impl Engines {
     }
 }
 
+/// A session like `ctx` (its engine, memory pool, spill space, object stores and functions)
+/// with tables of its own and `partitions` partitions: a lane of a bucketed join.
+pub fn lane(ctx: &SessionContext, partitions: usize) -> Result<SessionContext> {
+    let fresh = fresh_tables(ctx)?;
+    let mut state = fresh.state();
+    state.config_mut().options_mut().execution.target_partitions = partitions.max(1);
+    Ok(SessionContext::new_with_state(state))
+}
+
 /// `ctx` with an empty catalog of its own.
 fn fresh_tables(ctx: &SessionContext) -> Result<SessionContext> {
     use datafusion::catalog::{

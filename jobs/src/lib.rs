@@ -6,6 +6,7 @@
 
 pub mod alerts;
 pub mod backfill;
+pub mod buckets;
 pub mod cluster;
 pub mod config;
 pub mod contracts;

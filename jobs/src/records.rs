@@ -179,10 +179,22 @@ pub struct NormalizeDetail {
     pub rows_rejected: u64,
     /// Records the template skips (not transactions).
     pub rows_skipped: u64,
-    /// SHA-256 of the normalized file (an input of the run id).
+    /// SHA-256 of the normalized file (an input of the run id); of bucket files, their
+    /// digest (`buckets::digest`).
     pub sha256: String,
+    /// Hash buckets of the match key it was written in (one file each).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub buckets: u32,
     /// Each totals check.
     pub totals: Vec<TotalsResult>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 /// What collect recorded: the platform snapshot.
@@ -192,8 +204,11 @@ pub struct CollectDetail {
     pub rows: u64,
     /// What was read: partitions by path, a Delta version, a PostgreSQL snapshot.
     pub partitions_read: Vec<String>,
-    /// SHA-256 of the snapshot (an input of the run id).
+    /// SHA-256 of the snapshot (an input of the run id); of bucket files, their digest.
     pub sha256: String,
+    /// Hash buckets of the match key it was written in (one file each).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub buckets: u32,
     /// The `platform.sql` that ran.
     pub sql: String,
     /// What its sort spilled to disk.
@@ -360,6 +375,9 @@ pub struct ReconcileDetail {
     pub run_id: String,
     /// The join's parallelism.
     pub target_partitions: usize,
+    /// Hash buckets of the match key it joined one at a time.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub buckets: u32,
     /// The day before's carry-over.
     pub carry_in: CarryIn,
     /// The bill this run reconciled (a re-issue changes it).

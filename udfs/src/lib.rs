@@ -5,6 +5,7 @@
 //! scheduler and the executors all call it.
 
 mod args;
+mod bucket;
 mod category;
 mod classify;
 mod cut_window;
@@ -17,6 +18,7 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 
 pub use args::money_text;
+pub use bucket::{bucket_of, key_hash, record_hash, BucketFunc, MatchOn};
 pub use category::Category;
 pub use classify::ClassifyFunc;
 pub use classify::{expected_fee, FeeRounding};
@@ -31,6 +33,7 @@ pub fn functions() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::from(ReasonFunc::new())),
         Arc::new(ScalarUDF::from(InCutWindowFunc::new())),
         Arc::new(ScalarUDF::from(DiffIdFunc::new())),
+        Arc::new(ScalarUDF::from(BucketFunc::new())),
     ]
 }
 
@@ -58,6 +61,7 @@ mod tests {
             "reckon_reason",
             "reckon_in_cut_window",
             "reckon_diff_id",
+            "reckon_bucket",
         ] {
             assert!(
                 state.scalar_functions().contains_key(name),

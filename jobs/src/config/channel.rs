@@ -263,6 +263,12 @@ fn default_max_rejected() -> u64 {
 }
 
 impl Channel {
+    /// What the channel's records are matched (and bucketed) on.
+    pub fn match_on(&self) -> reckon_udfs::MatchOn {
+        reckon_udfs::MatchOn::parse(&self.match_key)
+            .unwrap_or(reckon_udfs::MatchOn::MerchantOrderId)
+    }
+
     /// A channel named `name` with `rules` (TOML lines of a `[[channel]]` table) and every
     /// other rule at its default; for planning SQL outside a run.
     pub fn with_rules(name: &str, rules: &str) -> std::result::Result<Channel, String> {

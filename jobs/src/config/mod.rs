@@ -31,6 +31,10 @@ pub struct Config {
     /// The engine's memory pool in MiB: aggregates and sorts spill to disk beyond it (the hash
     /// join does not). Absent: no limit.
     pub memory_limit_mb: Option<usize>,
+    /// Records of the larger side per reconcile bucket: normalize and collect write each side
+    /// in hash buckets of the match key, and reconcile joins one bucket at a time. Default:
+    /// from `memory_limit_mb` ([`Config::bucket_rows`]).
+    pub bucket_rows: Option<u64>,
     /// Where the reconciliation SQL lives (default: `sql/` beside the config, else the
     /// directory named by `RECKON_SQL_DIR`, else the copy built into the binary).
     pub sql_dir: Option<String>,
@@ -55,6 +59,10 @@ pub struct Config {
     pub signing: Option<SigningConfig>,
     #[serde(rename = "channel", default)]
     pub channels: Vec<Channel>,
+    /// The bucket count normalize must write the bill in (a replay of a committed day), not
+    /// one from the bill's size.
+    #[serde(skip)]
+    pub pinned_buckets: Option<u32>,
     /// The directory the config was read from; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -192,7 +200,23 @@ pub enum ReplicaMode {
     Eventual,
 }
 
+/// Records a reconcile bucket holds (of the larger side) when nothing bounds memory.
+pub const DEFAULT_BUCKET_ROWS: u64 = 2_000_000;
+/// Records of a bucket per MiB of `memory_limit_mb` (the join of a bucket, both sides and
+/// what it keeps, needs about 0.5 KiB per record of the larger side).
+const BUCKET_ROWS_PER_MIB: u64 = 1_000;
+
 impl Config {
+    /// Records of the larger side per reconcile bucket: `bucket_rows`, else what
+    /// `memory_limit_mb` holds, at most [`DEFAULT_BUCKET_ROWS`].
+    pub fn bucket_rows(&self) -> u64 {
+        self.bucket_rows
+            .unwrap_or_else(|| match self.memory_limit_mb {
+                Some(mb) => (mb as u64 * BUCKET_ROWS_PER_MIB).clamp(10_000, DEFAULT_BUCKET_ROWS),
+                None => DEFAULT_BUCKET_ROWS,
+            })
+    }
+
     /// The replica's locator: the config's folder and the replica's own `[object_store]`.
     pub fn replica_locator(&self) -> Option<Locator> {
         self.replica.as_ref().map(|r| Locator {
@@ -361,6 +385,9 @@ impl Config {
     fn validate(&self) -> std::result::Result<(), String> {
         if self.channels.is_empty() {
             return Err("no [[channel]] tables".into());
+        }
+        if self.bucket_rows == Some(0) {
+            return Err("bucket_rows must be at least 1".into());
         }
         if self.target_partitions == 0 {
             return Err("target_partitions must be at least 1".into());

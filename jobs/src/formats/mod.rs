@@ -20,7 +20,7 @@ mod writer;
 mod xml;
 
 pub use engine::{normalize_bytes, normalize_file, NormalizeStats, TotalsResult};
-pub use template::{Template, BUILT_IN};
+pub use template::{ContainerKind, Template, BUILT_IN};
 pub use writer::Target;
 
 use std::path::{Path, PathBuf};
@@ -75,6 +75,7 @@ pub fn normalize_to_dir(
         bill_date,
         source_name: &source_name,
         normalized: &norm_tmp,
+        buckets: None,
         rejected: &rej_tmp,
         max_rejected,
     };

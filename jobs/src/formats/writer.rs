@@ -15,9 +15,11 @@ use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Encoding;
 
 use super::rows::{Plan, Row};
+use crate::buckets::BucketWriter;
 use crate::error::{IoContext, Result};
 use crate::parquet_io::{writer_props_tuned, ColumnTuning};
 use crate::schema;
+use reckon_udfs::MatchOn;
 
 /// Rows buffered in the Arrow builders before they go to the Parquet writer. 8 Ki rows keep
 /// the builders' buffers in the cache and the peak lower than 64 Ki (118 MB against 157 MB on
@@ -33,8 +35,11 @@ pub struct Target<'a> {
     pub bill_date: Option<NaiveDate>,
     /// The file name written as `source_file`.
     pub source_name: &'a str,
-    /// Where canonical rows go.
+    /// Where canonical rows go: this file, or with `buckets` one file per bucket in its
+    /// folder ([`crate::buckets`]).
     pub normalized: &'a Path,
+    /// The match key and bucket count to write the canonical rows in; `None`: one file.
+    pub buckets: Option<(MatchOn, u32)>,
     /// Where rejected rows go.
     pub rejected: &'a Path,
     /// More rejected rows than this fails the file.
@@ -46,7 +51,7 @@ pub(crate) struct RowWriter {
     source_file: TextColumn,
     zone: Tz,
     bill_date: Option<i32>,
-    normalized: ArrowWriter<File>,
+    normalized: BucketWriter,
     rejected: ArrowWriter<File>,
     txn_type: StringBuilder,
     channel_txn_id: TextColumn,
@@ -168,10 +173,12 @@ impl RowWriter {
             source_file: TextColumn::fixed(Some(Some(source))),
             zone,
             bill_date: target.bill_date.map(days),
-            normalized: open(
+            normalized: BucketWriter::create(
                 target.normalized,
+                target.buckets.map_or(MatchOn::MerchantOrderId, |b| b.0),
+                target.buckets.map_or(1, |b| b.1),
                 schema::BILL.clone(),
-                ColumnTuning {
+                writer_props_tuned(&ColumnTuning {
                     unique: &[
                         "channel_txn_id",
                         "merchant_order_id",
@@ -219,7 +226,7 @@ impl RowWriter {
                     // zstd finds nothing in packed random amounts, and spent more
                     // instructions on them than on every other column together.
                     uncompressed: &["amount", "received", "fee"],
-                },
+                }),
             )?,
             rejected: open(
                 target.rejected,
@@ -378,7 +385,7 @@ impl RowWriter {
         self.flush_rows()?;
         self.flush_rejects()?;
         let date = self.bill_date();
-        self.normalized.close()?;
+        self.normalized.finish()?;
         self.rejected.close()?;
         Ok(date)
     }

@@ -3,26 +3,24 @@
 //! day), or from a PostgreSQL snapshot, through
 //! `sql/platform.sql`, snapshotted to `platform/`.
 
-use std::fs::File;
 use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate};
 use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{Field, Schema};
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::prelude::ident;
 use futures::StreamExt;
 
 use super::{Job, Outcome};
+use crate::buckets::BucketWriter;
 use crate::config::{PostgresSource, WarehouseFormat};
 use crate::contracts;
 use crate::engine::register_dirs;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use crate::objstore::Location;
 use crate::parquet_io::writer_props;
 use crate::records::{CollectDetail, Output};
 use crate::schema;
-use crate::store::sha256_file;
 
 /// `batch` with `name` added (or replaced).
 fn with_column(batch: &RecordBatch, name: &str, col: ArrayRef) -> Result<RecordBatch> {
@@ -191,6 +189,10 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     // Sorted on every column, so the same warehouse rows give the same snapshot bytes (and
     // run id) however the engine scheduled the scan.
     let present = df.schema().clone();
+    // The snapshot in buckets of its match key, as many as its records need (counted first:
+    // a scan of the columns the query filters on).
+    let counted = df.clone().count().await? as u64;
+    let buckets = crate::buckets::count_for(counted, job.config.bucket_rows());
     let order = contracts::platform::output()
         .fields()
         .iter()
@@ -210,10 +212,12 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
 
     let staged = job.store.staging("collect", job.name(), job.date)?;
     let part = staged.join("part-0.parquet");
-    let mut writer = ArrowWriter::try_new(
-        File::create(&part).at(&part)?,
+    let mut writer = BucketWriter::create(
+        &part,
+        job.channel.match_on(),
+        buckets,
         schema::PLATFORM.clone(),
-        Some(writer_props()),
+        writer_props(),
     )?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
@@ -231,8 +235,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         rows += batch.num_rows() as u64;
         writer.write(&batch)?;
     }
-    writer.close()?;
-    let sha = sha256_file(&part)?;
+    let sha = crate::buckets::digest_files(&writer.finish()?)?;
     let files = job.publish_input(&staged, "platform").await?;
     source_files.extend(
         job.recipe(&[(contracts::platform::FILE, text.as_bytes())])
@@ -253,6 +256,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             rows,
             partitions_read: read,
             sha256: sha,
+            buckets,
             sql: origin,
             spilled,
         }),

@@ -3,7 +3,12 @@
 
 use super::{Job, Outcome, Stage};
 use crate::error::{Error, Result};
-use crate::formats::{normalize_file, Target, Template};
+use crate::formats::{normalize_file, ContainerKind, Target, Template};
+
+/// Bytes of bill text per record the bucket count assumes (real bills have 150 to 300).
+const BILL_BYTES_PER_ROW: u64 = 128;
+/// How much larger than a zip or gzip bill its text is assumed to be.
+const COMPRESSION: u64 = 8;
 use crate::records::{NormalizeDetail, Output};
 
 /// Runs the stage.
@@ -32,16 +37,27 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         norm_dir.join("part-0.parquet"),
         rej_dir.join("part-0.parquet"),
     );
+    // The bill in buckets of its match key, as many as its size suggests: estimated from
+    // its bytes (a canonical row is rarely under BILL_BYTES_PER_ROW bytes of text), so a
+    // guess too high only makes smaller buckets, which reconcile joins several at a time.
+    let fetched = job.require(&manifest, Stage::Fetch, Stage::Normalize, |m| m.fetched())?;
+    let text_bytes = match template.container.kind {
+        ContainerKind::Plain => fetched.size,
+        _ => fetched.size.saturating_mul(COMPRESSION),
+    };
+    let buckets = job.config.pinned_buckets.unwrap_or_else(|| {
+        crate::buckets::count_for(text_bytes / BILL_BYTES_PER_ROW, job.config.bucket_rows())
+    });
     let target = Target {
         channel: job.name(),
         bill_date: Some(job.date),
         source_name: &file,
         normalized: &norm_file,
+        buckets: Some((job.channel.match_on(), buckets)),
         rejected: &rej_file,
         max_rejected: job.channel.max_rejected_rows,
     };
     // The bill this host fetched (still in the scratch cache), else a copy from the root.
-    let fetched = job.require(&manifest, Stage::Fetch, Stage::Normalize, |m| m.fetched())?;
     let raw = match job.store.cached(&fetched.sha256, fetched.size) {
         Some(copy) => {
             tracing::info!("reading the bill this host fetched, not downloading it again");
@@ -67,7 +83,10 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             stats.rows_rejected
         )));
     }
-    let normalized_sha = crate::store::sha256_file(&norm_file)?;
+    let parts: Vec<_> = (0..buckets)
+        .map(|b| norm_dir.join(crate::buckets::file_name(b, buckets)))
+        .collect();
+    let normalized_sha = crate::buckets::digest_files(&parts)?;
     let mut files = Vec::new();
     files.extend(job.publish_input(&norm_dir, "normalized").await?);
     files.extend(
@@ -97,6 +116,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             rows_rejected: stats.rows_rejected,
             rows_skipped: stats.rows_skipped,
             sha256: normalized_sha,
+            buckets,
             totals: stats.totals,
         }),
     ))

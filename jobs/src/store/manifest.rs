@@ -394,6 +394,7 @@ mod tests {
             rows,
             partitions_read: vec!["dt=2026-11-20".into()],
             sha256: "ab".into(),
+            buckets: 1,
             sql: "platform.sql".into(),
             spilled: Default::default(),
         })

@@ -64,6 +64,7 @@ async fn a_commit_names_every_file_and_refuses_a_version_it_did_not_read() {
         rows: 1,
         partitions_read: vec![],
         sha256: "x".into(),
+        buckets: 1,
         sql: "platform.sql".into(),
         spilled: Default::default(),
     });

@@ -178,6 +178,7 @@ fn run_one(t: &Template, bytes: &[u8], dir: &Path) -> Result<(), String> {
         bill_date: None,
         source_name: "fuzz",
         normalized: &n,
+        buckets: None,
         rejected: &r,
         max_rejected: 1000,
     };

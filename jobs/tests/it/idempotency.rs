@@ -292,11 +292,13 @@ fn a_sort_past_the_memory_limit_spills_and_gives_the_same_snapshot() {
     };
     // About 100k platform records sorted on every column: some 11 MB that a 40 MB pool cannot
     // hold with the scan's buffers beside it.
-    let limited = collect("memory_limit_mb = 40\ntarget_partitions = 2");
+    // Both in the same buckets (a pool's default would make the limited one smaller).
+    let limited = collect("memory_limit_mb = 40\ntarget_partitions = 2\nbucket_rows = 30000");
     let count = limited["spilled"]["count"].as_u64().expect("spill count");
     let bytes = limited["spilled"]["bytes"].as_u64().expect("spilled bytes");
     assert!(count > 0 && bytes > 0, "the sort spilled: {limited}");
-    let free = collect("target_partitions = 2");
+    let free = collect("target_partitions = 2\nbucket_rows = 30000");
+    assert_eq!(free["buckets"], 4, "{free}");
     assert_eq!(free["spilled"]["count"], 0, "{free}");
     assert_eq!(
         limited["sha256"], free["sha256"],

@@ -6,6 +6,7 @@ mod ageing;
 mod airflow;
 mod alerts;
 mod bad_input;
+mod buckets;
 mod engines;
 mod fetchers;
 mod formats;

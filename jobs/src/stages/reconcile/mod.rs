@@ -2,6 +2,8 @@
 //! output is routed in one pass to the differences (`results/…/diffs.parquet`), the carry-over
 //! for the next day (`carryover/`) and the statistics.
 
+mod inputs;
+mod join;
 mod look;
 mod route;
 mod write;
@@ -11,19 +13,16 @@ use std::sync::Arc;
 
 use chrono::Duration;
 use datafusion::arrow::array::RecordBatch;
-use futures::StreamExt;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{Job, Outcome, Stage};
 use crate::contracts;
-use crate::engine::register_dirs;
 use crate::error::{Error, Result};
 use crate::parquet_io::write_file;
 use crate::records::{CarryIn, Output, ReconcileDetail, Rules};
 use crate::schema;
 use look::second_look;
-use route::Router;
 use write::age_and_write;
 
 /// Where the carry-in comes from: the day before's committed carry-over, if that day was
@@ -76,7 +75,7 @@ async fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(String, CarryIn)> {
 }
 
 /// The engine may hand out strings as views; outputs always hold plain UTF-8.
-fn plain_strings(b: &RecordBatch) -> Result<RecordBatch> {
+pub(super) fn plain_strings(b: &RecordBatch) -> Result<RecordBatch> {
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     if !b
         .schema()
@@ -114,19 +113,19 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let (carry_url, carry_detail) = carry_in(job, &staged).await?;
 
     let ctx = &job.engines.join;
-    for (table, stage, area) in [
-        ("bill", Stage::Normalize, "normalized"),
-        ("platform", Stage::Collect, "platform"),
+    let mut sides = Vec::new();
+    for (table, stage, area, buckets) in [
+        ("bill", Stage::Normalize, "normalized", normalized.buckets),
+        ("platform", Stage::Collect, "platform", collected.buckets),
     ] {
         let files = job.committed_in(&manifest, stage, area);
-        let refs: Vec<&str> = files.iter().map(String::as_str).collect();
-        let dir = job.store.dir_url(&refs).ok_or_else(|| {
-            Error::NotReady(format!(
+        if files.is_empty() {
+            return Err(Error::NotReady(format!(
                 "{} {}: stage {stage} recorded no {area} files; run it again",
                 job.name(),
                 job.date
-            ))
-        })?;
+            )));
+        }
         // An engine in this process reads the copies its host's earlier stage left in the
         // scratch cache (the same bytes, by SHA-256) rather than the object store's.
         let sums: Vec<_> = (manifest.stages.checksums(stage).iter())
@@ -139,36 +138,58 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
                     .take_cached(&sums, &staged.join("inputs").join(table))
             })
             .flatten();
-        let dir = match cached {
+        let located: Vec<String> = match cached {
             Some(local) => {
                 tracing::info!(table, "read from the scratch cache");
-                format!("{}/", local.display())
+                (files.iter())
+                    .map(|f| {
+                        let name = f.rsplit('/').next().unwrap_or(f);
+                        local.join(name).display().to_string()
+                    })
+                    .collect()
             }
-            None => dir,
+            None => files.iter().map(|f| job.store.url(f)).collect(),
         };
-        register_dirs(ctx, table, &[dir]).await?;
+        sides.push(inputs::Side::new(table, buckets, located)?);
     }
-    register_dirs(ctx, "carry_in", &[carry_url]).await?;
 
+    // Bucket by bucket: as many as the larger side needs at `bucket_rows` records a bucket.
+    let larger = normalized.rows_written.max(collected.rows);
+    let n = crate::buckets::count_for(larger, job.config.bucket_rows());
     let ch = job.channel;
-    let params = contracts::reconcile::params(ch, job.date);
     let (text, origin) = job.sql.read(contracts::reconcile::FILE)?;
-    let df = crate::sql::plan(ctx, &text, &origin, params.into()).await?;
-    let mut stream = df.execute_stream().await?;
-    // The query's own columns, known from its plan: an empty day's diffs have them too.
-    let output = plain_strings(&RecordBatch::new_empty(stream.schema()))?.schema();
-
-    let mut router = Router::new(job.date, ch.grace_days, ch.rules.tz, output);
+    // In this process, a lane per core and a partition per bucket; elsewhere one lane on the
+    // engine's own partitions.
+    let lanes = match std::thread::available_parallelism() {
+        Ok(cores) if job.engines.in_process() && n > 1 => (cores.get() as u32).min(n),
+        _ => 1,
+    };
+    let sessions = if lanes > 1 {
+        (0..lanes)
+            .map(|_| crate::engine::lane(ctx, 1))
+            .collect::<Result<Vec<_>>>()?
+    } else {
+        vec![ctx.clone()]
+    };
     let started = std::time::Instant::now();
-    let mut rows = 0u64;
-    while let Some(batch) = stream.next().await {
-        let batch = plain_strings(&batch?)?;
-        rows += batch.num_rows() as u64;
-        router.route(&batch, &origin)?;
-    }
+    let work = join::Work {
+        text: text.clone(),
+        origin: origin.clone(),
+        params: contracts::reconcile::params(ch, job.date),
+        sides,
+        carry_url: carry_url.clone(),
+        on: ch.match_on(),
+        buckets: n,
+        date: job.date,
+        grace_days: ch.grace_days,
+        zone: ch.rules.tz,
+    };
+    let (mut router, rows) = join::join(sessions, work).await?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         rows,
+        buckets = n,
+        lanes,
         seconds = secs,
         "reconciled rows classified and counted"
     );
@@ -255,6 +276,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         Output::Reconcile(Box::new(ReconcileDetail {
             run_id,
             target_partitions: ctx.state().config().target_partitions(),
+            buckets: n,
             carry_in: carry_detail,
             bill_sha256: fetched.sha256.clone(),
             ageing,

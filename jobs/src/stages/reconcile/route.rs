@@ -80,6 +80,8 @@ pub(super) struct Router {
     pub(super) carry: Vec<RecordBatch>,
     /// The query's output columns (strings plain).
     pub(super) output: SchemaRef,
+    /// The bucket being joined and the bucket count, when more than one.
+    pub(super) bucket: Option<(u32, u32)>,
 }
 
 pub(super) fn col<'a>(b: &'a RecordBatch, name: &str, origin: &str) -> Result<&'a Arc<dyn Array>> {
@@ -117,6 +119,7 @@ impl Router {
             hours: LocalHours::new(zone),
             diffs: Vec::new(),
             carry: Vec::new(),
+            bucket: None,
         }
     }
 
@@ -210,6 +213,9 @@ impl Router {
             )),
         )?;
         let diffs = filter_record_batch(b, &not_matched)?;
+        if let Some(bucket) = self.bucket {
+            check_bucket(&diffs, bucket, origin)?;
+        }
         if diffs.num_rows() > 0 {
             let pending: BooleanArray = typed!(&diffs, "category", origin, as_string_opt::<i32>)
                 .iter()
@@ -222,6 +228,31 @@ impl Router {
             self.diffs.push(diffs);
         }
         Ok(())
+    }
+
+    /// Adds what `other` routed (another lane's buckets of the same query).
+    pub(super) fn merge(&mut self, other: Router) {
+        let place: Vec<usize> = (other.names.iter())
+            .map(|n| match self.names.iter().position(|m| m == n) {
+                Some(i) => i,
+                None => {
+                    self.names.push(n.clone());
+                    self.names.len() - 1
+                }
+            })
+            .collect();
+        for ((ci, hour), s) in other.hourly {
+            self.hourly.entry((place[ci], hour)).or_default().add(&s);
+        }
+        for (ci, (none, known)) in other.by_merchant {
+            let (n, k) = self.by_merchant.entry(place[ci]).or_default();
+            n.add(&none);
+            for (m, s) in known {
+                k.entry(m).or_default().add(&s);
+            }
+        }
+        self.diffs.extend(other.diffs);
+        self.carry.extend(other.carry);
     }
 
     /// The carry-over records of CROSS_DAY_PENDING rows: each keeps its own side's values.
@@ -416,6 +447,25 @@ impl Router {
         )?;
         Ok(carry_rows)
     }
+}
+
+/// Every difference of a bucket has a match key of that bucket: two records the query pairs
+/// on another key could sit in two buckets and never meet, and the only trace is a one-sided
+/// difference whose key hashes elsewhere.
+fn check_bucket(diffs: &RecordBatch, (bucket, n): (u32, u32), origin: &str) -> Result<()> {
+    let keys = typed!(diffs, "match_key", origin, as_string_opt::<i32>);
+    for key in keys.iter().flatten() {
+        let b = reckon_udfs::bucket_of(Some(reckon_udfs::key_hash(key)), n);
+        if b != bucket {
+            return Err(Error::Config(format!(
+                "{origin}: the difference of match_key {key:?} came out of bucket {bucket} of {n}, \
+                 but that key belongs in bucket {b}: the query's match_key must be built as the \
+                 channel's match_key builds it (sql/README.md), which the day's sides are \
+                 bucketed on; to join a day whole instead, set bucket_rows above its record count"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub(super) fn sorted(batches: &[RecordBatch], keys: &[&str]) -> Result<Option<RecordBatch>> {
