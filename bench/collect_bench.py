@@ -3,7 +3,10 @@
 from Hive-partitioned Parquet on the local disk and on an S3-compatible server (moto, in
 memory on this machine), and from PostgreSQL.
 
-Usage: bench/collect_bench.py [--rows 10000000] [--pg-rows 1000000] [--reckon BIN]
+Usage: bench/collect_bench.py [--rows 10000000] [--pg-rows 1000000] [--reckon BIN] [--repeat 3]
+                              [--memory-limit-mb M] [--only-local]
+The local collect runs alternately with bench/duckdb_collect_peer.py (DuckDB making the same
+snapshot from the same partitions), medians of --repeat runs, and the two snapshots compared.
 Reuses bench.py's data set of --rows when it exists. Prints a Markdown table.
 """
 import argparse
@@ -57,19 +60,79 @@ def collect(reckon, config, env=None):
     return t, rss, m["stages"]["collect"]["detail"]["rows"]
 
 
+def duckdb_collect(python, data, work, memory_limit_mb):
+    """bench/duckdb_collect_peer.py on the day's partitions, 2 threads: (wall s, RSS MiB, rows)."""
+    from datetime import date, datetime, timedelta
+    from zoneinfo import ZoneInfo
+    day = date.fromisoformat(DATE)
+    zone = ZoneInfo("Asia/Shanghai")
+    midnight = lambda d: int(datetime.combine(d, datetime.min.time(), zone).timestamp()) * 1_000_000
+    # The partitions D-1, D and D+1 that exist, as reckon reads them.
+    parts = lambda table: [str(p) for k in (-1, 0, 1)
+                           if (p := data / "warehouse" / table / f"dt={day + timedelta(days=k)}").is_dir()]
+    params = {"orders": parts("orders"), "refunds": parts("refunds"), "channel": "wechat",
+              "day_start_us": midnight(day), "day_end_us": midnight(day + timedelta(days=1)),
+              "out": str(work / "duck-snapshot.parquet"), "threads": 2,
+              "memory_limit_mb": memory_limit_mb}
+    t, rss, out = run_measured([python, Path(__file__).resolve().parent / "duckdb_collect_peer.py",
+                                json.dumps(params)])
+    return t, rss, json.loads(out.strip().splitlines()[-1])["rows"]
+
+
+def same_snapshot(python, data, work):
+    """Whether reckon's committed snapshot (every bucket file) and DuckDB's hold the same rows,
+    snapshot_row included."""
+    m = json.loads((data / "output" / "runs" / "channel=wechat" / f"dt={DATE}" / "manifest.json").read_text())
+    files = [str(data / "output" / f) for f in m["stages"]["collect"]["files"] if f.startswith("platform/")]
+    script = """
+import duckdb, json, sys
+ours = "SELECT * FROM read_parquet({}, hive_partitioning = false)".format(json.loads(sys.argv[1]))
+theirs = "SELECT * FROM read_parquet('{}')".format(sys.argv[2])
+con = duckdb.connect()
+con.execute("SET enable_progress_bar = false")
+print(con.sql(f"SELECT count(*) FROM (({ours}) EXCEPT ALL ({theirs}))").fetchone()[0]
+      + con.sql(f"SELECT count(*) FROM (({theirs}) EXCEPT ALL ({ours}))").fetchone()[0])
+"""
+    out = subprocess.run([python, "-c", script, json.dumps(files), str(work / "duck-snapshot.parquet")],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out.strip().splitlines()[-1]) == 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--pg-rows", type=int, default=1_000_000)
     ap.add_argument("--reckon", default=str(ROOT / "target" / "release" / "reckon"))
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/reckon/bench"))
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="reckon's local collect and the DuckDB peer run alternately this many times")
+    ap.add_argument("--memory-limit-mb", type=int, default=None,
+                    help="memory_limit_mb for reckon and memory_limit for DuckDB")
+    ap.add_argument("--only-local", action="store_true", help="skip S3 and PostgreSQL")
     args = ap.parse_args()
     work = Path(args.work)
     data = dataset(args.reckon, work, args.rows)
     print("| source | records of the day | wall s | peak RSS MiB |")
     print("|---|---:|---:|---:|")
-    t, rss, rows = collect(args.reckon, data / "reckon.toml")
-    print(f"| Parquet on the local disk | {rows:,} | {t:.2f} | {rss:.0f} |")
+    config = data / "reckon.toml"
+    if args.memory_limit_mb:
+        config = data / "limited.toml"
+        config.write_text(f"memory_limit_mb = {args.memory_limit_mb}\n" + (data / "reckon.toml").read_text())
+    python = venv("duckdb", ["duckdb==1.4.*"]) / "bin" / "python"
+    ours, theirs = [], []
+    for _ in range(max(1, args.repeat)):
+        t, rss, rows = collect(args.reckon, config)
+        ours.append((t, rss))
+        theirs.append(duckdb_collect(python, data, work, args.memory_limit_mb))
+    med = lambda runs: (sorted(r[0] for r in runs)[len(runs) // 2], max(r[1] for r in runs))
+    (t, rss), (dt, drss) = med(ours), med(theirs)
+    runs = lambda rs: ", ".join(f"{r[0]:.1f}" for r in rs)
+    print(f"| Parquet on the local disk, median of {len(ours)} ({runs(ours)}) | {rows:,} | {t:.2f} | {rss:.0f} |")
+    print(f"| DuckDB, the same snapshot from the same partitions (bench/duckdb_collect_peer.py), "
+          f"median of {len(theirs)} ({runs(theirs)}) | {theirs[0][2]:,} | {dt:.2f} | {drss:.0f} |")
+    print(f"| the same snapshot (every column, snapshot_row too) | | {same_snapshot(python, data, work)} | |")
+    if args.only_local:
+        return
 
     # The same warehouse on moto.
     moto = venv("moto", ["moto[server]==5.1.*", "boto3"])

@@ -10,7 +10,7 @@
 //! carried to the next day keeps its key, so a `CROSS_DAY_PENDING` that turns into a match or
 //! into a missing record is the same difference.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -292,7 +292,8 @@ pub fn age(
         .map(|e| (e.key.as_str(), e))
         .collect();
 
-    let mut ledger: BTreeMap<String, Entry> = BTreeMap::new();
+    // By key; sorted by key once at the end (a tree kept sorted on every insert cost more).
+    let mut ledger: HashMap<String, Entry> = HashMap::with_capacity(keys.len());
     let mut first_col = Vec::with_capacity(keys.len());
     let mut state_col = Vec::with_capacity(keys.len());
     for (i, key) in keys.iter().enumerate() {
@@ -409,7 +410,9 @@ pub fn age(
     cols.push(Arc::new(Date32Array::from(first_col)));
     cols.push(Arc::new(StringArray::from(state_col)));
     let aged = RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?;
-    Ok((aged, ledger.into_values().collect(), stats))
+    let mut ledger: Vec<Entry> = ledger.into_values().collect();
+    ledger.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+    Ok((aged, ledger, stats))
 }
 
 #[cfg(test)]

@@ -191,8 +191,15 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let present = df.schema().clone();
     // The snapshot in buckets of its match key, as many as its records need (counted first:
     // a scan of the columns the query filters on).
+    let counting = std::time::Instant::now();
     let counted = df.clone().count().await? as u64;
     let buckets = crate::buckets::count_for(counted, job.config.bucket_rows());
+    tracing::info!(
+        records = counted,
+        buckets,
+        seconds = counting.elapsed().as_secs_f64(),
+        "counted the day's records"
+    );
     let order = contracts::platform::output()
         .fields()
         .iter()
