@@ -18,6 +18,19 @@ pub fn writer_props() -> WriterProperties {
     props_builder().build()
 }
 
+/// `writer_props` with `unique` columns (ids: every value distinct) written plain: a
+/// dictionary of them is abandoned at its size limit after hashing every value into it.
+pub fn writer_props_unique(unique: &[&str]) -> WriterProperties {
+    use datafusion::parquet::schema::types::ColumnPath;
+    unique
+        .iter()
+        .fold(props_builder(), |b, c| {
+            b.set_column_dictionary_enabled(ColumnPath::from(*c), false)
+                .set_column_encoding(ColumnPath::from(*c), Encoding::PLAIN)
+        })
+        .build()
+}
+
 fn props_builder() -> datafusion::parquet::file::properties::WriterPropertiesBuilder {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))

@@ -18,7 +18,7 @@ use crate::contracts;
 use crate::engine::register_dirs;
 use crate::error::{Error, Result};
 use crate::objstore::Location;
-use crate::parquet_io::writer_props;
+use crate::parquet_io::writer_props_unique;
 use crate::records::{CollectDetail, Output};
 use crate::schema;
 
@@ -224,7 +224,12 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         job.channel.match_on(),
         buckets,
         schema::PLATFORM.clone(),
-        writer_props(),
+        writer_props_unique(&[
+            "platform_order_id",
+            "merchant_order_id",
+            "refund_id",
+            "channel_txn_id",
+        ]),
     )?;
     let mut rows = 0u64;
     while let Some(batch) = stream.next().await {
