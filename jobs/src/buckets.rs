@@ -19,6 +19,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use reckon_udfs::{bucket_of, record_hash, MatchOn};
 
 use crate::error::{Error, IoContext, Result};
+use crate::store::FileSum;
 
 /// The most buckets a side is written in.
 pub const MAX_BUCKETS: u32 = 4096;
@@ -59,29 +60,24 @@ pub fn of_file(path: &str, n: u32) -> Option<u32> {
     (b < n).then_some(b)
 }
 
-/// The SHA-256 that stands for a side's files (in bucket order): the file's own for one
-/// file, else the SHA-256 of their SHA-256s, one hex digest and a newline each.
-pub fn digest<'a>(shas: impl IntoIterator<Item = &'a str>) -> String {
+/// The SHA-256 that stands for a side's committed files of `n` buckets (an input of the run
+/// id): the file's own for one file, else the SHA-256 of their SHA-256s in bucket order, one
+/// hex digest and a newline each. Files of other names are not the side's and are left out.
+pub fn digest(files: &[FileSum], n: u32) -> String {
     use sha2::{Digest, Sha256};
-    let shas: Vec<&str> = shas.into_iter().collect();
-    if let [one] = shas.as_slice() {
+    let mut parts: Vec<(u32, &str)> = (files.iter())
+        .filter_map(|f| Some((of_file(&f.path, n)?, f.sha256.as_str())))
+        .collect();
+    parts.sort_unstable();
+    if let [(_, one)] = parts.as_slice() {
         return one.to_string();
     }
     let mut h = Sha256::new();
-    for s in shas {
+    for (_, s) in parts {
         h.update(s.as_bytes());
         h.update(b"\n");
     }
     hex::encode(h.finalize())
-}
-
-/// The digest of local bucket files.
-pub fn digest_files(paths: &[PathBuf]) -> Result<String> {
-    let shas = paths
-        .iter()
-        .map(|p| crate::store::sha256_file(p))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(digest(shas.iter().map(String::as_str)))
 }
 
 /// The match key parts of a canonical bill, platform or carry-over batch, by column name.

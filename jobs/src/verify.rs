@@ -91,26 +91,22 @@ pub async fn check_day(
         .fetched()
         .map(|f| f.file.clone())
         .unwrap_or_default();
-    for (input, area, name) in [
-        ("raw_bill", "raw", raw.as_str()),
-        ("template", "inputs", "template.toml"),
-        ("platform.sql", "inputs", "platform.sql"),
-        ("reconcile.sql", "inputs", "reconcile.sql"),
-        ("rules", "inputs", "rules.json"),
-        ("platform_snapshot", "platform", ""),
+    let file = |area: &str, name: &str| c.file(area, name).map(|f| f.sha256.clone());
+    // The snapshot's one file, or the digest of its buckets' files.
+    let platform: Vec<_> = c.area("platform").cloned().collect();
+    let snapshot = (!platform.is_empty()).then(|| {
+        let n = c.manifest.collected().map_or(1, |r| r.buckets);
+        crate::buckets::digest(&platform, n)
+    });
+    for (input, file) in [
+        ("raw_bill", file("raw", &raw)),
+        ("template", file("inputs", "template.toml")),
+        ("platform.sql", file("inputs", "platform.sql")),
+        ("reconcile.sql", file("inputs", "reconcile.sql")),
+        ("rules", file("inputs", "rules.json")),
+        ("platform_snapshot", snapshot),
     ] {
         let recorded = c.inputs.get(input);
-        let file = if area == "platform" {
-            // The snapshot's one file, or the digest of its buckets' files.
-            let n = c.manifest.collected().map_or(1, |r| r.buckets);
-            let mut parts: Vec<(u32, &str)> = (c.area(area))
-                .filter_map(|f| Some((crate::buckets::of_file(&f.path, n)?, f.sha256.as_str())))
-                .collect();
-            parts.sort();
-            (!parts.is_empty()).then(|| crate::buckets::digest(parts.into_iter().map(|(_, s)| s)))
-        } else {
-            c.file(area, name).map(|f| f.sha256.clone())
-        };
         if recorded.is_some() && recorded != file.as_ref() {
             problems.push(format!(
                 "input {input}: recorded {}, the committed file has {}",

@@ -157,6 +157,8 @@ fn days(d: NaiveDate) -> i32 {
 
 impl RowWriter {
     pub(crate) fn new(target: &Target<'_>, source: &str, zone: Tz) -> Result<Self> {
+        // One bucket: one file, whatever the key.
+        let (on, buckets) = target.buckets.unwrap_or((MatchOn::MerchantOrderId, 1));
         let open = |p: &Path, s, tuning: ColumnTuning<'_>| -> Result<ArrowWriter<File>> {
             if let Some(dir) = p.parent() {
                 std::fs::create_dir_all(dir).at(dir)?;
@@ -175,8 +177,8 @@ impl RowWriter {
             bill_date: target.bill_date.map(days),
             normalized: BucketWriter::create(
                 target.normalized,
-                target.buckets.map_or(MatchOn::MerchantOrderId, |b| b.0),
-                target.buckets.map_or(1, |b| b.1),
+                on,
+                buckets,
                 schema::BILL.clone(),
                 writer_props_tuned(&ColumnTuning {
                     unique: &[

@@ -247,8 +247,9 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         rows += batch.num_rows() as u64;
         writer.write(&batch)?;
     }
-    let sha = crate::buckets::digest_files(&writer.finish()?)?;
+    writer.finish()?;
     let files = job.publish_input(&staged, "platform").await?;
+    let sha = crate::buckets::digest(&files, buckets);
     source_files.extend(
         job.recipe(&[(contracts::platform::FILE, text.as_bytes())])
             .await?,

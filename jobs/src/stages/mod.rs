@@ -97,16 +97,10 @@ impl Job<'_> {
 
     /// The files (relative to the root) of `area` that `stage` committed.
     pub fn committed_in(&self, manifest: &Manifest, stage: Stage, area: &str) -> Vec<String> {
-        manifest
-            .stages
-            .view(stage)
-            .map(|v| {
-                v.files
-                    .into_iter()
-                    .filter(|f| f.starts_with(&format!("{area}/")))
-                    .collect()
-            })
-            .unwrap_or_default()
+        (manifest.stages.files_of(stage).iter())
+            .filter(|f| f.starts_with(&format!("{area}/")))
+            .cloned()
+            .collect()
     }
 
     /// What `by` needs from an earlier stage (`get`), or "not ready" naming that stage.

@@ -14,10 +14,8 @@ use crate::records::{NormalizeDetail, Output};
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let manifest = job.manifest().await?;
-    let file = job
-        .require(&manifest, Stage::Fetch, Stage::Normalize, |m| m.fetched())?
-        .file
-        .clone();
+    let fetched = job.require(&manifest, Stage::Fetch, Stage::Normalize, |m| m.fetched())?;
+    let file = fetched.file.clone();
     let raw_rel = job.committed_file(&manifest, Stage::Fetch, &file)?;
     let (origin, template_text) = Template::source(
         &job.channel.format,
@@ -40,7 +38,6 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     // The bill in buckets of its match key, as many as its size suggests: estimated from
     // its bytes (a canonical row is rarely under BILL_BYTES_PER_ROW bytes of text), so a
     // guess too high only makes smaller buckets, which reconcile joins several at a time.
-    let fetched = job.require(&manifest, Stage::Fetch, Stage::Normalize, |m| m.fetched())?;
     let text_bytes = match template.container.kind {
         ContainerKind::Plain => fetched.size,
         _ => fetched.size.saturating_mul(COMPRESSION),
@@ -83,12 +80,9 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             stats.rows_rejected
         )));
     }
-    let parts: Vec<_> = (0..buckets)
-        .map(|b| norm_dir.join(crate::buckets::file_name(b, buckets)))
-        .collect();
-    let normalized_sha = crate::buckets::digest_files(&parts)?;
-    let mut files = Vec::new();
-    files.extend(job.publish_input(&norm_dir, "normalized").await?);
+    let mut files = job.publish_input(&norm_dir, "normalized").await?;
+    // The checksums publishing computed: the bucket files are not read again.
+    let normalized_sha = crate::buckets::digest(&files, buckets);
     files.extend(
         (job.store)
             .publish(&rej_dir, "rejected", job.name(), job.date)

@@ -201,30 +201,55 @@ fn view<D: Serialize>(stage: Stage, r: &Option<Record<D>>) -> Option<RecordView>
     })
 }
 
+/// What every stage's record has, whatever its facts.
+struct Head<'a> {
+    state: StageState,
+    finished_at: &'a str,
+    duration_ms: u64,
+    files: &'a [String],
+    checksums: &'a [FileSum],
+}
+
 impl Stages {
+    /// `stage`'s record without its facts, when it ran.
+    fn head(&self, stage: Stage) -> Option<Head<'_>> {
+        fn of<D>(r: &Option<Record<D>>) -> Option<Head<'_>> {
+            r.as_ref().map(|r| Head {
+                state: r.state,
+                finished_at: &r.finished_at,
+                duration_ms: r.duration_ms,
+                files: &r.files,
+                checksums: &r.checksums,
+            })
+        }
+        match stage {
+            Stage::Fetch => of(&self.fetch),
+            Stage::Normalize => of(&self.normalize),
+            Stage::Collect => of(&self.collect),
+            Stage::Reconcile => of(&self.reconcile),
+            Stage::Report => of(&self.report),
+        }
+    }
+
     /// The state of `stage`'s record, when it ran.
     pub fn state(&self, stage: Stage) -> Option<StageState> {
-        match stage {
-            Stage::Fetch => self.fetch.as_ref().map(|r| r.state),
-            Stage::Normalize => self.normalize.as_ref().map(|r| r.state),
-            Stage::Collect => self.collect.as_ref().map(|r| r.state),
-            Stage::Reconcile => self.reconcile.as_ref().map(|r| r.state),
-            Stage::Report => self.report.as_ref().map(|r| r.state),
-        }
+        self.head(stage).map(|h| h.state)
     }
 
     /// When `stage` last ran, and how long it took.
     pub fn finished_at(&self, stage: Stage) -> Option<(&str, u64)> {
-        fn at<D>(r: &Option<Record<D>>) -> Option<(&str, u64)> {
-            r.as_ref().map(|r| (r.finished_at.as_str(), r.duration_ms))
-        }
-        match stage {
-            Stage::Fetch => at(&self.fetch),
-            Stage::Normalize => at(&self.normalize),
-            Stage::Collect => at(&self.collect),
-            Stage::Reconcile => at(&self.reconcile),
-            Stage::Report => at(&self.report),
-        }
+        self.head(stage).map(|h| (h.finished_at, h.duration_ms))
+    }
+
+    /// The files `stage`'s record names (none when it did not run).
+    pub fn files_of(&self, stage: Stage) -> &[String] {
+        self.head(stage).map_or(&[], |h| h.files)
+    }
+
+    /// The checksums of the files `stage`'s record names (none for a record from before
+    /// checksums were kept).
+    pub fn checksums(&self, stage: Stage) -> &[FileSum] {
+        self.head(stage).map_or(&[], |h| h.checksums)
     }
 
     /// `stage`'s record for people: its state, time, attempts, files and facts.
@@ -235,23 +260,6 @@ impl Stages {
             Stage::Collect => view(stage, &self.collect),
             Stage::Reconcile => view(stage, &self.reconcile),
             Stage::Report => view(stage, &self.report),
-        }
-    }
-
-    /// The checksums of the files `stage`'s record names (none for a record from before
-    /// checksums were kept).
-    pub fn checksums(&self, stage: Stage) -> &[FileSum] {
-        fn of<D>(r: &Option<Record<D>>) -> &[FileSum] {
-            r.as_ref()
-                .map(|r| r.checksums.as_slice())
-                .unwrap_or_default()
-        }
-        match stage {
-            Stage::Fetch => of(&self.fetch),
-            Stage::Normalize => of(&self.normalize),
-            Stage::Collect => of(&self.collect),
-            Stage::Reconcile => of(&self.reconcile),
-            Stage::Report => of(&self.report),
         }
     }
 

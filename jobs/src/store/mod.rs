@@ -136,12 +136,6 @@ impl Store {
         self.root.url(rel)
     }
 
-    /// The URL of the folder holding the files `files` (relative paths; they share one).
-    pub fn dir_url(&self, files: &[&str]) -> Option<String> {
-        let dir = files.first()?.rsplit_once('/')?.0;
-        Some(format!("{}/", self.url(dir).trim_end_matches('/')))
-    }
-
     /// Makes the root readable by `ctx` (an object store is registered by its bucket).
     pub fn register(&self, ctx: &datafusion::prelude::SessionContext) {
         if let Some((url, store)) = self.root.registration() {

@@ -7,11 +7,7 @@ use super::support::{self, file_of};
 
 /// The recorded bucket count of `stage` for a channel-day (1 when the record has none).
 fn buckets(root: &Path, channel: &str, day: &str, stage: &str) -> u64 {
-    let runs = support::area(root, "runs", channel, day);
-    let m: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(runs.join("manifest.json")).expect("manifest"))
-            .expect("json");
-    m["stages"][stage]["detail"]["buckets"]
+    support::manifest(root, channel, day)["stages"][stage]["detail"]["buckets"]
         .as_u64()
         .unwrap_or(1)
 }

@@ -281,14 +281,7 @@ fn a_sort_past_the_memory_limit_spills_and_gives_the_same_snapshot() {
                 String::from_utf8_lossy(&o.stdout)
             );
         }
-        let m: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(
-                support::area(&dir.join("output"), "runs", "alipay", DAY).join("manifest.json"),
-            )
-            .expect("manifest"),
-        )
-        .expect("json");
-        m["stages"]["collect"]["detail"].clone()
+        support::manifest(&dir.join("output"), "alipay", DAY)["stages"]["collect"]["detail"].clone()
     };
     // About 100k platform records sorted on every column: some 11 MB that a 40 MB pool cannot
     // hold with the scan's buffers beside it.

@@ -185,6 +185,12 @@ pub fn file_of(root: &Path, area: &str, channel: &str, date: &str, name: &str) -
     })
 }
 
+/// The working manifest of a channel-day under the storage root `root`.
+pub fn manifest(root: &Path, channel: &str, date: &str) -> serde_json::Value {
+    let path = area(root, "runs", channel, date).join("manifest.json");
+    serde_json::from_slice(&std::fs::read(&path).expect("manifest.json")).expect("json")
+}
+
 /// [`file_of`], or `None` when no manifest names such a file.
 pub fn found(root: &Path, area: &str, channel: &str, date: &str, name: &str) -> Option<PathBuf> {
     let runs = self::area(root, "runs", channel, date);

@@ -62,18 +62,17 @@ fn bucket_expr(n: u32, on: MatchOn) -> Expr {
     ])
 }
 
-/// Registers `name` as the rows of `bucket` of `n` (`n` = 1: all of them) read from `files`,
-/// whose rows are all in that bucket (`exact`) or must be filtered to it.
+/// Registers `name` as the rows read from `files`: all of them, or `only` those of bucket `b`
+/// among `n` (a filtered view).
 async fn register_part(
     ctx: &SessionContext,
     name: &str,
     files: &[String],
-    (bucket, n, on): (u32, u32, MatchOn),
-    exact: bool,
+    only: Option<(u32, u32, MatchOn)>,
 ) -> Result<()> {
-    if exact {
+    let Some((bucket, n, on)) = only else {
         return register_dirs(ctx, name, files).await;
-    }
+    };
     let whole = format!("{name}_unbucketed");
     register_dirs(ctx, &whole, files).await?;
     let part = ctx
@@ -97,11 +96,11 @@ pub(super) async fn register_side(
             .filter(|(b, _)| b & (n - 1) == bucket)
             .map(|(_, f)| f.clone())
             .collect();
-        register_part(ctx, side.table, &files, (bucket, n, on), true).await
+        register_part(ctx, side.table, &files, None).await
     } else {
         // The side has fewer buckets: its file b mod n holds bucket b and others.
         let f = side.files[(bucket & (side.buckets - 1)) as usize].1.clone();
-        register_part(ctx, side.table, &[f], (bucket, n, on), false).await
+        register_part(ctx, side.table, &[f], Some((bucket, n, on))).await
     }
 }
 
@@ -111,5 +110,6 @@ pub(super) async fn register_carry(
     url: &str,
     (bucket, n, on): (u32, u32, MatchOn),
 ) -> Result<()> {
-    register_part(ctx, "carry_in", &[url.to_string()], (bucket, n, on), n <= 1).await
+    let only = (n > 1).then_some((bucket, n, on));
+    register_part(ctx, "carry_in", &[url.to_string()], only).await
 }

@@ -177,7 +177,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         origin: origin.clone(),
         params: contracts::reconcile::params(ch, job.date),
         sides,
-        carry_url: carry_url.clone(),
+        carry_url,
         on: ch.match_on(),
         buckets: n,
         date: job.date,
