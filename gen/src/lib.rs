@@ -6,12 +6,14 @@
 mod bills;
 mod error;
 mod parquet;
+mod spill;
 mod tables;
 pub mod warehouse;
 
 use bills::write_bill;
+use spill::BillSorter;
 pub use tables::labels_schema;
-use tables::{write_labels, write_warehouse};
+use tables::{LabelWriter, WarehouseWriter};
 
 pub use error::{Error, Result};
 
@@ -31,7 +33,7 @@ use rand_chacha::ChaCha8Rng;
 use reckon_udfs::Category;
 
 use error::IoContext;
-use parquet::{utc_ts, write_file, MONEY};
+use parquet::{utc_ts, MONEY};
 
 /// The contracted fee rate of both generated channels, scale 6 (0.6%).
 pub const FEE_RATE_MICROS: i128 = 6_000;
@@ -54,6 +56,9 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// Only these channels (`alipay`, `wechat`); both when empty.
     pub channels: Vec<String>,
+    /// Write WeChat Pay's bills gzip-compressed (`tradebill_D.csv.gz`), as its API delivers
+    /// them with `tar_type=GZIP`.
+    pub gzip: bool,
 }
 
 /// What was generated, for the caller to print.
@@ -88,10 +93,11 @@ impl Kind {
             Kind::Wechat => "W",
         }
     }
-    fn bill_file(self, day: NaiveDate) -> String {
+    fn bill_file(self, day: NaiveDate, gzip: bool) -> String {
         let d = day.format("%Y%m%d");
         match self {
             Kind::Alipay => format!("{ALIPAY_ACCOUNT}_{d}.csv.zip"),
+            Kind::Wechat if gzip => format!("tradebill_{d}.csv.gz"),
             Kind::Wechat => format!("tradebill_{d}.csv"),
         }
     }
@@ -140,7 +146,7 @@ struct Label {
     channel: &'static str,
     side: &'static str,
     record_id: String,
-    category: String,
+    category: &'static str,
 }
 
 fn shanghai_to_utc_micros(t: NaiveDateTime) -> i64 {
@@ -186,17 +192,46 @@ fn fee_of(amount: i128) -> i128 {
         .unwrap_or_default()
 }
 
-/// Generates the data set.
+/// Where a day's platform records go: the warehouse files and their labels.
+struct Platform {
+    warehouse: WarehouseWriter,
+    labels: LabelWriter,
+    /// The last bill date generated: later days' labels are not written.
+    last: NaiveDate,
+}
+
+impl Platform {
+    fn push(&mut self, p: PlatformRow) -> Result<()> {
+        let channel = if p.order_no.starts_with('A') {
+            "alipay"
+        } else {
+            "wechat"
+        };
+        for (d, c) in &p.labels {
+            if *d <= self.last {
+                self.labels.push(Label {
+                    bill_date: *d,
+                    channel,
+                    side: "PLATFORM",
+                    record_id: if p.refund {
+                        format!("REFUND:{}", p.refund_no)
+                    } else {
+                        format!("PAY:{}", p.order_no)
+                    },
+                    category: c.as_str(),
+                })?;
+            }
+        }
+        self.warehouse.push(p)
+    }
+}
+
+/// Generates the data set. Memory is bounded: each channel-day's bill is sorted in time ranges
+/// spilled under `out/.spill`, and the warehouse and labels are written as they are made.
 pub fn generate(opts: &GenerateOptions) -> Result<Generated> {
     if opts.days == 0 || opts.rows == 0 {
         return Err(Error::Config("--days and --rows must be at least 1".into()));
     }
-    std::fs::create_dir_all(&opts.out).at(&opts.out)?;
-    let mut out = Generated::default();
-    let mut labels: Vec<Label> = Vec::new();
-    let mut warehouse: Vec<PlatformRow> = Vec::new();
-    let last = opts.from + Duration::days(i64::from(opts.days) - 1);
-
     for c in &opts.channels {
         if c != "alipay" && c != "wechat" {
             return Err(Error::Config(format!(
@@ -204,6 +239,15 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated> {
             )));
         }
     }
+    std::fs::create_dir_all(&opts.out).at(&opts.out)?;
+    let spill_dir = opts.out.join(".spill");
+    let mut out = Generated::default();
+    let last = opts.from + Duration::days(i64::from(opts.days) - 1);
+    let mut platform = Platform {
+        warehouse: WarehouseWriter::new(&opts.out),
+        labels: LabelWriter::create(&opts.out.join("labels.parquet"))?,
+        last,
+    };
     for (ci, kind) in [Kind::Alipay, Kind::Wechat].into_iter().enumerate() {
         if !opts.channels.is_empty() && !opts.channels.iter().any(|c| c == kind.name()) {
             continue;
@@ -214,7 +258,11 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated> {
             let day = opts.from + Duration::days(i64::from(di));
             let stream = opts.seed ^ ((ci as u64 + 1) << 40) ^ (u64::from(di) << 20);
             let mut rng = ChaCha8Rng::seed_from_u64(stream);
-            let mut bill: Vec<BillRow> = std::mem::take(&mut next_day_rows);
+            // Refunds and special cases add about 4% to the payments.
+            let mut bill = BillSorter::new(day, opts.rows + opts.rows / 16, &spill_dir);
+            for r in std::mem::take(&mut next_day_rows) {
+                bill.push(r)?;
+            }
             day_records(
                 kind,
                 day,
@@ -222,23 +270,22 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated> {
                 &mut rng,
                 &mut bill,
                 &mut next_day_rows,
-                &mut warehouse,
-            );
-            bill.sort_by(|a, b| a.time.cmp(&b.time).then(a.order_no.cmp(&b.order_no)));
-            let file = kind.bill_file(day);
+                &mut platform,
+            )?;
+            let gzip = opts.gzip && kind == Kind::Wechat;
+            let file = kind.bill_file(day, gzip);
             let path = opts.out.join("bills").join(kind.name()).join(&file);
-            let first_line = write_bill(kind, day, &bill, &path)?;
-            out.bill_rows += bill.len() as u64;
-            for (i, row) in bill.iter().enumerate() {
-                let record_id = format!("{file}:{}", first_line + i as i64);
+            let labels = &mut platform.labels;
+            out.bill_rows += write_bill(kind, day, bill, &path, gzip, |line, row| {
+                let record_id = format!("{file}:{line}");
                 if row.rejected {
                     labels.push(Label {
                         bill_date: day,
                         channel: kind.name(),
                         side: "CHANNEL",
                         record_id: record_id.clone(),
-                        category: "REJECTED".into(),
-                    });
+                        category: "REJECTED",
+                    })?;
                 }
                 for (d, c) in &row.labels {
                     if *d <= last {
@@ -247,49 +294,29 @@ pub fn generate(opts: &GenerateOptions) -> Result<Generated> {
                             channel: kind.name(),
                             side: "CHANNEL",
                             record_id: record_id.clone(),
-                            category: c.as_str().into(),
-                        });
+                            category: c.as_str(),
+                        })?;
                     }
                 }
-            }
+                Ok(())
+            })?;
         }
     }
-    for p in &warehouse {
-        let channel = if p.order_no.starts_with('A') {
-            "alipay"
-        } else {
-            "wechat"
-        };
-        for (d, c) in &p.labels {
-            if *d <= last {
-                labels.push(Label {
-                    bill_date: *d,
-                    channel,
-                    side: "PLATFORM",
-                    record_id: if p.refund {
-                        format!("REFUND:{}", p.refund_no)
-                    } else {
-                        format!("PAY:{}", p.order_no)
-                    },
-                    category: c.as_str().into(),
-                });
-            }
-        }
+    if spill_dir.exists() {
+        std::fs::remove_dir_all(&spill_dir).at(&spill_dir)?;
     }
-    out.warehouse_rows = write_warehouse(&opts.out, &warehouse)?;
-    labels.sort_by(|a, b| {
-        (a.bill_date, a.channel, a.side, &a.record_id, &a.category).cmp(&(
-            b.bill_date,
-            b.channel,
-            b.side,
-            &b.record_id,
-            &b.category,
-        ))
-    });
-    out.labels = labels.len() as u64;
-    write_labels(&opts.out.join("labels.parquet"), &labels)?;
+    out.warehouse_rows = platform.warehouse.finish()?;
+    out.labels = platform.labels.finish()?;
     out.config = opts.out.join("reckon.toml");
-    std::fs::write(&out.config, CONFIG).at(&out.config)?;
+    let config = if opts.gzip {
+        CONFIG.replace(
+            "tradebill_{yyyymmdd}.csv\"",
+            "tradebill_{yyyymmdd}.csv.gz\"",
+        )
+    } else {
+        CONFIG.to_string()
+    };
+    std::fs::write(&out.config, config).at(&out.config)?;
     Ok(out)
 }
 
@@ -327,10 +354,10 @@ fn day_records(
     day: NaiveDate,
     rows: u64,
     rng: &mut ChaCha8Rng,
-    bill: &mut Vec<BillRow>,
+    bill: &mut BillSorter,
     next_bill: &mut Vec<BillRow>,
-    warehouse: &mut Vec<PlatformRow>,
-) {
+    warehouse: &mut Platform,
+) -> Result<()> {
     let next = day + Duration::days(1);
     let midnight = day.and_hms_opt(0, 0, 0).unwrap_or_default();
     let end = midnight + Duration::days(1);
@@ -399,19 +426,19 @@ fn day_records(
             p.labels = b.labels.clone();
         } else if u < 0.013 {
             p.labels = vec![(day, Category::MissingInChannel)];
-            warehouse.push(p);
+            warehouse.push(p)?;
             continue;
         } else if u < 0.016 {
             b.labels = vec![(day, Category::MissingInPlatform)];
-            bill.push(b);
+            bill.push(b)?;
             continue;
         } else if u < 0.018 {
             let mut dup = b.clone();
             dup.labels = vec![(day, Category::DuplicateInChannel)];
             // The copy sorts after the original: same time, and the bill keeps file order.
-            bill.push(b);
-            bill.push(dup);
-            warehouse.push(p);
+            bill.push(b)?;
+            bill.push(dup)?;
+            warehouse.push(p)?;
             continue;
         } else if u < 0.020 {
             // The platform loaded the order twice: again into the next partition.
@@ -419,9 +446,9 @@ fn day_records(
             let mut dup = p.clone();
             dup.dt = p.dt + Duration::days(1);
             dup.labels = vec![(day, Category::DuplicateInPlatform)];
-            warehouse.push(p);
-            warehouse.push(dup);
-            bill.push(b);
+            warehouse.push(p)?;
+            warehouse.push(dup)?;
+            bill.push(b)?;
             continue;
         } else if u < 0.023 {
             // The platform saw it just before midnight; the channel books it the next day.
@@ -434,7 +461,7 @@ fn day_records(
             ];
             b.time = end + Duration::seconds(rng.gen_range(1..30));
             b.labels = vec![(next, Category::CrossDayMatched)];
-            warehouse.push(p);
+            warehouse.push(p)?;
             next_bill.push(b);
             continue;
         } else if u < 0.026 {
@@ -447,8 +474,8 @@ fn day_records(
             p.at = shanghai_to_utc_micros(end + Duration::seconds(rng.gen_range(1..30)));
             p.dt = utc_date(p.at);
             p.labels = vec![(next, Category::CrossDayMatched)];
-            warehouse.push(p);
-            bill.push(b);
+            warehouse.push(p)?;
+            bill.push(b)?;
             continue;
         } else if u < 0.027 {
             // Inside the window, but the channel never books it: missing once grace runs out.
@@ -459,15 +486,15 @@ fn day_records(
                 (day, Category::CrossDayPending),
                 (next, Category::MissingInChannel),
             ];
-            warehouse.push(p);
+            warehouse.push(p)?;
             continue;
         } else if u < 0.028 {
             // A channel row without the merchant order number cannot be matched.
             b.order_no = String::new();
             b.labels = vec![(day, Category::MissingInPlatform)];
             p.labels = vec![(day, Category::MissingInChannel)];
-            bill.push(b);
-            warehouse.push(p);
+            bill.push(b)?;
+            warehouse.push(p)?;
             continue;
         } else if corrupt_left > 0 && u < 0.5 {
             // A row the normalizer must reject; its platform record is then missing in channel.
@@ -476,8 +503,8 @@ fn day_records(
             b.rejected = true;
             b.labels = Vec::new();
             p.labels = vec![(day, Category::MissingInChannel)];
-            bill.push(b);
-            warehouse.push(p);
+            bill.push(b)?;
+            warehouse.push(p)?;
             continue;
         }
         // An order the platform already marked REFUNDED without a refund record stays a
@@ -525,9 +552,9 @@ fn day_records(
                 rp.labels = rb.labels.clone();
             } else if v < 0.10 {
                 rb.labels = vec![(day, Category::MissingInPlatform)];
-                bill.push(rb);
-                bill.push(b);
-                warehouse.push(p);
+                bill.push(rb)?;
+                bill.push(b)?;
+                warehouse.push(p)?;
                 continue;
             } else if v < 0.15 && kind == Kind::Wechat {
                 rb.refund_status = "PROCESSING";
@@ -541,10 +568,11 @@ fn day_records(
                 rp.amount = amount;
                 p.status = "REFUNDED";
             }
-            bill.push(rb);
-            warehouse.push(rp);
+            bill.push(rb)?;
+            warehouse.push(rp)?;
         }
-        bill.push(b);
-        warehouse.push(p);
+        bill.push(b)?;
+        warehouse.push(p)?;
     }
+    Ok(())
 }

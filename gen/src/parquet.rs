@@ -3,7 +3,6 @@
 use std::fs::File;
 use std::path::Path;
 
-use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -19,9 +18,9 @@ pub fn utc_ts() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
 }
 
-/// Writes `batches` to a new file at `path` (zstd, no writer timestamps: the same rows give
+/// A writer of a new Parquet file at `path` (zstd, no writer timestamps: the same rows give
 /// the same bytes).
-pub fn write_file(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Result<()> {
+pub fn open_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<File>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).at(dir)?;
     }
@@ -29,10 +28,9 @@ pub fn write_file(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Re
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()))
         .set_created_by("reckon".into())
         .build();
-    let mut w = ArrowWriter::try_new(File::create(path).at(path)?, schema, Some(props))?;
-    for b in batches {
-        w.write(b)?;
-    }
-    w.close()?;
-    Ok(())
+    Ok(ArrowWriter::try_new(
+        File::create(path).at(path)?,
+        schema,
+        Some(props),
+    )?)
 }

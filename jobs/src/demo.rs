@@ -30,6 +30,7 @@ pub async fn run(dir: &Path, rows: u64, storage: Option<&str>) -> Result<(String
         rows,
         seed: 42,
         channels: Vec::new(),
+        gzip: false,
     })?;
     crate::sql::write_builtin(&dir.join("sql"))?;
     if let Some(root) = storage {

@@ -96,16 +96,21 @@ pub fn normalize_file(
         ContainerKind::Plain => {
             let mut f = BufReader::with_capacity(READ_AHEAD, file);
             let head = f.fill_buf().at(input)?;
-            let packed = if head.starts_with(&[0x1f, 0x8b]) {
-                Some("gzip")
-            } else if head.starts_with(b"PK\x03\x04") {
-                Some("zip")
-            } else {
-                None
-            };
-            if let Some(kind) = packed {
+            if head.starts_with(&[0x1f, 0x8b]) {
+                // The same text gzip-compressed, as WeChat Pay delivers a bill downloaded
+                // with `tar_type=GZIP`: no text file starts with these bytes.
+                let gz = flate2::read::MultiGzDecoder::new(f);
+                return run(
+                    template,
+                    BufReader::with_capacity(READ_AHEAD, gz),
+                    &source,
+                    target,
+                    None,
+                );
+            }
+            if head.starts_with(b"PK\x03\x04") {
                 return Err(Error::BadInput(format!(
-                    "{}: the file is {kind}-compressed, but {} declares a plain file",
+                    "{}: the file is zip-compressed, but {} declares a plain file",
                     input.display(),
                     template.at("kind")
                 )));

@@ -11,6 +11,15 @@ const BILL_BYTES_PER_ROW: u64 = 128;
 const COMPRESSION: u64 = 8;
 use crate::records::{NormalizeDetail, Output};
 
+/// Whether a bill is gzip-compressed (a plain bill may come so: WeChat Pay's `tar_type=GZIP`).
+fn gzipped(path: &std::path::Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
+    Ok(n == 2 && head == [0x1f, 0x8b])
+}
+
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let manifest = job.manifest().await?;
@@ -38,8 +47,16 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     // The bill in buckets of its match key, as many as its size suggests: estimated from
     // its bytes (a canonical row is rarely under BILL_BYTES_PER_ROW bytes of text), so a
     // guess too high only makes smaller buckets, which reconcile joins several at a time.
+    // The bill this host fetched (still in the scratch cache), else a copy from the root.
+    let raw = match job.store.cached(&fetched.sha256, fetched.size) {
+        Some(copy) => {
+            tracing::info!("reading the bill this host fetched, not downloading it again");
+            copy
+        }
+        None => job.store.local_copy(&raw_rel).await?,
+    };
     let text_bytes = match template.container.kind {
-        ContainerKind::Plain => fetched.size,
+        ContainerKind::Plain if !gzipped(raw.path())? => fetched.size,
         _ => fetched.size.saturating_mul(COMPRESSION),
     };
     let buckets = job.config.pinned_buckets.unwrap_or_else(|| {
@@ -53,14 +70,6 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         buckets: Some((job.channel.match_on(), buckets)),
         rejected: &rej_file,
         max_rejected: job.channel.max_rejected_rows,
-    };
-    // The bill this host fetched (still in the scratch cache), else a copy from the root.
-    let raw = match job.store.cached(&fetched.sha256, fetched.size) {
-        Some(copy) => {
-            tracing::info!("reading the bill this host fetched, not downloading it again");
-            copy
-        }
-        None => job.store.local_copy(&raw_rel).await?,
     };
     let stats = normalize_file(&template, raw.path(), &target)?;
     drop(raw);

@@ -9,7 +9,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::{Decimal128Type, TimestampMicrosecondType};
 
-use crate::support::{i64v, read, run, s};
+use crate::support::{file_of, generate_with, i64v, read, run, run_day, s};
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1091,4 +1091,55 @@ fn a_stripe_dispute_is_rejected_so_that_it_is_seen() {
     let rejected = one(&out.join("rejected.parquet"));
     let reason = s(&rejected, "reason", 0).expect("reason");
     assert!(reason.contains("adjustment"), "{reason}");
+}
+
+#[test]
+fn a_wechat_bill_delivered_gzip_compressed_reconciles_as_the_plain_one() {
+    // WeChat Pay's bill download returns the same text gzip-compressed with tar_type=GZIP.
+    let (plain, packed) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let args = ["--channel", "wechat"];
+    let cp = generate_with(plain.path(), "2026-11-20", 1, 3_000, 5, &args);
+    let cg = generate_with(
+        packed.path(),
+        "2026-11-20",
+        1,
+        3_000,
+        5,
+        &[args[0], args[1], "--gzip"],
+    );
+    let text =
+        std::fs::read(plain.path().join("bills/wechat/tradebill_20261120.csv")).expect("bill");
+    let gz =
+        std::fs::read(packed.path().join("bills/wechat/tradebill_20261120.csv.gz")).expect("gz");
+    let mut unpacked = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut unpacked)
+        .expect("gunzip");
+    assert!(
+        unpacked == text,
+        "the gzip bill holds the plain bill's bytes"
+    );
+    assert!(gz.len() * 3 < text.len(), "and is smaller");
+
+    let (day, ch) = ("2026-11-20", "wechat");
+    for cfg in [&cp, &cg] {
+        let (code, _, err) = run_day(cfg, day, &["--channel", ch]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let out = |d: &Path| d.join("output");
+    let summary = |d: &Path| -> serde_json::Value {
+        let f = file_of(&out(d), "results", ch, day, "summary.json");
+        serde_json::from_slice(&std::fs::read(f).expect("summary")).expect("json")
+    };
+    let (sp, sg) = (summary(plain.path()), summary(packed.path()));
+    for key in ["counts", "amounts", "conservation", "match_rate"] {
+        assert_eq!(sp[key], sg[key], "{key} differs");
+    }
+    for file in ["by_hour.parquet", "by_merchant.parquet"] {
+        let a = std::fs::read(file_of(&out(plain.path()), "stats", ch, day, file)).expect("a");
+        let b = std::fs::read(file_of(&out(packed.path()), "stats", ch, day, file)).expect("b");
+        assert!(a == b, "stats/{file} differs");
+    }
 }
