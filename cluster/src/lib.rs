@@ -28,6 +28,18 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::SessionConfig;
 
+/// What the reckon package adds to plans (its routing operator): the planner that plans it on
+/// the scheduler and the codecs that carry it to the executors.
+#[derive(Clone)]
+pub struct Extensions {
+    /// Plans reckon's logical nodes (the scheduler's sessions).
+    pub query_planner: Arc<dyn datafusion::execution::context::QueryPlanner + Send + Sync>,
+    /// Ballista's logical codec plus reckon's nodes.
+    pub logical_codec: Arc<dyn datafusion_proto::logical_plan::LogicalExtensionCodec>,
+    /// Ballista's physical codec plus reckon's operators.
+    pub physical_codec: Arc<dyn datafusion_proto::physical_plan::PhysicalExtensionCodec>,
+}
+
 /// Ballista's built-in functions plus reckon's UDFs, for the executors.
 pub fn function_registry() -> BallistaFunctionRegistry {
     let mut registry = BallistaFunctionRegistry::default();
@@ -105,14 +117,14 @@ pub fn log_filter(level: &str) -> tracing_subscriber::EnvFilter {
 
 /// `reckon-scheduler`: the Ballista 55 scheduler, with the stock flags, whose sessions know
 /// reckon's UDFs and object stores.
-pub fn scheduler_main() -> std::process::ExitCode {
+pub fn scheduler_main(ext: Extensions) -> std::process::ExitCode {
     exit(
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .thread_stack_size(32 * 1024 * 1024)
             .build()
             .map_err(|e| BallistaError::General(format!("runtime: {e}")))
-            .and_then(|rt| rt.block_on(run_scheduler())),
+            .and_then(|rt| rt.block_on(run_scheduler(ext))),
     )
 }
 
@@ -126,7 +138,7 @@ fn exit(r: ballista_core::error::Result<()>) -> std::process::ExitCode {
     }
 }
 
-async fn run_scheduler() -> ballista_core::error::Result<()> {
+async fn run_scheduler(ext: Extensions) -> ballista_core::error::Result<()> {
     let opt = ballista_scheduler::config::Config::parse();
     tracing_subscriber::fmt()
         .with_ansi(false)
@@ -135,8 +147,11 @@ async fn run_scheduler() -> ballista_core::error::Result<()> {
     let addr = format!("{}:{}", opt.bind_host, opt.bind_port)
         .parse()
         .map_err(|e: std::net::AddrParseError| BallistaError::Configuration(e.to_string()))?;
-    let config: SchedulerConfig = opt.try_into()?;
-    let config = config.with_override_session_builder(Arc::new(|config: SessionConfig| {
+    let mut config: SchedulerConfig = opt.try_into()?;
+    config.override_logical_codec = Some(ext.logical_codec.clone());
+    config.override_physical_codec = Some(ext.physical_codec.clone());
+    let planner = ext.query_planner.clone();
+    let config = config.with_override_session_builder(Arc::new(move |config: SessionConfig| {
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(Arc::new(crate::EnvObjectStores::new()))
             .build_arc()?;
@@ -144,6 +159,7 @@ async fn run_scheduler() -> ballista_core::error::Result<()> {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_query_planner(planner.clone())
             .build();
         crate::register_udfs(&mut state)?;
         Ok(state)
@@ -155,17 +171,17 @@ async fn run_scheduler() -> ballista_core::error::Result<()> {
 
 /// `reckon-executor`: the Ballista 55 executor, with the stock flags (memory pool, work
 /// directory, ports, …), that runs reckon's UDFs and reads its object stores.
-pub fn executor_main() -> std::process::ExitCode {
+pub fn executor_main(ext: Extensions) -> std::process::ExitCode {
     exit(
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .map_err(|e| BallistaError::General(format!("runtime: {e}")))
-            .and_then(|rt| rt.block_on(run_executor())),
+            .and_then(|rt| rt.block_on(run_executor(ext))),
     )
 }
 
-async fn run_executor() -> ballista_core::error::Result<()> {
+async fn run_executor(ext: Extensions) -> ballista_core::error::Result<()> {
     let opt = ballista_executor::config::Config::parse();
     let health_addr: SocketAddr = format!("{}:{}", opt.bind_host, opt.bind_health_port)
         .parse()
@@ -177,6 +193,8 @@ async fn run_executor() -> ballista_core::error::Result<()> {
         .with_env_filter(crate::log_filter(&config.special_mod_log_level))
         .init();
     config.override_function_registry = Some(Arc::new(crate::function_registry()));
+    config.override_logical_codec = Some(ext.logical_codec);
+    config.override_physical_codec = Some(ext.physical_codec);
     // Spill and shuffle files go to the executor's work directory (Ballista's default is a
     // fresh temporary one); the memory pool flags apply on top of this runtime.
     config.override_runtime_producer = Some(Arc::new(move |_| {

@@ -211,10 +211,19 @@ pub async fn session(
         runtime = runtime.with_memory_pool(Arc::new(FairSpillPool::new(limit)));
     }
     let runtime = runtime.build_arc()?;
+    let mut config = session_config(kind, sizing);
+    if *kind != EngineKind::Local {
+        // The routing node travels to the scheduler and executors beside Ballista's own.
+        use crate::stages::reconcile::exec::{LogicalCodec, PhysicalCodec};
+        config = config
+            .with_ballista_logical_extension_codec(Arc::new(LogicalCodec::default()))
+            .with_ballista_physical_extension_codec(Arc::new(PhysicalCodec::default()));
+    }
     let builder = SessionStateBuilder::new()
-        .with_config(session_config(kind, sizing))
+        .with_config(config)
         .with_runtime_env(runtime)
-        .with_default_features();
+        .with_default_features()
+        .with_query_planner(Arc::new(crate::stages::reconcile::exec::ReckonQueryPlanner));
     let ctx = match kind {
         EngineKind::Local => SessionContext::new_with_state(builder.build()),
         EngineKind::Standalone => {

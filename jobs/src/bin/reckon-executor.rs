@@ -1,6 +1,14 @@
-//! `reckon-executor`: the Ballista executor with reckon's UDFs and object stores
-//! (`reckon_cluster::executor_main`; flags as the stock executor's).
+//! `reckon-executor`: the Ballista executor with reckon's UDFs, object stores and routing
+//! operator (`reckon_cluster::executor_main`; flags as the stock executor's).
+
+use std::sync::Arc;
+
+use reckon::stages::reconcile::exec::{LogicalCodec, PhysicalCodec, ReckonQueryPlanner};
 
 fn main() -> std::process::ExitCode {
-    reckon_cluster::executor_main()
+    reckon_cluster::executor_main(reckon_cluster::Extensions {
+        query_planner: Arc::new(ReckonQueryPlanner),
+        logical_codec: Arc::new(LogicalCodec::default()),
+        physical_codec: Arc::new(PhysicalCodec::default()),
+    })
 }

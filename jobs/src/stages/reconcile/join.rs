@@ -1,7 +1,11 @@
 //! The join of a day, bucket by bucket: each lane (a session with tables of its own) takes
-//! every `lanes`-th bucket, runs the query on it and routes its rows into a router of its own;
-//! the lanes' routers are merged at the end. In this process, a lane per core, each bucket on
-//! one partition: the buckets are the parallelism, so no bucket's rows are shuffled again.
+//! every `lanes`-th bucket and runs the query on it, routed by the engine ([`RouteExec`]): the
+//! client receives each partition's report (statistics and the parts it wrote) and reads the
+//! parts, the differences and the carry-over, at the end. In this process, a lane per core,
+//! each bucket on one partition: the buckets are the parallelism, so no bucket's rows are
+//! shuffled again.
+//!
+//! [`RouteExec`]: super::exec::RouteExec
 
 use std::sync::Arc;
 
@@ -9,10 +13,11 @@ use chrono::NaiveDate;
 use chrono_tz::Tz;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::common::ScalarValue;
-use datafusion::prelude::SessionContext;
-use futures::StreamExt;
+use datafusion::dataframe::DataFrame;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use reckon_udfs::MatchOn;
 
+use super::exec::{Reports, RouteNode, RouteSpec};
 use super::inputs::{self, Side};
 use super::plain_strings;
 use super::route::Router;
@@ -30,11 +35,18 @@ pub(super) struct Work {
     pub date: NaiveDate,
     pub grace_days: i64,
     pub zone: Tz,
+    /// The folder (a URL ending in `/`) the engine writes the routed parts to.
+    pub parts: String,
 }
 
-/// Joins every bucket of `work` on `lanes` (one session each); the merged router and the rows
-/// routed.
-pub(super) async fn join(lanes: Vec<SessionContext>, work: Work) -> Result<(Router, u64)> {
+/// Joins every bucket of `work` on `lanes` (one session each), the engine routing the rows;
+/// `reader` (a session in this process) reads the parts back. Returns the router holding the
+/// day's statistics, differences and carry-over, and the rows routed.
+pub(super) async fn join(
+    lanes: Vec<SessionContext>,
+    reader: &SessionContext,
+    work: Work,
+) -> Result<(Router, u64)> {
     let work = Arc::new(work);
     let count = lanes.len() as u32;
     let started = std::time::Instant::now();
@@ -46,34 +58,57 @@ pub(super) async fn join(lanes: Vec<SessionContext>, work: Work) -> Result<(Rout
         // plan runs in the task that polls it.
         tasks.push(tokio::spawn(lane));
     }
-    let mut merged: Option<Router> = None;
-    let mut rows = 0;
+    let mut reports = Reports::default();
+    let mut output = None;
     for t in tasks {
-        let (router, n) = t
+        let (r, schema) = t
             .await
             .map_err(|e| Error::Other(format!("a lane of the join stopped: {e}")))??;
-        rows += n;
-        match (&mut merged, router) {
-            (Some(m), Some(r)) => m.merge(r),
-            (None, r) => merged = r,
-            (Some(_), None) => {}
+        reports.hourly.extend(r.hourly);
+        reports.by_merchant.extend(r.by_merchant);
+        reports.parts.extend(r.parts);
+        output = output.or(schema);
+    }
+    let output = output.ok_or_else(|| Error::Other("no bucket was joined".into()))?;
+    let mut router = Router::new(work.date, work.grace_days, work.zone, output);
+    let rows = router.absorb(&reports);
+    for (kind, batches) in [("diffs", &mut router.diffs), ("carry", &mut router.carry)] {
+        let urls: Vec<String> = (reports.parts.iter())
+            .filter(|(k, _, n)| k == kind && *n > 0)
+            .map(|(_, url, _)| url.clone())
+            .collect();
+        if urls.is_empty() {
+            continue;
+        }
+        tracing::debug!(kind, parts = urls.len(), "reading the routed parts");
+        for b in reader
+            .read_parquet(urls, ParquetReadOptions::default())
+            .await?
+            .collect()
+            .await?
+        {
+            batches.push(plain_strings(&b)?);
         }
     }
-    let router = merged.ok_or_else(|| Error::Other("no bucket was joined".into()))?;
+    let carry_schema = crate::schema::CARRY.clone();
+    router.carry = (router.carry.iter())
+        .map(|b| crate::schema::conform(b, &carry_schema, &[], crate::schema::Extra::Drop, "carry"))
+        .collect::<Result<_>>()?;
     Ok((router, rows))
 }
 
-/// Buckets `first`, `first + step`, … of `work` on `ctx`.
+/// Buckets `first`, `first + step`, … of `work` on `ctx`: their reports, and the query's
+/// output columns (strings plain).
 async fn run_lane(
     ctx: &SessionContext,
     work: &Work,
     first: u32,
     step: u32,
     started: std::time::Instant,
-) -> Result<(Option<Router>, u64)> {
+) -> Result<(Reports, Option<datafusion::arrow::datatypes::SchemaRef>)> {
     let n = work.buckets;
-    let mut router: Option<Router> = None;
-    let mut rows = 0u64;
+    let mut reports = Reports::default();
+    let mut output = None;
     for bucket in (first..n).step_by(step.max(1) as usize) {
         for side in &work.sides {
             inputs::register_side(ctx, side, (bucket, n, work.on)).await?;
@@ -81,21 +116,24 @@ async fn run_lane(
         inputs::register_carry(ctx, &work.carry_url, (bucket, n, work.on)).await?;
         let df =
             crate::sql::plan(ctx, &work.text, &work.origin, work.params.clone().into()).await?;
-        let mut stream = df.execute_stream().await?;
-        let router = match &mut router {
-            Some(r) => r,
-            None => {
-                // The query's own columns, known from its plan: an empty day's diffs have
-                // them too.
-                let output = plain_strings(&RecordBatch::new_empty(stream.schema()))?.schema();
-                router.insert(Router::new(work.date, work.grace_days, work.zone, output))
-            }
+        if output.is_none() {
+            // The query's own columns, known from its plan: an empty day's diffs have them.
+            let schema = Arc::new(df.schema().as_arrow().clone());
+            output = Some(plain_strings(&RecordBatch::new_empty(schema))?.schema());
+        }
+        let spec = RouteSpec {
+            date: work.date.to_string(),
+            grace_days: work.grace_days,
+            zone: work.zone.name().to_string(),
+            origin: work.origin.clone(),
+            bucket: (n > 1).then_some((bucket, n)),
+            out: work.parts.clone(),
+            tag: format!("b{bucket:05}"),
         };
-        router.bucket = (n > 1).then_some((bucket, n));
-        while let Some(batch) = stream.next().await {
-            let batch = plain_strings(&batch?)?;
-            rows += batch.num_rows() as u64;
-            router.route(&batch, &work.origin)?;
+        let (state, plan) = df.into_parts();
+        let routed = DataFrame::new(state, RouteNode::plan(plan, spec)?);
+        for b in routed.collect().await.map_err(reckon_error)? {
+            reports.add(&b)?;
         }
         if n > 1 {
             tracing::info!(
@@ -106,5 +144,26 @@ async fn run_lane(
             );
         }
     }
-    Ok((router, rows))
+    Ok((reports, output))
+}
+
+/// The error the router raised inside the plan, as it was raised (a wrong query is a
+/// configuration error, exit 2), else the engine's.
+fn reckon_error(e: datafusion::error::DataFusionError) -> Error {
+    use datafusion::error::DataFusionError as D;
+    let mut cur = &e;
+    loop {
+        match cur {
+            D::External(inner) => {
+                if let Some(Error::Config(m)) = inner.downcast_ref::<Error>() {
+                    return Error::Config(m.clone());
+                }
+                break;
+            }
+            D::Context(_, inner) => cur = inner,
+            D::Shared(inner) => cur = inner,
+            _ => break,
+        }
+    }
+    Error::Engine(e)
 }

@@ -2,6 +2,7 @@
 //! output is routed in one pass to the differences (`results/…/diffs.parquet`), the carry-over
 //! for the next day (`carryover/`) and the statistics.
 
+pub mod exec;
 mod inputs;
 mod join;
 mod look;
@@ -72,6 +73,46 @@ async fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(String, CarryIn)> {
             note: Some(why),
         },
     ))
+}
+
+/// Where the engine writes the routed parts of this attempt (a URL ending in `/`), and the
+/// folder on the storage root to remove afterwards. An engine in this process writes to the
+/// local staging folder; a cluster's executors write below `_parts/` on the storage root,
+/// where a killed attempt's parts are removed by the next attempt.
+async fn parts_folder(job: &Job<'_>, staged: &Path) -> Result<(String, Option<String>)> {
+    let dir_url = |d: &Path| -> Result<String> {
+        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        url::Url::from_directory_path(d)
+            .map(|u| u.to_string())
+            .map_err(|_| Error::Other(format!("{}: not an absolute folder", d.display())))
+    };
+    if job.engines.in_process() {
+        return Ok((dir_url(&staged.join("parts"))?, None));
+    }
+    let day = format!("_parts/channel={}/dt={}", job.name(), job.date);
+    clear_parts(job, &day).await?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let rel = format!("{day}/{}-{nanos}", std::process::id());
+    let url = match job.store.root().local_path(&rel) {
+        Some(p) => dir_url(&p)?,
+        None => format!("{}/", job.store.url(&rel)),
+    };
+    Ok((url, Some(rel)))
+}
+
+/// Removes the parts below `rel` on the storage root.
+async fn clear_parts(job: &Job<'_>, rel: &str) -> Result<()> {
+    for f in job.store.root().list(rel).await? {
+        job.store.root().delete(&f).await?;
+    }
+    if let Some(d) = job.store.root().local_path(rel) {
+        // Empty folders a local root keeps.
+        let _ = std::fs::remove_dir_all(d);
+    }
+    Ok(())
 }
 
 /// The engine may hand out strings as views; outputs always hold plain UTF-8.
@@ -171,6 +212,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     } else {
         vec![ctx.clone()]
     };
+    let (parts_url, parts_rel) = parts_folder(job, &staged).await?;
     let started = std::time::Instant::now();
     let work = join::Work {
         text: text.clone(),
@@ -183,8 +225,13 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         date: job.date,
         grace_days: ch.grace_days,
         zone: ch.rules.tz,
+        parts: parts_url,
     };
-    let (mut router, rows) = join::join(sessions, work).await?;
+    let joined = join::join(sessions, &job.engines.local, work).await;
+    if let Some(rel) = &parts_rel {
+        clear_parts(job, rel).await?;
+    }
+    let (mut router, rows) = joined?;
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         rows,

@@ -230,29 +230,35 @@ impl Router {
         Ok(())
     }
 
-    /// Adds what `other` routed (another lane's buckets of the same query).
-    pub(super) fn merge(&mut self, other: Router) {
-        let place: Vec<usize> = (other.names.iter())
-            .map(|n| match self.names.iter().position(|m| m == n) {
-                Some(i) => i,
-                None => {
-                    self.names.push(n.clone());
-                    self.names.len() - 1
-                }
-            })
+    /// Adds the statistics the engine's routing partitions reported; returns the rows they
+    /// routed.
+    pub(super) fn absorb(&mut self, reports: &super::exec::Reports) -> u64 {
+        let mut place = |name: &str| match self.names.iter().position(|n| n == name) {
+            Some(i) => i,
+            None => {
+                self.names.push(name.to_string());
+                self.names.len() - 1
+            }
+        };
+        let mut rows = 0;
+        let hourly: Vec<_> = (reports.hourly.iter())
+            .map(|(c, h, s)| (place(c), *h, s))
             .collect();
-        for ((ci, hour), s) in other.hourly {
-            self.hourly.entry((place[ci], hour)).or_default().add(&s);
+        let merchants: Vec<_> = (reports.by_merchant.iter())
+            .map(|(c, m, s)| (place(c), m, s))
+            .collect();
+        for (ci, hour, s) in hourly {
+            rows += s.rows;
+            self.hourly.entry((ci, hour)).or_default().add(s);
         }
-        for (ci, (none, known)) in other.by_merchant {
-            let (n, k) = self.by_merchant.entry(place[ci]).or_default();
-            n.add(&none);
-            for (m, s) in known {
-                k.entry(m).or_default().add(&s);
+        for (ci, merchant, s) in merchants {
+            let (none, known) = self.by_merchant.entry(ci).or_default();
+            match merchant {
+                None => none.add(s),
+                Some(m) => known.entry(m.clone()).or_default().add(s),
             }
         }
-        self.diffs.extend(other.diffs);
-        self.carry.extend(other.carry);
+        rows
     }
 
     /// The carry-over records of CROSS_DAY_PENDING rows: each keeps its own side's values.
@@ -498,27 +504,38 @@ fn stats_batch<'a>(
     stats: impl Iterator<Item = (&'a str, &'a CategoryStats)>,
     grain: Arc<dyn Array>,
 ) -> Result<RecordBatch> {
-    use datafusion::arrow::array::{Date32Array, StringArray, UInt64Array};
+    use datafusion::arrow::array::{Date32Array, StringArray};
     let stats: Vec<_> = stats.collect();
     let n = stats.len();
-    let count = |f: fn(&CategoryStats) -> u64| -> Arc<dyn Array> {
-        Arc::new(UInt64Array::from_iter_values(
-            stats.iter().map(|(_, s)| f(s)),
-        ))
-    };
-    let sum = |f: fn(&CategoryStats) -> i128| -> Arc<dyn Array> {
-        Arc::new(
-            Decimal128Array::from_iter_values(stats.iter().map(|(_, s)| f(s)))
-                .with_data_type(schema::MONEY_SUM),
-        )
-    };
-    let cols: Vec<Arc<dyn Array>> = vec![
+    let mut cols: Vec<Arc<dyn Array>> = vec![
         Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
             channel, n,
         ))),
         Arc::new(Date32Array::from_iter_values(std::iter::repeat_n(date, n))),
         Arc::new(StringArray::from_iter_values(stats.iter().map(|(c, _)| *c))),
         grain,
+    ];
+    cols.extend(stats_columns(stats.iter().map(|(_, s)| *s)));
+    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+}
+
+/// The seven columns of counts and sums of `stats`, in the order every statistics table and
+/// the routing report hold them: rows, channel, platform and carried records, the channel's
+/// and the platform's amounts (DECIMAL(38,2)), the refunds that explained a status.
+pub(super) fn stats_columns<'a>(
+    stats: impl Iterator<Item = &'a CategoryStats> + Clone,
+) -> Vec<Arc<dyn Array>> {
+    use datafusion::arrow::array::UInt64Array;
+    let count = |f: fn(&CategoryStats) -> u64| -> Arc<dyn Array> {
+        Arc::new(UInt64Array::from_iter_values(stats.clone().map(f)))
+    };
+    let sum = |f: fn(&CategoryStats) -> i128| -> Arc<dyn Array> {
+        Arc::new(
+            Decimal128Array::from_iter_values(stats.clone().map(f))
+                .with_data_type(schema::MONEY_SUM),
+        )
+    };
+    vec![
         count(|s| s.rows),
         count(|s| s.channel_records),
         count(|s| s.platform_records),
@@ -526,6 +543,5 @@ fn stats_batch<'a>(
         sum(|s| s.channel_amount),
         sum(|s| s.platform_amount),
         count(|s| s.refund_explained),
-    ];
-    Ok(RecordBatch::try_new(schema.clone(), cols)?)
+    ]
 }
