@@ -155,6 +155,14 @@ pub fn up(opts: &UpOptions) -> Result<Cluster> {
         }
     }
     std::fs::create_dir_all(&opts.dir).at(&opts.dir)?;
+    // Each process runs in a folder of its own: paths handed to it (its work directory) must
+    // not be relative to this one.
+    let dir = std::fs::canonicalize(&opts.dir).at(&opts.dir)?;
+    let opts = &UpOptions {
+        dir,
+        bin_dir: opts.bin_dir.clone(),
+        ..*opts
+    };
     let scheduler_bin = binary(opts.bin_dir.as_deref(), "reckon-scheduler")?;
     let executor_bin = binary(opts.bin_dir.as_deref(), "reckon-executor")?;
     let mut started: Vec<Process> = Vec::new();

@@ -128,6 +128,22 @@ fn outputs(root: &std::path::Path, day: &str) -> Vec<Vec<u8>> {
     out
 }
 
+/// Every file below `dir` (none when it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn a_started_two_executor_cluster_matches_local_and_survives_faults() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -244,6 +260,9 @@ fn a_started_two_executor_cluster_matches_local_and_survives_faults() {
     assert!(
         outputs(&on_cluster.join("output"), days[1]) == outputs(&local.join("output"), days[1])
     );
+    // The executors' routed parts were read and removed, the killed attempt's with them.
+    let parts: Vec<_> = walk(&on_cluster.join("output/_parts"));
+    assert!(parts.is_empty(), "routed parts left behind: {parts:?}");
 
     // `down` stops exactly what `up` started.
     let pids = cluster.pids();

@@ -3,7 +3,7 @@
 //! client receives each partition's report (statistics and the parts it wrote) and reads the
 //! parts, the differences and the carry-over, at the end. In this process, a lane per core,
 //! each bucket on one partition: the buckets are the parallelism, so no bucket's rows are
-//! shuffled again.
+//! shuffled again. On a cluster, a job per bucket on the engine's partitions.
 //!
 //! [`RouteExec`]: super::exec::RouteExec
 
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use chrono::NaiveDate;
 use chrono_tz::Tz;
 use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -22,6 +23,16 @@ use super::inputs::{self, Side};
 use super::plain_strings;
 use super::route::Router;
 use crate::error::{Error, Result};
+
+/// Where the buckets are joined.
+pub(super) enum Lanes {
+    /// In this process: sessions of one partition, each taking every n-th bucket.
+    InProcess(Vec<SessionContext>),
+    /// On a Ballista cluster: a job per bucket, on the engine's partitions. (One job of a
+    /// task per bucket, the buckets' plans under a union, came back with every bucket's rows
+    /// once per bucket under Ballista 55's adaptive planner: not used.)
+    Cluster(SessionContext),
+}
 
 /// What every lane needs to join its buckets.
 pub(super) struct Work {
@@ -43,31 +54,40 @@ pub(super) struct Work {
 /// `reader` (a session in this process) reads the parts back. Returns the router holding the
 /// day's statistics, differences and carry-over, and the rows routed.
 pub(super) async fn join(
-    lanes: Vec<SessionContext>,
+    lanes: Lanes,
     reader: &SessionContext,
     work: Work,
 ) -> Result<(Router, u64)> {
     let work = Arc::new(work);
-    let count = lanes.len() as u32;
     let started = std::time::Instant::now();
-    let mut tasks = Vec::new();
-    for (i, ctx) in lanes.into_iter().enumerate() {
-        let work = work.clone();
-        let lane = async move { run_lane(&ctx, &work, i as u32, count, started).await };
-        // Each lane a task of its own, so lanes run on threads of their own: a one-partition
-        // plan runs in the task that polls it.
-        tasks.push(tokio::spawn(lane));
-    }
     let mut reports = Reports::default();
     let mut output = None;
-    for t in tasks {
-        let (r, schema) = t
-            .await
-            .map_err(|e| Error::Other(format!("a lane of the join stopped: {e}")))??;
-        reports.hourly.extend(r.hourly);
-        reports.by_merchant.extend(r.by_merchant);
-        reports.parts.extend(r.parts);
-        output = output.or(schema);
+    match lanes {
+        Lanes::InProcess(lanes) => {
+            let count = lanes.len() as u32;
+            let mut tasks = Vec::new();
+            for (i, ctx) in lanes.into_iter().enumerate() {
+                let work = work.clone();
+                let lane = async move { run_lane(&ctx, &work, i as u32, count, started).await };
+                // Each lane a task of its own, so lanes run on threads of their own: a
+                // one-partition plan runs in the task that polls it.
+                tasks.push(tokio::spawn(lane));
+            }
+            for t in tasks {
+                let (r, schema) = t
+                    .await
+                    .map_err(|e| Error::Other(format!("a lane of the join stopped: {e}")))??;
+                reports.hourly.extend(r.hourly);
+                reports.by_merchant.extend(r.by_merchant);
+                reports.parts.extend(r.parts);
+                output = output.or(schema);
+            }
+        }
+        Lanes::Cluster(ctx) => {
+            let (r, schema) = run_lane(&ctx, &work, 0, 1, started).await?;
+            reports = r;
+            output = schema;
+        }
     }
     let output = output.ok_or_else(|| Error::Other("no bucket was joined".into()))?;
     let mut router = Router::new(work.date, work.grace_days, work.zone, output);
@@ -105,33 +125,14 @@ async fn run_lane(
     first: u32,
     step: u32,
     started: std::time::Instant,
-) -> Result<(Reports, Option<datafusion::arrow::datatypes::SchemaRef>)> {
+) -> Result<(Reports, Option<SchemaRef>)> {
     let n = work.buckets;
     let mut reports = Reports::default();
     let mut output = None;
     for bucket in (first..n).step_by(step.max(1) as usize) {
-        for side in &work.sides {
-            inputs::register_side(ctx, side, (bucket, n, work.on)).await?;
-        }
-        inputs::register_carry(ctx, &work.carry_url, (bucket, n, work.on)).await?;
-        let df =
-            crate::sql::plan(ctx, &work.text, &work.origin, work.params.clone().into()).await?;
-        if output.is_none() {
-            // The query's own columns, known from its plan: an empty day's diffs have them.
-            let schema = Arc::new(df.schema().as_arrow().clone());
-            output = Some(plain_strings(&RecordBatch::new_empty(schema))?.schema());
-        }
-        let spec = RouteSpec {
-            date: work.date.to_string(),
-            grace_days: work.grace_days,
-            zone: work.zone.name().to_string(),
-            origin: work.origin.clone(),
-            bucket: (n > 1).then_some((bucket, n)),
-            out: work.parts.clone(),
-            tag: format!("b{bucket:05}"),
-        };
-        let (state, plan) = df.into_parts();
-        let routed = DataFrame::new(state, RouteNode::plan(plan, spec)?);
+        let (plan, schema) = plan_bucket(ctx, work, bucket).await?;
+        output = output.or(Some(schema));
+        let routed = DataFrame::new(ctx.state(), plan);
         for b in routed.collect().await.map_err(reckon_error)? {
             reports.add(&b)?;
         }
@@ -145,6 +146,35 @@ async fn run_lane(
         }
     }
     Ok((reports, output))
+}
+
+/// Bucket `bucket` of `work` planned on `ctx` (its tables registered there) under the routing
+/// node, and the query's output columns (strings plain).
+async fn plan_bucket(
+    ctx: &SessionContext,
+    work: &Work,
+    bucket: u32,
+) -> Result<(datafusion::logical_expr::LogicalPlan, SchemaRef)> {
+    let n = work.buckets;
+    for side in &work.sides {
+        inputs::register_side(ctx, side, (bucket, n, work.on)).await?;
+    }
+    inputs::register_carry(ctx, &work.carry_url, (bucket, n, work.on)).await?;
+    let df = crate::sql::plan(ctx, &work.text, &work.origin, work.params.clone().into()).await?;
+    // The query's own columns, known from its plan: an empty day's diffs have them.
+    let schema = Arc::new(df.schema().as_arrow().clone());
+    let output = plain_strings(&RecordBatch::new_empty(schema))?.schema();
+    let spec = RouteSpec {
+        date: work.date.to_string(),
+        grace_days: work.grace_days,
+        zone: work.zone.name().to_string(),
+        origin: work.origin.clone(),
+        bucket: (n > 1).then_some((bucket, n)),
+        out: work.parts.clone(),
+        tag: format!("b{bucket:05}"),
+    };
+    let (_, plan) = df.into_parts();
+    Ok((RouteNode::plan(plan, spec)?, output))
 }
 
 /// The error the router raised inside the plan, as it was raised (a wrong query is a

@@ -199,18 +199,16 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let n = crate::buckets::count_for(larger, job.config.bucket_rows());
     let ch = job.channel;
     let (text, origin) = job.sql.read(contracts::reconcile::FILE)?;
-    // In this process, a lane per core and a partition per bucket; elsewhere one lane on the
-    // engine's own partitions.
+    // In this process, a lane per core and a partition per bucket; on a cluster a job per
+    // bucket on the engine's partitions.
     let lanes = match std::thread::available_parallelism() {
-        Ok(cores) if job.engines.in_process() && n > 1 => (cores.get() as u32).min(n),
-        _ => 1,
-    };
-    let sessions = if lanes > 1 {
-        (0..lanes)
-            .map(|_| crate::engine::lane(ctx, 1))
-            .collect::<Result<Vec<_>>>()?
-    } else {
-        vec![ctx.clone()]
+        _ if !job.engines.in_process() => join::Lanes::Cluster(ctx.clone()),
+        Ok(cores) if n > 1 => join::Lanes::InProcess(
+            (0..(cores.get() as u32).min(n))
+                .map(|_| crate::engine::lane(ctx, 1))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        _ => join::Lanes::InProcess(vec![ctx.clone()]),
     };
     let (parts_url, parts_rel) = parts_folder(job, &staged).await?;
     let started = std::time::Instant::now();
@@ -227,7 +225,12 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         zone: ch.rules.tz,
         parts: parts_url,
     };
-    let joined = join::join(sessions, &job.engines.local, work).await;
+    // Lanes in this process (0: a cluster's job).
+    let lane_count = match &lanes {
+        join::Lanes::InProcess(l) => l.len(),
+        join::Lanes::Cluster(_) => 0,
+    };
+    let joined = join::join(lanes, &job.engines.local, work).await;
     if let Some(rel) = &parts_rel {
         clear_parts(job, rel).await?;
     }
@@ -236,7 +239,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     tracing::info!(
         rows,
         buckets = n,
-        lanes,
+        lanes = lane_count,
         seconds = secs,
         "reconciled rows classified and counted"
     );
