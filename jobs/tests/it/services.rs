@@ -350,6 +350,14 @@ impl Drop for Background {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
+        // As root the child is `runuser`, and killing it leaves the server running: stop the
+        // server itself.
+        let _ = as_pg(self.bin.join("pg_ctl"))
+            .args(["stop", "-m", "immediate", "-w", "-D"])
+            .arg(self._dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
