@@ -82,6 +82,17 @@ pub struct TotalsResult {
     pub skipped: Option<String>,
 }
 
+/// The first bytes of every gzip file.
+const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Whether the file at `path` is gzip-compressed (a plain bill may arrive so: WeChat Pay's
+/// `tar_type=GZIP`).
+pub fn is_gzip(path: &Path) -> Result<bool> {
+    let mut head = [0u8; 2];
+    let n = File::open(path).at(path)?.read(&mut head).at(path)?;
+    Ok(n == 2 && head == GZIP_MAGIC)
+}
+
 /// Normalizes `input` with `template`. Malformed records go to `rejected`; the file fails
 /// (`Error::BadInput`) when the container or encoding is wrong, the end marker is missing, the
 /// totals disagree, or too many records are rejected.
@@ -96,7 +107,7 @@ pub fn normalize_file(
         ContainerKind::Plain => {
             let mut f = BufReader::with_capacity(READ_AHEAD, file);
             let head = f.fill_buf().at(input)?;
-            if head.starts_with(&[0x1f, 0x8b]) {
+            if head.starts_with(&GZIP_MAGIC) {
                 // The same text gzip-compressed, as WeChat Pay delivers a bill downloaded
                 // with `tar_type=GZIP`: no text file starts with these bytes.
                 let gz = flate2::read::MultiGzDecoder::new(f);
@@ -122,7 +133,7 @@ pub fn normalize_file(
             let mut f = BufReader::new(file);
             let peek = f.fill_buf().at(input)?;
             head.iter_mut().zip(peek).for_each(|(h, p)| *h = *p);
-            if head != [0x1f, 0x8b] {
+            if head != GZIP_MAGIC {
                 return Err(Error::BadInput(format!(
                     "{}: not a gzip file as {} declares",
                     input.display(),

@@ -19,7 +19,7 @@ mod values;
 mod writer;
 mod xml;
 
-pub use engine::{normalize_bytes, normalize_file, NormalizeStats, TotalsResult};
+pub use engine::{is_gzip, normalize_bytes, normalize_file, NormalizeStats, TotalsResult};
 pub use template::{ContainerKind, Template, BUILT_IN};
 pub use writer::Target;
 

@@ -3,22 +3,13 @@
 
 use super::{Job, Outcome, Stage};
 use crate::error::{Error, Result};
-use crate::formats::{normalize_file, ContainerKind, Target, Template};
+use crate::formats::{is_gzip, normalize_file, ContainerKind, Target, Template};
 
 /// Bytes of bill text per record the bucket count assumes (real bills have 150 to 300).
 const BILL_BYTES_PER_ROW: u64 = 128;
 /// How much larger than a zip or gzip bill its text is assumed to be.
 const COMPRESSION: u64 = 8;
 use crate::records::{NormalizeDetail, Output};
-
-/// Whether a bill is gzip-compressed (a plain bill may come so: WeChat Pay's `tar_type=GZIP`).
-fn gzipped(path: &std::path::Path) -> Result<bool> {
-    use std::io::Read;
-    let mut head = [0u8; 2];
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let n = f.read(&mut head).map_err(|e| Error::io(path, e))?;
-    Ok(n == 2 && head == [0x1f, 0x8b])
-}
 
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
@@ -56,7 +47,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         None => job.store.local_copy(&raw_rel).await?,
     };
     let text_bytes = match template.container.kind {
-        ContainerKind::Plain if !gzipped(raw.path())? => fetched.size,
+        ContainerKind::Plain if !is_gzip(raw.path())? => fetched.size,
         _ => fetched.size.saturating_mul(COMPRESSION),
     };
     let buckets = job.config.pinned_buckets.unwrap_or_else(|| {

@@ -44,6 +44,35 @@ use crate::error::{Error, Result};
 use crate::records::CategoryStats;
 use crate::schema;
 
+/// The one input of a routing node or operator.
+fn only_input<T: Clone>(inputs: &[T]) -> datafusion::common::Result<T> {
+    match inputs {
+        [one] => Ok(one.clone()),
+        _ => Err(DataFusionError::Internal(format!(
+            "ReckonRoute has one input, not {}",
+            inputs.len()
+        ))),
+    }
+}
+
+/// What a part file holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartKind {
+    /// Differences, sorted by `diff_id`.
+    Diffs,
+    /// Carry-over rows ([`schema::CARRY`]).
+    Carry,
+}
+
+impl PartKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            PartKind::Diffs => "diffs",
+            PartKind::Carry => "carry",
+        }
+    }
+}
+
 /// What a routing partition needs besides its rows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Serialize, Deserialize)]
 pub struct RouteSpec {
@@ -133,13 +162,10 @@ impl UserDefinedLogicalNodeCore for RouteNode {
     fn with_exprs_and_inputs(
         &self,
         _exprs: Vec<Expr>,
-        mut inputs: Vec<LogicalPlan>,
+        inputs: Vec<LogicalPlan>,
     ) -> datafusion::common::Result<Self> {
-        let input = inputs
-            .pop()
-            .ok_or_else(|| DataFusionError::Internal("ReckonRoute has one input".into()))?;
         Ok(Self {
-            input,
+            input: only_input(&inputs)?,
             spec: self.spec.clone(),
             schema: self.schema.clone(),
         })
@@ -203,12 +229,12 @@ impl ExecutionPlan for RouteExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        let input = children
-            .pop()
-            .ok_or_else(|| DataFusionError::Internal("ReckonRouteExec has one input".into()))?;
-        Ok(Arc::new(RouteExec::new(input, self.spec.clone())))
+        Ok(Arc::new(RouteExec::new(
+            only_input(&children)?,
+            self.spec.clone(),
+        )))
     }
 
     fn maintains_input_order(&self) -> Vec<bool> {
@@ -261,13 +287,19 @@ async fn route_partition(
     let mut files = Vec::new();
     if let Some(diffs) = sorted(&router.diffs, &["diff_id"])? {
         let name = format!("{unique}-diffs.parquet");
-        files.push(("diffs", put_part(ctx, &spec.out, &name, &diffs).await?));
+        files.push((
+            PartKind::Diffs,
+            put_part(ctx, &spec.out, &name, &diffs).await?,
+        ));
     }
     if !router.carry.is_empty() {
         let carry =
             datafusion::arrow::compute::concat_batches(&schema::CARRY.clone(), &router.carry)?;
         let name = format!("{unique}-carry.parquet");
-        files.push(("carry", put_part(ctx, &spec.out, &name, &carry).await?));
+        files.push((
+            PartKind::Carry,
+            put_part(ctx, &spec.out, &name, &carry).await?,
+        ));
     }
     report(&router, &files)
 }
@@ -302,7 +334,7 @@ async fn put_part(
     Ok((url, batch.num_rows() as u64))
 }
 
-fn report(router: &Router, files: &[(&str, (String, u64))]) -> Result<RecordBatch> {
+fn report(router: &Router, files: &[(PartKind, (String, u64))]) -> Result<RecordBatch> {
     let mut kind = Vec::new();
     let mut category: Vec<Option<&str>> = Vec::new();
     let mut hour: Vec<Option<i32>> = Vec::new();
@@ -332,7 +364,7 @@ fn report(router: &Router, files: &[(&str, (String, u64))]) -> Result<RecordBatc
         }
     }
     for (k, (url, rows)) in files {
-        kind.push(k);
+        kind.push(k.as_str());
         category.push(None);
         hour.push(None);
         merchant.push(None);
@@ -360,7 +392,7 @@ pub(super) struct Reports {
     pub hourly: Vec<(String, Option<u32>, CategoryStats)>,
     pub by_merchant: Vec<(String, Option<String>, CategoryStats)>,
     /// The parts: (kind, URL, rows).
-    pub parts: Vec<(String, String, u64)>,
+    pub parts: Vec<(PartKind, String, u64)>,
 }
 
 impl Reports {
@@ -392,11 +424,17 @@ impl Reports {
                     stats,
                 )),
                 "merchant" => self.by_merchant.push((category, opt(s(3), r), stats)),
-                kind => self.parts.push((
-                    kind.to_string(),
-                    opt(s(11), r).unwrap_or_default(),
-                    stats.rows,
-                )),
+                kind => {
+                    let kind = match kind {
+                        "diffs" => PartKind::Diffs,
+                        "carry" => PartKind::Carry,
+                        other => {
+                            return Err(Error::Other(format!("a routing report of kind {other:?}")))
+                        }
+                    };
+                    self.parts
+                        .push((kind, opt(s(11), r).unwrap_or_default(), stats.rows));
+                }
             }
         }
         Ok(())
@@ -421,11 +459,8 @@ impl ExtensionPlanner for RoutePlanner {
         let Some(route) = node.as_any().downcast_ref::<RouteNode>() else {
             return Ok(None);
         };
-        let input = physical_inputs
-            .first()
-            .ok_or_else(|| DataFusionError::Internal("ReckonRoute has one input".into()))?;
         Ok(Some(Arc::new(RouteExec::new(
-            input.clone(),
+            only_input(physical_inputs)?,
             route.spec.clone(),
         ))))
     }
@@ -483,17 +518,11 @@ impl LogicalExtensionCodec for LogicalCodec {
         ctx: &TaskContext,
     ) -> datafusion::common::Result<Extension> {
         match decode_spec(buf) {
-            Some(spec) => {
-                let input = inputs
-                    .first()
-                    .cloned()
-                    .ok_or_else(|| DataFusionError::Internal("ReckonRoute has one input".into()))?;
-                match RouteNode::plan(input, spec?) {
-                    Ok(LogicalPlan::Extension(e)) => Ok(e),
-                    Ok(_) => Err(DataFusionError::Internal("ReckonRoute".into())),
-                    Err(e) => Err(DataFusionError::External(Box::new(e))),
-                }
-            }
+            Some(spec) => match RouteNode::plan(only_input(inputs)?, spec?) {
+                Ok(LogicalPlan::Extension(e)) => Ok(e),
+                Ok(_) => Err(DataFusionError::Internal("ReckonRoute".into())),
+                Err(e) => Err(DataFusionError::External(Box::new(e))),
+            },
             None => self.0.try_decode(buf, inputs, ctx),
         }
     }
@@ -564,12 +593,7 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         converter: &dyn datafusion_proto::physical_plan::PhysicalProtoConverterExtension,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
         match decode_spec(buf) {
-            Some(spec) => {
-                let input = inputs.first().cloned().ok_or_else(|| {
-                    DataFusionError::Internal("ReckonRouteExec has one input".into())
-                })?;
-                Ok(Arc::new(RouteExec::new(input, spec?)))
-            }
+            Some(spec) => Ok(Arc::new(RouteExec::new(only_input(inputs)?, spec?))),
             None => self.0.try_decode(buf, inputs, ctx, converter),
         }
     }

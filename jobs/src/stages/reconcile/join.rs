@@ -18,7 +18,7 @@ use datafusion::dataframe::DataFrame;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use reckon_udfs::MatchOn;
 
-use super::exec::{Reports, RouteNode, RouteSpec};
+use super::exec::{PartKind, Reports, RouteNode, RouteSpec};
 use super::inputs::{self, Side};
 use super::plain_strings;
 use super::route::Router;
@@ -92,15 +92,18 @@ pub(super) async fn join(
     let output = output.ok_or_else(|| Error::Other("no bucket was joined".into()))?;
     let mut router = Router::new(work.date, work.grace_days, work.zone, output);
     let rows = router.absorb(&reports);
-    for (kind, batches) in [("diffs", &mut router.diffs), ("carry", &mut router.carry)] {
+    for (kind, batches) in [
+        (PartKind::Diffs, &mut router.diffs),
+        (PartKind::Carry, &mut router.carry),
+    ] {
         let urls: Vec<String> = (reports.parts.iter())
-            .filter(|(k, _, n)| k == kind && *n > 0)
+            .filter(|(k, _, n)| *k == kind && *n > 0)
             .map(|(_, url, _)| url.clone())
             .collect();
         if urls.is_empty() {
             continue;
         }
-        tracing::debug!(kind, parts = urls.len(), "reading the routed parts");
+        tracing::debug!(?kind, parts = urls.len(), "reading the routed parts");
         for b in reader
             .read_parquet(urls, ParquetReadOptions::default())
             .await?
