@@ -18,6 +18,17 @@ pub fn writer_props() -> WriterProperties {
     props_builder().build()
 }
 
+/// Rows per row group of a part file of a routed partition: a merge of many parts holds a
+/// row group of each at once, so they are kept small.
+pub const PART_ROW_GROUP_ROWS: usize = 8_192;
+
+/// `writer_props` for the part files a merge reads back ([`PART_ROW_GROUP_ROWS`]).
+pub fn part_props() -> WriterProperties {
+    props_builder()
+        .set_max_row_group_row_count(Some(PART_ROW_GROUP_ROWS))
+        .build()
+}
+
 /// `writer_props` with `unique` columns (ids: every value distinct) written plain: a
 /// dictionary of them is abandoned at its size limit after hashing every value into it.
 pub fn writer_props_unique(unique: &[&str]) -> WriterProperties {
@@ -118,4 +129,178 @@ pub fn row_count(path: &Path) -> Result<u64> {
     let f = File::open(path).at(path)?;
     let b = ParquetRecordBatchReaderBuilder::try_new(f)?;
     Ok(b.metadata().file_metadata().num_rows().max(0) as u64)
+}
+
+/// Writes a Parquet file as [`ArrowWriter`] writes one batch of all its rows, to the byte,
+/// while holding one column of one row group at a time: a row group's columns are given one
+/// by one, each whole (so every column is encoded in the chunks and pages one batch gives).
+/// The file of a day's differences is written so without the day's rows in memory.
+pub struct ColumnWise<W: std::io::Write + Send> {
+    file: datafusion::parquet::file::writer::SerializedFileWriter<W>,
+    columns: datafusion::parquet::arrow::arrow_writer::ArrowRowGroupWriterFactory,
+    arrow: SchemaRef,
+    group_rows: usize,
+}
+
+impl<W: std::io::Write + Send> ColumnWise<W> {
+    /// The writer `ArrowWriter` would be, with its file's metadata (the Arrow schema).
+    pub fn try_new(w: W, arrow: SchemaRef, props: WriterProperties) -> Result<Self> {
+        let group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX);
+        let (file, columns) =
+            ArrowWriter::try_new(w, arrow.clone(), Some(props))?.into_serialized_writer()?;
+        Ok(Self {
+            file,
+            columns,
+            arrow,
+            group_rows,
+        })
+    }
+
+    /// The most rows of a row group.
+    pub fn group_rows(&self) -> usize {
+        self.group_rows
+    }
+
+    /// Writes a row group; `column(i)` gives all its values of column `i`, in order.
+    pub fn write_group(
+        &mut self,
+        mut column: impl FnMut(usize) -> Result<datafusion::arrow::array::ArrayRef>,
+    ) -> Result<()> {
+        let mut group = self.group()?;
+        for i in 0..self.arrow.fields().len() {
+            group.column(&column(i)?)?;
+        }
+        self.append(group)
+    }
+
+    /// A row group's encoder: give it each column in turn, then [`ColumnWise::append`] it.
+    pub fn group(&self) -> Result<GroupEncoder> {
+        let index = self.file.flushed_row_groups().len();
+        let writers = self.columns.create_column_writers(index)?;
+        Ok(GroupEncoder {
+            arrow: self.arrow.clone(),
+            writers: writers.into_iter().collect(),
+            chunks: Vec::new(),
+        })
+    }
+
+    /// Appends an encoded row group (every column given).
+    pub fn append(&mut self, group: GroupEncoder) -> Result<()> {
+        if group.chunks.len() != self.file.schema_descr().num_columns() {
+            return Err(crate::error::Error::Other(format!(
+                "a row group of {} columns, not {}",
+                group.chunks.len(),
+                self.file.schema_descr().num_columns()
+            )));
+        }
+        let mut out = self.file.next_row_group()?;
+        for chunk in group.chunks {
+            chunk.append_to_row_group(&mut out)?;
+        }
+        out.close()?;
+        self.file
+            .flush()
+            .map_err(|e| crate::error::Error::Other(e.to_string()))?;
+        Ok(())
+    }
+
+    /// What was written so far (for a writer that hands its bytes on as they come).
+    pub fn inner_mut(&mut self) -> &mut W {
+        self.file.inner_mut()
+    }
+
+    /// Writes the footer; returns the writer.
+    pub fn finish(self) -> Result<W> {
+        Ok(self.file.into_inner()?)
+    }
+}
+
+/// The columns of one row group, encoded one at a time ([`ColumnWise::group`]).
+pub struct GroupEncoder {
+    arrow: SchemaRef,
+    writers:
+        std::collections::VecDeque<datafusion::parquet::arrow::arrow_writer::ArrowColumnWriter>,
+    chunks: Vec<datafusion::parquet::arrow::arrow_writer::ArrowColumnChunk>,
+}
+
+impl GroupEncoder {
+    /// Encodes the next column, whole.
+    pub fn column(&mut self, values: &datafusion::arrow::array::ArrayRef) -> Result<()> {
+        use datafusion::parquet::arrow::arrow_writer::compute_leaves;
+        let i = self.chunks.len();
+        let field = self.arrow.fields().get(i).ok_or_else(|| {
+            crate::error::Error::Other(format!("a row group has {i} columns, no more"))
+        })?;
+        for leaf in compute_leaves(field, values)? {
+            let mut w = self.writers.pop_front().ok_or_else(|| {
+                crate::error::Error::Other(format!("no column writer for {}", field.name()))
+            })?;
+            w.write(&leaf)?;
+            self.chunks.push(w.close()?);
+        }
+        Ok(())
+    }
+
+    /// The place of the next column.
+    pub fn next_column(&self) -> usize {
+        self.chunks.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use std::sync::Arc;
+
+    /// Rows with NULLs in one column, none in another, long and repeated strings.
+    fn rows(n: usize) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("sparse", DataType::Utf8, true),
+            Field::new("n", DataType::Int64, true),
+        ]));
+        let id: ArrayRef =
+            Arc::new(StringArray::from_iter_values((0..n).map(|i| {
+                format!("{:032x}", (i as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            })));
+        let sparse: ArrayRef =
+            Arc::new(StringArray::from_iter((0..n).map(|i| {
+                (i % 7 == 0).then(|| format!("reason {} {}", i % 13, "x".repeat(i % 50)))
+            })));
+        let num: ArrayRef = Arc::new(Int64Array::from_iter_values((0..n).map(|i| i as i64 * 3)));
+        RecordBatch::try_new(schema, vec![id, sparse, num]).expect("test")
+    }
+
+    #[test]
+    fn column_wise_writes_the_bytes_of_one_batch() {
+        let all = rows(70_001);
+        for props in [
+            writer_props(),
+            props_builder()
+                .set_max_row_group_row_count(Some(30_000))
+                .build(),
+        ] {
+            let mut one = Vec::new();
+            let mut w =
+                ArrowWriter::try_new(&mut one, all.schema(), Some(props.clone())).expect("test");
+            w.write(&all).expect("test");
+            w.close().expect("test");
+
+            let mut cw = ColumnWise::try_new(Vec::new(), all.schema(), props).expect("test");
+            let per = cw.group_rows();
+            let mut start = 0;
+            while start < all.num_rows() {
+                let len = per.min(all.num_rows() - start);
+                let group = all.slice(start, len);
+                cw.write_group(|i| Ok(group.column(i).clone()))
+                    .expect("test");
+                start += len;
+            }
+            let bytes = cw.finish().expect("test");
+            assert_eq!(bytes.len(), one.len());
+            assert!(bytes == one, "the bytes differ");
+        }
+    }
 }

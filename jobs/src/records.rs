@@ -285,6 +285,23 @@ pub struct AgeingStats {
     pub oldest_open: Option<String>,
 }
 
+impl AgeingStats {
+    /// Adds the counts of another part of the day.
+    pub fn add(&mut self, other: &AgeingStats) {
+        self.new += other.new;
+        self.persisting += other.persisting;
+        self.open = self.new + self.persisting;
+        for (by, n) in &other.resolved {
+            *self.resolved.entry(by.clone()).or_default() += n;
+        }
+        if let Some(first) = &other.oldest_open {
+            if self.oldest_open.as_ref().is_none_or(|o| first < o) {
+                self.oldest_open = Some(first.clone());
+            }
+        }
+    }
+}
+
 /// What the second look asked the operational database, and what it found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SecondLookDetail {

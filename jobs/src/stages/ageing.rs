@@ -69,6 +69,12 @@ impl Entry {
     }
 }
 
+/// The bucket among `n` of a ledger entry whose match key is `match_key`: the bucket of the
+/// records it comes from (a difference's key is theirs; none, bucket 0).
+pub fn bucket_of(match_key: Option<&str>, n: u32) -> u32 {
+    reckon_udfs::bucket_of(match_key.map(reckon_udfs::key_hash), n)
+}
+
 fn to_date(days: i32) -> NaiveDate {
     epoch() + chrono::Duration::days(i64::from(days))
 }
@@ -176,22 +182,27 @@ pub fn keys(diffs: &RecordBatch, channel: &str) -> Result<Vec<String>> {
 
 /// Reads a ledger file.
 pub fn read(path: &Path) -> Result<Vec<Entry>> {
-    let what = format!("ledger {}", path.display());
+    entries(&read_file(path)?, &format!("ledger {}", path.display()))
+}
+
+/// The entries of ledger batches (`what` names them in errors).
+pub fn entries(batches: &[RecordBatch], what: &str) -> Result<Vec<Entry>> {
+    let what = what.to_string();
     let mut out = Vec::new();
-    for b in read_file(path)? {
-        let key = strings(&b, "ageing_key", &what)?;
-        let diff_id = strings(&b, "diff_id", &what)?;
-        let category = strings(&b, "category", &what)?;
-        let state = strings(&b, "state", &what)?;
-        let first = dates(&b, "first_seen", &what)?;
-        let last = dates(&b, "last_seen", &what)?;
-        let on = dates(&b, "resolved_on", &what)?;
-        let by = strings(&b, "resolved_by", &what)?;
-        let mk = strings(&b, "match_key", &what)?;
-        let tt = strings(&b, "txn_type", &what)?;
-        let ca = money(&b, "channel_amount", &what)?;
-        let pa = money(&b, "platform_amount", &what)?;
-        let reason = strings(&b, "reason", &what)?;
+    for b in batches {
+        let key = strings(b, "ageing_key", &what)?;
+        let diff_id = strings(b, "diff_id", &what)?;
+        let category = strings(b, "category", &what)?;
+        let state = strings(b, "state", &what)?;
+        let first = dates(b, "first_seen", &what)?;
+        let last = dates(b, "last_seen", &what)?;
+        let on = dates(b, "resolved_on", &what)?;
+        let by = strings(b, "resolved_by", &what)?;
+        let mk = strings(b, "match_key", &what)?;
+        let tt = strings(b, "txn_type", &what)?;
+        let ca = money(b, "channel_amount", &what)?;
+        let pa = money(b, "platform_amount", &what)?;
+        let reason = strings(b, "reason", &what)?;
         let opt = |a: &Decimal128Array, i: usize| a.is_valid(i).then(|| a.value(i));
         let owned = |a: &StringArray, i: usize| get(a, i).map(String::from);
         for i in 0..b.num_rows() {
@@ -217,6 +228,11 @@ pub fn read(path: &Path) -> Result<Vec<Entry>> {
 
 /// Writes `entries` (sorted by key) to `path`.
 pub fn write(path: &Path, entries: &[Entry]) -> Result<()> {
+    write_file(path, schema::LEDGER.clone(), &[batch(entries)?])
+}
+
+/// `entries` as one batch of [`schema::LEDGER`].
+pub fn batch(entries: &[Entry]) -> Result<RecordBatch> {
     use datafusion::arrow::array::{Date32Builder, Decimal128Builder, StringBuilder};
     let mut s: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
     let mut d: Vec<Date32Builder> = (0..3).map(|_| Date32Builder::new()).collect();
@@ -250,8 +266,23 @@ pub fn write(path: &Path, entries: &[Entry]) -> Result<()> {
         };
         cols.push(next.ok_or_else(|| Error::Other("ledger columns".into()))?);
     }
-    let batch = RecordBatch::try_new(schema::LEDGER.clone(), cols)?;
-    write_file(path, schema::LEDGER.clone(), &[batch])
+    Ok(RecordBatch::try_new(schema::LEDGER.clone(), cols)?)
+}
+
+/// The entries of a day's `ledger` an earlier run of the day contributed: differences it
+/// found that this run resolves. Kept among the run's inputs, so a replay gives the same
+/// ledger.
+pub fn contributed(ledger: &[Entry], date: NaiveDate) -> Vec<Entry> {
+    (ledger.iter())
+        .filter(|e| {
+            e.resolved_on == Some(date)
+                && matches!(
+                    e.resolved_by.as_deref(),
+                    Some(BY_RERUN) | Some(BY_REISSUED_BILL)
+                )
+        })
+        .cloned()
+        .collect()
 }
 
 /// What the day's ageing starts from.

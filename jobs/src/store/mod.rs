@@ -358,6 +358,41 @@ impl Store {
         Ok(out)
     }
 
+    /// Publishes files an engine wrote on the storage root (`files`: each file's name in the
+    /// area and where it is, its SHA-256 and size) into `area`'s folder for the channel-day,
+    /// as [`Store::publish`] publishes staged files (the same version folder for the same
+    /// names and bytes), by a copy in the store: the bytes never pass through this process.
+    pub async fn publish_on_root(
+        &self,
+        files: &[(String, FileSum)],
+        area: &str,
+        channel: &str,
+        date: NaiveDate,
+    ) -> Result<Vec<FileSum>> {
+        let mut files: Vec<&(String, FileSum)> = files.iter().collect();
+        files.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut key = Sha256::new();
+        for (n, f) in &files {
+            key.update(format!("{n}\0{}\n", f.sha256).as_bytes());
+        }
+        let dir = format!(
+            "{}/_v={}",
+            self.area(area, channel, date),
+            hex::encode(&key.finalize()[..8])
+        );
+        let mut out = Vec::new();
+        for (n, f) in files {
+            let rel = format!("{dir}/{n}");
+            self.root.copy(&f.path, &rel).await?;
+            out.push(FileSum {
+                path: rel,
+                sha256: f.sha256.clone(),
+                size: f.size,
+            });
+        }
+        Ok(out)
+    }
+
     /// Waits for the uploads still running in the background; the first failure.
     pub async fn settle_uploads(&self) -> Result<()> {
         self.uploads.settle().await

@@ -461,6 +461,22 @@ impl Root {
         Ok(hex::encode(h.finalize()))
     }
 
+    /// Copies `from` to `to` on this root, in the store (a server-side copy on S3): a reader of
+    /// `to` sees the whole object or none.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        if let Some(p) = self
+            .local_path(to)
+            .as_ref()
+            .and_then(|p| p.parent().map(Path::to_owned))
+        {
+            std::fs::create_dir_all(&p).map_err(|e| Error::io(&p, e))?;
+        }
+        self.store
+            .copy(&self.path(from), &self.path(to))
+            .await
+            .map_err(|e| self.fail_write(to, e))
+    }
+
     /// The size of `rel`, `None` when it is not there.
     pub async fn size(&self, rel: &str) -> Result<Option<u64>> {
         match self.store.head(&self.path(rel)).await {

@@ -25,24 +25,40 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{
     Expr, Extension, LogicalPlan, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
-use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, PlanProperties,
-};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
+use super::merge::{self, MergeExec, MergeNode};
 use super::plain_strings;
 use super::route::{sorted, stats_columns, Router};
 use crate::error::{Error, Result};
-use crate::records::CategoryStats;
+use crate::records::{AgeingStats, CategoryStats};
 use crate::schema;
+use crate::stages::ageing;
+
+/// What visits an operator's expressions (reckon's operators have none).
+pub(super) type Visit<'a> = dyn FnMut(
+        &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
+    ) -> datafusion::common::Result<Recursion>
+    + 'a;
+pub(super) use datafusion::common::tree_node::TreeNodeRecursion as Recursion;
+
+/// The properties of an operator of one partition that returns a small report of `schema`.
+pub(super) fn report_props(schema: SchemaRef) -> Arc<PlanProperties> {
+    Arc::new(PlanProperties::new(
+        EquivalenceProperties::new(schema),
+        datafusion::physical_plan::Partitioning::UnknownPartitioning(1),
+        EmissionType::Final,
+        Boundedness::Bounded,
+    ))
+}
 
 /// The one input of a routing node or operator.
 fn only_input<T: Clone>(inputs: &[T]) -> datafusion::common::Result<T> {
@@ -56,20 +72,52 @@ fn only_input<T: Clone>(inputs: &[T]) -> datafusion::common::Result<T> {
 }
 
 /// What a part file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PartKind {
-    /// Differences, sorted by `diff_id`.
+    /// Differences, aged, sorted by `diff_id`.
     Diffs,
-    /// Carry-over rows ([`schema::CARRY`]).
+    /// Carry-over rows ([`schema::CARRY`]), sorted by [`CARRY_ORDER`].
     Carry,
+    /// Ledger entries ([`schema::LEDGER`]), sorted by `ageing_key`.
+    Ledger,
+    /// The entries an earlier run of the day contributed (differences this run resolves),
+    /// sorted by `ageing_key`.
+    Earlier,
 }
 
+/// The order of the carry-over's rows: the same inputs give the same file whatever order
+/// the engine produced.
+pub const CARRY_ORDER: [&str; 4] = ["side", "merchant_order_id", "refund_id", "source_line"];
+
 impl PartKind {
+    pub const ALL: [PartKind; 4] = [
+        PartKind::Diffs,
+        PartKind::Carry,
+        PartKind::Ledger,
+        PartKind::Earlier,
+    ];
+
     fn as_str(self) -> &'static str {
         match self {
             PartKind::Diffs => "diffs",
             PartKind::Carry => "carry",
+            PartKind::Ledger => "ledger",
+            PartKind::Earlier => "earlier",
         }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The columns its parts and its day's file are sorted by.
+    pub fn order(self) -> Vec<String> {
+        let cols: &[&str] = match self {
+            PartKind::Diffs => &["diff_id"],
+            PartKind::Carry => &CARRY_ORDER,
+            PartKind::Ledger | PartKind::Earlier => &["ageing_key"],
+        };
+        cols.iter().map(|c| c.to_string()).collect()
     }
 }
 
@@ -89,10 +137,21 @@ pub struct RouteSpec {
     pub out: String,
     /// The parts' name prefix, unique per bucket (`b00003`).
     pub tag: String,
+    /// The channel (its differences' ageing keys start from it).
+    pub channel: String,
+    /// The ledger of the day before (a URL), whose open differences carry forward.
+    pub ledger: Option<String>,
+    /// The ledger an earlier run of this day wrote (a URL), whose differences this run may
+    /// resolve.
+    pub earlier: Option<String>,
+    /// Whether the bill changed since that earlier run (a re-issued bill).
+    pub bill_changed: bool,
 }
 
 /// What a routing partition returns: one row per statistics cell (`kind` `hour` or
-/// `merchant`) and one per part file written (`diffs` or `carry`, its rows in `rows`).
+/// `merchant`), one per count of the ageing (`kind` `aged`: the state, or `resolved:` and what
+/// resolved them, in `category`; the first day of the oldest open difference in `merchant`),
+/// and one per part file written (`diffs`, `carry`, `ledger` or `earlier`, its rows in `rows`).
 pub static REPORT: LazyLock<SchemaRef> = LazyLock::new(|| {
     let count = |n: &str| Field::new(n, DataType::UInt64, false);
     let sum = |n: &str| Field::new(n, schema::MONEY_SUM, false);
@@ -172,7 +231,8 @@ impl UserDefinedLogicalNodeCore for RouteNode {
     }
 }
 
-/// The routing of a plan's output: each input partition routed on its own.
+/// The routing of a plan's output: a bucket whole in one partition (its differences' ageing
+/// keys number a key's duplicates, and the day before's entries of the bucket meet them).
 #[derive(Debug)]
 pub struct RouteExec {
     input: Arc<dyn ExecutionPlan>,
@@ -182,17 +242,10 @@ pub struct RouteExec {
 
 impl RouteExec {
     pub fn new(input: Arc<dyn ExecutionPlan>, spec: RouteSpec) -> Self {
-        let partitions = input.output_partitioning().partition_count();
-        let props = PlanProperties::new(
-            EquivalenceProperties::new(REPORT.clone()),
-            datafusion::physical_plan::Partitioning::UnknownPartitioning(partitions),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        );
         Self {
             input,
             spec,
-            props: Arc::new(props),
+            props: report_props(REPORT.clone()),
         }
     }
 }
@@ -216,15 +269,8 @@ impl ExecutionPlan for RouteExec {
         vec![&self.input]
     }
 
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(
-            &Arc<dyn datafusion::physical_expr::PhysicalExpr>,
-        ) -> datafusion::common::Result<
-            datafusion::common::tree_node::TreeNodeRecursion,
-        >,
-    ) -> datafusion::common::Result<datafusion::common::tree_node::TreeNodeRecursion> {
-        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    fn apply_expressions(&self, _f: &mut Visit<'_>) -> datafusion::common::Result<Recursion> {
+        Ok(Recursion::Continue)
     }
 
     fn with_new_children(
@@ -239,6 +285,10 @@ impl ExecutionPlan for RouteExec {
 
     fn maintains_input_order(&self) -> Vec<bool> {
         vec![false]
+    }
+
+    fn required_input_distribution(&self) -> Vec<datafusion::physical_plan::Distribution> {
+        vec![datafusion::physical_plan::Distribution::SinglePartition]
     }
 
     fn execute(
@@ -260,7 +310,9 @@ impl ExecutionPlan for RouteExec {
     }
 }
 
-/// Routes one partition's rows, writes its parts and returns its report.
+/// Routes one partition's rows (a bucket), ages its differences against the bucket's
+/// entries of the day before's ledger and of an earlier run's, writes its parts and returns
+/// its report.
 async fn route_partition(
     mut input: SendableRecordBatchStream,
     spec: &RouteSpec,
@@ -278,63 +330,63 @@ async fn route_partition(
     while let Some(batch) = input.next().await {
         router.route(&plain_strings(&batch?)?, &spec.origin)?;
     }
+    let bucket = spec.bucket.unwrap_or((0, 1));
+    let mut before = Vec::new();
+    if let Some(url) = &spec.ledger {
+        before = merge::ledger_bucket(ctx, url, bucket).await?;
+    }
+    let mut earlier_run = Vec::new();
+    if let Some(url) = &spec.earlier {
+        earlier_run = merge::ledger_bucket(ctx, url, bucket).await?;
+    }
+    let history = ageing::History {
+        before: &before,
+        earlier_run: &earlier_run,
+        bill_changed: spec.bill_changed,
+    };
+    let diffs = sorted(&router.diffs, &["diff_id"])?
+        .unwrap_or_else(|| RecordBatch::new_empty(output.clone()));
+    router.diffs.clear();
+    let (diffs, ledger, stats) = ageing::age(&diffs, &spec.channel, date, &history)?;
+    let diffs = schema::conform(
+        &diffs,
+        &schema::DIFFS,
+        schema::DIFFS_OPTIONAL,
+        schema::Extra::Keep,
+        &spec.origin,
+    )?;
+    let contributed = ageing::contributed(&ledger, date);
     // A name no other task gives: a cluster's tasks may all run their stage's partition 0.
     let unique = format!(
         "{}-p{partition:03}-{:016x}",
         spec.tag,
         rand::random::<u64>()
     );
+    let carry = match router.carry.is_empty() {
+        true => None,
+        false => sorted(&router.carry, &CARRY_ORDER)?,
+    };
     let mut files = Vec::new();
-    if let Some(diffs) = sorted(&router.diffs, &["diff_id"])? {
-        let name = format!("{unique}-diffs.parquet");
-        files.push((
-            PartKind::Diffs,
-            put_part(ctx, &spec.out, &name, &diffs).await?,
-        ));
+    for (kind, batch) in [
+        (PartKind::Diffs, Some(diffs)),
+        (PartKind::Carry, carry),
+        (PartKind::Ledger, Some(ageing::batch(&ledger)?)),
+        (PartKind::Earlier, Some(ageing::batch(&contributed)?)),
+    ] {
+        let Some(batch) = batch.filter(|b| b.num_rows() > 0) else {
+            continue;
+        };
+        let name = format!("{unique}-{}.parquet", kind.as_str());
+        files.push((kind, merge::put_part(ctx, &spec.out, &name, &batch).await?));
     }
-    if !router.carry.is_empty() {
-        let carry =
-            datafusion::arrow::compute::concat_batches(&schema::CARRY.clone(), &router.carry)?;
-        let name = format!("{unique}-carry.parquet");
-        files.push((
-            PartKind::Carry,
-            put_part(ctx, &spec.out, &name, &carry).await?,
-        ));
-    }
-    report(&router, &files)
+    report(&router, &stats, &files)
 }
 
-/// Writes `batch` as `out` + `name` through the task's object stores; returns the URL and
-/// rows.
-async fn put_part(
-    ctx: &TaskContext,
-    out: &str,
-    name: &str,
-    batch: &RecordBatch,
-) -> Result<(String, u64)> {
-    let url = format!("{out}{name}");
-    let parsed = url::Url::parse(&url).map_err(|e| Error::Other(format!("{url}: {e}")))?;
-    let store_url = datafusion::execution::object_store::ObjectStoreUrl::parse(
-        &parsed[..url::Position::BeforePath],
-    )?;
-    let store = ctx.runtime_env().object_store(store_url)?;
-    let path = object_store::path::Path::from_url_path(parsed.path())
-        .map_err(|e| Error::Other(format!("{url}: {e}")))?;
-    let mut bytes = Vec::new();
-    let mut w = ArrowWriter::try_new(
-        &mut bytes,
-        batch.schema(),
-        Some(crate::parquet_io::writer_props()),
-    )?;
-    w.write(batch)?;
-    w.close()?;
-    object_store::ObjectStoreExt::put(store.as_ref(), &path, bytes.into())
-        .await
-        .map_err(|e| Error::Other(format!("writing {url}: {e}")))?;
-    Ok((url, batch.num_rows() as u64))
-}
-
-fn report(router: &Router, files: &[(PartKind, (String, u64))]) -> Result<RecordBatch> {
+fn report(
+    router: &Router,
+    ageing: &AgeingStats,
+    files: &[(PartKind, (String, u64))],
+) -> Result<RecordBatch> {
     let mut kind = Vec::new();
     let mut category: Vec<Option<&str>> = Vec::new();
     let mut hour: Vec<Option<i32>> = Vec::new();
@@ -362,6 +414,25 @@ fn report(router: &Router, files: &[(PartKind, (String, u64))]) -> Result<Record
             stats.push(s.clone());
             file.push(None);
         }
+    }
+    let aged = [
+        (ageing::NEW.to_string(), ageing.new),
+        (ageing::PERSISTING.to_string(), ageing.persisting),
+    ]
+    .into_iter()
+    .chain((ageing.resolved.iter()).map(|(by, n)| (format!("resolved:{by}"), *n)));
+    let aged: Vec<(String, u64)> = aged.collect();
+    for (i, (state, n)) in aged.iter().enumerate() {
+        kind.push("aged");
+        category.push(Some(state.as_str()));
+        hour.push(None);
+        // The oldest open difference's first day, once.
+        merchant.push((i == 0).then_some(ageing.oldest_open.as_deref()).flatten());
+        stats.push(CategoryStats {
+            rows: *n,
+            ..CategoryStats::default()
+        });
+        file.push(None);
     }
     for (k, (url, rows)) in files {
         kind.push(k.as_str());
@@ -393,9 +464,37 @@ pub(super) struct Reports {
     pub by_merchant: Vec<(String, Option<String>, CategoryStats)>,
     /// The parts: (kind, URL, rows).
     pub parts: Vec<(PartKind, String, u64)>,
+    /// The ageing's counts, over the partitions.
+    pub ageing: AgeingStats,
 }
 
 impl Reports {
+    /// Adds the reports of another lane.
+    pub fn merge(&mut self, other: Reports) {
+        self.hourly.extend(other.hourly);
+        self.by_merchant.extend(other.by_merchant);
+        self.parts.extend(other.parts);
+        self.ageing.add(&other.ageing);
+    }
+
+    /// The parts of `kind` with rows, in bucket order (their names start with the bucket).
+    pub fn parts_of(&self, kind: PartKind) -> Vec<String> {
+        let mut urls: Vec<String> = (self.parts.iter())
+            .filter(|(k, _, n)| *k == kind && *n > 0)
+            .map(|(_, url, _)| url.clone())
+            .collect();
+        urls.sort();
+        urls
+    }
+
+    /// Rows in the parts of `kind`.
+    pub fn rows_of(&self, kind: PartKind) -> u64 {
+        (self.parts.iter())
+            .filter(|(k, _, _)| *k == kind)
+            .map(|(_, _, n)| n)
+            .sum()
+    }
+
     /// Adds a report batch.
     pub fn add(&mut self, b: &RecordBatch) -> Result<()> {
         let s = |i: usize| b.column(i).as_string::<i32>();
@@ -424,14 +523,25 @@ impl Reports {
                     stats,
                 )),
                 "merchant" => self.by_merchant.push((category, opt(s(3), r), stats)),
-                kind => {
-                    let kind = match kind {
-                        "diffs" => PartKind::Diffs,
-                        "carry" => PartKind::Carry,
-                        other => {
-                            return Err(Error::Other(format!("a routing report of kind {other:?}")))
-                        }
+                "aged" => {
+                    let mut one = AgeingStats {
+                        oldest_open: opt(s(3), r),
+                        ..AgeingStats::default()
                     };
+                    match category.as_str() {
+                        ageing::NEW => one.new = stats.rows,
+                        ageing::PERSISTING => one.persisting = stats.rows,
+                        other => {
+                            let by = other.strip_prefix("resolved:").unwrap_or(other);
+                            one.resolved.insert(by.to_string(), stats.rows);
+                        }
+                    }
+                    self.ageing.add(&one);
+                }
+                kind => {
+                    let kind = PartKind::parse(kind).ok_or_else(|| {
+                        Error::Other(format!("a routing report of kind {kind:?}"))
+                    })?;
                     self.parts
                         .push((kind, opt(s(11), r).unwrap_or_default(), stats.rows));
                 }
@@ -441,7 +551,7 @@ impl Reports {
     }
 }
 
-/// Plans [`RouteNode`] as [`RouteExec`].
+/// Plans [`RouteNode`] as [`RouteExec`] and [`MergeNode`] as [`MergeExec`].
 #[derive(Debug, Default)]
 pub struct RoutePlanner;
 
@@ -456,6 +566,9 @@ impl ExtensionPlanner for RoutePlanner {
         _session: &dyn datafusion::catalog::Session,
         _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
     ) -> datafusion::common::Result<Option<Arc<dyn ExecutionPlan>>> {
+        if let Some(merge) = node.as_any().downcast_ref::<MergeNode>() {
+            return Ok(Some(Arc::new(MergeExec::new(merge.spec.clone()))));
+        }
         let Some(route) = node.as_any().downcast_ref::<RouteNode>() else {
             return Ok(None);
         };
@@ -484,18 +597,46 @@ impl QueryPlanner for ReckonQueryPlanner {
     }
 }
 
-/// The first bytes of an encoded route node; Ballista's own nodes never start so.
+/// The first bytes of an encoded route node and merge node; Ballista's own nodes never
+/// start so.
 const MAGIC: &[u8] = b"reckon-route/1:";
+const MERGE_MAGIC: &[u8] = b"reckon-merge/1:";
 
-fn encode_spec(spec: &RouteSpec, buf: &mut Vec<u8>) -> datafusion::common::Result<()> {
-    buf.extend_from_slice(MAGIC);
-    serde_json::to_writer(buf, spec).map_err(|e| DataFusionError::External(Box::new(e)))
+/// One of reckon's nodes, as its codecs carry it.
+enum Node {
+    Route(RouteSpec),
+    Merge(merge::MergeSpec),
 }
 
-fn decode_spec(buf: &[u8]) -> Option<datafusion::common::Result<RouteSpec>> {
-    buf.strip_prefix(MAGIC).map(|json| {
-        serde_json::from_slice(json).map_err(|e| DataFusionError::External(Box::new(e)))
-    })
+fn encode(node: &Node, buf: &mut Vec<u8>) -> datafusion::common::Result<()> {
+    let json = match node {
+        Node::Route(spec) => {
+            buf.extend_from_slice(MAGIC);
+            serde_json::to_writer(buf, spec)
+        }
+        Node::Merge(spec) => {
+            buf.extend_from_slice(MERGE_MAGIC);
+            serde_json::to_writer(buf, spec)
+        }
+    };
+    json.map_err(|e| DataFusionError::External(Box::new(e)))
+}
+
+fn decode(buf: &[u8]) -> Option<datafusion::common::Result<Node>> {
+    let json = |e: serde_json::Error| DataFusionError::External(Box::new(e));
+    if let Some(spec) = buf.strip_prefix(MAGIC) {
+        return Some(serde_json::from_slice(spec).map(Node::Route).map_err(json));
+    }
+    buf.strip_prefix(MERGE_MAGIC)
+        .map(|spec| serde_json::from_slice(spec).map(Node::Merge).map_err(json))
+}
+
+fn extension(plan: Result<LogicalPlan>) -> datafusion::common::Result<Extension> {
+    match plan {
+        Ok(LogicalPlan::Extension(e)) => Ok(e),
+        Ok(_) => Err(DataFusionError::Internal("a reckon node".into())),
+        Err(e) => Err(DataFusionError::External(Box::new(e))),
+    }
 }
 
 /// Ballista's logical codec, and [`RouteNode`].
@@ -517,19 +658,20 @@ impl LogicalExtensionCodec for LogicalCodec {
         inputs: &[LogicalPlan],
         ctx: &TaskContext,
     ) -> datafusion::common::Result<Extension> {
-        match decode_spec(buf) {
-            Some(spec) => match RouteNode::plan(only_input(inputs)?, spec?) {
-                Ok(LogicalPlan::Extension(e)) => Ok(e),
-                Ok(_) => Err(DataFusionError::Internal("ReckonRoute".into())),
-                Err(e) => Err(DataFusionError::External(Box::new(e))),
-            },
+        match decode(buf).transpose()? {
+            Some(Node::Route(spec)) => extension(RouteNode::plan(only_input(inputs)?, spec)),
+            Some(Node::Merge(spec)) => extension(MergeNode::plan(spec)),
             None => self.0.try_decode(buf, inputs, ctx),
         }
     }
 
     fn try_encode(&self, node: &Extension, buf: &mut Vec<u8>) -> datafusion::common::Result<()> {
-        match node.node.as_any().downcast_ref::<RouteNode>() {
-            Some(route) => encode_spec(&route.spec, buf),
+        let any = node.node.as_any();
+        if let Some(route) = any.downcast_ref::<RouteNode>() {
+            return encode(&Node::Route(route.spec.clone()), buf);
+        }
+        match any.downcast_ref::<MergeNode>() {
+            Some(merge) => encode(&Node::Merge(merge.spec.clone()), buf),
             None => self.0.try_encode(node, buf),
         }
     }
@@ -592,8 +734,9 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         ctx: &TaskContext,
         converter: &dyn datafusion_proto::physical_plan::PhysicalProtoConverterExtension,
     ) -> datafusion::common::Result<Arc<dyn ExecutionPlan>> {
-        match decode_spec(buf) {
-            Some(spec) => Ok(Arc::new(RouteExec::new(only_input(inputs)?, spec?))),
+        match decode(buf).transpose()? {
+            Some(Node::Route(spec)) => Ok(Arc::new(RouteExec::new(only_input(inputs)?, spec))),
+            Some(Node::Merge(spec)) => Ok(Arc::new(MergeExec::new(spec))),
             None => self.0.try_decode(buf, inputs, ctx, converter),
         }
     }
@@ -604,8 +747,11 @@ impl PhysicalExtensionCodec for PhysicalCodec {
         buf: &mut Vec<u8>,
         converter: &dyn datafusion_proto::physical_plan::PhysicalProtoConverterExtension,
     ) -> datafusion::common::Result<()> {
-        match node.downcast_ref::<RouteExec>() {
-            Some(route) => encode_spec(&route.spec, buf),
+        if let Some(route) = node.downcast_ref::<RouteExec>() {
+            return encode(&Node::Route(route.spec.clone()), buf);
+        }
+        match node.downcast_ref::<MergeExec>() {
+            Some(merge) => encode(&Node::Merge(merge.spec.clone()), buf),
             None => self.0.try_encode(node, buf, converter),
         }
     }

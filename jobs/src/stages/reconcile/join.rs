@@ -1,9 +1,9 @@
-//! The join of a day, bucket by bucket: each lane (a session with tables of its own) takes
-//! every `lanes`-th bucket and runs the query on it, routed by the engine ([`RouteExec`]): the
-//! client receives each partition's report (statistics and the parts it wrote) and reads the
-//! parts, the differences and the carry-over, at the end. In this process, a lane per core,
-//! each bucket on one partition: the buckets are the parallelism, so no bucket's rows are
-//! shuffled again. On a cluster, a job per bucket on the engine's partitions.
+//! The join of a day, bucket by bucket: each lane (a session of one partition, with tables of
+//! its own) takes every `lanes`-th bucket and runs the query on it, routed by the engine
+//! ([`RouteExec`]), which ages the bucket's differences and writes its parts: the client
+//! receives each bucket's report (statistics, the ageing's counts and the parts written). The
+//! buckets are the parallelism, so no bucket's rows are shuffled again: in this process a lane
+//! per core, on a cluster a job per bucket, several at once.
 //!
 //! [`RouteExec`]: super::exec::RouteExec
 
@@ -15,24 +15,14 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
-use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use datafusion::prelude::SessionContext;
 use reckon_udfs::MatchOn;
 
-use super::exec::{PartKind, Reports, RouteNode, RouteSpec};
+use super::exec::{Reports, RouteNode, RouteSpec};
 use super::inputs::{self, Side};
 use super::plain_strings;
 use super::route::Router;
 use crate::error::{Error, Result};
-
-/// Where the buckets are joined.
-pub(super) enum Lanes {
-    /// In this process: sessions of one partition, each taking every n-th bucket.
-    InProcess(Vec<SessionContext>),
-    /// On a Ballista cluster: a job per bucket, on the engine's partitions. (One job of a
-    /// task per bucket, the buckets' plans under a union, came back with every bucket's rows
-    /// once per bucket under Ballista 55's adaptive planner: not used.)
-    Cluster(SessionContext),
-}
 
 /// What every lane needs to join its buckets.
 pub(super) struct Work {
@@ -48,76 +38,43 @@ pub(super) struct Work {
     pub zone: Tz,
     /// The folder (a URL ending in `/`) the engine writes the routed parts to.
     pub parts: String,
+    pub channel: String,
+    /// The ageing's history: the day before's ledger and an earlier run's (URLs), and
+    /// whether the bill changed since that run.
+    pub ledger: Option<String>,
+    pub earlier: Option<String>,
+    pub bill_changed: bool,
 }
 
-/// Joins every bucket of `work` on `lanes` (one session each), the engine routing the rows;
-/// `reader` (a session in this process) reads the parts back. Returns the router holding the
-/// day's statistics, differences and carry-over, and the rows routed.
-pub(super) async fn join(
-    lanes: Lanes,
-    reader: &SessionContext,
-    work: Work,
-) -> Result<(Router, u64)> {
+/// Joins every bucket of `work` on `lanes` (sessions of one partition, each taking every
+/// n-th bucket; in this process or on a cluster), the engine routing the rows and writing
+/// the parts. Returns the router holding the day's statistics, the reports (the parts and
+/// the ageing's counts) and the rows routed.
+pub(super) async fn join(lanes: Vec<SessionContext>, work: Work) -> Result<(Router, Reports, u64)> {
     let work = Arc::new(work);
     let started = std::time::Instant::now();
     let mut reports = Reports::default();
     let mut output = None;
-    match lanes {
-        Lanes::InProcess(lanes) => {
-            let count = lanes.len() as u32;
-            let mut tasks = Vec::new();
-            for (i, ctx) in lanes.into_iter().enumerate() {
-                let work = work.clone();
-                let lane = async move { run_lane(&ctx, &work, i as u32, count, started).await };
-                // Each lane a task of its own, so lanes run on threads of their own: a
-                // one-partition plan runs in the task that polls it.
-                tasks.push(tokio::spawn(lane));
-            }
-            for t in tasks {
-                let (r, schema) = t
-                    .await
-                    .map_err(|e| Error::Other(format!("a lane of the join stopped: {e}")))??;
-                reports.hourly.extend(r.hourly);
-                reports.by_merchant.extend(r.by_merchant);
-                reports.parts.extend(r.parts);
-                output = output.or(schema);
-            }
-        }
-        Lanes::Cluster(ctx) => {
-            let (r, schema) = run_lane(&ctx, &work, 0, 1, started).await?;
-            reports = r;
-            output = schema;
-        }
+    let count = lanes.len() as u32;
+    let mut tasks = Vec::new();
+    for (i, ctx) in lanes.into_iter().enumerate() {
+        let work = work.clone();
+        let lane = async move { run_lane(&ctx, &work, i as u32, count, started).await };
+        // Each lane a task of its own, so lanes run on threads of their own: a
+        // one-partition plan runs in the task that polls it.
+        tasks.push(tokio::spawn(lane));
+    }
+    for t in tasks {
+        let (r, schema) = t
+            .await
+            .map_err(|e| Error::Other(format!("a lane of the join stopped: {e}")))??;
+        reports.merge(r);
+        output = output.or(schema);
     }
     let output = output.ok_or_else(|| Error::Other("no bucket was joined".into()))?;
     let mut router = Router::new(work.date, work.grace_days, work.zone, output);
     let rows = router.absorb(&reports);
-    for (kind, batches) in [
-        (PartKind::Diffs, &mut router.diffs),
-        (PartKind::Carry, &mut router.carry),
-    ] {
-        let urls: Vec<String> = (reports.parts.iter())
-            .filter(|(k, _, n)| *k == kind && *n > 0)
-            .map(|(_, url, _)| url.clone())
-            .collect();
-        if urls.is_empty() {
-            continue;
-        }
-        tracing::debug!(?kind, parts = urls.len(), "reading the routed parts");
-        for b in reader
-            .read_parquet(urls, ParquetReadOptions::default())
-            .await?
-            .collect()
-            .await?
-        {
-            batches.push(plain_strings(&b)?);
-        }
-    }
-    let carry_schema = crate::schema::CARRY.clone();
-    router.carry = (router.carry.iter())
-        .map(|b| crate::schema::conform(b, &carry_schema, &[], crate::schema::Extra::Drop, "carry"))
-        .collect::<Result<_>>()?;
-    Ok((router, rows))
+    Ok((router, reports, rows))
 }
 
 /// Buckets `first`, `first + step`, … of `work` on `ctx`: their reports, and the query's
@@ -175,6 +132,10 @@ async fn plan_bucket(
         bucket: (n > 1).then_some((bucket, n)),
         out: work.parts.clone(),
         tag: format!("b{bucket:05}"),
+        channel: work.channel.clone(),
+        ledger: work.ledger.clone(),
+        earlier: work.earlier.clone(),
+        bill_changed: work.bill_changed,
     };
     let (_, plan) = df.into_parts();
     Ok((RouteNode::plan(plan, spec)?, output))
@@ -182,7 +143,7 @@ async fn plan_bucket(
 
 /// The error the router raised inside the plan, as it was raised (a wrong query is a
 /// configuration error, exit 2), else the engine's.
-fn reckon_error(e: datafusion::error::DataFusionError) -> Error {
+pub(super) fn reckon_error(e: datafusion::error::DataFusionError) -> Error {
     use datafusion::error::DataFusionError as D;
     let mut cur = &e;
     loop {

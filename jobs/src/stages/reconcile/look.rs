@@ -1,48 +1,81 @@
 //! The second look: the keys of MISSING_IN_PLATFORM rows asked of the platform's own database.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringBuilder};
+use datafusion::arrow::array::{Array, AsArray};
 use reckon_udfs::Category;
 
-use super::route::{col, typed, Router};
+use super::route::{col, typed};
 use crate::error::{Error, Result};
 use crate::records::SecondLookDetail;
 
-/// The second look: the keys of MISSING_IN_PLATFORM rows are looked up in the platform's own
-/// database; a row whose key is there keeps its category (the warehouse snapshot has not got
-/// it) and gets a reason that says where it is.
-pub(super) async fn second_look(
-    cfg: &crate::config::SecondLook,
-    router: &mut Router,
+/// A MISSING_IN_PLATFORM difference the second look asks about.
+pub(super) struct Missing {
+    pub diff_id: String,
+    /// A refund (its refund id asked for), else a payment (its merchant order id).
+    pub refund: bool,
+    pub key: String,
+}
+
+/// The MISSING_IN_PLATFORM differences of the engine's parts (`diffs`, URLs), read by
+/// `reader` (a session in this process): four columns of those rows only.
+pub(super) async fn missing_in(
+    reader: &datafusion::prelude::SessionContext,
+    diffs: Vec<String>,
     origin: &str,
-) -> Result<SecondLookDetail> {
-    let missing = Category::MissingInPlatform.as_str();
-    let (mut orders, mut refunds) = (Vec::new(), Vec::new());
-    for b in &router.diffs {
-        let cat = typed!(b, "category", origin, as_string_opt::<i32>);
-        let tt = typed!(b, "txn_type", origin, as_string_opt::<i32>);
-        let mo = typed!(b, "merchant_order_id", origin, as_string_opt::<i32>);
-        let rf = typed!(b, "refund_id", origin, as_string_opt::<i32>);
+) -> Result<Vec<Missing>> {
+    use datafusion::logical_expr::lit;
+    if diffs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = reader
+        .read_parquet(diffs, Default::default())
+        .await?
+        .filter(
+            datafusion::logical_expr::col("category").eq(lit(Category::MissingInPlatform.as_str())),
+        )?
+        .select_columns(&["diff_id", "txn_type", "merchant_order_id", "refund_id"])?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    for b in &rows {
+        let b = super::plain_strings(b)?;
+        let id = typed!(&b, "diff_id", origin, as_string_opt::<i32>);
+        let tt = typed!(&b, "txn_type", origin, as_string_opt::<i32>);
+        let mo = typed!(&b, "merchant_order_id", origin, as_string_opt::<i32>);
+        let rf = typed!(&b, "refund_id", origin, as_string_opt::<i32>);
         for row in 0..b.num_rows() {
-            if cat.is_null(row) || cat.value(row) != missing {
+            let refund = !tt.is_null(row) && tt.value(row) == "REFUND";
+            let key = if refund { rf } else { mo };
+            if id.is_null(row) || key.is_null(row) {
                 continue;
             }
-            let refund = !tt.is_null(row) && tt.value(row) == "REFUND";
-            let (keys, col) = if refund {
-                (&mut refunds, rf)
-            } else {
-                (&mut orders, mo)
-            };
-            if !col.is_null(row) {
-                keys.push(col.value(row).to_string());
-            }
+            out.push(Missing {
+                diff_id: id.value(row).to_string(),
+                refund,
+                key: key.value(row).to_string(),
+            });
         }
     }
-    orders.sort();
-    orders.dedup();
-    refunds.sort();
-    refunds.dedup();
+    Ok(out)
+}
+
+/// The second look: the keys of MISSING_IN_PLATFORM rows are looked up in the platform's own
+/// database; a row whose key is there keeps its category (the warehouse snapshot has not got
+/// it) and gets a reason that says where it is. Returns what was asked and found, and the
+/// reasons by `diff_id`.
+pub(super) async fn second_look(
+    cfg: &crate::config::SecondLook,
+    missing: &[Missing],
+) -> Result<(SecondLookDetail, Vec<(String, String)>)> {
+    let keys = |refund: bool| {
+        let mut k: Vec<String> = (missing.iter())
+            .filter(|m| m.refund == refund)
+            .map(|m| m.key.clone())
+            .collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    let (orders, refunds) = (keys(false), keys(true));
     let lookups = crate::postgres::Lookups::new(cfg)?;
     let started = std::time::Instant::now();
     let found_orders = lookups
@@ -51,57 +84,38 @@ pub(super) async fn second_look(
     let found_refunds = lookups
         .find(&cfg.refunds_table, &cfg.refund_key, &refunds)
         .await?;
-    let mut rewritten = 0u64;
-    for b in router.diffs.iter_mut() {
-        let cat = typed!(b, "category", origin, as_string_opt::<i32>);
-        let tt = typed!(b, "txn_type", origin, as_string_opt::<i32>);
-        let mo = typed!(b, "merchant_order_id", origin, as_string_opt::<i32>);
-        let rf = typed!(b, "refund_id", origin, as_string_opt::<i32>);
-        let reason = typed!(b, "reason", origin, as_string_opt::<i32>);
-        let mut out = StringBuilder::with_capacity(b.num_rows(), b.num_rows() * 64);
-        for row in 0..b.num_rows() {
-            let refund = !tt.is_null(row) && tt.value(row) == "REFUND";
-            let (col, found, table) = if refund {
-                (rf, &found_refunds, &cfg.refunds_table)
-            } else {
-                (mo, &found_orders, &cfg.orders_table)
-            };
-            let hit = !cat.is_null(row)
-                && cat.value(row) == missing
-                && !col.is_null(row)
-                && found.contains(col.value(row));
-            if hit {
-                rewritten += 1;
-                out.append_value(format!(
+    let mut reasons = Vec::new();
+    for m in missing {
+        let (found, table) = if m.refund {
+            (&found_refunds, &cfg.refunds_table)
+        } else {
+            (&found_orders, &cfg.orders_table)
+        };
+        if found.contains(&m.key) {
+            reasons.push((
+                m.diff_id.clone(),
+                format!(
                     "the platform's database has it ({table} {}), but the warehouse snapshot does not: \
                      it was loaded into the warehouse late; rerun collect and reconcile once it is there",
-                    col.value(row)
-                ));
-            } else if reason.is_null(row) {
-                out.append_null();
-            } else {
-                out.append_value(reason.value(row));
-            }
+                    m.key
+                ),
+            ));
         }
-        let idx = b
-            .schema()
-            .index_of("reason")
-            .map_err(|e| Error::Other(format!("{origin}: {e}")))?;
-        let mut cols = b.columns().to_vec();
-        cols[idx] = Arc::new(out.finish());
-        *b = RecordBatch::try_new(b.schema(), cols)?;
     }
     tracing::info!(
         looked_up = orders.len() + refunds.len(),
-        found = rewritten,
+        found = reasons.len(),
         "second look"
     );
-    Ok(SecondLookDetail {
-        looked_up: (orders.len() + refunds.len()) as u64,
-        found_in_database: rewritten,
-        connections: lookups.connections(),
-        queries: lookups.queries(),
-        retries: lookups.retries(),
-        elapsed_ms: started.elapsed().as_millis() as u64,
-    })
+    Ok((
+        SecondLookDetail {
+            looked_up: (orders.len() + refunds.len()) as u64,
+            found_in_database: reasons.len() as u64,
+            connections: lookups.connections(),
+            queries: lookups.queries(),
+            retries: lookups.retries(),
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        },
+        reasons,
+    ))
 }

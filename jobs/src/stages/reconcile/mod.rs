@@ -6,6 +6,7 @@ pub mod exec;
 mod inputs;
 mod join;
 mod look;
+mod merge;
 mod route;
 mod write;
 
@@ -23,8 +24,10 @@ use crate::error::{Error, Result};
 use crate::parquet_io::write_file;
 use crate::records::{CarryIn, Output, ReconcileDetail, Rules};
 use crate::schema;
-use look::second_look;
-use write::age_and_write;
+
+/// Buckets a cluster joins at once (a job each): enough to keep a few executors busy and to
+/// hide each job's fixed cost behind another's work.
+const CLUSTER_LANES: u32 = 8;
 
 /// Where the carry-in comes from: the day before's committed carry-over, if that day was
 /// committed (as a URL the engine reads, or a local path).
@@ -199,18 +202,20 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let n = crate::buckets::count_for(larger, job.config.bucket_rows());
     let ch = job.channel;
     let (text, origin) = job.sql.read(contracts::reconcile::FILE)?;
-    // In this process, a lane per core and a partition per bucket; on a cluster a job per
-    // bucket on the engine's partitions.
-    let lanes = match std::thread::available_parallelism() {
-        _ if !job.engines.in_process() => join::Lanes::Cluster(ctx.clone()),
-        Ok(cores) if n > 1 => join::Lanes::InProcess(
-            (0..(cores.get() as u32).min(n))
-                .map(|_| crate::engine::lane(ctx, 1))
-                .collect::<Result<Vec<_>>>()?,
-        ),
-        _ => join::Lanes::InProcess(vec![ctx.clone()]),
-    };
+    // Lanes of one partition, each taking every n-th bucket: in this process a lane per core,
+    // on a cluster as many jobs at once as the cluster takes.
+    let lane_count = match std::thread::available_parallelism() {
+        _ if !job.engines.in_process() => CLUSTER_LANES,
+        Ok(cores) => cores.get() as u32,
+        Err(_) => 1,
+    }
+    .min(n)
+    .max(1);
+    let lanes = (0..lane_count)
+        .map(|_| crate::engine::lane(ctx, 1))
+        .collect::<Result<Vec<_>>>()?;
     let (parts_url, parts_rel) = parts_folder(job, &staged).await?;
+    let history = write::history(job, (&manifest, fetched)).await?;
     let started = std::time::Instant::now();
     let work = join::Work {
         text: text.clone(),
@@ -224,44 +229,60 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         grace_days: ch.grace_days,
         zone: ch.rules.tz,
         parts: parts_url,
+        channel: job.name().to_string(),
+        ledger: history.before.clone(),
+        earlier: history.earlier.clone(),
+        bill_changed: history.bill_changed,
     };
-    // Lanes in this process (0: a cluster's job).
-    let lane_count = match &lanes {
-        join::Lanes::InProcess(l) => l.len(),
-        join::Lanes::Cluster(_) => 0,
+    let place = match &parts_rel {
+        None => write::Place::Staged(staged.to_path_buf()),
+        Some(rel) => write::Place::Root(format!("{rel}/day")),
     };
-    let joined = join::join(lanes, &job.engines.local, work).await;
+    let written = async {
+        let (router, reports, rows) = join::join(lanes, work).await?;
+        tracing::info!(
+            rows,
+            buckets = n,
+            lanes = lane_count,
+            seconds = started.elapsed().as_secs_f64(),
+            "reconciled rows classified, counted and aged"
+        );
+        let (looked, reasons) = match &job.config.second_look {
+            Some(cfg) => {
+                let diffs = reports.parts_of(exec::PartKind::Diffs);
+                let missing = look::missing_in(&job.engines.local, diffs, &origin).await?;
+                let (detail, reasons) = look::second_look(cfg, &missing).await?;
+                (Some(detail), reasons)
+            }
+            None => (None, Vec::new()),
+        };
+        let day = write::write_day(
+            job,
+            ctx,
+            &reports,
+            &router.output,
+            reasons,
+            (&place, &staged),
+        )
+        .await?;
+        Ok::<_, Error>((router, reports, looked, day))
+    };
+    let written = written.await;
     if let Some(rel) = &parts_rel {
         clear_parts(job, rel).await?;
     }
-    let (mut router, rows) = joined?;
-    let secs = started.elapsed().as_secs_f64();
-    tracing::info!(
-        rows,
-        buckets = n,
-        lanes = lane_count,
-        seconds = secs,
-        "reconciled rows classified and counted"
-    );
-    let looked = match &job.config.second_look {
-        Some(cfg) => Some(second_look(cfg, &mut router, &origin).await?),
-        None => None,
-    };
-    let diffs_path = staged.join("results").join("diffs.parquet");
-    let carry_out = staged.join("carryover").join("part-0.parquet");
-    let ledger_path = staged.join("results").join("ledger.parquet");
-    let (diff_rows, ageing, earlier_ledger) = age_and_write(
-        job,
-        (&manifest, fetched),
-        &router,
-        (&diffs_path, &ledger_path),
-        &origin,
-    )
-    .await?;
-    let carry_rows = router.finish_carry(&carry_out)?;
+    let (router, reports, looked, day) = written?;
     let stats_rows = router.write_stats(job.name(), &staged.join("stats"))?;
-    let secs = started.elapsed().as_secs_f64();
-    tracing::info!(diff_rows, seconds = secs, "differences aged and written");
+    tracing::info!(
+        diff_rows = day.diff_rows,
+        seconds = started.elapsed().as_secs_f64(),
+        "differences aged and written"
+    );
+    let ageing = crate::records::AgeingDetail {
+        before: history.before_detail,
+        stats: reports.ageing.clone(),
+        earlier_run: day.earlier.as_ref().map(|(e, _)| e.clone()),
+    };
 
     let rules = Rules {
         time_zone: ch.time_zone.clone(),
@@ -299,24 +320,18 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     }
     let run_id = hex::encode(&h.finalize()[..8]);
 
-    let mut files = Vec::new();
-    for area in ["results", "carryover", "stats"] {
-        files.extend(
-            job.store
-                .publish(&staged.join(area), area, job.name(), job.date)
-                .await?,
-        );
-    }
+    let mut files = day.files;
+    files.extend(
+        job.store
+            .publish(&staged.join("stats"), "stats", job.name(), job.date)
+            .await?,
+    );
     let rules_json = serde_json::to_vec_pretty(&rules)?;
     let mut recipe = vec![
         (contracts::reconcile::FILE, text.as_bytes()),
         ("rules.json", rules_json.as_slice()),
     ];
-    let earlier_bytes = match &earlier_ledger {
-        Some(p) => Some(std::fs::read(p).map_err(|e| Error::io(p, e))?),
-        None => None,
-    };
-    if let Some(bytes) = &earlier_bytes {
+    if let Some((_, bytes)) = &day.earlier {
         recipe.push(("earlier_ledger.parquet", bytes.as_slice()));
     }
     files.extend(job.recipe(&recipe).await?);
@@ -330,8 +345,8 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             carry_in: carry_detail,
             bill_sha256: fetched.sha256.clone(),
             ageing,
-            diff_rows,
-            carry_out_rows: carry_rows,
+            diff_rows: day.diff_rows,
+            carry_out_rows: day.carry_rows,
             stats_rows,
             second_look: looked,
             counts: router.counts(),

@@ -437,22 +437,6 @@ impl Router {
         )?;
         Ok((hours.len() + merchants.len()) as u64)
     }
-
-    /// Writes the carry-over sorted by side and id, so the same inputs give the same file
-    /// whatever order the engine produced.
-    pub(super) fn finish_carry(&self, carry_path: &Path) -> Result<u64> {
-        let carry = sorted(
-            &self.carry,
-            &["side", "merchant_order_id", "refund_id", "source_line"],
-        )?;
-        let carry_rows = carry.as_ref().map(|b| b.num_rows() as u64).unwrap_or(0);
-        write_file(
-            carry_path,
-            schema::CARRY.clone(),
-            &carry.into_iter().collect::<Vec<_>>(),
-        )?;
-        Ok(carry_rows)
-    }
 }
 
 /// Every difference of a bucket has a match key of that bucket: two records the query pairs
