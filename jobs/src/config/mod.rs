@@ -35,6 +35,9 @@ pub struct Config {
     /// in hash buckets of the match key, and reconcile joins one bucket at a time. Default:
     /// from `memory_limit_mb` ([`Config::bucket_rows`]).
     pub bucket_rows: Option<u64>,
+    /// Buckets a Ballista cluster joins at once, a job each (default 8): about the executors'
+    /// task slots, or more to hide each job's fixed cost behind another's work.
+    pub cluster_jobs: Option<u32>,
     /// Where the reconciliation SQL lives (default: `sql/` beside the config, else the
     /// directory named by `RECKON_SQL_DIR`, else the copy built into the binary).
     pub sql_dir: Option<String>,
@@ -388,6 +391,9 @@ impl Config {
         }
         if self.bucket_rows == Some(0) {
             return Err("bucket_rows must be at least 1".into());
+        }
+        if self.cluster_jobs == Some(0) {
+            return Err("cluster_jobs must be at least 1".into());
         }
         if self.target_partitions == 0 {
             return Err("target_partitions must be at least 1".into());

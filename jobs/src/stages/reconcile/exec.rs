@@ -18,7 +18,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Int32Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{DataType, Decimal128Type, Field, Int32Type, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef};
 use datafusion::common::{DFSchema, DFSchemaRef, DataFusionError};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use super::merge::{self, MergeExec, MergeNode};
 use super::plain_strings;
-use super::route::{sorted, stats_columns, Router};
+use super::route::{sorted, stats_at, stats_columns, Router};
 use crate::error::{Error, Result};
 use crate::records::{AgeingStats, CategoryStats};
 use crate::schema;
@@ -83,6 +83,10 @@ pub enum PartKind {
     /// The entries an earlier run of the day contributed (differences this run resolves),
     /// sorted by `ageing_key`.
     Earlier,
+    /// Statistics cells per category and hour ([`schema::BY_HOUR`]), summed over the parts.
+    Hours,
+    /// Statistics cells per category and merchant ([`schema::BY_MERCHANT`]), summed.
+    Merchants,
 }
 
 /// The order of the carry-over's rows: the same inputs give the same file whatever order
@@ -90,11 +94,13 @@ pub enum PartKind {
 pub const CARRY_ORDER: [&str; 4] = ["side", "merchant_order_id", "refund_id", "source_line"];
 
 impl PartKind {
-    pub const ALL: [PartKind; 4] = [
+    pub const ALL: [PartKind; 6] = [
         PartKind::Diffs,
         PartKind::Carry,
         PartKind::Ledger,
         PartKind::Earlier,
+        PartKind::Hours,
+        PartKind::Merchants,
     ];
 
     fn as_str(self) -> &'static str {
@@ -103,7 +109,14 @@ impl PartKind {
             PartKind::Carry => "carry",
             PartKind::Ledger => "ledger",
             PartKind::Earlier => "earlier",
+            PartKind::Hours => "hours",
+            PartKind::Merchants => "merchants",
         }
+    }
+
+    /// Whether its parts are cells summed into the day's file (else rows merged in order).
+    pub fn summed(self) -> bool {
+        matches!(self, PartKind::Hours | PartKind::Merchants)
     }
 
     fn parse(s: &str) -> Option<Self> {
@@ -116,6 +129,8 @@ impl PartKind {
             PartKind::Diffs => &["diff_id"],
             PartKind::Carry => &CARRY_ORDER,
             PartKind::Ledger | PartKind::Earlier => &["ageing_key"],
+            PartKind::Hours => &["category", "hour"],
+            PartKind::Merchants => &["category", "merchant_id"],
         };
         cols.iter().map(|c| c.to_string()).collect()
     }
@@ -148,10 +163,11 @@ pub struct RouteSpec {
     pub bill_changed: bool,
 }
 
-/// What a routing partition returns: one row per statistics cell (`kind` `hour` or
-/// `merchant`), one per count of the ageing (`kind` `aged`: the state, or `resolved:` and what
-/// resolved them, in `category`; the first day of the oldest open difference in `merchant`),
-/// and one per part file written (`diffs`, `carry`, `ledger` or `earlier`, its rows in `rows`).
+/// What a routing partition returns: one row per statistics cell of category and hour (`kind`
+/// `hour`: the day's counts), one per count of the ageing (`kind` `aged`: the state, or
+/// `resolved:` and what resolved them, in `category`; the first day of the oldest open
+/// difference in `merchant`), and one per part file written (its [`PartKind`], its rows in
+/// `rows`).
 pub static REPORT: LazyLock<SchemaRef> = LazyLock::new(|| {
     let count = |n: &str| Field::new(n, DataType::UInt64, false);
     let sum = |n: &str| Field::new(n, schema::MONEY_SUM, false);
@@ -366,12 +382,15 @@ async fn route_partition(
         true => None,
         false => sorted(&router.carry, &CARRY_ORDER)?,
     };
+    let (hours, merchants) = router.stats_tables(&spec.channel)?;
     let mut files = Vec::new();
     for (kind, batch) in [
         (PartKind::Diffs, Some(diffs)),
         (PartKind::Carry, carry),
         (PartKind::Ledger, Some(ageing::batch(&ledger)?)),
         (PartKind::Earlier, Some(ageing::batch(&contributed)?)),
+        (PartKind::Hours, Some(hours)),
+        (PartKind::Merchants, Some(merchants)),
     ] {
         let Some(batch) = batch.filter(|b| b.num_rows() > 0) else {
             continue;
@@ -390,6 +409,7 @@ fn report(
     let mut kind = Vec::new();
     let mut category: Vec<Option<&str>> = Vec::new();
     let mut hour: Vec<Option<i32>> = Vec::new();
+    // The oldest open difference's first day, on the first `aged` row.
     let mut merchant: Vec<Option<&str>> = Vec::new();
     let mut stats: Vec<CategoryStats> = Vec::new();
     let mut file: Vec<Option<&str>> = Vec::new();
@@ -400,20 +420,6 @@ fn report(
         merchant.push(None);
         stats.push(s.clone());
         file.push(None);
-    }
-    for (ci, (none, known)) in &router.by_merchant {
-        let cells = std::iter::once((None, none)).chain(known.iter().map(|(m, s)| (Some(m), s)));
-        for (m, s) in cells {
-            if m.is_none() && s.rows == 0 {
-                continue;
-            }
-            kind.push("merchant");
-            category.push(Some(router.names[*ci].as_str()));
-            hour.push(None);
-            merchant.push(m.map(|m| m.as_str()));
-            stats.push(s.clone());
-            file.push(None);
-        }
     }
     let aged = [
         (ageing::NEW.to_string(), ageing.new),
@@ -459,9 +465,8 @@ fn report(
 /// What the reports of every partition add up to.
 #[derive(Default)]
 pub(super) struct Reports {
-    /// (category, hour) and (category, merchant) cells.
+    /// (category, hour) cells.
     pub hourly: Vec<(String, Option<u32>, CategoryStats)>,
-    pub by_merchant: Vec<(String, Option<String>, CategoryStats)>,
     /// The parts: (kind, URL, rows).
     pub parts: Vec<(PartKind, String, u64)>,
     /// The ageing's counts, over the partitions.
@@ -472,7 +477,6 @@ impl Reports {
     /// Adds the reports of another lane.
     pub fn merge(&mut self, other: Reports) {
         self.hourly.extend(other.hourly);
-        self.by_merchant.extend(other.by_merchant);
         self.parts.extend(other.parts);
         self.ageing.add(&other.ageing);
     }
@@ -498,23 +502,10 @@ impl Reports {
     /// Adds a report batch.
     pub fn add(&mut self, b: &RecordBatch) -> Result<()> {
         let s = |i: usize| b.column(i).as_string::<i32>();
-        let n = |i: usize| {
-            b.column(i)
-                .as_primitive::<datafusion::arrow::datatypes::UInt64Type>()
-        };
-        let d = |i: usize| b.column(i).as_primitive::<Decimal128Type>();
         let hour = b.column(2).as_primitive::<Int32Type>();
         let opt = |a: &StringArray, r: usize| a.is_valid(r).then(|| a.value(r).to_string());
         for r in 0..b.num_rows() {
-            let stats = CategoryStats {
-                rows: n(4).value(r),
-                channel_records: n(5).value(r),
-                platform_records: n(6).value(r),
-                carried_records: n(7).value(r),
-                channel_amount: d(8).value(r),
-                platform_amount: d(9).value(r),
-                refund_explained: n(10).value(r),
-            };
+            let stats = stats_at(b, 4, r)?;
             let category = opt(s(1), r).unwrap_or_default();
             match s(0).value(r) {
                 "hour" => self.hourly.push((
@@ -522,7 +513,6 @@ impl Reports {
                     hour.is_valid(r).then(|| hour.value(r) as u32),
                     stats,
                 )),
-                "merchant" => self.by_merchant.push((category, opt(s(3), r), stats)),
                 "aged" => {
                     let mut one = AgeingStats {
                         oldest_open: opt(s(3), r),

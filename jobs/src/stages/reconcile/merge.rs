@@ -16,7 +16,7 @@ use datafusion::arrow::array::{
     UInt64Array,
 };
 use datafusion::arrow::compute::SortOptions;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema, SchemaRef, UInt32Type};
 use datafusion::common::{DFSchema, DFSchemaRef, DataFusionError};
 use datafusion::datasource::physical_plan::parquet::{
     DefaultParquetFileReaderFactory, ParquetFileReaderFactory,
@@ -41,6 +41,7 @@ use sha2::{Digest, Sha256};
 
 use super::exec::{report_props, Recursion, Visit};
 use crate::error::{Error, Result};
+use crate::records::CategoryStats;
 use crate::stages::ageing;
 
 /// The object store and path of `url`, as the task's runtime knows them.
@@ -146,6 +147,9 @@ pub struct MergeSpec {
     /// Reasons the second look gave, by `diff_id`: they replace the reason of an open
     /// MISSING_IN_PLATFORM row of that id (a difference, or its ledger entry).
     pub reasons: Vec<(String, String)>,
+    /// The parts are statistics cells (a statistics table's columns): the cells of one
+    /// category and grain (`by`) are summed into one row.
+    pub sum: bool,
 }
 
 /// What a merge returns: one row, the file written.
@@ -485,6 +489,22 @@ impl Upload {
         (self.sink.write_all(&chunk).await)
             .map_err(|e| Error::Other(format!("writing {}: {e}", self.url)))
     }
+
+    /// Completes the upload; the merge's report of the file of `rows` rows.
+    async fn finish(mut self, rows: u64) -> Result<RecordBatch> {
+        use tokio::io::AsyncWriteExt;
+        (self.sink.shutdown().await)
+            .map_err(|e| Error::Other(format!("writing {}: {e}", self.url)))?;
+        Ok(RecordBatch::try_new(
+            MERGED.clone(),
+            vec![
+                Arc::new(StringArray::from(vec![self.url])),
+                Arc::new(UInt64Array::from(vec![rows])),
+                Arc::new(UInt64Array::from(vec![self.bytes])),
+                Arc::new(StringArray::from(vec![hex::encode(self.sha.finalize())])),
+            ],
+        )?)
+    }
 }
 
 /// Runs one merge: the parts' merged order first (their sort columns only), then each row
@@ -496,6 +516,9 @@ async fn merge(spec: &MergeSpec, ctx: &TaskContext) -> Result<RecordBatch> {
     let mut parts = Vec::new();
     for url in &spec.parts {
         parts.push(Part::open(ctx, url).await?);
+    }
+    if spec.sum {
+        return sum_cells(spec, &parts, ctx).await;
     }
     let first = parts
         .first()
@@ -555,20 +578,86 @@ async fn merge(spec: &MergeSpec, ctx: &TaskContext) -> Result<RecordBatch> {
     }
     let mut rest = file.finish()?;
     upload.send(&mut rest).await?;
-    {
-        use tokio::io::AsyncWriteExt;
-        (upload.sink.shutdown().await)
-            .map_err(|e| Error::Other(format!("writing {}: {e}", spec.out)))?;
+    upload.finish(rows).await
+}
+
+/// A statistics cell's grain: an hour or a merchant (NULL first, as the tables sort).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Grain {
+    Hour(Option<u32>),
+    Merchant(Option<String>),
+}
+
+/// The statistics cells of `parts` summed per category and grain into one sorted table,
+/// written at `spec.out` (cells are few: categories times hours or merchants).
+async fn sum_cells(spec: &MergeSpec, parts: &[Part], ctx: &TaskContext) -> Result<RecordBatch> {
+    use std::collections::BTreeMap;
+    let mut cells: BTreeMap<(String, Grain), CategoryStats> = BTreeMap::new();
+    let mut channel_date: Option<(String, i32)> = None;
+    for part in parts {
+        let all: Vec<usize> = (0..part.meta.schema().fields().len()).collect();
+        let batches: Vec<RecordBatch> = part
+            .read(&all, None, ctx.session_config().batch_size())?
+            .try_collect()
+            .await?;
+        for b in &batches {
+            let bad = || Error::Other(format!("{}: not a statistics table", part.url));
+            let channel = b.column(0).as_string_opt::<i32>().ok_or_else(bad)?;
+            let date = (b.column(1))
+                .as_primitive_opt::<datafusion::arrow::datatypes::Date32Type>()
+                .ok_or_else(bad)?;
+            let category = b.column(2).as_string_opt::<i32>().ok_or_else(bad)?;
+            let grain = b.column(3);
+            for r in 0..b.num_rows() {
+                channel_date.get_or_insert((channel.value(r).to_string(), date.value(r)));
+                let g = if let Some(h) = grain.as_primitive_opt::<Int32Type>() {
+                    Grain::Hour(h.is_valid(r).then(|| h.value(r) as u32))
+                } else {
+                    let m = grain.as_string_opt::<i32>().ok_or_else(bad)?;
+                    Grain::Merchant(m.is_valid(r).then(|| m.value(r).to_string()))
+                };
+                let key = (category.value(r).to_string(), g);
+                cells
+                    .entry(key)
+                    .or_default()
+                    .add(&super::route::stats_at(b, 4, r)?);
+            }
+        }
     }
-    Ok(RecordBatch::try_new(
-        MERGED.clone(),
-        vec![
-            Arc::new(StringArray::from(vec![spec.out.clone()])),
-            Arc::new(UInt64Array::from(vec![rows])),
-            Arc::new(UInt64Array::from(vec![upload.bytes])),
-            Arc::new(StringArray::from(vec![hex::encode(upload.sha.finalize())])),
-        ],
-    )?)
+    let (channel, date) = channel_date.unwrap_or_default();
+    let schema = parts[0].meta.schema().clone();
+    let grain: ArrayRef = match schema.field(3).data_type() {
+        DataType::Int32 => Arc::new(datafusion::arrow::array::Int32Array::from_iter(
+            cells.keys().map(|(_, g)| match g {
+                Grain::Hour(h) => h.map(|h| h as i32),
+                Grain::Merchant(_) => None,
+            }),
+        )),
+        _ => Arc::new(StringArray::from_iter(cells.keys().map(|(_, g)| match g {
+            Grain::Merchant(m) => m.clone(),
+            Grain::Hour(_) => None,
+        }))),
+    };
+    let table = super::route::stats_batch(
+        &schema,
+        &channel,
+        date,
+        cells.iter().map(|((c, _), s)| (c.as_str(), s)),
+        grain,
+    )?;
+    let mut bytes = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(crate::parquet_io::writer_props()))?;
+    w.write(&table)?;
+    w.close()?;
+    let (store, path) = locate(ctx, &spec.out)?;
+    let mut upload = Upload {
+        sink: object_store::buffered::BufWriter::new(store, path),
+        sha: Sha256::new(),
+        bytes: 0,
+        url: spec.out.clone(),
+    };
+    upload.send(&mut Bytes(bytes)).await?;
+    upload.finish(table.num_rows() as u64).await
 }
 
 /// Writes the row group of the rows `group` names ((part, row) pairs, in order): each

@@ -25,9 +25,9 @@ use crate::parquet_io::write_file;
 use crate::records::{CarryIn, Output, ReconcileDetail, Rules};
 use crate::schema;
 
-/// Buckets a cluster joins at once (a job each): enough to keep a few executors busy and to
-/// hide each job's fixed cost behind another's work.
-const CLUSTER_LANES: u32 = 8;
+/// Buckets a cluster joins at once by default (a job each): enough to keep a few executors
+/// busy and to hide each job's fixed cost behind another's work.
+const CLUSTER_JOBS: u32 = 8;
 
 /// Where the carry-in comes from: the day before's committed carry-over, if that day was
 /// committed (as a URL the engine reads, or a local path).
@@ -203,9 +203,9 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let ch = job.channel;
     let (text, origin) = job.sql.read(contracts::reconcile::FILE)?;
     // Lanes of one partition, each taking every n-th bucket: in this process a lane per core,
-    // on a cluster as many jobs at once as the cluster takes.
+    // on a cluster `cluster_jobs` jobs at once.
     let lane_count = match std::thread::available_parallelism() {
-        _ if !job.engines.in_process() => CLUSTER_LANES,
+        _ if !job.engines.in_process() => job.config.cluster_jobs.unwrap_or(CLUSTER_JOBS),
         Ok(cores) => cores.get() as u32,
         Err(_) => 1,
     }
@@ -272,7 +272,6 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         clear_parts(job, rel).await?;
     }
     let (router, reports, looked, day) = written?;
-    let stats_rows = router.write_stats(job.name(), &staged.join("stats"))?;
     tracing::info!(
         diff_rows = day.diff_rows,
         seconds = started.elapsed().as_secs_f64(),
@@ -321,11 +320,6 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let run_id = hex::encode(&h.finalize()[..8]);
 
     let mut files = day.files;
-    files.extend(
-        job.store
-            .publish(&staged.join("stats"), "stats", job.name(), job.date)
-            .await?,
-    );
     let rules_json = serde_json::to_vec_pretty(&rules)?;
     let mut recipe = vec![
         (contracts::reconcile::FILE, text.as_bytes()),
@@ -347,7 +341,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             ageing,
             diff_rows: day.diff_rows,
             carry_out_rows: day.carry_rows,
-            stats_rows,
+            stats_rows: day.stats_rows,
             second_look: looked,
             counts: router.counts(),
             rules,

@@ -2,7 +2,6 @@
 //! per category and merchant), the differences and the carry-over kept, in one pass.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{Duration, NaiveDate};
@@ -21,7 +20,6 @@ use datafusion::arrow::datatypes::{
 use reckon_udfs::Category;
 
 use crate::error::{Error, Result};
-use crate::parquet_io::write_file;
 use crate::records::{CategoryStats, Counts};
 use crate::schema;
 use crate::schema::date32;
@@ -244,19 +242,9 @@ impl Router {
         let hourly: Vec<_> = (reports.hourly.iter())
             .map(|(c, h, s)| (place(c), *h, s))
             .collect();
-        let merchants: Vec<_> = (reports.by_merchant.iter())
-            .map(|(c, m, s)| (place(c), m, s))
-            .collect();
         for (ci, hour, s) in hourly {
             rows += s.rows;
             self.hourly.entry((ci, hour)).or_default().add(s);
-        }
-        for (ci, merchant, s) in merchants {
-            let (none, known) = self.by_merchant.entry(ci).or_default();
-            match merchant {
-                None => none.add(s),
-                Some(m) => known.entry(m.clone()).or_default().add(s),
-            }
         }
         rows
     }
@@ -386,19 +374,14 @@ impl Router {
         }
         counts
     }
-
-    /// The day's statistics in `dir`: `by_hour.parquet` (one row per category and hour of the
-    /// day in the channel's zone, NULL when the row has no time) and `by_merchant.parquet` (one
-    /// row per category and merchant, NULL when neither side names one); sorted, sums at
-    /// DECIMAL(38,2). Returns the rows written.
-    pub(super) fn write_stats(&self, channel: &str, dir: &Path) -> Result<u64> {
-        use datafusion::arrow::array::{Int32Array, StringArray};
-        let mut hours: Vec<(&str, Option<u32>, &CategoryStats)> = self
-            .hourly
-            .iter()
+    /// The statistics tables of what this router counted: `by_hour` (one row per category
+    /// and hour of the day in the channel's zone, NULL when the row has no time) and
+    /// `by_merchant` (one row per category and merchant, NULL when neither side names one);
+    /// sorted, sums at DECIMAL(38,2).
+    pub(super) fn stats_tables(&self, channel: &str) -> Result<(RecordBatch, RecordBatch)> {
+        let hours: Vec<(&str, Option<u32>, &CategoryStats)> = (self.hourly.iter())
             .map(|((ci, h), s)| (self.names[*ci].as_str(), *h, s))
             .collect();
-        hours.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
         let mut merchants: Vec<(&str, Option<&str>, &CategoryStats)> = Vec::new();
         for (ci, (none, known)) in &self.by_merchant {
             let name = self.names[*ci].as_str();
@@ -407,36 +390,65 @@ impl Router {
             }
             merchants.extend(known.iter().map(|(m, s)| (name, Some(m.as_str()), s)));
         }
-        merchants.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
-        let date = date32(self.date);
-        let by_hour = stats_batch(
-            &schema::BY_HOUR,
-            channel,
-            date,
-            hours.iter().map(|(c, _, s)| (*c, *s)),
-            Arc::new(Int32Array::from_iter(
-                hours.iter().map(|h| h.1.map(|v| v as i32)),
-            )),
-        )?;
-        let by_merchant = stats_batch(
-            &schema::BY_MERCHANT,
-            channel,
-            date,
-            merchants.iter().map(|(c, _, s)| (*c, *s)),
-            Arc::new(StringArray::from_iter(merchants.iter().map(|m| m.1))),
-        )?;
-        write_file(
-            &dir.join("by_hour.parquet"),
-            schema::BY_HOUR.clone(),
-            &[by_hour],
-        )?;
-        write_file(
-            &dir.join("by_merchant.parquet"),
-            schema::BY_MERCHANT.clone(),
-            &[by_merchant],
-        )?;
-        Ok((hours.len() + merchants.len()) as u64)
+        stats_tables(channel, self.date, hours, merchants)
     }
+}
+
+/// The statistics tables of `hours` and `merchants` cells (category, grain, counts), each
+/// sorted by category and grain.
+pub(super) fn stats_tables(
+    channel: &str,
+    date: NaiveDate,
+    mut hours: Vec<(&str, Option<u32>, &CategoryStats)>,
+    mut merchants: Vec<(&str, Option<&str>, &CategoryStats)>,
+) -> Result<(RecordBatch, RecordBatch)> {
+    use datafusion::arrow::array::{Int32Array, StringArray};
+    hours.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    merchants.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let date = date32(date);
+    let by_hour = stats_batch(
+        &schema::BY_HOUR,
+        channel,
+        date,
+        hours.iter().map(|(c, _, s)| (*c, *s)),
+        Arc::new(Int32Array::from_iter(
+            hours.iter().map(|h| h.1.map(|v| v as i32)),
+        )),
+    )?;
+    let by_merchant = stats_batch(
+        &schema::BY_MERCHANT,
+        channel,
+        date,
+        merchants.iter().map(|(c, _, s)| (*c, *s)),
+        Arc::new(StringArray::from_iter(merchants.iter().map(|m| m.1))),
+    )?;
+    Ok((by_hour, by_merchant))
+}
+
+/// The counts of row `r` of `b`, whose seven columns from `first` on are [`stats_columns`]'.
+pub(super) fn stats_at(b: &RecordBatch, first: usize, r: usize) -> Result<CategoryStats> {
+    use datafusion::arrow::datatypes::UInt64Type;
+    let n = |i: usize| -> Result<u64> {
+        let c = b.column(first + i);
+        (c.as_primitive_opt::<UInt64Type>())
+            .map(|a| a.value(r))
+            .ok_or_else(|| Error::Other(format!("statistics column {i} is {}", c.data_type())))
+    };
+    let d = |i: usize| -> Result<i128> {
+        let c = b.column(first + i);
+        (c.as_primitive_opt::<Decimal128Type>())
+            .map(|a| a.value(r))
+            .ok_or_else(|| Error::Other(format!("statistics column {i} is {}", c.data_type())))
+    };
+    Ok(CategoryStats {
+        rows: n(0)?,
+        channel_records: n(1)?,
+        platform_records: n(2)?,
+        carried_records: n(3)?,
+        channel_amount: d(4)?,
+        platform_amount: d(5)?,
+        refund_explained: n(6)?,
+    })
 }
 
 /// Every difference of a bucket has a match key of that bucket: two records the query pairs
@@ -481,7 +493,7 @@ pub(super) fn sorted(batches: &[RecordBatch], keys: &[&str]) -> Result<Option<Re
 /// A statistics table of the declared `schema` ([`schema::BY_HOUR`], [`schema::BY_MERCHANT`]):
 /// `channel`, `bill_date`, `category`, the grain's column, then the counts and sums of each
 /// row of `stats`.
-fn stats_batch<'a>(
+pub(super) fn stats_batch<'a>(
     schema: &SchemaRef,
     channel: &str,
     date: i32,

@@ -119,7 +119,7 @@ struct Out {
     kind: PartKind,
 }
 
-const OUTS: [Out; 4] = [
+const OUTS: [Out; 6] = [
     Out {
         area: "results",
         name: "diffs.parquet",
@@ -140,14 +140,26 @@ const OUTS: [Out; 4] = [
         name: "earlier_ledger.parquet",
         kind: PartKind::Earlier,
     },
+    Out {
+        area: "stats",
+        name: "by_hour.parquet",
+        kind: PartKind::Hours,
+    },
+    Out {
+        area: "stats",
+        name: "by_merchant.parquet",
+        kind: PartKind::Merchants,
+    },
 ];
 
 /// The day's files, written and published.
 pub(super) struct Day {
-    /// The published `results/` and `carryover/` files.
+    /// The published `results/`, `carryover/` and `stats/` files.
     pub files: Vec<FileSum>,
     pub diff_rows: u64,
     pub carry_rows: u64,
+    /// Rows of the statistics tables.
+    pub stats_rows: u64,
     /// What an earlier run contributed (differences this run resolves) and that file's bytes,
     /// kept among the run's inputs; none when it contributed nothing.
     pub earlier: Option<(EarlierRun, Vec<u8>)>,
@@ -191,10 +203,15 @@ pub(super) async fn write_day(
                 PartKind::Diffs | PartKind::Ledger => reasons.clone(),
                 _ => Vec::new(),
             },
+            sum: out.kind.summed(),
         };
         merges.push(async move { Ok::<_, Error>((out, merge(ctx, spec).await?)) });
     }
     let merged: Vec<(&Out, Merged)> = futures::future::try_join_all(merges).await?;
+    let stats_rows = (merged.iter())
+        .filter(|(o, _)| o.kind.summed())
+        .map(|(_, m)| m.rows)
+        .sum();
     let mut written: Vec<(&Out, FileSum)> = Vec::new();
     for (out, m) in merged {
         let path = match place {
@@ -259,7 +276,7 @@ pub(super) async fn write_day(
         None => None,
     };
     let mut files = Vec::new();
-    for area in ["results", "carryover"] {
+    for area in ["results", "carryover", "stats"] {
         let of_area = written.iter().filter(|(o, _)| o.area == area);
         files.extend(match place {
             Place::Staged(dir) => {
@@ -281,6 +298,7 @@ pub(super) async fn write_day(
         files,
         diff_rows: reports.rows_of(PartKind::Diffs),
         carry_rows: reports.rows_of(PartKind::Carry),
+        stats_rows,
         earlier,
     })
 }
@@ -333,6 +351,8 @@ fn write_empty(kind: PartKind, path: &Path, output: &SchemaRef, job: &Job<'_>) -
         }
         PartKind::Ledger => ageing::write(path, &[]),
         PartKind::Carry => write_file(path, schema::CARRY.clone(), &[]),
+        PartKind::Hours => write_file(path, schema::BY_HOUR.clone(), &[]),
+        PartKind::Merchants => write_file(path, schema::BY_MERCHANT.clone(), &[]),
         PartKind::Earlier => Ok(()),
     }
 }
