@@ -4,9 +4,9 @@ the embedded engine, on one executor and on two executors of reckon's own Ballis
 (`reckon cluster up`), each executor pinned to a core of its own (`taskset`) and running one
 task at a time, alternately, several times; prints medians.
 
-On a cluster each bucket of the day is a job on the executors, routed by them (the client
-receives statistics and reads the differences back), so the client's memory does not grow with
-the matched rows.
+On a cluster each bucket of the day is a job on the executors (several at once), which route,
+age and write it; the executors merge the day's files too, so the client receives counts, file
+names and hashes only and its memory does not grow with the day.
 
 Usage: bench/cluster_bench.py [--rows 10000000] [--repeat 3] [--executor-mb 2048]
                               [--reckon BIN] [--work DIR] [--no-pin]

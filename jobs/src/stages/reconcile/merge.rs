@@ -481,6 +481,17 @@ struct Upload {
 }
 
 impl Upload {
+    /// An upload to `url` through the task's object stores.
+    fn to(ctx: &TaskContext, url: &str) -> Result<Self> {
+        let (store, path) = locate(ctx, url)?;
+        Ok(Self {
+            sink: object_store::buffered::BufWriter::new(store, path),
+            sha: Sha256::new(),
+            bytes: 0,
+            url: url.to_string(),
+        })
+    }
+
     async fn send(&mut self, file: &mut Bytes) -> Result<()> {
         use tokio::io::AsyncWriteExt;
         let chunk = std::mem::take(&mut file.0);
@@ -538,13 +549,7 @@ async fn merge(spec: &MergeSpec, ctx: &TaskContext) -> Result<RecordBatch> {
         .collect::<Result<Vec<usize>>>()?;
     let mut order = merged_order(&parts, &by, batch, ctx)?;
 
-    let (store, path) = locate(ctx, &spec.out)?;
-    let mut upload = Upload {
-        sink: object_store::buffered::BufWriter::new(store, path),
-        sha: Sha256::new(),
-        bytes: 0,
-        url: spec.out.clone(),
-    };
+    let mut upload = Upload::to(ctx, &spec.out)?;
     let mut file = crate::parquet_io::ColumnWise::try_new(
         Bytes::default(),
         schema.clone(),
@@ -649,13 +654,7 @@ async fn sum_cells(spec: &MergeSpec, parts: &[Part], ctx: &TaskContext) -> Resul
     let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(crate::parquet_io::writer_props()))?;
     w.write(&table)?;
     w.close()?;
-    let (store, path) = locate(ctx, &spec.out)?;
-    let mut upload = Upload {
-        sink: object_store::buffered::BufWriter::new(store, path),
-        sha: Sha256::new(),
-        bytes: 0,
-        url: spec.out.clone(),
-    };
+    let mut upload = Upload::to(ctx, &spec.out)?;
     upload.send(&mut Bytes(bytes)).await?;
     upload.finish(table.num_rows() as u64).await
 }
