@@ -93,6 +93,13 @@ async fn run_lane(
         let (plan, schema) = plan_bucket(ctx, work, bucket).await?;
         output = output.or(Some(schema));
         let routed = DataFrame::new(ctx.state(), plan);
+        if bucket == first && tracing::enabled!(tracing::Level::DEBUG) {
+            // The plan the engine runs for a bucket, for whoever tunes the SQL
+            // (`RECKON_LOG=reckon=debug`).
+            let physical = routed.clone().create_physical_plan().await?;
+            let shown = datafusion::physical_plan::displayable(physical.as_ref()).indent(true);
+            tracing::debug!(bucket, "the bucket's physical plan:\n{shown}");
+        }
         for b in routed.collect().await.map_err(reckon_error)? {
             reports.add(&b)?;
         }

@@ -211,8 +211,14 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     }
     .min(n)
     .max(1);
+    // One lane in this process (a day of one bucket) joins on the engine's partitions, the
+    // routing taking the bucket whole after them.
+    let partitions = match lane_count {
+        1 if job.engines.in_process() => ctx.state().config().target_partitions(),
+        _ => 1,
+    };
     let lanes = (0..lane_count)
-        .map(|_| crate::engine::lane(ctx, 1))
+        .map(|_| crate::engine::lane(ctx, partitions))
         .collect::<Result<Vec<_>>>()?;
     let (parts_url, parts_rel) = parts_folder(job, &staged).await?;
     let history = write::history(job, (&manifest, fetched)).await?;
