@@ -117,6 +117,15 @@ pub fn write_file(path: &Path, schema: SchemaRef, batches: &[RecordBatch]) -> Re
     Ok(())
 }
 
+/// `batch` as the bytes of a Parquet file written with `props` (a small file, whole).
+pub fn to_bytes(batch: &RecordBatch, props: WriterProperties) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    let mut w = ArrowWriter::try_new(&mut bytes, batch.schema(), Some(props))?;
+    w.write(batch)?;
+    w.close()?;
+    Ok(bytes)
+}
+
 /// Reads a whole Parquet file; for small files (labels, carry-over, test checks).
 pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
     let f = File::open(path).at(path)?;

@@ -26,7 +26,7 @@ use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalN
 use datafusion::parquet::arrow::arrow_reader::{ArrowPredicateFn, RowFilter};
 use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, RowSelection, RowSelector};
 use datafusion::parquet::arrow::async_reader::AsyncFileReader;
-use datafusion::parquet::arrow::{ArrowWriter, ParquetRecordBatchStreamBuilder, ProjectionMask};
+use datafusion::parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use datafusion::physical_expr::expressions::col;
 use datafusion::physical_expr::{LexOrdering, PhysicalSortExpr};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet};
@@ -69,36 +69,11 @@ pub(super) async fn put_part(
 ) -> Result<(String, u64)> {
     let url = format!("{out}{name}");
     let (store, path) = locate(ctx, &url)?;
-    let mut bytes = Vec::new();
-    let mut w = ArrowWriter::try_new(
-        &mut bytes,
-        batch.schema(),
-        Some(crate::parquet_io::part_props()),
-    )?;
-    w.write(batch)?;
-    w.close()?;
+    let bytes = crate::parquet_io::to_bytes(batch, crate::parquet_io::part_props())?;
     object_store::ObjectStoreExt::put(store.as_ref(), &path, bytes.into())
         .await
         .map_err(|e| Error::Other(format!("writing {url}: {e}")))?;
     Ok((url, batch.num_rows() as u64))
-}
-
-/// A Parquet file's reader through the task's object stores (the engine's own reader).
-async fn reader(
-    ctx: &TaskContext,
-    url: &str,
-) -> Result<ParquetRecordBatchStreamBuilder<Box<dyn AsyncFileReader>>> {
-    let (store, path) = locate(ctx, url)?;
-    let meta = object_store::ObjectStoreExt::head(store.as_ref(), &path)
-        .await
-        .map_err(|e| Error::Other(format!("reading {url}: {e}")))?;
-    let file = datafusion::datasource::listing::PartitionedFile::from(meta);
-    let metrics = ExecutionPlanMetricsSet::new();
-    let read: Box<dyn AsyncFileReader> =
-        DefaultParquetFileReaderFactory::new(store).create_reader(0, file, None, &metrics)?;
-    ParquetRecordBatchStreamBuilder::new(read)
-        .await
-        .map_err(|e| Error::Other(format!("reading {url}: {e}")))
 }
 
 /// The entries of the ledger at `url` that belong in bucket `bucket` of `n` (every entry when
@@ -108,7 +83,7 @@ pub(super) async fn ledger_bucket(
     url: &str,
     (bucket, n): (u32, u32),
 ) -> Result<Vec<ageing::Entry>> {
-    let mut builder = reader(ctx, url).await?;
+    let mut builder = Part::open(ctx, url).await?.builder()?;
     if n > 1 {
         let idx = (builder.schema().index_of("match_key"))
             .map_err(|_| Error::Other(format!("ledger {url} has no column match_key")))?;
@@ -341,6 +316,7 @@ impl Part {
         })
     }
 
+    /// A reader of the file (the engine's own).
     fn reader(
         store: &Arc<dyn ObjectStore>,
         file: &datafusion::datasource::listing::PartitionedFile,
@@ -356,6 +332,14 @@ impl Part {
         )
     }
 
+    /// A reader of its rows, its footer already read.
+    fn builder(&self) -> Result<ParquetRecordBatchStreamBuilder<Box<dyn AsyncFileReader>>> {
+        Ok(ParquetRecordBatchStreamBuilder::new_with_metadata(
+            Self::reader(&self.store, &self.file)?,
+            self.meta.clone(),
+        ))
+    }
+
     /// Its rows of `columns` (by place), `rows` only when given, in batches of `batch`.
     fn read(
         &self,
@@ -363,10 +347,7 @@ impl Part {
         rows: Option<(usize, usize)>,
         batch: usize,
     ) -> Result<SendableRecordBatchStream> {
-        let mut b = ParquetRecordBatchStreamBuilder::new_with_metadata(
-            Self::reader(&self.store, &self.file)?,
-            self.meta.clone(),
-        );
+        let mut b = self.builder()?;
         let mask = ProjectionMask::roots(b.parquet_schema(), columns.iter().copied());
         b = b.with_projection(mask).with_batch_size(batch);
         if let Some((from, len)) = rows {
@@ -650,10 +631,7 @@ async fn sum_cells(spec: &MergeSpec, parts: &[Part], ctx: &TaskContext) -> Resul
         cells.iter().map(|((c, _), s)| (c.as_str(), s)),
         grain,
     )?;
-    let mut bytes = Vec::new();
-    let mut w = ArrowWriter::try_new(&mut bytes, schema, Some(crate::parquet_io::writer_props()))?;
-    w.write(&table)?;
-    w.close()?;
+    let bytes = crate::parquet_io::to_bytes(&table, crate::parquet_io::writer_props())?;
     let mut upload = Upload::to(ctx, &spec.out)?;
     upload.send(&mut Bytes(bytes)).await?;
     upload.finish(table.num_rows() as u64).await
@@ -699,26 +677,30 @@ async fn write_group(
     };
     let schema = parts[0].meta.schema().clone();
     let mut encoder = file.group()?;
+    // The columns the second look's reasons depend on, kept from their own writing.
+    const GIVEN_BY: [&str; 3] = ["diff_id", "category", "state"];
+    let mut kept: HashMap<&str, ArrayRef> = HashMap::new();
     for (i, field) in schema.fields().iter().enumerate() {
         let mut values = gather(i).await?;
-        if field.name() == "reason" && !reasons.is_empty() {
-            let named = |n: &str| schema.index_of(n).ok();
-            let (Some(id), Some(cat)) = (named("diff_id"), named("category")) else {
+        let name = field.name().as_str();
+        if !reasons.is_empty() && GIVEN_BY.contains(&name) {
+            kept.insert(name, values.clone());
+        }
+        if name == "reason" && !reasons.is_empty() {
+            let mut by: [Option<ArrayRef>; 3] = [None, None, None];
+            for (slot, n) in by.iter_mut().zip(GIVEN_BY) {
+                *slot = match (kept.get(n), schema.index_of(n)) {
+                    (Some(v), _) => Some(v.clone()),
+                    (None, Ok(j)) => Some(gather(j).await?),
+                    (None, Err(_)) => None,
+                };
+            }
+            let [Some(id), Some(cat), state] = by else {
                 return Err(Error::Other(
                     "no diff_id or category to give reasons".into(),
                 ));
             };
-            let state = match named("state") {
-                Some(s) => Some(gather(s).await?),
-                None => None,
-            };
-            values = with_reasons(
-                &gather(id).await?,
-                &gather(cat).await?,
-                state.as_ref(),
-                &values,
-                reasons,
-            )?;
+            values = with_reasons(&id, &cat, state.as_ref(), &values, reasons)?;
         }
         encoder.column(&values)?;
     }

@@ -83,14 +83,14 @@ async fn carry_in(job: &Job<'_>, staged: &Path) -> Result<(String, CarryIn)> {
 /// local staging folder; a cluster's executors write below `_parts/` on the storage root,
 /// where a killed attempt's parts are removed by the next attempt.
 async fn parts_folder(job: &Job<'_>, staged: &Path) -> Result<(String, Option<String>)> {
-    let dir_url = |d: &Path| -> Result<String> {
-        std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
-        url::Url::from_directory_path(d)
-            .map(|u| u.to_string())
-            .map_err(|_| Error::Other(format!("{}: not an absolute folder", d.display())))
-    };
+    let mkdir = |d: &Path| std::fs::create_dir_all(d).map_err(|e| Error::io(d, e));
     if job.engines.in_process() {
-        return Ok((dir_url(&staged.join("parts"))?, None));
+        let d = staged.join("parts");
+        mkdir(&d)?;
+        return Ok((
+            format!("{}/", write::engine_url(&d.display().to_string())?),
+            None,
+        ));
     }
     let day = format!("_parts/channel={}/dt={}", job.name(), job.date);
     clear_parts(job, &day).await?;
@@ -99,11 +99,10 @@ async fn parts_folder(job: &Job<'_>, staged: &Path) -> Result<(String, Option<St
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let rel = format!("{day}/{}-{nanos}", std::process::id());
-    let url = match job.store.root().local_path(&rel) {
-        Some(p) => dir_url(&p)?,
-        None => format!("{}/", job.store.url(&rel)),
-    };
-    Ok((url, Some(rel)))
+    if let Some(p) = job.store.root().local_path(&rel) {
+        mkdir(&p)?;
+    }
+    Ok((format!("{}/", write::root_url(job, &rel)?), Some(rel)))
 }
 
 /// Removes the parts below `rel` on the storage root.

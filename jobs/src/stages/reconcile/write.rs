@@ -111,6 +111,24 @@ pub(super) enum Place {
     Root(String),
 }
 
+impl Place {
+    /// Where `out` is written: a local path, or a path on the storage root.
+    fn path(&self, out: &Out) -> String {
+        match self {
+            Place::Staged(dir) => dir.join(out.area).join(out.name).display().to_string(),
+            Place::Root(rel) => format!("{rel}/{}/{}", out.area, out.name),
+        }
+    }
+
+    /// `out`'s URL, for the engine.
+    fn url(&self, job: &Job<'_>, out: &Out) -> Result<String> {
+        match self {
+            Place::Staged(_) => engine_url(&self.path(out)),
+            Place::Root(_) => root_url(job, &self.path(out)),
+        }
+    }
+}
+
 /// One of the day's files.
 struct Out {
     /// Its area (`results`, `carryover`, `earlier`) and name.
@@ -181,14 +199,8 @@ pub(super) async fn write_day(
     let mut empty = Vec::new();
     for out in &OUTS {
         let parts = reports.parts_of(out.kind);
-        let file = match place {
-            Place::Staged(dir) => {
-                engine_url(&dir.join(out.area).join(out.name).display().to_string())?
-            }
-            Place::Root(rel) => root_url(job, &format!("{rel}/{}/{}", out.area, out.name))?,
-        };
         if parts.is_empty() {
-            empty.push((out, file));
+            empty.push(out);
             continue;
         }
         if let Place::Staged(dir) = place {
@@ -198,7 +210,7 @@ pub(super) async fn write_day(
         let spec = MergeSpec {
             parts,
             by: out.kind.order(),
-            out: file,
+            out: place.url(job, out)?,
             reasons: match out.kind {
                 PartKind::Diffs | PartKind::Ledger => reasons.clone(),
                 _ => Vec::new(),
@@ -214,21 +226,15 @@ pub(super) async fn write_day(
         .sum();
     let mut written: Vec<(&Out, FileSum)> = Vec::new();
     for (out, m) in merged {
-        let path = match place {
-            Place::Staged(dir) => dir.join(out.area).join(out.name).display().to_string(),
-            Place::Root(rel) => format!("{rel}/{}/{}", out.area, out.name),
+        let sum = FileSum {
+            path: place.path(out),
+            sha256: m.sha256,
+            size: m.bytes,
         };
-        written.push((
-            out,
-            FileSum {
-                path,
-                sha256: m.sha256,
-                size: m.bytes,
-            },
-        ));
+        written.push((out, sum));
     }
     // The kinds no bucket wrote a row of: their empty files, written here (no rows pass).
-    for (out, _) in empty {
+    for out in empty {
         if out.kind == PartKind::Earlier {
             continue;
         }
@@ -245,8 +251,8 @@ pub(super) async fn write_day(
         };
         let sum = match place {
             Place::Staged(_) => sum,
-            Place::Root(rel) => {
-                let to = format!("{rel}/{}/{}", out.area, out.name);
+            Place::Root(_) => {
+                let to = place.path(out);
                 job.store.root().upload(&p, &to).await?;
                 FileSum { path: to, ..sum }
             }
