@@ -36,8 +36,9 @@ pub enum Error {
         #[source]
         source: object_store::Error,
     },
-    /// Exit 1: the engine failed.
-    #[error("engine: {0}")]
+    /// Exit 1: the engine failed. A query that ran out of its memory pool says which setting
+    /// gives it more.
+    #[error("engine: {0}{hint}", hint = memory_hint(.0))]
     Engine(#[from] datafusion::error::DataFusionError),
     /// Exit 1: Parquet or Arrow failed.
     #[error("arrow: {0}")]
@@ -51,6 +52,17 @@ pub enum Error {
     /// Exit 1: anything else, with its context.
     #[error("{0}")]
     Other(String),
+}
+
+/// What to change when the engine ran out of the pool `memory_limit_mb` sets.
+fn memory_hint(e: &datafusion::error::DataFusionError) -> &'static str {
+    match e.find_root() {
+        datafusion::error::DataFusionError::ResourcesExhausted(_) => {
+            " (the stage needs more memory than its pool: raise memory_limit_mb, or lower \
+             target_partitions so fewer sorts and joins share it)"
+        }
+        _ => "",
+    }
 }
 
 /// reckon's result.

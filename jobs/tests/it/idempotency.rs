@@ -264,8 +264,8 @@ fn a_sort_past_the_memory_limit_spills_and_gives_the_same_snapshot() {
             ),
         )
         .expect("config");
-        for stage in ["fetch", "normalize", "collect"] {
-            let o = support::run(&[
+        let stage = |stage: &str| {
+            support::run(&[
                 "stage",
                 stage,
                 "--config",
@@ -274,23 +274,33 @@ fn a_sort_past_the_memory_limit_spills_and_gives_the_same_snapshot() {
                 DAY,
                 "--channel",
                 "alipay",
-            ]);
+            ])
+        };
+        for before in ["fetch", "normalize"] {
+            let o = stage(before);
             assert!(
                 o.status.success(),
-                "{stage}: {}",
-                String::from_utf8_lossy(&o.stdout)
+                "{before}: {}",
+                String::from_utf8_lossy(&o.stderr)
             );
         }
+        stage("collect")
+    };
+    let collected = |extra: &str| {
+        let o = collect(extra);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         support::manifest(&dir.join("output"), "alipay", DAY)["stages"]["collect"]["detail"].clone()
     };
-    // About 100k platform records sorted on every column: some 11 MB that a 40 MB pool cannot
-    // hold with the scan's buffers beside it.
+    // About 100k platform records sorted on every column: some 11 MB that a 32 MB pool cannot
+    // hold with the scan's and the merge's buffers beside it. One partition, so the sort's
+    // share of the pool does not depend on how the scan was scheduled (measured: it spills
+    // from 24 to 40 MB; below 24 the merge cannot get its buffers, above 40 nothing spills).
     // Both in the same buckets (a pool's default would make the limited one smaller).
-    let limited = collect("memory_limit_mb = 40\ntarget_partitions = 2\nbucket_rows = 30000");
+    let limited = collected("memory_limit_mb = 32\ntarget_partitions = 1\nbucket_rows = 30000");
     let count = limited["spilled"]["count"].as_u64().expect("spill count");
     let bytes = limited["spilled"]["bytes"].as_u64().expect("spilled bytes");
     assert!(count > 0 && bytes > 0, "the sort spilled: {limited}");
-    let free = collect("target_partitions = 2\nbucket_rows = 30000");
+    let free = collected("target_partitions = 1\nbucket_rows = 30000");
     assert_eq!(free["buckets"], 4, "{free}");
     assert_eq!(free["spilled"]["count"], 0, "{free}");
     assert_eq!(
@@ -298,4 +308,9 @@ fn a_sort_past_the_memory_limit_spills_and_gives_the_same_snapshot() {
         "the same snapshot either way"
     );
     assert_eq!(limited["rows"], free["rows"]);
+    // A pool too small for even the merge's buffers: exit 1, naming the setting to raise.
+    let starved = collect("memory_limit_mb = 8\ntarget_partitions = 1\nbucket_rows = 30000");
+    let said = String::from_utf8_lossy(&starved.stderr);
+    assert_eq!(starved.status.code(), Some(1), "{said}");
+    assert!(said.contains("raise memory_limit_mb"), "{said}");
 }
