@@ -73,14 +73,6 @@ pub enum Command {
 }
 
 impl Command {
-    /// Whether it reconciles (and so holds a large join).
-    pub fn reconciles(&self) -> bool {
-        matches!(
-            self,
-            Command::Run(_) | Command::Stage(_) | Command::Demo(_) | Command::Backfill(_)
-        )
-    }
-
     /// Whether a scheduler reads its last stdout line, which is then JSON also when it fails
     /// before any channel ran (an unreachable engine, a bad config).
     pub fn ends_with_json(&self) -> bool {
