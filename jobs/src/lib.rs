@@ -5,6 +5,7 @@
 //! lives.
 
 pub mod alerts;
+pub mod allocator;
 pub mod backfill;
 pub mod buckets;
 pub mod cluster;

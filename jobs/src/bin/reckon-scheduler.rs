@@ -6,6 +6,7 @@ use std::sync::Arc;
 use reckon::stages::reconcile::exec::{LogicalCodec, PhysicalCodec, ReckonQueryPlanner};
 
 fn main() -> std::process::ExitCode {
+    reckon::allocator::tune();
     reckon_cluster::scheduler_main(reckon_cluster::Extensions {
         query_planner: Arc::new(ReckonQueryPlanner),
         logical_codec: Arc::new(LogicalCodec::default()),
