@@ -293,7 +293,7 @@ impl Store {
     ) -> Result<Vec<FileSum>> {
         let how = Publish {
             version: Some(&sha256[..sha256.len().min(16)]),
-            known: Some((bill, sha256)),
+            known: &[(bill, sha256)],
             cache: false,
             background: Some(bill),
         };
@@ -316,22 +316,19 @@ impl Store {
         }
         names.sort();
         let mut sums = Vec::new();
-        let mut key = Sha256::new();
         for n in &names {
             let p = staged.join(n);
-            let sha = match how.known {
-                Some((name, sha)) if name == n => sha.to_string(),
-                _ => sha256_file(&p)?,
+            let sha = match how.known.iter().find(|(name, _)| name == n) {
+                Some((_, sha)) => sha.to_string(),
+                None => sha256_file(&p)?,
             };
             let size = std::fs::metadata(&p).at(&p)?.len();
-            key.update(format!("{n}\0{sha}\n").as_bytes());
             sums.push((n.clone(), sha, size));
         }
-        let version = match how.version {
-            Some(v) => v.to_string(),
-            None => hex::encode(&key.finalize()[..8]),
+        let dir = match how.version {
+            Some(v) => format!("{}/_v={v}", self.area(area, channel, date)),
+            None => self.version_dir(area, channel, date, sums.iter().map(|(n, s, _)| (n, s))),
         };
-        let dir = format!("{}/_v={version}", self.area(area, channel, date));
         let mut out = Vec::new();
         for (n, sha256, size) in sums {
             let rel = format!("{dir}/{n}");
@@ -358,6 +355,44 @@ impl Store {
         Ok(out)
     }
 
+    /// [`Store::publish`] of files whose SHA-256 the caller has just computed while writing
+    /// them (`known`: name and hash): they are not read again.
+    pub async fn publish_known(
+        &self,
+        staged: &Path,
+        area: &str,
+        (channel, date): (&str, NaiveDate),
+        known: &[(&str, &str)],
+    ) -> Result<Vec<FileSum>> {
+        let how = Publish {
+            known,
+            ..Publish::default()
+        };
+        self.publish_with(staged, area, (channel, date), how).await
+    }
+
+    /// The version folder of `area` for the channel-day that holds files of these names and
+    /// SHA-256s: a hash of them in name order, so the same files always land in one folder.
+    fn version_dir<'f>(
+        &self,
+        area: &str,
+        channel: &str,
+        date: NaiveDate,
+        files: impl Iterator<Item = (&'f String, &'f String)>,
+    ) -> String {
+        let mut named: Vec<_> = files.collect();
+        named.sort();
+        let mut key = Sha256::new();
+        for (n, sha) in named {
+            key.update(format!("{n}\0{sha}\n").as_bytes());
+        }
+        format!(
+            "{}/_v={}",
+            self.area(area, channel, date),
+            hex::encode(&key.finalize()[..8])
+        )
+    }
+
     /// Publishes files an engine wrote on the storage root (`files`: each file's name in the
     /// area and where it is, its SHA-256 and size) into `area`'s folder for the channel-day,
     /// as [`Store::publish`] publishes staged files (the same version folder for the same
@@ -369,17 +404,14 @@ impl Store {
         channel: &str,
         date: NaiveDate,
     ) -> Result<Vec<FileSum>> {
+        let dir = self.version_dir(
+            area,
+            channel,
+            date,
+            files.iter().map(|(n, f)| (n, &f.sha256)),
+        );
         let mut files: Vec<&(String, FileSum)> = files.iter().collect();
         files.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut key = Sha256::new();
-        for (n, f) in &files {
-            key.update(format!("{n}\0{}\n", f.sha256).as_bytes());
-        }
-        let dir = format!(
-            "{}/_v={}",
-            self.area(area, channel, date),
-            hex::encode(&key.finalize()[..8])
-        );
         let mut out = Vec::new();
         for (n, f) in files {
             let rel = format!("{dir}/{n}");
@@ -635,8 +667,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 struct Publish<'a> {
     /// The version folder's name (else a hash of the files).
     version: Option<&'a str>,
-    /// A file whose SHA-256 the caller knows: (name, hash).
-    known: Option<(&'a str, &'a str)>,
+    /// Files whose SHA-256 the caller knows: (name, hash).
+    known: &'a [(&'a str, &'a str)],
     /// Keep a hard link of each file in the scratch cache.
     cache: bool,
     /// The file to upload in the background (on an object-store root).

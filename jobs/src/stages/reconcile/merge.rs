@@ -439,20 +439,6 @@ fn merged_order(
         .build()?)
 }
 
-/// The bytes a file writer has handed over so far.
-#[derive(Default)]
-struct Bytes(Vec<u8>);
-
-impl std::io::Write for Bytes {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// An upload of a file as it is written, hashed on the way.
 struct Upload {
     sink: object_store::buffered::BufWriter,
@@ -473,9 +459,10 @@ impl Upload {
         })
     }
 
-    async fn send(&mut self, file: &mut Bytes) -> Result<()> {
+    /// Sends (and empties) the bytes a file writer has handed over so far.
+    async fn send(&mut self, file: &mut Vec<u8>) -> Result<()> {
         use tokio::io::AsyncWriteExt;
-        let chunk = std::mem::take(&mut file.0);
+        let chunk = std::mem::take(file);
         self.sha.update(&chunk);
         self.bytes += chunk.len() as u64;
         (self.sink.write_all(&chunk).await)
@@ -532,7 +519,7 @@ async fn merge(spec: &MergeSpec, ctx: &TaskContext) -> Result<RecordBatch> {
 
     let mut upload = Upload::to(ctx, &spec.out)?;
     let mut file = crate::parquet_io::ColumnWise::try_new(
-        Bytes::default(),
+        Vec::new(),
         schema.clone(),
         crate::parquet_io::writer_props(),
     )?;
@@ -631,9 +618,9 @@ async fn sum_cells(spec: &MergeSpec, parts: &[Part], ctx: &TaskContext) -> Resul
         cells.iter().map(|((c, _), s)| (c.as_str(), s)),
         grain,
     )?;
-    let bytes = crate::parquet_io::to_bytes(&table, crate::parquet_io::writer_props())?;
+    let mut bytes = crate::parquet_io::to_bytes(&table, crate::parquet_io::writer_props())?;
     let mut upload = Upload::to(ctx, &spec.out)?;
-    upload.send(&mut Bytes(bytes)).await?;
+    upload.send(&mut bytes).await?;
     upload.finish(table.num_rows() as u64).await
 }
 
@@ -641,7 +628,7 @@ async fn sum_cells(spec: &MergeSpec, parts: &[Part], ctx: &TaskContext) -> Resul
 /// column gathered from the rows of each part it takes (a run of consecutive rows of a part:
 /// the merge takes each part in order).
 async fn write_group(
-    file: &mut crate::parquet_io::ColumnWise<Bytes>,
+    file: &mut crate::parquet_io::ColumnWise<Vec<u8>>,
     parts: &[Part],
     group: &[(u32, u32)],
     reasons: &HashMap<&str, &str>,

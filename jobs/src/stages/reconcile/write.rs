@@ -286,8 +286,11 @@ pub(super) async fn write_day(
         let of_area = written.iter().filter(|(o, _)| o.area == area);
         files.extend(match place {
             Place::Staged(dir) => {
+                // The merges hashed what they wrote: their files are not read again.
+                let known: Vec<(&str, &str)> =
+                    of_area.map(|(o, f)| (o.name, f.sha256.as_str())).collect();
                 job.store
-                    .publish(&dir.join(area), area, job.name(), job.date)
+                    .publish_known(&dir.join(area), area, (job.name(), job.date), &known)
                     .await?
             }
             Place::Root(_) => {
