@@ -175,7 +175,8 @@ pub fn store(config: &Config) -> Result<Store> {
         &config.storage_root,
         config.scratch_dir.as_deref(),
     )?
-    .signed_by(signer))
+    .signed_by(signer)
+    .cache_budget(config.scratch_cache_bytes()))
 }
 
 /// Runs `stages` for one channel and date; a failure is recorded and returned as the outcome.

@@ -22,6 +22,10 @@ pub struct Config {
     /// spill files). Default: `_scratch/` under a local storage root, else a folder in the
     /// system's temporary directory named after the root.
     pub scratch_dir: Option<String>,
+    /// The most the scratch folder's cache may hold, in MiB (default 8192; 0 turns it off):
+    /// files a stage uploaded that a later stage of this host would otherwise download again.
+    /// A file that would take the cache past it is not kept; its stage reads it from the root.
+    pub scratch_cache_mb: Option<u64>,
     /// `local` (default), `standalone`, or `df://HOST:PORT`.
     #[serde(default = "default_engine")]
     pub engine: String,
@@ -205,6 +209,9 @@ pub enum ReplicaMode {
 
 /// Records a reconcile bucket holds (of the larger side) when nothing bounds memory.
 pub const DEFAULT_BUCKET_ROWS: u64 = 2_000_000;
+/// The scratch cache's budget when `scratch_cache_mb` is absent: a 10M-record day's bill,
+/// normalized bill and snapshot (2.8 GB) fit.
+pub const DEFAULT_SCRATCH_CACHE_MB: u64 = 8192;
 /// Records of a bucket per MiB of `memory_limit_mb` (the join of a bucket, both sides and
 /// what it keeps, needs about 0.5 KiB per record of the larger side).
 const BUCKET_ROWS_PER_MIB: u64 = 1_000;
@@ -218,6 +225,13 @@ impl Config {
                 Some(mb) => (mb as u64 * BUCKET_ROWS_PER_MIB).clamp(10_000, DEFAULT_BUCKET_ROWS),
                 None => DEFAULT_BUCKET_ROWS,
             })
+    }
+
+    /// The scratch cache's budget in bytes: `scratch_cache_mb`, else [`DEFAULT_SCRATCH_CACHE_MB`].
+    pub fn scratch_cache_bytes(&self) -> u64 {
+        self.scratch_cache_mb
+            .unwrap_or(DEFAULT_SCRATCH_CACHE_MB)
+            .saturating_mul(1024 * 1024)
     }
 
     /// The replica's locator: the config's folder and the replica's own `[object_store]`.

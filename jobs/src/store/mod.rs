@@ -60,6 +60,8 @@ pub struct Store {
     signer: Option<std::sync::Arc<crate::signing::Signer>>,
     /// Uploads still running (the fetched bill), awaited before a commit.
     uploads: background::Background,
+    /// The most the scratch cache may hold, in bytes.
+    cache_budget: u64,
 }
 
 impl Store {
@@ -87,12 +89,19 @@ impl Store {
             scratch,
             signer: None,
             uploads: background::Background::default(),
+            cache_budget: crate::config::DEFAULT_SCRATCH_CACHE_MB * 1024 * 1024,
         })
     }
 
     /// The store, signing the days it commits with `signer`.
     pub fn signed_by(mut self, signer: Option<crate::signing::Signer>) -> Store {
         self.signer = signer.map(std::sync::Arc::new);
+        self
+    }
+
+    /// The store, keeping at most `bytes` in its scratch cache ([`Store::cache`]).
+    pub fn cache_budget(mut self, bytes: u64) -> Store {
+        self.cache_budget = bytes;
         self
     }
 
@@ -108,6 +117,7 @@ impl Store {
             scratch,
             signer: None,
             uploads: background::Background::default(),
+            cache_budget: crate::config::DEFAULT_SCRATCH_CACHE_MB * 1024 * 1024,
         })
     }
 
@@ -433,14 +443,30 @@ impl Store {
     /// Keeps the local file `file` (whose SHA-256 is `sha256`) in the scratch folder's cache,
     /// for a stage on this host that would otherwise download it again from an object-store
     /// root (normalize reading the bill fetch just uploaded). A hard link: no copy. Nothing on
-    /// a local root.
+    /// a local root, and nothing that would take the cache past its budget (`scratch_cache_mb`):
+    /// that file's stage reads it from the root.
     pub fn cache(&self, file: &Path, sha256: &str) {
         if self.root.local_dir().is_some() {
             return;
         }
         let dir = self.scratch.join("cache");
         let to = dir.join(sha256);
-        if std::fs::create_dir_all(&dir).is_ok() && !to.exists() {
+        if to.exists() {
+            return;
+        }
+        let size = std::fs::metadata(file).map(|m| m.len()).unwrap_or(u64::MAX);
+        let held = folder_bytes(&dir);
+        if held.saturating_add(size) > self.cache_budget {
+            tracing::info!(
+                file = %file.display(),
+                size,
+                held,
+                budget = self.cache_budget,
+                "not kept in the scratch cache: it would go past scratch_cache_mb"
+            );
+            return;
+        }
+        if std::fs::create_dir_all(&dir).is_ok() {
             if let Err(e) = std::fs::hard_link(file, &to) {
                 tracing::debug!(error = %e, "not cached");
             }
@@ -588,6 +614,20 @@ impl Store {
         }
         Ok(removed)
     }
+}
+
+/// The bytes of the files directly in `dir` (none when it does not exist).
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 /// A local copy of a stored file; a downloaded one is removed when dropped.

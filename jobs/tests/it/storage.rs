@@ -283,6 +283,36 @@ fn every_stage_and_command_runs_on_s3_and_a_day_commits_whole() {
         results[0], results[1],
         "the cached inputs gave other results"
     );
+    // A cache of no budget keeps nothing: the host's next stage reads the bill from the bucket.
+    let uncached = remote_cfg.with_file_name("uncached.toml");
+    std::fs::write(
+        &uncached,
+        format!(
+            "scratch_dir = {:?}\nscratch_cache_mb = 0\n{text}",
+            tmp.path().join("uncached-scratch").to_str().expect("utf8")
+        ),
+    )
+    .expect("config");
+    let cache = tmp.path().join("uncached-scratch/cache");
+    for (stage, said, not) in [
+        ("fetch", "it would go past scratch_cache_mb", "no such line"),
+        ("normalize", "", "reading the bill this host fetched"),
+    ] {
+        let args = ["stage", stage, "--config", uncached.to_str().expect("utf8")];
+        let out = with_env(
+            &env,
+            &[&args[..], &["--date", DAY, "--channel", "alipay"]].concat(),
+        )
+        .env("RECKON_LOG", "info")
+        .output()
+        .expect("stage");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stage}: {err}");
+        assert!(err.contains(said), "{stage} kept the bill: {err}");
+        assert!(!err.contains(not), "{stage} read a cached bill: {err}");
+        let held = std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(held, 0, "{stage} left files in {}", cache.display());
+    }
     let again = tmp.path().join("mirror-again");
     mirror(&s3, "prod", &again);
     let m: serde_json::Value = serde_json::from_slice(
