@@ -78,6 +78,9 @@ impl Committed {
     }
 }
 
+/// Puts of the day's pointer before a transport failure fails the commit (exit 75).
+const POINTER_ATTEMPTS: usize = 5;
+
 /// The named points of the commit protocol where `RECKON_CRASH_AT=<stage>:<point>` makes the
 /// process abort, as a crash would (for the crash-safety tests; never set it in production):
 /// every stage has `published` and `recorded`; the report `published`, `committed`,
@@ -221,13 +224,31 @@ impl Store {
             None => Expect::Absent,
         };
         let bytes = serde_json::to_vec_pretty(committed)?;
-        let put = self.root.put_if(&rel, bytes.clone(), expect).await;
         // A put whose answer was lost (a timeout, a reset) may have been carried out: the
-        // pointer then holds these very bytes, and the commit is done.
+        // pointer then holds these very bytes, and the commit is done. One that never arrived
+        // is put again (object_store does not repeat a conditional put itself): the condition
+        // still guards against a commit made meanwhile.
         let ours = |got: Option<(bytes::Bytes, Version)>| got.is_some_and(|(b, _)| b == bytes);
+        let attempt = || async {
+            match self.root.put_if(&rel, bytes.clone(), expect.clone()).await {
+                Err(e) if e.is_transient() && ours(self.root.get(&rel).await?) => Ok(Some(())),
+                Ok(put) => Ok(put.map(|_| ())),
+                Err(e) => Err(e),
+            }
+        };
+        use backon::Retryable;
+        let put = attempt
+            .retry(
+                backon::ExponentialBuilder::default()
+                    .with_min_delay(std::time::Duration::from_millis(200))
+                    .with_max_times(POINTER_ATTEMPTS - 1)
+                    .with_jitter(),
+            )
+            .when(Error::is_transient)
+            .notify(|e, wait| tracing::warn!(error = %e, ?wait, "commit put failed; putting again"))
+            .await;
         match put {
-            Ok(Some(_)) => Ok(()),
-            Err(e) if e.is_transient() && ours(self.root.get(&rel).await?) => Ok(()),
+            Ok(Some(())) => Ok(()),
             Err(e) => Err(e),
             Ok(None) => Err(Error::NotReady(format!(
                 "{}: another run committed {} {} meanwhile; nothing was overwritten, run it again",

@@ -7,7 +7,8 @@ request count, so every kind happens in any run of more than a few dozen request
 
 The counts of each fault are written to STATS_FILE (JSON) after every request. With DENY, the
 count-based faults are off and every write (PUT, POST) whose path holds DENY is refused with a
-403 AccessDenied: an upload that can never succeed.
+403 AccessDenied: an upload that can never succeed. With DENY written `reset:N:TEXT`, the first
+N writes whose path holds TEXT get a reset connection instead (they never reach the server).
 """
 
 import http.client
@@ -25,6 +26,11 @@ UPSTREAM = urllib.parse.urlsplit(sys.argv[2])
 STATS = sys.argv[3]
 DELAY = float(sys.argv[4]) if len(sys.argv) > 4 else 3.0
 DENY = sys.argv[5] if len(sys.argv) > 5 else None
+RESET_MODE = bool(DENY and DENY.startswith("reset:"))
+RESETS = 0
+if RESET_MODE:
+    _, n, DENY = DENY.split(":", 2)
+    RESETS = int(n)
 
 lock = threading.Lock()
 state = {"requests": 0, "slow_down_503": 0, "throttled_429": 0, "reset": 0, "late": 0, "denied": 0}
@@ -72,7 +78,14 @@ class Proxy(BaseHTTPRequestHandler):
             state["requests"] += 1
             n = state["requests"]
         kind = None if DENY else fault_for(n)
-        if DENY and self.command in ("PUT", "POST") and DENY in urllib.parse.unquote(self.path):
+        global RESETS
+        write = self.command in ("PUT", "POST") and DENY and DENY in urllib.parse.unquote(self.path)
+        if write and RESET_MODE:
+            with lock:
+                if RESETS > 0:
+                    RESETS -= 1
+                    kind = "reset"
+        elif write:
             count("denied")
             self.send_response(403)
             self.send_header("Content-Type", "application/xml")

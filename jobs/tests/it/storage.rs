@@ -852,6 +852,45 @@ fn faults_of_the_store_are_retried_and_the_day_commits_the_same_bytes() {
     committed_like_local(&s3, "faulty", &tmp.path().join("mirror"), &local, &after);
 }
 
+#[test]
+fn a_commit_whose_put_never_arrived_is_put_again() {
+    let Some(s3) = moto("reckon-pointer") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let stats = tmp.path().join("resets.json");
+    // The first two puts of a day's pointer are reset before they reach the server:
+    // object_store does not repeat a conditional put, reckon must.
+    let Some((_proxy, endpoint)) = faulty_proxy(&s3, &stats, &["1", "reset:2:committed.json"])
+    else {
+        return;
+    };
+    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+    let local_cfg = generate(&local, DAY, 1, 300, 37);
+    let remote_cfg = generate(&remote, DAY, 1, 300, 37);
+    on_s3(&remote_cfg, &s3.bucket, "reset");
+    run_env(&local_cfg, DAY, &[]);
+    let env = through(&env_of(&s3), &endpoint);
+    let cfg = remote_cfg.to_str().expect("utf8");
+    let out = with_env(&env, &["run", "--config", cfg, "--date", DAY])
+        .env("RECKON_LOG", "warn")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("commit put failed; putting again"), "{err}");
+    let faults: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&stats).expect("stats")).expect("json");
+    assert_eq!(faults["reset"], 2, "{faults}");
+    committed_like_local(
+        &s3,
+        "reset",
+        &tmp.path().join("mirror"),
+        &local,
+        "the resets",
+    );
+}
+
 /// Appends `[object_store]` for `primary` and `[replica]` (mode, endpoint) to the config;
 /// retries kept short so an unreachable replica fails fast.
 /// The config `text` with the table `section` before its first `[[channel]]`, where the
