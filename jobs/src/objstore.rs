@@ -157,8 +157,11 @@ impl Location {
     pub async fn copy_out(&self, name: &str, to: &std::path::Path) -> Result<u64> {
         match self {
             Location::Local(p) => {
-                let from = p.join(name);
-                std::fs::copy(&from, to).map_err(|e| Error::io(&from, e))
+                let (from, to) = (p.join(name), to.to_path_buf());
+                crate::store::off_task(move || {
+                    std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))
+                })
+                .await
             }
             Location::Remote { prefix, store, .. } => {
                 use std::io::Write;

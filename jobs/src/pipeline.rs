@@ -269,7 +269,17 @@ async fn leased_stages(
     let mut manifest = job.manifest().await?;
     let before = manifest.run_id.clone();
     let mut summary: Option<Summary> = None;
+    // collect reads only the warehouse: it runs beside fetch and normalize.
+    let front: Vec<Stage> = (stages.iter().copied())
+        .filter(|s| matches!(s, Stage::Fetch | Stage::Normalize))
+        .collect();
+    let beside = !front.is_empty() && stages.contains(&Stage::Collect);
+    let mut ran_beside = false;
     for stage in stages {
+        let in_front = front.contains(stage) || *stage == Stage::Collect;
+        if beside && in_front && ran_beside {
+            continue;
+        }
         // The fetched bill's upload (in the background) ends before the report commits: one
         // that failed is the fetch's failure.
         let settled = match *stage {
@@ -277,6 +287,10 @@ async fn leased_stages(
             _ => Ok(()),
         };
         let ran = match settled {
+            Ok(()) if beside && in_front => {
+                ran_beside = true;
+                crate::stages::run_beside(job, &front, Stage::Collect).await
+            }
             Ok(()) => run_stage(job, *stage).await.map_err(|e| (*stage, e)),
             Err(e) => Err((Stage::Fetch, e)),
         };

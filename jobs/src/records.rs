@@ -46,9 +46,16 @@ impl Stage {
         }
     }
 
-    /// The stages after this one.
-    pub fn later(self) -> &'static [Stage] {
-        &Stage::ALL[self as usize + 1..]
+    /// The stages that read what this one wrote, directly or through another: a rerun of it
+    /// makes them stale. collect reads only the warehouse, so a fetch or normalize leaves it
+    /// alone (and `reckon run` runs it beside them).
+    pub fn dependents(self) -> &'static [Stage] {
+        match self {
+            Stage::Fetch => &[Stage::Normalize, Stage::Reconcile, Stage::Report],
+            Stage::Normalize | Stage::Collect => &[Stage::Reconcile, Stage::Report],
+            Stage::Reconcile => &[Stage::Report],
+            Stage::Report => &[],
+        }
     }
 }
 
@@ -590,14 +597,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stage_names_round_trip_and_later_stages_follow() {
+    fn stage_names_round_trip_and_dependents_follow() {
         for s in Stage::ALL {
             assert_eq!(s.as_str().parse::<Stage>().ok(), Some(s));
             let json = serde_json::to_string(&s).expect("json");
             assert_eq!(json, format!("\"{}\"", s.as_str()));
         }
-        assert_eq!(Stage::Collect.later(), &[Stage::Reconcile, Stage::Report]);
-        assert!(Stage::Report.later().is_empty());
+        assert_eq!(
+            Stage::Collect.dependents(),
+            &[Stage::Reconcile, Stage::Report]
+        );
+        assert!(!Stage::Fetch.dependents().contains(&Stage::Collect));
+        assert!(!Stage::Normalize.dependents().contains(&Stage::Collect));
+        assert!(Stage::Report.dependents().is_empty());
+        // Every dependent comes later.
+        for s in Stage::ALL {
+            assert!(
+                s.dependents().iter().all(|d| *d as usize > s as usize),
+                "{s}"
+            );
+        }
         let e = "merge".parse::<Stage>().expect_err("unknown");
         assert!(e.to_string().contains("fetch, normalize"), "{e}");
     }

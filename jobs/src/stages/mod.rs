@@ -174,6 +174,8 @@ async fn stage_attempts(job: &Job<'_>, stage: Stage) -> Result<Manifest> {
             e
         }
     });
+    // Stages run side by side record themselves one at a time.
+    let _writing = job.store.manifest_lock().await;
     let mut manifest = job.manifest().await?;
     let ran = Ran {
         finished_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -205,6 +207,42 @@ async fn stage_attempts(job: &Job<'_>, stage: Stage) -> Result<Manifest> {
             Err(e)
         }
     }
+}
+
+/// Runs `front` (fetch, then normalize) one after another, and `side` (collect) beside them:
+/// collect reads only the warehouse, so the bill's copy, hash and parse (on tokio's blocking
+/// threads) overlap the snapshot's scan and sort. A failure of `front` stops collect where it
+/// is (nothing of it is recorded; its staging folder goes with the next run); the first
+/// failure in stage order is returned, else the working manifest with both recorded.
+pub async fn run_beside(
+    job: &Job<'_>,
+    front: &[Stage],
+    side: Stage,
+) -> std::result::Result<Manifest, (Stage, Error)> {
+    let ahead = async {
+        for stage in front {
+            run_stage(job, *stage).await.map_err(|e| (*stage, e))?;
+        }
+        Ok(())
+    };
+    let beside = run_stage(job, side);
+    tokio::pin!(ahead, beside);
+    let mut collected = None;
+    let ahead = tokio::select! {
+        done = &mut ahead => done,
+        ran = &mut beside => {
+            collected = Some(ran);
+            ahead.await
+        }
+    };
+    // A failed fetch or normalize drops collect's future here: its plan stops.
+    ahead?;
+    let ran = match collected {
+        Some(ran) => ran,
+        None => beside.await,
+    };
+    ran.map_err(|e| (side, e))?;
+    job.manifest().await.map_err(|e| (side, e))
 }
 
 /// Waits for the job's background uploads (the fetched bill, see `store/background.rs`). When

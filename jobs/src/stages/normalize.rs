@@ -53,16 +53,25 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let buckets = job.config.pinned_buckets.unwrap_or_else(|| {
         crate::buckets::count_for(text_bytes / BILL_BYTES_PER_ROW, job.config.bucket_rows())
     });
-    let target = Target {
-        channel: job.name(),
-        bill_date: Some(job.date),
-        source_name: &file,
-        normalized: &norm_file,
-        buckets: Some((job.channel.match_on(), buckets)),
-        rejected: &rej_file,
-        max_rejected: job.channel.max_rejected_rows,
-    };
-    let stats = normalize_file(&template, raw.path(), &target)?;
+    // Parsed on a blocking thread: the task's worker stays free for collect, which `reckon
+    // run` runs beside this stage.
+    let (channel, date, match_on) = (job.name().to_string(), job.date, job.channel.match_on());
+    let max_rejected = job.channel.max_rejected_rows;
+    let (parsed, bill) = (template.clone(), raw.path().to_path_buf());
+    let (source_name, normalized, rejected) = (file.clone(), norm_file.clone(), rej_file.clone());
+    let stats = crate::store::off_task(move || {
+        let target = Target {
+            channel: &channel,
+            bill_date: Some(date),
+            source_name: &source_name,
+            normalized: &normalized,
+            buckets: Some((match_on, buckets)),
+            rejected: &rejected,
+            max_rejected,
+        };
+        normalize_file(&parsed, &bill, &target)
+    })
+    .await?;
     drop(raw);
     if let Some(why) = &stats.refused {
         // Refused by its own totals: the rejected rows say which lines broke them, so they are

@@ -340,8 +340,8 @@ impl Manifest {
         self.stages.report.as_ref().and_then(Record::facts)
     }
 
-    /// Records `stage` done with `files` and its facts; a stage that reran makes the later
-    /// ones stale (they must run again), but for a fetch that brought the same bill. The day
+    /// Records `stage` done with `files` and its facts; a stage that reran makes the ones that
+    /// read it stale (they must run again), but for a fetch that brought the same bill. The day
     /// is `in_progress` until the report, then `reconciled`.
     pub fn record_done(&mut self, stage: Stage, ran: &Ran, files: Vec<FileSum>, output: Output) {
         let changed = !matches!(&output, Output::Fetch(f) if f.unchanged);
@@ -356,7 +356,7 @@ impl Manifest {
             Output::Report(d) => self.stages.report = Some(Record::done(ran, files, *d)),
         }
         if changed {
-            for later in stage.later() {
+            for later in stage.dependents() {
                 self.stages.set_state(*later, StageState::Stale);
             }
         }
@@ -424,6 +424,21 @@ mod tests {
         assert_eq!(m.stages.state(Stage::Reconcile), Some(StageState::Stale));
         assert!(m.error.is_none());
         assert!(!m.is_done(Stage::Reconcile));
+        // normalize finishing after collect (they run side by side) leaves collect done.
+        let normalized = Output::Normalize(crate::records::NormalizeDetail {
+            template: "t".into(),
+            raw_file: "bill.csv".into(),
+            rows_read: 4,
+            rows_written: 4,
+            rows_rejected: 0,
+            rows_skipped: 0,
+            sha256: "cd".into(),
+            buckets: 1,
+            totals: vec![],
+        });
+        m.record_done(Stage::Normalize, &ran(), vec![], normalized);
+        assert!(m.is_done(Stage::Collect));
+        assert_eq!(m.stages.state(Stage::Reconcile), Some(StageState::Stale));
     }
 
     #[test]

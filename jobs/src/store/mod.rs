@@ -62,6 +62,9 @@ pub struct Store {
     uploads: background::Background,
     /// The most the scratch cache may hold, in bytes.
     cache_budget: u64,
+    /// Held while a stage of this process reads, changes and saves a working manifest, so
+    /// stages run side by side (collect beside fetch and normalize) never lose a record.
+    manifest_writes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Store {
@@ -90,6 +93,7 @@ impl Store {
             signer: None,
             uploads: background::Background::default(),
             cache_budget: crate::config::DEFAULT_SCRATCH_CACHE_MB * 1024 * 1024,
+            manifest_writes: Default::default(),
         })
     }
 
@@ -97,6 +101,11 @@ impl Store {
     pub fn signed_by(mut self, signer: Option<crate::signing::Signer>) -> Store {
         self.signer = signer.map(std::sync::Arc::new);
         self
+    }
+
+    /// Held while a working manifest is read, changed and saved (see `manifest_writes`).
+    pub async fn manifest_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.manifest_writes.lock().await
     }
 
     /// The store, keeping at most `bytes` in its scratch cache ([`Store::cache`]).
@@ -118,6 +127,7 @@ impl Store {
             signer: None,
             uploads: background::Background::default(),
             cache_budget: crate::config::DEFAULT_SCRATCH_CACHE_MB * 1024 * 1024,
+            manifest_writes: Default::default(),
         })
     }
 
@@ -713,6 +723,23 @@ struct Publish<'a> {
     cache: bool,
     /// The file to upload in the background (on an object-store root).
     background: Option<&'a str>,
+}
+
+/// [`sha256_file`] on a blocking thread ([`off_task`]).
+pub async fn sha256_file_off(path: PathBuf) -> Result<String> {
+    off_task(move || sha256_file(&path)).await
+}
+
+/// Runs blocking work (a copy, a hash, a parse) on tokio's blocking threads, so the task that
+/// awaits it leaves its worker to other futures (collect, run beside fetch and normalize).
+/// Its log lines keep the caller's span (the channel, date and stage).
+pub async fn off_task<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let span = tracing::Span::current();
+    tokio::task::spawn_blocking(move || span.in_scope(work))
+        .await
+        .map_err(|e| Error::Other(format!("a blocking task ended without its result: {e}")))?
 }
 
 /// The hex SHA-256 of a file, read in blocks.

@@ -463,6 +463,9 @@ fn https_with_credentials_and_a_reissued_bill_that_reruns_the_day() {
         "{m}"
     );
     assert_eq!(m["stages"]["reconcile"]["state"], "stale", "{m}");
+    assert_eq!(m["stages"]["normalize"]["state"], "stale", "{m}");
+    // The warehouse's snapshot does not depend on the bill: collect need not run again.
+    assert_eq!(m["stages"]["collect"]["state"], "done", "{m}");
     let fj = t.fetch_json("wechat");
     let hist = fj["history"].as_array().expect("history");
     assert_eq!(hist.len(), 1, "{fj}");
