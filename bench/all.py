@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Every figure of issue #19 in one run, side by side, medians of --repeat runs:
 
-1. bench.py: each stage of reckon from the delivered bill to committed results (their sum is
-   the end-to-end time) at every size of --rows, then reconcile and the DuckDB peer doing the
-   same reconciliation alternately, their categories and every difference compared;
+1. bench.py: each stage of reckon from the delivered bill to committed results, then the day in
+   one `reckon run` (the end-to-end time; collect runs beside fetch and normalize) at every
+   size of --rows, then reconcile and the DuckDB peer doing the same reconciliation
+   alternately, their categories and every difference compared;
 2. collect_bench.py --only-local: collect and the DuckDB peer making the same snapshot,
    alternately, the snapshots compared;
 3. cluster_bench.py: reconcile on the embedded engine, one executor and two executors, each

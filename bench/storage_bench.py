@@ -35,6 +35,12 @@ for prefix in sys.argv[2:]:
 """
 
 
+def cpu_seconds(pid):
+    """User and system CPU seconds process `pid` has used (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pointer(store_dir):
     """The committed pointer of the day under a local root (or a mirror of the S3 one)."""
     return json.loads((store_dir / "runs" / f"channel={CHANNEL}" / f"dt={DATE}" / "committed.json").read_text())
@@ -46,6 +52,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--reckon", default=str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "reckon"))
     ap.add_argument("--work", default=os.path.expanduser("~/.cache/reckon/bench"))
+    ap.add_argument("--only-run", action="store_true",
+                    help="the day in one `reckon run` on each root only, not stage by stage")
     args = ap.parse_args()
     work = Path(args.work)
     data = dataset(args.reckon, work, args.rows)
@@ -56,6 +64,7 @@ def main():
     endpoint = f"http://127.0.0.1:{port}"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
            "AWS_REGION": "us-east-1", "RECKON_LOG": "warn"}
+    moto_cpu = []
     times = {(root, s): [] for root in ["local", "s3"] for s in STAGES + ["run"]}
     rss = {(root, s): [] for root in ["local", "s3"] for s in STAGES + ["run"]}
     try:
@@ -81,7 +90,7 @@ def main():
                     text = text.replace("\n[[channel]]", f'\n[object_store]\nendpoint = "{endpoint}"\nallow_http = true\n'
                                         'unsigned_payload = true\n\n[[channel]]', 1)
                 cfg.write_text(text)
-                for stage in STAGES:
+                for stage in ([] if args.only_run else STAGES):
                     t, r, _ = run_measured([args.reckon, "stage", stage, "--config", cfg, "--date", DATE,
                                             "--channel", CHANNEL], env=env)
                     times[(root, stage)].append(t)
@@ -95,14 +104,18 @@ def main():
                     whole.write_text(text.replace(str(out), str(fresh)))
                 else:
                     whole.write_text(text.replace(f"s3://bench-root/run-{run}", f"s3://bench-root/day-{run}"))
+                before = cpu_seconds(server.pid)
                 t, r, _ = run_measured([args.reckon, "run", "--config", whole, "--date", DATE,
                                         "--channel", CHANNEL], env=env)
+                if root == "s3":
+                    moto_cpu.append(cpu_seconds(server.pid) - before)
                 times[(root, "run")].append(t)
                 rss[(root, "run")].append(r)
                 if root == "s3":
                     # moto holds every object in memory: a run's 2.8 GB go once measured (the
                     # last stage-by-stage prefix stays for the comparison below).
-                    gone = [f"day-{run}"] + ([f"run-{run}"] if run < args.runs - 1 else [])
+                    last = run == args.runs - 1
+                    gone = ([] if last and args.only_run else [f"day-{run}"]) + ([] if last else [f"run-{run}"])
                     subprocess.run([str(moto / "bin" / "python"), "-c", DROP, endpoint, *gone], check=True)
         # The S3 root's last day, read back: the same committed bytes as the local root's.
         mirror = work / f"storage-s3-mirror-{args.rows}"
@@ -116,8 +129,11 @@ key = prefix + '/runs/channel=wechat/dt=2026-11-20/committed.json'
 os.makedirs(os.path.dirname(os.path.join(out, key[len(prefix) + 1:])), exist_ok=True)
 s3.download_file('bench-root', key, os.path.join(out, key[len(prefix) + 1:]))
 """
-        subprocess.run([str(moto / "bin" / "python"), "-c", get, endpoint, f"run-{args.runs - 1}", str(mirror)], check=True)
-        local_files = {(f["path"], f["sha256"]) for f in pointer(work / f"storage-local-{args.rows}")["files"]
+        compared = "day" if args.only_run else "run"
+        subprocess.run([str(moto / "bin" / "python"), "-c", get, endpoint, f"{compared}-{args.runs - 1}", str(mirror)],
+                       check=True)
+        local_root = work / (f"storage-local-run-{args.rows}" if args.only_run else f"storage-local-{args.rows}")
+        local_files = {(f["path"], f["sha256"]) for f in pointer(local_root)["files"]
                        if not f["path"].endswith("fetch.json")}
         s3_files = {(f["path"], f["sha256"]) for f in pointer(mirror)["files"] if not f["path"].endswith("fetch.json")}
         same = local_files == s3_files
@@ -130,17 +146,20 @@ s3.download_file('bench-root', key, os.path.join(out, key[len(prefix) + 1:]))
     print("| stage | local wall s | S3 wall s | S3 / local | local peak RSS MiB | S3 peak RSS MiB |")
     print("|---|---:|---:|---:|---:|---:|")
     total = {"local": 0.0, "s3": 0.0}
-    for s in STAGES:
+    for s in ([] if args.only_run else STAGES):
         lt, st = statistics.median(times[("local", s)]), statistics.median(times[("s3", s)])
         lr, sr = statistics.median(rss[("local", s)]), statistics.median(rss[("s3", s)])
         total["local"] += lt
         total["s3"] += st
         print(f"| {s} | {lt:.2f} | {st:.2f} | {st / lt:.2f} | {lr:.0f} | {sr:.0f} |")
-    print(f"| **all stages** | {total['local']:.2f} | {total['s3']:.2f} | {total['s3'] / total['local']:.2f} | | |")
+    if not args.only_run:
+        print(f"| **all stages** | {total['local']:.2f} | {total['s3']:.2f} | {total['s3'] / total['local']:.2f} | | |")
     lt, st = statistics.median(times[("local", "run")]), statistics.median(times[("s3", "run")])
     lr, sr = statistics.median(rss[("local", "run")]), statistics.median(rss[("s3", "run")])
     print(f"| **the day in one `reckon run`** | {lt:.2f} | {st:.2f} | {st / lt:.2f} | {lr:.0f} | {sr:.0f} |")
-    print(f"\ncommitted files (path and sha256) the same on both roots: {same}")
+    print(f"\nmoto's own CPU time during each S3 `reckon run` (user + system, on the same 2 cores): "
+          f"{', '.join(f'{c:.1f}' for c in moto_cpu)} s")
+    print(f"committed files (path and sha256) the same on both roots: {same}")
 
 
 if __name__ == "__main__":
