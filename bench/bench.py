@@ -35,16 +35,24 @@ def venv(name, packages):
 
 def run_measured(cmd, env=None):
     """Runs cmd under /usr/bin/time -v; returns (seconds, peak RSS MiB, stdout)."""
+    return run_timed(cmd, env)[:3]
+
+
+def run_timed(cmd, env=None):
+    """run_measured, and the CPU seconds (user + system) cmd used: (seconds, peak RSS MiB,
+    stdout, CPU seconds)."""
     start = time.monotonic()
     proc = subprocess.run(["/usr/bin/time", "-v", *map(str, cmd)], capture_output=True, env=env)
     elapsed = time.monotonic() - start
     if proc.returncode != 0:
         sys.exit(f"failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{proc.stderr.decode()[-3000:]}")
-    rss_kb = 0
+    rss_kb, cpu = 0, 0.0
     for line in proc.stderr.decode().splitlines():
         if "Maximum resident set size" in line:
             rss_kb = int(line.split(":")[1])
-    return elapsed, rss_kb / 1024, proc.stdout.decode()
+        elif "User time (seconds)" in line or "System time (seconds)" in line:
+            cpu += float(line.split(":")[1])
+    return elapsed, rss_kb / 1024, proc.stdout.decode(), cpu
 
 
 def manifest(data):

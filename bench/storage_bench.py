@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import CHANNEL, DATE, ROOT, run_measured  # noqa: E402
+from bench import CHANNEL, DATE, ROOT, run_measured, run_timed  # noqa: E402
 from collect_bench import dataset, free_port, venv, wait  # noqa: E402
 
 STAGES = ["fetch", "normalize", "collect", "reconcile", "report"]
@@ -64,7 +64,7 @@ def main():
     endpoint = f"http://127.0.0.1:{port}"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
            "AWS_REGION": "us-east-1", "RECKON_LOG": "warn"}
-    moto_cpu = []
+    moto_cpu, reckon_cpu = [], {"local": [], "s3": []}
     times = {(root, s): [] for root in ["local", "s3"] for s in STAGES + ["run"]}
     rss = {(root, s): [] for root in ["local", "s3"] for s in STAGES + ["run"]}
     try:
@@ -105,8 +105,9 @@ def main():
                 else:
                     whole.write_text(text.replace(f"s3://bench-root/run-{run}", f"s3://bench-root/day-{run}"))
                 before = cpu_seconds(server.pid)
-                t, r, _ = run_measured([args.reckon, "run", "--config", whole, "--date", DATE,
-                                        "--channel", CHANNEL], env=env)
+                t, r, _, cpu = run_timed([args.reckon, "run", "--config", whole, "--date", DATE,
+                                          "--channel", CHANNEL], env=env)
+                reckon_cpu[root].append(cpu)
                 if root == "s3":
                     moto_cpu.append(cpu_seconds(server.pid) - before)
                 times[(root, "run")].append(t)
@@ -157,7 +158,10 @@ s3.download_file('bench-root', key, os.path.join(out, key[len(prefix) + 1:]))
     lt, st = statistics.median(times[("local", "run")]), statistics.median(times[("s3", "run")])
     lr, sr = statistics.median(rss[("local", "run")]), statistics.median(rss[("s3", "run")])
     print(f"| **the day in one `reckon run`** | {lt:.2f} | {st:.2f} | {st / lt:.2f} | {lr:.0f} | {sr:.0f} |")
-    print(f"\nmoto's own CPU time during each S3 `reckon run` (user + system, on the same 2 cores): "
+    print(f"\nreckon's CPU time in each `reckon run` (user + system): local "
+          f"{', '.join(f'{c:.1f}' for c in reckon_cpu['local'])} s; S3 "
+          f"{', '.join(f'{c:.1f}' for c in reckon_cpu['s3'])} s")
+    print(f"moto's own CPU time during each S3 `reckon run` (user + system, on the same 2 cores): "
           f"{', '.join(f'{c:.1f}' for c in moto_cpu)} s")
     print(f"committed files (path and sha256) the same on both roots: {same}")
 
