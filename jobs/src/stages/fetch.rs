@@ -13,7 +13,7 @@ use super::{Job, Outcome};
 use crate::error::{IoContext, Result};
 use crate::fetchers::{self, Request};
 use crate::records::{FetchDetail, Output};
-use crate::store::{sha256_file_off, write_atomic};
+use crate::store::{off_task, sha256_file, write_atomic};
 
 /// `raw/…/fetch.json`: the fetch's facts and every earlier fetch of the date.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,7 +37,10 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         })
         .await?;
     let file = staged.join(&got.file);
-    let sha = sha256_file_off(file.clone()).await?;
+    let sha = {
+        let file = file.clone();
+        off_task(move || sha256_file(&file)).await?
+    };
     let size = std::fs::metadata(&file).at(&file)?.len();
     // On an object-store root the normalize of this host reads it from here, not the bucket.
     job.store.cache(&file, &sha);

@@ -87,14 +87,20 @@ impl Store {
                 std::env::temp_dir().join(format!("reckon-scratch-{tag}"))
             }
         };
-        Ok(Store {
+        Ok(Store::with_scratch(root, scratch))
+    }
+
+    /// The store of `root` with its scratch folder `scratch`: unsigned, the default cache
+    /// budget, nothing uploading.
+    fn with_scratch(root: Root, scratch: PathBuf) -> Store {
+        Store {
             root,
             scratch,
             signer: None,
             uploads: background::Background::default(),
-            cache_budget: crate::config::DEFAULT_SCRATCH_CACHE_MB * 1024 * 1024,
+            cache_budget: crate::config::DEFAULT_SCRATCH_CACHE_MB << 20,
             manifest_writes: Default::default(),
-        })
+        }
     }
 
     /// The store, signing the days it commits with `signer`.
@@ -121,14 +127,7 @@ impl Store {
             .local_dir()
             .map(|d| d.join("_scratch"))
             .unwrap_or_default();
-        Ok(Store {
-            root,
-            scratch,
-            signer: None,
-            uploads: background::Background::default(),
-            cache_budget: crate::config::DEFAULT_SCRATCH_CACHE_MB * 1024 * 1024,
-            manifest_writes: Default::default(),
-        })
+        Ok(Store::with_scratch(root, scratch))
     }
 
     /// The root.
@@ -723,11 +722,6 @@ struct Publish<'a> {
     cache: bool,
     /// The file to upload in the background (on an object-store root).
     background: Option<&'a str>,
-}
-
-/// [`sha256_file`] on a blocking thread ([`off_task`]).
-pub async fn sha256_file_off(path: PathBuf) -> Result<String> {
-    off_task(move || sha256_file(&path)).await
 }
 
 /// Runs blocking work (a copy, a hash, a parse) on tokio's blocking threads, so the task that

@@ -4,7 +4,7 @@
 //! lease between processes on object storage.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use super::services::{unavailable, venv, S3};
@@ -697,6 +697,58 @@ fn free_port() -> u16 {
 
 /// The fault-injecting proxy (`faulty_proxy.py`, with `args` after its stats file) in front of
 /// `s3`: the process and the endpoint to reach it at; `None` when python cannot be had.
+/// One day generated twice, the same way (`rows` records, `seed`): under a local root, and
+/// with its root on a moto bucket at `prefix`, reached through the fault proxy.
+struct Proxied {
+    s3: S3,
+    tmp: tempfile::TempDir,
+    /// The proxy's fault counts (JSON).
+    stats: PathBuf,
+    _proxy: Stopped,
+    /// The environment that reaches the bucket through the proxy.
+    env: Vec<(&'static str, String)>,
+    local: PathBuf,
+    local_cfg: PathBuf,
+    remote_cfg: PathBuf,
+}
+
+impl Proxied {
+    /// The day, and the proxy started with `proxy_args`; `None` when a server cannot start
+    /// (outside CI).
+    fn start(
+        bucket: &str,
+        prefix: &str,
+        proxy_args: &[&str],
+        rows: u64,
+        seed: u64,
+    ) -> Option<Proxied> {
+        let s3 = moto(bucket)?;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let stats = tmp.path().join("faults.json");
+        let (proxy, endpoint) = faulty_proxy(&s3, &stats, proxy_args)?;
+        let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
+        let local_cfg = generate(&local, DAY, 1, rows, seed);
+        let remote_cfg = generate(&remote, DAY, 1, rows, seed);
+        on_s3(&remote_cfg, &s3.bucket, prefix);
+        let env = through(&env_of(&s3), &endpoint);
+        Some(Proxied {
+            s3,
+            tmp,
+            stats,
+            _proxy: proxy,
+            env,
+            local,
+            local_cfg,
+            remote_cfg,
+        })
+    }
+
+    /// What the proxy counted.
+    fn faults(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(&self.stats).expect("stats")).expect("json")
+    }
+}
+
 fn faulty_proxy(s3: &S3, stats: &Path, args: &[&str]) -> Option<(Stopped, String)> {
     let python = match venv("moto", &["moto[server]==5.1.*", "boto3"]) {
         Ok(d) => d.join("bin/python"),
@@ -736,23 +788,14 @@ fn through(env: &[(&'static str, String)], endpoint: &str) -> Vec<(&'static str,
 
 #[test]
 fn a_bill_whose_upload_fails_is_never_committed_and_the_next_run_fetches_it_again() {
-    let Some(s3) = moto("reckon-denied") else {
-        return;
-    };
-    let tmp = tempfile::tempdir().expect("tmp");
-    let stats = tmp.path().join("denied.json");
     // Every write of a bill (each channel's file name has the date and .csv) is refused: the
     // bill's upload, in the background while normalize runs, fails; a refusal is not retried.
-    let Some((_proxy, endpoint)) = faulty_proxy(&s3, &stats, &["1", "20261120.csv"]) else {
+    let Some(p) = Proxied::start("reckon-denied", "denied", &["1", "20261120.csv"], 300, 29) else {
         return;
     };
-    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
-    let local_cfg = generate(&local, DAY, 1, 300, 29);
-    let remote_cfg = generate(&remote, DAY, 1, 300, 29);
-    on_s3(&remote_cfg, &s3.bucket, "denied");
-    let cfg = remote_cfg.to_str().expect("utf8");
-    let (env, denied) = (env_of(&s3), through(&env_of(&s3), &endpoint));
-    let out = exits(&denied, &["run", "--config", cfg, "--date", DAY], 2);
+    let cfg = p.remote_cfg.to_str().expect("utf8");
+    let (env, denied) = (env_of(&p.s3), &p.env);
+    let out = exits(denied, &["run", "--config", cfg, "--date", DAY], 2);
     let said = json_of(&out);
     for (i, ch) in ["alipay", "wechat"].into_iter().enumerate() {
         let got = &said["channels"][i];
@@ -763,8 +806,7 @@ fn a_bill_whose_upload_fails_is_never_committed_and_the_next_run_fetches_it_agai
             "the error names the bill and the refusal: {said}"
         );
     }
-    let faults: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&stats).expect("stats")).expect("json");
+    let faults = p.faults();
     assert!(faults["denied"].as_u64().unwrap_or(0) > 0, "{faults}");
     // Nothing committed; the fetch's record says it failed.
     for s in status_of(&env, cfg, DAY).as_array().expect("array") {
@@ -773,8 +815,8 @@ fn a_bill_whose_upload_fails_is_never_committed_and_the_next_run_fetches_it_agai
             "a day committed without its bill: {s}"
         );
     }
-    let got = tmp.path().join("mirror");
-    mirror(&s3, "denied", &got);
+    let got = p.tmp.path().join("mirror");
+    mirror(&p.s3, "denied", &got);
     for ch in ["alipay", "wechat"] {
         let m: serde_json::Value = serde_json::from_slice(
             &std::fs::read(area(&got, "runs", ch, DAY).join("manifest.json")).expect("manifest"),
@@ -784,10 +826,10 @@ fn a_bill_whose_upload_fails_is_never_committed_and_the_next_run_fetches_it_agai
     }
     // The next run, with the store writable again, fetches the bill again and commits the day
     // as the local root does.
-    run_env(&local_cfg, DAY, &[]);
-    run_env(&remote_cfg, DAY, &env);
-    let again = tmp.path().join("mirror-again");
-    committed_like_local(&s3, "denied", &again, &local, "the failed upload");
+    run_env(&p.local_cfg, DAY, &[]);
+    run_env(&p.remote_cfg, DAY, &env);
+    let again = p.tmp.path().join("mirror-again");
+    committed_like_local(&p.s3, "denied", &again, &p.local, "the failed upload");
     for ch in ["alipay", "wechat"] {
         let have = committed(&again, ch, DAY);
         assert!(
@@ -818,30 +860,19 @@ fn committed_like_local(s3: &S3, prefix: &str, to: &Path, local: &Path, after: &
 
 #[test]
 fn faults_of_the_store_are_retried_and_the_day_commits_the_same_bytes() {
-    let Some(s3) = moto("reckon-faults") else {
+    let Some(p) = Proxied::start("reckon-faults", "faulty", &["3"], 400, 23) else {
         return;
     };
-    let tmp = tempfile::tempdir().expect("tmp");
-    let stats = tmp.path().join("faults.json");
-    let Some((_proxy, endpoint)) = faulty_proxy(&s3, &stats, &["3"]) else {
-        return;
-    };
-    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
-    let local_cfg = generate(&local, DAY, 1, 400, 23);
-    let remote_cfg = generate(&remote, DAY, 1, 400, 23);
-    on_s3(&remote_cfg, &s3.bucket, "faulty");
-    let text = std::fs::read_to_string(&remote_cfg).expect("config");
+    let text = std::fs::read_to_string(&p.remote_cfg).expect("config");
     // Requests time out after 2 s; the proxy answers some after 3 s.
     std::fs::write(
-        &remote_cfg,
+        &p.remote_cfg,
         format!("{text}\n[object_store]\ntimeout_secs = 2\n"),
     )
     .expect("config");
-    let env = through(&env_of(&s3), &endpoint);
-    run_env(&local_cfg, DAY, &[]);
-    run_env(&remote_cfg, DAY, &env);
-    let faults: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&stats).expect("stats")).expect("json");
+    run_env(&p.local_cfg, DAY, &[]);
+    run_env(&p.remote_cfg, DAY, &p.env);
+    let faults = p.faults();
     for kind in ["slow_down_503", "throttled_429", "reset", "late"] {
         assert!(
             faults[kind].as_u64().unwrap_or(0) > 0,
@@ -849,46 +880,36 @@ fn faults_of_the_store_are_retried_and_the_day_commits_the_same_bytes() {
         );
     }
     let after = format!("the faults ({faults})");
-    committed_like_local(&s3, "faulty", &tmp.path().join("mirror"), &local, &after);
+    committed_like_local(
+        &p.s3,
+        "faulty",
+        &p.tmp.path().join("mirror"),
+        &p.local,
+        &after,
+    );
 }
 
 #[test]
 fn a_commit_whose_put_never_arrived_is_put_again() {
-    let Some(s3) = moto("reckon-pointer") else {
-        return;
-    };
-    let tmp = tempfile::tempdir().expect("tmp");
-    let stats = tmp.path().join("resets.json");
     // The first two puts of a day's pointer are reset before they reach the server:
     // object_store does not repeat a conditional put, reckon must.
-    let Some((_proxy, endpoint)) = faulty_proxy(&s3, &stats, &["1", "reset:2:committed.json"])
-    else {
+    let proxy = ["1", "reset:2:committed.json"];
+    let Some(p) = Proxied::start("reckon-pointer", "reset", &proxy, 300, 37) else {
         return;
     };
-    let (local, remote) = (tmp.path().join("local"), tmp.path().join("remote"));
-    let local_cfg = generate(&local, DAY, 1, 300, 37);
-    let remote_cfg = generate(&remote, DAY, 1, 300, 37);
-    on_s3(&remote_cfg, &s3.bucket, "reset");
-    run_env(&local_cfg, DAY, &[]);
-    let env = through(&env_of(&s3), &endpoint);
-    let cfg = remote_cfg.to_str().expect("utf8");
-    let out = with_env(&env, &["run", "--config", cfg, "--date", DAY])
+    run_env(&p.local_cfg, DAY, &[]);
+    let cfg = p.remote_cfg.to_str().expect("utf8");
+    let out = with_env(&p.env, &["run", "--config", cfg, "--date", DAY])
         .env("RECKON_LOG", "warn")
         .output()
         .expect("run");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("commit put failed; putting again"), "{err}");
-    let faults: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&stats).expect("stats")).expect("json");
+    let faults = p.faults();
     assert_eq!(faults["reset"], 2, "{faults}");
-    committed_like_local(
-        &s3,
-        "reset",
-        &tmp.path().join("mirror"),
-        &local,
-        "the resets",
-    );
+    let mirror = p.tmp.path().join("mirror");
+    committed_like_local(&p.s3, "reset", &mirror, &p.local, "the resets");
 }
 
 /// Appends `[object_store]` for `primary` and `[replica]` (mode, endpoint) to the config;
