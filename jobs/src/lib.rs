@@ -13,6 +13,7 @@ pub mod config;
 pub mod contracts;
 pub mod delta;
 pub mod demo;
+pub mod desk;
 pub mod engine;
 pub mod error;
 pub mod fetchers;

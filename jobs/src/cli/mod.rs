@@ -1,6 +1,7 @@
 //! The command line: one module per command, each with its flags (`Args`) and what it does
 //! (`run`); the config, the engine sessions and the final JSON line are set up here once.
 
+mod audit;
 mod backfill;
 mod cluster;
 mod generate;
@@ -57,6 +58,11 @@ pub enum Command {
     Replicate(replicate::Args),
     /// Check committed days: with --replica, that the replica holds them byte for byte.
     Verify(verify::Args),
+    /// The review desk's audit.
+    Audit {
+        #[command(subcommand)]
+        command: audit::Command,
+    },
     /// A Ballista cluster of reckon's scheduler and executors on this machine (loopback).
     Cluster {
         #[command(subcommand)]
@@ -94,6 +100,7 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Status(a) => status::run(a).await,
         Command::Report(a) => report::run(a).await,
         Command::Replicate(a) => replicate::run(a).await,
+        Command::Audit { command } => audit::run(command).await,
         Command::Verify(a) => verify::run(a).await,
         Command::Cluster { command } => cluster::run(command),
         Command::Sql { command } => sql::run(command).await,

@@ -64,6 +64,9 @@ pub struct Config {
     pub replica: Option<ReplicaConfig>,
     /// Ed25519 keys that sign committed days and check them.
     pub signing: Option<SigningConfig>,
+    /// The review desk (`reckon serve`, `reckon audit`): its database and its four-eyes rule.
+    #[serde(default)]
+    pub desk: crate::desk::DeskConfig,
     #[serde(rename = "channel", default)]
     pub channels: Vec<Channel>,
     /// The bucket count normalize must write the bill in (a replay of a committed day), not

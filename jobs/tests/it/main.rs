@@ -7,6 +7,7 @@ mod airflow;
 mod alerts;
 mod bad_input;
 mod buckets;
+mod desk;
 mod engines;
 mod fetchers;
 mod formats;

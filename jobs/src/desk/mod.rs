@@ -1,0 +1,700 @@
+//! The review desk's state (issue #20): the decisions people take on differences, their
+//! comments, and the audit of every change. A difference is followed by its channel and its
+//! ageing key (`stages::ageing`), which does not change across days or reruns, so a decision
+//! stays with its difference. The differences themselves are read from the committed Parquet,
+//! never copied here.
+//!
+//! Every change runs in one write transaction ([`db::Db::write`]): it checks the version the
+//! person saw (optimistic concurrency: a second person deciding at once is refused and shown
+//! the first decision), writes the change, and appends its audit entry ([`audit`]).
+
+pub mod audit;
+pub mod db;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use db::{Db, Tx, Value};
+
+/// What a person decides about a difference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    PlatformWins,
+    ChannelWins,
+    WriteOff,
+    SupportedTiming,
+    Ignore,
+    Reopen,
+}
+
+impl Action {
+    pub const ALL: [Action; 6] = [
+        Action::PlatformWins,
+        Action::ChannelWins,
+        Action::WriteOff,
+        Action::SupportedTiming,
+        Action::Ignore,
+        Action::Reopen,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::PlatformWins => "platform_wins",
+            Action::ChannelWins => "channel_wins",
+            Action::WriteOff => "write_off",
+            Action::SupportedTiming => "supported_timing",
+            Action::Ignore => "ignore",
+            Action::Reopen => "reopen",
+        }
+    }
+
+    /// What the action means, shown before it is submitted.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Action::PlatformWins => "The platform's record is right: the channel's side is corrected or claimed back outside reckon. The difference closes.",
+            Action::ChannelWins => "The channel's record is right: the platform's order is corrected to match it. The difference closes.",
+            Action::WriteOff => "The difference is accepted as a loss or gain and booked as such. The difference closes.",
+            Action::SupportedTiming => "The other side is expected on a later day (a timing difference with evidence). The difference closes; it is reopened by hand if the record never comes.",
+            Action::Ignore => "The difference is not a real one (a test order, a known data issue). The difference closes.",
+            Action::Reopen => "The earlier decision is withdrawn: the difference is open again.",
+        }
+    }
+
+    /// Whether the difference is closed by this action (all but `reopen`).
+    pub fn closes(self) -> bool {
+        self != Action::Reopen
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Action {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Action::ALL
+            .into_iter()
+            .find(|a| a.name() == s.trim())
+            .ok_or_else(|| {
+                format!(
+                    "unknown action {s:?}: one of {}",
+                    Action::ALL.map(Action::name).join(", ")
+                )
+            })
+    }
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Reads every page.
+    Viewer,
+    /// Also decides, comments and assigns.
+    Resolver,
+    /// Also approves or rejects another person's decision above the four-eyes amount.
+    Approver,
+    /// Everything.
+    Admin,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Resolver => "resolver",
+            Role::Approver => "approver",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [Role::Viewer, Role::Resolver, Role::Approver, Role::Admin]
+            .into_iter()
+            .find(|r| r.name() == s.trim())
+            .ok_or_else(|| format!("unknown role {s:?}: viewer, resolver, approver or admin"))
+    }
+}
+
+/// Who is acting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+}
+
+impl User {
+    /// Whether the user's role is `needs` or above; the refusal if not.
+    pub fn may(&self, needs: Role) -> Outcome<()> {
+        if self.role >= needs {
+            Ok(())
+        } else {
+            Err(Refusal::NotAllowed {
+                role: self.role,
+                needs,
+            })
+        }
+    }
+}
+
+/// Where a decision stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Above the four-eyes amount: waits for an approver other than its author.
+    PendingApproval,
+    /// In force.
+    Effective,
+    /// An approver refused it.
+    Rejected,
+    /// A later decision on the same difference replaced it.
+    Superseded,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::PendingApproval => "pending_approval",
+            Status::Effective => "effective",
+            Status::Rejected => "rejected",
+            Status::Superseded => "superseded",
+        }
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        [
+            Status::PendingApproval,
+            Status::Effective,
+            Status::Rejected,
+            Status::Superseded,
+        ]
+        .into_iter()
+        .find(|st| st.name() == s)
+        .ok_or_else(|| format!("unknown decision status {s:?}"))
+    }
+}
+
+/// The difference a person decides, as the desk showed it (what a rerun may later change).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub channel: String,
+    pub ageing_key: String,
+    pub category: String,
+    pub channel_amount: Option<Decimal>,
+    pub platform_amount: Option<Decimal>,
+}
+
+impl Difference {
+    /// The amount the four-eyes rule weighs: the larger side, by size.
+    pub fn weight(&self) -> Decimal {
+        [self.channel_amount, self.platform_amount]
+            .into_iter()
+            .flatten()
+            .map(|a| a.abs())
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// A decision, as kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Decision {
+    pub id: i64,
+    pub channel: String,
+    pub ageing_key: String,
+    pub action: Action,
+    pub comment: String,
+    pub decided_by: String,
+    pub decided_at: String,
+    pub status: Status,
+    pub reviewed_by: Option<String>,
+    pub reviewed_at: Option<String>,
+    /// The difference when it was decided.
+    pub category: String,
+    pub channel_amount: Option<Decimal>,
+    pub platform_amount: Option<Decimal>,
+}
+
+/// A difference's place on the desk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct State {
+    /// Changes made to it so far (0: never touched). A change names the version it was made
+    /// on; another one in between refuses it.
+    pub version: i64,
+    /// The decision it stands under: the last one taken, whatever its status.
+    pub decision: Option<Decision>,
+    pub assignee: Option<String>,
+}
+
+impl State {
+    /// Closed by a decision in force.
+    pub fn decided(&self) -> bool {
+        self.decision
+            .as_ref()
+            .is_some_and(|d| d.status == Status::Effective && d.action.closes())
+    }
+}
+
+/// Why a change was not made (the person is told; nothing was written).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "refused", rename_all = "snake_case")]
+pub enum Refusal {
+    /// Someone changed the difference since this person saw it: here is what it is now.
+    Stale { seen: i64, current: Box<State> },
+    /// A comment is required.
+    NoComment,
+    /// The user's role does not allow it.
+    NotAllowed { role: Role, needs: Role },
+    /// Four eyes: the author of a decision cannot approve it.
+    OwnDecision,
+    /// The decision is not waiting for approval.
+    NotPending { status: Status },
+    /// No such decision.
+    NoDecision { id: i64 },
+    /// Nothing to reopen: the difference is open.
+    NothingToReopen,
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::Stale { seen, current } => write!(
+                f,
+                "changed by someone else since you saw it (version {seen}, now {}){}",
+                current.version,
+                current.decision.as_ref().map_or(String::new(), |d| format!(
+                    ": {} by {} at {} ({})",
+                    d.action,
+                    d.decided_by,
+                    d.decided_at,
+                    d.status.name()
+                ))
+            ),
+            Refusal::NoComment => f.write_str("a comment is required"),
+            Refusal::NotAllowed { role, needs } => write!(
+                f,
+                "a {} may not do this: it needs the {} role",
+                role.name(),
+                needs.name()
+            ),
+            Refusal::OwnDecision => f.write_str(
+                "four eyes: a decision must be approved by someone other than its author",
+            ),
+            Refusal::NotPending { status } => {
+                write!(
+                    f,
+                    "the decision is not waiting for approval (it is {})",
+                    status.name()
+                )
+            }
+            Refusal::NoDecision { id } => write!(f, "no decision {id}"),
+            Refusal::NothingToReopen => f.write_str("the difference is open: nothing to reopen"),
+        }
+    }
+}
+
+/// A change the desk made or refused.
+pub type Outcome<T> = std::result::Result<T, Refusal>;
+
+/// `channel/ageing key`: what the audit names a difference by.
+pub fn subject(channel: &str, ageing_key: &str) -> String {
+    format!("{channel}/{ageing_key}")
+}
+
+/// Now, RFC 3339 in UTC with microseconds.
+pub fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn money(v: &Value) -> Result<Option<Decimal>> {
+    v.text()
+        .map(|t| {
+            Decimal::from_str(t)
+                .map_err(|e| Error::Other(format!("desk database: amount {t:?}: {e}")))
+        })
+        .transpose()
+}
+
+const DECISION_COLUMNS: &str = "id, channel, ageing_key, action, comment, decided_by, decided_at, \
+     status, reviewed_by, reviewed_at, category, channel_amount, platform_amount";
+
+fn decision(r: &[Value]) -> Result<Decision> {
+    let text = |i: usize| r[i].text().unwrap_or_default().to_string();
+    let opt = |i: usize| r[i].text().map(str::to_string);
+    Ok(Decision {
+        id: r[0].int().unwrap_or_default(),
+        channel: text(1),
+        ageing_key: text(2),
+        action: text(3).parse().map_err(Error::Other)?,
+        comment: text(4),
+        decided_by: text(5),
+        decided_at: text(6),
+        status: text(7).parse().map_err(Error::Other)?,
+        reviewed_by: opt(8),
+        reviewed_at: opt(9),
+        category: text(10),
+        channel_amount: money(&r[11])?,
+        platform_amount: money(&r[12])?,
+    })
+}
+
+/// The desk's settings (`[desk]` in reckon.toml).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeskConfig {
+    /// A SQLite file (a path, relative to the config file; default `desk.sqlite` beside it) or
+    /// a `postgres://user@host:port/db` URL (the password from `PGPASSWORD`).
+    pub database: Option<String>,
+    /// Decisions on a difference larger than this amount (either side, by size) need a second
+    /// person's approval before they take effect. Absent: none do.
+    pub four_eyes_above: Option<Decimal>,
+    /// Connect timeout for PostgreSQL, in seconds (default 10).
+    pub timeout_secs: Option<u64>,
+}
+
+/// The desk: its database and its rules.
+#[derive(Debug, Clone)]
+pub struct Desk {
+    db: Db,
+    four_eyes_above: Option<Decimal>,
+}
+
+impl Desk {
+    /// Opens the desk the config names (creating its tables the first time).
+    pub async fn open(cfg: &DeskConfig, base_dir: &Path) -> Result<Desk> {
+        let database = cfg.database.as_deref().unwrap_or("desk.sqlite");
+        let db = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
+            Db::postgres(database, cfg.timeout_secs.unwrap_or(10)).await?
+        } else {
+            let path = database.strip_prefix("sqlite://").unwrap_or(database);
+            Db::sqlite(&base_dir.join(path))?
+        };
+        Ok(Desk {
+            db,
+            four_eyes_above: cfg.four_eyes_above,
+        })
+    }
+
+    /// The amount above which a decision needs approval.
+    pub fn four_eyes_above(&self) -> Option<Decimal> {
+        self.four_eyes_above
+    }
+
+    /// A difference's state.
+    pub async fn state(&self, channel: &str, key: &str) -> Result<State> {
+        let mut tx = self.db.read().await?;
+        let s = state_in(&mut tx, channel, key).await;
+        tx.rollback().await;
+        s
+    }
+
+    /// Every decision taken on a difference, oldest first.
+    pub async fn decisions(&self, channel: &str, key: &str) -> Result<Vec<Decision>> {
+        let mut tx = self.db.read().await?;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {DECISION_COLUMNS} FROM desk_decisions
+                     WHERE channel = $1 AND ageing_key = $2 ORDER BY id"
+                ),
+                &[channel.into(), key.into()],
+            )
+            .await;
+        tx.rollback().await;
+        rows?.iter().map(|r| decision(r)).collect()
+    }
+
+    /// Decides `diff`, seen at version `seen`.
+    pub async fn decide(
+        &self,
+        user: &User,
+        diff: &Difference,
+        seen: i64,
+        action: Action,
+        comment: &str,
+    ) -> Result<Outcome<Decision>> {
+        if let Err(r) = user.may(Role::Resolver) {
+            return Ok(Err(r));
+        }
+        if comment.trim().is_empty() {
+            return Ok(Err(Refusal::NoComment));
+        }
+        let mut tx = self.db.write().await?;
+        let current = state_in(&mut tx, &diff.channel, &diff.ageing_key).await?;
+        if current.version != seen {
+            return Ok(Err(Refusal::Stale {
+                seen,
+                current: Box::new(current),
+            }));
+        }
+        let open = !current.decided()
+            && !current
+                .decision
+                .as_ref()
+                .is_some_and(|d| d.status == Status::PendingApproval);
+        if action == Action::Reopen && open {
+            return Ok(Err(Refusal::NothingToReopen));
+        }
+        let status = match self.four_eyes_above {
+            Some(limit) if action.closes() && diff.weight() > limit => Status::PendingApproval,
+            _ => Status::Effective,
+        };
+        let at = now();
+        let id = next_id(&mut tx, "desk_decisions").await?;
+        let subject = subject(&diff.channel, &diff.ageing_key);
+        let amount = |a: Option<Decimal>| Value::from(a.map(|a| a.to_string()));
+        let seq = audit::append(
+            &mut tx,
+            &user.name,
+            "decide",
+            &subject,
+            &audit::detail(&[
+                ("decision", id.into()),
+                ("action", action.name().into()),
+                ("comment", comment.into()),
+                ("status", status.name().into()),
+                ("version", (seen + 1).into()),
+                ("category", diff.category.as_str().into()),
+                ("channel_amount", amount(diff.channel_amount)),
+                ("platform_amount", amount(diff.platform_amount)),
+            ]),
+        )
+        .await?;
+        if let Some(prev) = &current.decision {
+            if matches!(prev.status, Status::Effective | Status::PendingApproval) {
+                tx.exec(
+                    "UPDATE desk_decisions SET status = $1 WHERE id = $2",
+                    &[Status::Superseded.name().into(), prev.id.into()],
+                )
+                .await?;
+            }
+        }
+        tx.exec(
+            &format!(
+                "INSERT INTO desk_decisions ({DECISION_COLUMNS}, audit_seq)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10, $11, $12)"
+            ),
+            &[
+                id.into(),
+                diff.channel.as_str().into(),
+                diff.ageing_key.as_str().into(),
+                action.name().into(),
+                comment.into(),
+                user.name.as_str().into(),
+                at.as_str().into(),
+                status.name().into(),
+                diff.category.as_str().into(),
+                amount(diff.channel_amount),
+                amount(diff.platform_amount),
+                seq.into(),
+            ],
+        )
+        .await?;
+        set_state(
+            &mut tx,
+            &diff.channel,
+            &diff.ageing_key,
+            seen,
+            Some(id),
+            seq,
+        )
+        .await?;
+        let decided = state_in(&mut tx, &diff.channel, &diff.ageing_key)
+            .await?
+            .decision
+            .ok_or_else(|| Error::Other(format!("decision {id} of {subject} was not kept")))?;
+        tx.commit().await?;
+        Ok(Ok(decided))
+    }
+
+    /// An approver approves (or rejects) decision `id`, pending since version `seen` of its
+    /// difference.
+    pub async fn review(
+        &self,
+        user: &User,
+        id: i64,
+        seen: i64,
+        approve: bool,
+        comment: &str,
+    ) -> Result<Outcome<Decision>> {
+        if let Err(r) = user.may(Role::Approver) {
+            return Ok(Err(r));
+        }
+        if !approve && comment.trim().is_empty() {
+            return Ok(Err(Refusal::NoComment));
+        }
+        let mut tx = self.db.write().await?;
+        let rows = tx
+            .query(
+                &format!("SELECT {DECISION_COLUMNS} FROM desk_decisions WHERE id = $1"),
+                &[id.into()],
+            )
+            .await?;
+        let Some(d) = rows.first().map(|r| decision(r)).transpose()? else {
+            return Ok(Err(Refusal::NoDecision { id }));
+        };
+        let current = state_in(&mut tx, &d.channel, &d.ageing_key).await?;
+        if current.version != seen {
+            return Ok(Err(Refusal::Stale {
+                seen,
+                current: Box::new(current),
+            }));
+        }
+        if d.status != Status::PendingApproval {
+            return Ok(Err(Refusal::NotPending { status: d.status }));
+        }
+        if d.decided_by == user.name {
+            return Ok(Err(Refusal::OwnDecision));
+        }
+        let status = if approve {
+            Status::Effective
+        } else {
+            Status::Rejected
+        };
+        let at = now();
+        let subject = subject(&d.channel, &d.ageing_key);
+        let seq = audit::append(
+            &mut tx,
+            &user.name,
+            if approve { "approve" } else { "reject" },
+            &subject,
+            &audit::detail(&[
+                ("decision", id.into()),
+                ("comment", comment.into()),
+                ("version", (seen + 1).into()),
+            ]),
+        )
+        .await?;
+        tx.exec(
+            "UPDATE desk_decisions SET status = $1, reviewed_by = $2, reviewed_at = $3 WHERE id = $4",
+            &[
+                status.name().into(),
+                user.name.as_str().into(),
+                at.into(),
+                id.into(),
+            ],
+        )
+        .await?;
+        set_state(&mut tx, &d.channel, &d.ageing_key, seen, Some(id), seq).await?;
+        let rows = tx
+            .query(
+                &format!("SELECT {DECISION_COLUMNS} FROM desk_decisions WHERE id = $1"),
+                &[id.into()],
+            )
+            .await?;
+        let reviewed = rows
+            .first()
+            .map(|r| decision(r))
+            .transpose()?
+            .ok_or_else(|| Error::Other(format!("decision {id} was not kept")))?;
+        tx.commit().await?;
+        Ok(Ok(reviewed))
+    }
+
+    /// Checks the audit chain ([`audit::verify`]).
+    pub async fn verify_audit(&self) -> Result<audit::Verdict> {
+        let mut tx = self.db.read().await?;
+        let v = audit::verify(&mut tx).await;
+        tx.rollback().await;
+        v
+    }
+
+    /// The database, for what reads it directly (the tests, `reckon audit`).
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+}
+
+/// The next id of `table` (writes hold the writer lock, so no other transaction takes it).
+async fn next_id(tx: &mut Tx<'_>, table: &str) -> Result<i64> {
+    let rows = tx
+        .query(&format!("SELECT MAX(id) FROM {table}"), &[])
+        .await?;
+    Ok(rows.first().and_then(|r| r[0].int()).unwrap_or(0) + 1)
+}
+
+async fn state_in(tx: &mut Tx<'_>, channel: &str, key: &str) -> Result<State> {
+    let rows = tx
+        .query(
+            "SELECT version, decision_id, assignee FROM desk_state
+             WHERE channel = $1 AND ageing_key = $2",
+            &[channel.into(), key.into()],
+        )
+        .await?;
+    let Some(r) = rows.first() else {
+        return Ok(State::default());
+    };
+    let decision = match r[1].int() {
+        Some(id) => {
+            let rows = tx
+                .query(
+                    &format!("SELECT {DECISION_COLUMNS} FROM desk_decisions WHERE id = $1"),
+                    &[id.into()],
+                )
+                .await?;
+            rows.first().map(|r| decision(r)).transpose()?
+        }
+        None => None,
+    };
+    Ok(State {
+        version: r[0].int().unwrap_or_default(),
+        decision,
+        assignee: r[2].text().map(str::to_string),
+    })
+}
+
+/// Moves a difference from version `seen` to the next, under `decision`, by the change of
+/// audit entry `seq`.
+async fn set_state(
+    tx: &mut Tx<'_>,
+    channel: &str,
+    key: &str,
+    seen: i64,
+    decision: Option<i64>,
+    seq: i64,
+) -> Result<()> {
+    let changed = tx
+        .exec(
+            "UPDATE desk_state SET version = $1, decision_id = $2, audit_seq = $3
+             WHERE channel = $4 AND ageing_key = $5 AND version = $6",
+            &[
+                (seen + 1).into(),
+                decision.into(),
+                seq.into(),
+                channel.into(),
+                key.into(),
+                seen.into(),
+            ],
+        )
+        .await?;
+    if changed == 0 {
+        tx.exec(
+            "INSERT INTO desk_state (channel, ageing_key, version, decision_id, assignee, audit_seq)
+             VALUES ($1, $2, $3, $4, NULL, $5)",
+            &[
+                channel.into(),
+                key.into(),
+                (seen + 1).into(),
+                decision.into(),
+                seq.into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! The review desk's state (issue #20): decisions with optimistic concurrency and four eyes,
+//! and the hash-chained audit, on SQLite and on a real PostgreSQL: every scenario runs on
+//! both.
+
+use std::str::FromStr;
+
+use reckon::desk::{Action, Desk, DeskConfig, Difference, Refusal, Role, State, Status, User};
+use rust_decimal::Decimal;
+
+use crate::support::run;
+
+fn user(name: &str, role: Role) -> User {
+    User {
+        name: name.into(),
+        role,
+    }
+}
+
+fn diff(key: &str, amount: &str) -> Difference {
+    Difference {
+        channel: "wechat".into(),
+        ageing_key: key.into(),
+        category: "AMOUNT_MISMATCH".into(),
+        channel_amount: Some(Decimal::from_str(amount).expect("amount")),
+        platform_amount: Some(Decimal::from_str("10.00").expect("amount")),
+    }
+}
+
+fn config(database: &str) -> DeskConfig {
+    DeskConfig {
+        database: Some(database.into()),
+        four_eyes_above: Some(Decimal::from_str("1000.00").expect("limit")),
+        timeout_secs: Some(10),
+    }
+}
+
+/// Runs `sql` on the desk's own database (what someone with access to it could do).
+async fn tamper(desk: &Desk, sql: &str) {
+    let mut tx = desk.db().write().await.expect("begin");
+    tx.exec(sql, &[]).await.expect(sql);
+    tx.commit().await.expect("commit");
+}
+
+/// Whether the difference `key` is closed by a decision in force.
+async fn decided(desk: &Desk, key: &str) -> bool {
+    desk.state("wechat", key).await.expect("state").decided()
+}
+
+/// Every scenario, on one desk.
+async fn scenarios(desk: &Desk) {
+    let ann = user("ann", Role::Resolver);
+    let bob = user("bob", Role::Resolver);
+    let vic = user("vic", Role::Viewer);
+    let ada = user("ada", Role::Approver);
+    let small = diff("k-small", "10.50");
+
+    // Refused before anything is written: no comment, a viewer, reopening an open difference.
+    let r = desk
+        .decide(&ann, &small, 0, Action::WriteOff, "  ")
+        .await
+        .expect("decide");
+    assert_eq!(r, Err(Refusal::NoComment));
+    let r = desk
+        .decide(&vic, &small, 0, Action::WriteOff, "ok")
+        .await
+        .expect("decide");
+    assert!(
+        matches!(
+            r,
+            Err(Refusal::NotAllowed {
+                role: Role::Viewer,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    let r = desk
+        .decide(&ann, &small, 0, Action::Reopen, "why")
+        .await
+        .expect("decide");
+    assert_eq!(r, Err(Refusal::NothingToReopen));
+    assert_eq!(
+        desk.state("wechat", "k-small").await.expect("state"),
+        State::default()
+    );
+
+    // Under the four-eyes amount: in force at once.
+    let d = desk
+        .decide(
+            &ann,
+            &small,
+            0,
+            Action::WriteOff,
+            "rounding on the channel's side",
+        )
+        .await
+        .expect("decide")
+        .expect("decided");
+    assert_eq!(
+        (d.status, d.action, d.decided_by.as_str()),
+        (Status::Effective, Action::WriteOff, "ann")
+    );
+    assert_eq!(
+        d.channel_amount,
+        Some(Decimal::from_str("10.50").expect("amount"))
+    );
+    let s = desk.state("wechat", "k-small").await.expect("state");
+    assert_eq!(s.version, 1);
+    assert!(s.decided());
+
+    // Two people on one difference: bob saw version 0 too; he is told, and sees ann's decision.
+    let r = desk
+        .decide(
+            &bob,
+            &small,
+            0,
+            Action::PlatformWins,
+            "the platform is right",
+        )
+        .await
+        .expect("decide");
+    match r {
+        Err(Refusal::Stale { seen: 0, current }) => {
+            assert_eq!(current.version, 1);
+            let first = current.decision.expect("the first decision");
+            assert_eq!(
+                (first.decided_by.as_str(), first.action),
+                ("ann", Action::WriteOff)
+            );
+        }
+        other => panic!("expected a stale refusal, got {other:?}"),
+    }
+    let text = desk
+        .decide(&bob, &small, 0, Action::PlatformWins, "again")
+        .await
+        .expect("decide")
+        .expect_err("stale")
+        .to_string();
+    assert!(text.contains("write_off by ann"), "{text}");
+
+    // Reopened: open again, the earlier decision superseded, both in the history.
+    let r = desk
+        .decide(&bob, &small, 1, Action::Reopen, "the channel disputes it")
+        .await
+        .expect("decide")
+        .expect("reopened");
+    assert_eq!(r.action, Action::Reopen);
+    assert!(!decided(desk, "k-small").await);
+    let history = desk.decisions("wechat", "k-small").await.expect("history");
+    assert_eq!(
+        history
+            .iter()
+            .map(|d| (d.action, d.status))
+            .collect::<Vec<_>>(),
+        vec![
+            (Action::WriteOff, Status::Superseded),
+            (Action::Reopen, Status::Effective)
+        ]
+    );
+
+    // Above the four-eyes amount: pending until an approver other than the author approves.
+    let big = diff("k-big", "-25000.00");
+    let d = desk
+        .decide(&ann, &big, 0, Action::ChannelWins, "the order was repriced")
+        .await
+        .expect("decide")
+        .expect("decided");
+    assert_eq!(d.status, Status::PendingApproval);
+    assert!(!decided(desk, "k-big").await);
+    let r = desk.review(&bob, d.id, 1, true, "").await.expect("review");
+    assert!(
+        matches!(
+            r,
+            Err(Refusal::NotAllowed {
+                role: Role::Resolver,
+                needs: Role::Approver
+            })
+        ),
+        "{r:?}"
+    );
+    let boss = user("ann", Role::Admin);
+    let r = desk.review(&boss, d.id, 1, true, "").await.expect("review");
+    assert_eq!(
+        r,
+        Err(Refusal::OwnDecision),
+        "the author approving under another role"
+    );
+    let r = desk.review(&ada, d.id, 0, true, "").await.expect("review");
+    assert!(matches!(r, Err(Refusal::Stale { seen: 0, .. })), "{r:?}");
+    let ok = desk
+        .review(&ada, d.id, 1, true, "")
+        .await
+        .expect("review")
+        .expect("approved");
+    assert_eq!(
+        (ok.status, ok.reviewed_by.as_deref()),
+        (Status::Effective, Some("ada"))
+    );
+    assert!(decided(desk, "k-big").await);
+    let r = desk.review(&ada, d.id, 2, true, "").await.expect("review");
+    assert_eq!(
+        r,
+        Err(Refusal::NotPending {
+            status: Status::Effective
+        })
+    );
+
+    // A rejection needs its reason, and leaves the difference open.
+    let other = diff("k-other", "5000.00");
+    let d = desk
+        .decide(&bob, &other, 0, Action::Ignore, "a test order")
+        .await
+        .expect("decide")
+        .expect("decided");
+    assert_eq!(
+        desk.review(&ada, d.id, 1, false, "").await.expect("review"),
+        Err(Refusal::NoComment)
+    );
+    let r = desk
+        .review(&ada, d.id, 1, false, "not a test order: merchant 7 is live")
+        .await
+        .expect("review")
+        .expect("rejected");
+    assert_eq!(r.status, Status::Rejected);
+    assert!(!decided(desk, "k-other").await);
+
+    // The audit: intact, one entry per change, in order.
+    let v = desk.verify_audit().await.expect("verify");
+    assert!(v.intact(), "{:?}", v.problems);
+    assert_eq!(
+        v.entries, 6,
+        "decide, reopen, decide, approve, decide, reject"
+    );
+}
+
+/// What `verify` finds on a desk filled by [`scenarios`] after `sql` ran on its database.
+async fn verify_after(open: &impl AsyncFn() -> Desk, sql: &str) -> Vec<String> {
+    let desk = open().await;
+    scenarios(&desk).await;
+    tamper(&desk, sql).await;
+    desk.verify_audit().await.expect("verify").problems
+}
+
+/// The audit's tampering cases, each on a desk of its own.
+async fn tampered(open: impl AsyncFn() -> Desk) {
+    let has = |problems: &[String], text: &str| {
+        assert!(
+            problems.iter().any(|p| p.contains(text)),
+            "{text:?} not in {problems:?}"
+        )
+    };
+    // An edited entry.
+    let p = verify_after(
+        &open,
+        "UPDATE desk_audit SET detail = replace(detail, 'write_off', 'ignore') WHERE seq = 1",
+    )
+    .await;
+    assert_eq!(p.len(), 1, "{p:?}");
+    has(&p, "entry 1 (decide by ann");
+
+    // An entry deleted from the middle.
+    let p = verify_after(&open, "DELETE FROM desk_audit WHERE seq = 3").await;
+    has(&p, "entries 3..3 are missing");
+    has(
+        &p,
+        "decision 3 of wechat/k-big: its audit entry 3 is missing",
+    );
+
+    // The last entry deleted (the chain alone cannot tell): the difference's state names it.
+    let p = verify_after(&open, "DELETE FROM desk_audit WHERE seq = 6").await;
+    assert_eq!(
+        p,
+        vec![
+            "the last change (version 2) of wechat/k-other: its audit entry 6 is missing (deleted)"
+                .to_string()
+        ]
+    );
+
+    // A decision moved to another difference: its entry names the one it was taken on.
+    let p = verify_after(
+        &open,
+        "UPDATE desk_decisions SET ageing_key = 'k-elsewhere' WHERE id = 1",
+    )
+    .await;
+    has(
+        &p,
+        "decision 1 of wechat/k-elsewhere: its audit entry 1 is about wechat/k-small",
+    );
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+#[test]
+fn decisions_and_the_audit_on_sqlite() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    runtime().block_on(async {
+        let fresh = async || {
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let path = tmp.path().join(format!("desk-{i}.sqlite"));
+            Desk::open(&config(&path.display().to_string()), tmp.path())
+                .await
+                .expect("open")
+        };
+        let desk = fresh().await;
+        scenarios(&desk).await;
+        tampered(fresh).await;
+    });
+}
+
+#[test]
+fn decisions_and_the_audit_on_postgres() {
+    let pg = match crate::services::Postgres::start() {
+        Ok(p) => p,
+        Err(why) => return crate::services::unavailable("a PostgreSQL server", &why),
+    };
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    runtime().block_on(async {
+        let fresh = async || {
+            // A database of its own for each desk.
+            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            pg.psql(&format!("CREATE DATABASE desk{i}"));
+            let base = pg.url.strip_suffix("/postgres").expect("the server's url");
+            let url = format!("{base}/desk{i}");
+            Desk::open(&config(&url), std::path::Path::new("."))
+                .await
+                .expect("open")
+        };
+        let desk = fresh().await;
+        scenarios(&desk).await;
+        tampered(fresh).await;
+    });
+}
+
+/// Decisions from two tasks at once on one difference: exactly one wins, the audit stays one
+/// chain.
+#[test]
+fn concurrent_decisions_on_one_difference_leave_one_winner() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    runtime().block_on(async {
+        let path = tmp.path().join("desk.sqlite");
+        let desk = Desk::open(&config(&path.display().to_string()), tmp.path())
+            .await
+            .expect("open");
+        let d = diff("k-race", "12.00");
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let (desk, d) = (desk.clone(), d.clone());
+                tokio::spawn(async move {
+                    let who = user(&format!("user{i}"), Role::Resolver);
+                    desk.decide(&who, &d, 0, Action::WriteOff, "mine").await
+                })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tasks {
+            match t.await.expect("task").expect("decide") {
+                Ok(_) => won += 1,
+                Err(Refusal::Stale { current, .. }) => assert_eq!(current.version, 1),
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(won, 1);
+        assert!(desk.verify_audit().await.expect("verify").intact());
+    });
+}
+
+/// `reckon audit verify` on a config's desk: exit 0 and the chain's head; after an edit, exit
+/// 1 naming the entry.
+#[test]
+fn audit_verify_names_an_edited_entry() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = tmp.path().join("reckon.toml");
+    std::fs::write(
+        &cfg,
+        "storage_root = \"out\"\n[warehouse]\norders = \"w/orders\"\nrefunds = \"w/refunds\"\n\
+         [[channel]]\nname = \"wechat\"\nformat = \"wechat_trade_v3\"\ntime_zone = \"Asia/Shanghai\"\n\
+         source = { kind = \"drop_folder\", path = \"bills\", pattern = \"b_{yyyymmdd}.csv\" }\n\
+         [desk]\ndatabase = \"state/desk.sqlite\"\nfour_eyes_above = \"1000.00\"\n",
+    )
+    .expect("config");
+    runtime().block_on(async {
+        let desk = Desk::open(
+            &config(&tmp.path().join("state/desk.sqlite").display().to_string()),
+            tmp.path(),
+        )
+        .await
+        .expect("open");
+        scenarios(&desk).await;
+    });
+    let o = run(&["audit", "verify", "--config", cfg.to_str().expect("utf8")]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let last: serde_json::Value = serde_json::from_str(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .last()
+            .expect("json"),
+    )
+    .expect("json");
+    assert_eq!(
+        (last["intact"].as_bool(), last["entries"].as_i64()),
+        (Some(true), Some(6))
+    );
+    runtime().block_on(async {
+        let desk = Desk::open(
+            &config(&tmp.path().join("state/desk.sqlite").display().to_string()),
+            tmp.path(),
+        )
+        .await
+        .expect("open");
+        tamper(
+            &desk,
+            "UPDATE desk_audit SET actor = 'mallory' WHERE seq = 2",
+        )
+        .await;
+    });
+    let o = run(&["audit", "verify", "--config", cfg.to_str().expect("utf8")]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("entry 2 (decide by mallory"), "{err}");
+}
