@@ -34,6 +34,7 @@ const SCHEMA: &[&str] = &[
         reviewed_by TEXT,
         reviewed_at TEXT,
         category TEXT NOT NULL,
+        match_key TEXT,
         channel_amount TEXT,
         platform_amount TEXT,
         audit_seq BIGINT NOT NULL)",

@@ -195,6 +195,8 @@ pub struct Difference {
     pub channel: String,
     pub ageing_key: String,
     pub category: String,
+    /// Its records' match key (what places it in a bucket of the reconciliation), if any.
+    pub match_key: Option<String>,
     pub channel_amount: Option<Decimal>,
     pub platform_amount: Option<Decimal>,
 }
@@ -226,8 +228,18 @@ pub struct Decision {
     pub reviewed_at: Option<String>,
     /// The difference when it was decided.
     pub category: String,
+    pub match_key: Option<String>,
     pub channel_amount: Option<Decimal>,
     pub platform_amount: Option<Decimal>,
+}
+
+/// A comment on a difference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Comment {
+    pub id: i64,
+    pub author: String,
+    pub at: String,
+    pub text: String,
 }
 
 /// A difference's place on the desk.
@@ -331,7 +343,7 @@ fn money(v: &Value) -> Result<Option<Decimal>> {
 }
 
 const DECISION_COLUMNS: &str = "id, channel, ageing_key, action, comment, decided_by, decided_at, \
-     status, reviewed_by, reviewed_at, category, channel_amount, platform_amount";
+     status, reviewed_by, reviewed_at, category, match_key, channel_amount, platform_amount";
 
 fn decision(r: &[Value]) -> Result<Decision> {
     let text = |i: usize| r[i].text().unwrap_or_default().to_string();
@@ -348,8 +360,9 @@ fn decision(r: &[Value]) -> Result<Decision> {
         reviewed_by: opt(8),
         reviewed_at: opt(9),
         category: text(10),
-        channel_amount: money(&r[11])?,
-        platform_amount: money(&r[12])?,
+        match_key: opt(11),
+        channel_amount: money(&r[12])?,
+        platform_amount: money(&r[13])?,
     })
 }
 
@@ -487,7 +500,7 @@ impl Desk {
         tx.exec(
             &format!(
                 "INSERT INTO desk_decisions ({DECISION_COLUMNS}, audit_seq)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10, $11, $12)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10, $11, $12, $13)"
             ),
             &[
                 id.into(),
@@ -499,6 +512,7 @@ impl Desk {
                 at.as_str().into(),
                 status.name().into(),
                 diff.category.as_str().into(),
+                diff.match_key.clone().into(),
                 amount(diff.channel_amount),
                 amount(diff.platform_amount),
                 seq.into(),
@@ -604,6 +618,120 @@ impl Desk {
             .ok_or_else(|| Error::Other(format!("decision {id} was not kept")))?;
         tx.commit().await?;
         Ok(Ok(reviewed))
+    }
+
+    /// Adds a comment to a difference (a resolver's; it does not change the version, so a
+    /// comment never makes someone else's decision stale).
+    pub async fn comment(
+        &self,
+        user: &User,
+        channel: &str,
+        key: &str,
+        text: &str,
+    ) -> Result<Outcome<Comment>> {
+        if let Err(r) = user.may(Role::Resolver) {
+            return Ok(Err(r));
+        }
+        if text.trim().is_empty() {
+            return Ok(Err(Refusal::NoComment));
+        }
+        let mut tx = self.db.write().await?;
+        let id = next_id(&mut tx, "desk_comments").await?;
+        let at = now();
+        let seq = audit::append(
+            &mut tx,
+            &user.name,
+            "comment",
+            &subject(channel, key),
+            &audit::detail(&[("comment", id.into()), ("text", text.into())]),
+        )
+        .await?;
+        tx.exec(
+            "INSERT INTO desk_comments (id, channel, ageing_key, author, at, text, audit_seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                id.into(),
+                channel.into(),
+                key.into(),
+                user.name.as_str().into(),
+                at.as_str().into(),
+                text.into(),
+                seq.into(),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(Comment {
+            id,
+            author: user.name.clone(),
+            at,
+            text: text.to_string(),
+        }))
+    }
+
+    /// A difference's comments, oldest first.
+    pub async fn comments(&self, channel: &str, key: &str) -> Result<Vec<Comment>> {
+        let mut tx = self.db.read().await?;
+        let rows = tx
+            .query(
+                "SELECT id, author, at, text FROM desk_comments
+                 WHERE channel = $1 AND ageing_key = $2 ORDER BY id",
+                &[channel.into(), key.into()],
+            )
+            .await;
+        tx.rollback().await;
+        Ok(rows?
+            .iter()
+            .map(|r| Comment {
+                id: r[0].int().unwrap_or_default(),
+                author: r[1].text().unwrap_or_default().to_string(),
+                at: r[2].text().unwrap_or_default().to_string(),
+                text: r[3].text().unwrap_or_default().to_string(),
+            })
+            .collect())
+    }
+
+    /// Assigns a difference seen at version `seen` to `assignee` (none: unassigned).
+    pub async fn assign(
+        &self,
+        user: &User,
+        channel: &str,
+        key: &str,
+        seen: i64,
+        assignee: Option<&str>,
+    ) -> Result<Outcome<State>> {
+        if let Err(r) = user.may(Role::Resolver) {
+            return Ok(Err(r));
+        }
+        let mut tx = self.db.write().await?;
+        let current = state_in(&mut tx, channel, key).await?;
+        if current.version != seen {
+            return Ok(Err(Refusal::Stale {
+                seen,
+                current: Box::new(current),
+            }));
+        }
+        let seq = audit::append(
+            &mut tx,
+            &user.name,
+            "assign",
+            &subject(channel, key),
+            &audit::detail(&[
+                ("assignee", assignee.into()),
+                ("version", (seen + 1).into()),
+            ]),
+        )
+        .await?;
+        let decision = current.decision.as_ref().map(|d| d.id);
+        set_state(&mut tx, channel, key, seen, decision, seq).await?;
+        tx.exec(
+            "UPDATE desk_state SET assignee = $1 WHERE channel = $2 AND ageing_key = $3",
+            &[assignee.into(), channel.into(), key.into()],
+        )
+        .await?;
+        let after = state_in(&mut tx, channel, key).await?;
+        tx.commit().await?;
+        Ok(Ok(after))
     }
 
     /// Checks the audit chain ([`audit::verify`]).

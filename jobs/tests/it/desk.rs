@@ -21,6 +21,7 @@ fn diff(key: &str, amount: &str) -> Difference {
         channel: "wechat".into(),
         ageing_key: key.into(),
         category: "AMOUNT_MISMATCH".into(),
+        match_key: Some(format!("PAY:{key}")),
         channel_amount: Some(Decimal::from_str(amount).expect("amount")),
         platform_amount: Some(Decimal::from_str("10.00").expect("amount")),
     }
@@ -104,6 +105,7 @@ async fn scenarios(desk: &Desk) {
         d.channel_amount,
         Some(Decimal::from_str("10.50").expect("amount"))
     );
+    assert_eq!(d.match_key.as_deref(), Some("PAY:k-small"));
     let s = desk.state("wechat", "k-small").await.expect("state");
     assert_eq!(s.version, 1);
     assert!(s.decided());
@@ -231,6 +233,59 @@ async fn scenarios(desk: &Desk) {
         v.entries, 6,
         "decide, reopen, decide, approve, decide, reject"
     );
+
+    // Comments keep their order and need text; assigning is a change of the version.
+    assert_eq!(
+        desk.comment(&vic, "wechat", "k-other", "hm")
+            .await
+            .expect("comment"),
+        Err(Refusal::NotAllowed {
+            role: Role::Viewer,
+            needs: Role::Resolver
+        })
+    );
+    assert_eq!(
+        desk.comment(&bob, "wechat", "k-other", " ")
+            .await
+            .expect("comment"),
+        Err(Refusal::NoComment)
+    );
+    for text in ["asked the merchant", "merchant confirms a live order"] {
+        desk.comment(&bob, "wechat", "k-other", text)
+            .await
+            .expect("comment")
+            .expect("commented");
+    }
+    let texts: Vec<String> = (desk.comments("wechat", "k-other").await.expect("comments"))
+        .into_iter()
+        .map(|c| format!("{}: {}", c.author, c.text))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "bob: asked the merchant",
+            "bob: merchant confirms a live order"
+        ]
+    );
+    let s = desk
+        .assign(&ann, "wechat", "k-other", 2, Some("bob"))
+        .await
+        .expect("assign")
+        .expect("assigned");
+    assert_eq!((s.version, s.assignee.as_deref()), (3, Some("bob")));
+    assert_eq!(
+        s.decision.map(|d| d.status),
+        Some(Status::Rejected),
+        "the decision stays"
+    );
+    let r = desk
+        .assign(&ann, "wechat", "k-other", 2, None)
+        .await
+        .expect("assign");
+    assert!(matches!(r, Err(Refusal::Stale { seen: 2, .. })), "{r:?}");
+    let v = desk.verify_audit().await.expect("verify");
+    assert!(v.intact(), "{:?}", v.problems);
+    assert_eq!(v.entries, 9, "two comments and an assignment more");
 }
 
 /// What `verify` finds on a desk filled by [`scenarios`] after `sql` ran on its database.
@@ -267,13 +322,19 @@ async fn tampered(open: impl AsyncFn() -> Desk) {
     );
 
     // The last entry deleted (the chain alone cannot tell): the difference's state names it.
-    let p = verify_after(&open, "DELETE FROM desk_audit WHERE seq = 6").await;
+    let p = verify_after(&open, "DELETE FROM desk_audit WHERE seq = 9").await;
     assert_eq!(
         p,
         vec![
-            "the last change (version 2) of wechat/k-other: its audit entry 6 is missing (deleted)"
+            "the last change (version 3) of wechat/k-other: its audit entry 9 is missing (deleted)"
                 .to_string()
         ]
+    );
+    // A comment's entry deleted from the middle of the chain.
+    let p = verify_after(&open, "DELETE FROM desk_audit WHERE seq = 7").await;
+    has(
+        &p,
+        "comment 1 of wechat/k-other: its audit entry 7 is missing",
     );
 
     // A decision moved to another difference: its entry names the one it was taken on.
@@ -410,7 +471,7 @@ fn audit_verify_names_an_edited_entry() {
     .expect("json");
     assert_eq!(
         (last["intact"].as_bool(), last["entries"].as_i64()),
-        (Some(true), Some(6))
+        (Some(true), Some(9))
     );
     runtime().block_on(async {
         let desk = Desk::open(
