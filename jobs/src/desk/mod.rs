@@ -10,6 +10,7 @@
 
 pub mod audit;
 pub mod db;
+pub mod query;
 
 use std::fmt;
 use std::path::Path;

@@ -79,7 +79,8 @@ fn to_date(days: i32) -> NaiveDate {
     epoch() + chrono::Duration::days(i64::from(days))
 }
 
-fn column<'a>(b: &'a RecordBatch, name: &str, what: &str) -> Result<&'a ArrayRef> {
+/// Column `name` of `b` (`what` names the batch in the error when it has none).
+pub(crate) fn column<'a>(b: &'a RecordBatch, name: &str, what: &str) -> Result<&'a ArrayRef> {
     b.column_by_name(name)
         .ok_or_else(|| Error::Other(format!("{what} has no column {name:?}")))
 }

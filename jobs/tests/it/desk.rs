@@ -491,3 +491,181 @@ fn audit_verify_names_an_edited_entry() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("entry 2 (decide by mallory"), "{err}");
 }
+
+/// The list's query on committed days: the count and sums of a filter equal those counted
+/// from the committed files themselves; search, sort and pages.
+#[test]
+fn the_differences_list_counts_sums_searches_and_pages_committed_days() {
+    use crate::support::{file_of, generate, read, s};
+    use reckon::desk::query::{differences, Filter, Sort};
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let cfg = generate(&dir, "2026-11-20", 2, 3000, 5);
+    for day in ["2026-11-20", "2026-11-21"] {
+        let (code, _, err) = crate::support::run_day(&cfg, day, &["--channel", "wechat"]);
+        assert_eq!(code, 0, "{err}");
+    }
+    // What the committed files hold, counted here.
+    let root = dir.join("output");
+    let mut all = Vec::new();
+    for day in ["2026-11-20", "2026-11-21"] {
+        for b in read(&file_of(&root, "results", "wechat", day, "diffs.parquet")) {
+            let amounts = b
+                .column_by_name("amount_delta")
+                .expect("amount_delta")
+                .as_primitive::<datafusion::arrow::datatypes::Decimal128Type>()
+                .clone();
+            for i in 0..b.num_rows() {
+                let delta = (!amounts.is_null(i))
+                    .then(|| Decimal::from_i128_with_scale(amounts.value(i), 2));
+                all.push((
+                    s(&b, "diff_id", i).expect("diff_id"),
+                    s(&b, "category", i).expect("category"),
+                    delta,
+                ));
+            }
+        }
+    }
+    assert!(all.len() > 20, "a sample with differences: {}", all.len());
+    use datafusion::arrow::array::{Array, AsArray};
+
+    let config = reckon::config::Config::load(&cfg).expect("config");
+    let store = reckon::pipeline::store(&config).expect("store");
+    let ctx = datafusion::prelude::SessionContext::new();
+    let channels = vec!["wechat".to_string(), "alipay".to_string()];
+    let base = Filter {
+        channels: vec!["wechat".into()],
+        from: chrono::NaiveDate::from_ymd_opt(2026, 11, 20).expect("date"),
+        to: chrono::NaiveDate::from_ymd_opt(2026, 11, 22).expect("date"),
+        categories: vec![],
+        states: vec![],
+        min_amount: None,
+        max_amount: None,
+        first_seen_by: None,
+        search: None,
+        sort: Sort::DiffId,
+        descending: false,
+        page: 0,
+        page_size: 7,
+    };
+    runtime().block_on(async {
+        let page = differences(&store, &ctx, &channels, &base)
+            .await
+            .expect("query");
+        assert_eq!(page.total as usize, all.len());
+        let delta: Decimal = all.iter().filter_map(|r| r.2).sum();
+        assert_eq!(page.delta_sum, delta);
+        assert_eq!(
+            page.not_committed,
+            vec![(
+                "wechat".to_string(),
+                chrono::NaiveDate::from_ymd_opt(2026, 11, 22).expect("date")
+            )]
+        );
+        // Pages in diff_id order, each the next 7.
+        let mut ids: Vec<&String> = all.iter().map(|r| &r.0).collect();
+        ids.sort();
+        let second = differences(
+            &store,
+            &ctx,
+            &channels,
+            &Filter {
+                page: 1,
+                ..base.clone()
+            },
+        )
+        .await
+        .expect("query");
+        let got: Vec<&String> = page
+            .rows
+            .iter()
+            .chain(&second.rows)
+            .map(|r| &r.diff_id)
+            .collect();
+        assert_eq!(got, ids[..14].to_vec());
+
+        // One category: its count and its deltas.
+        let category = all[0].1.clone();
+        let one = differences(
+            &store,
+            &ctx,
+            &channels,
+            &Filter {
+                categories: vec![category.clone()],
+                ..base.clone()
+            },
+        )
+        .await
+        .expect("query");
+        let theirs: Vec<_> = all.iter().filter(|r| r.1 == category).collect();
+        assert_eq!(one.total as usize, theirs.len());
+        assert_eq!(
+            one.delta_sum,
+            theirs.iter().filter_map(|r| r.2).sum::<Decimal>()
+        );
+        assert!(one.rows.iter().all(|r| r.category == category));
+
+        // A search by id finds that difference alone.
+        let wanted = all[all.len() / 2].0.clone();
+        let found = differences(
+            &store,
+            &ctx,
+            &channels,
+            &Filter {
+                search: Some(wanted.clone()),
+                ..base.clone()
+            },
+        )
+        .await
+        .expect("query");
+        assert_eq!(found.total, 1);
+        assert_eq!(found.rows[0].diff_id, wanted);
+
+        // The largest first: sizes never grow down the page.
+        let big = differences(
+            &store,
+            &ctx,
+            &channels,
+            &Filter {
+                sort: Sort::Amount,
+                descending: true,
+                page_size: 50,
+                ..base.clone()
+            },
+        )
+        .await
+        .expect("query");
+        let sizes: Vec<Decimal> = big
+            .rows
+            .iter()
+            .map(|r| {
+                [r.channel_amount, r.platform_amount]
+                    .into_iter()
+                    .flatten()
+                    .map(|a| a.abs())
+                    .max()
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+        // And an amount range keeps only what is in it.
+        let floor = sizes[sizes.len() / 2];
+        let over = differences(
+            &store,
+            &ctx,
+            &channels,
+            &Filter {
+                min_amount: Some(floor),
+                ..base.clone()
+            },
+        )
+        .await
+        .expect("query");
+        assert!(
+            over.total >= (sizes.len() / 2 + 1) as u64 && over.total < page.total,
+            "{}",
+            over.total
+        );
+    });
+}

@@ -1,0 +1,325 @@
+//! The differences the desk lists: the committed `diffs.parquet` of every channel-day in a
+//! range (found through each day's pointer, so a reader never sees a half-committed day),
+//! queried through DataFusion with the filters of the list page, counted and summed, sorted
+//! and cut into pages. Nothing is loaded whole: the engine reads only the columns and row
+//! groups a query needs. Filters are expressions with literal values, never SQL text.
+
+use chrono::NaiveDate;
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Date32Type, Decimal128Type};
+use datafusion::common::ScalarValue;
+use datafusion::functions_aggregate::expr_fn::{count, sum};
+use datafusion::logical_expr::{col, lit, Expr};
+use datafusion::prelude::SessionContext;
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::schema::epoch;
+use crate::stages::ageing::column;
+
+/// What errors call the rows read.
+const WHAT: &str = "the committed differences";
+
+/// reckon's amounts: DECIMAL(18, 2).
+const MONEY_SCALE: u32 = 2;
+use crate::store::Store;
+
+/// The list's filters, sort and page (what the page keeps in its URL).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Filter {
+    /// The channels (none: every channel given to [`differences`]).
+    pub channels: Vec<String>,
+    /// Bill dates, both ends included.
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// Categories (none: all).
+    pub categories: Vec<String>,
+    /// Ageing states: `new`, `persisting`, `resolved` (none: all).
+    pub states: Vec<String>,
+    /// The difference's size (the larger side, by size) at least / at most.
+    pub min_amount: Option<Decimal>,
+    pub max_amount: Option<Decimal>,
+    /// First seen on or before this date (how old it is).
+    pub first_seen_by: Option<NaiveDate>,
+    /// An id or key, exactly: `diff_id`, `match_key`, the channel's, the merchant's or the
+    /// platform's order id, or the refund id.
+    pub search: Option<String>,
+    pub sort: Sort,
+    pub descending: bool,
+    /// From 0.
+    pub page: usize,
+    pub page_size: usize,
+}
+
+/// What the list is sorted by (then by `diff_id`, so a page is always the same rows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sort {
+    BillDate,
+    Category,
+    Amount,
+    Delta,
+    FirstSeen,
+    DiffId,
+}
+
+impl Sort {
+    fn expr(self) -> Expr {
+        match self {
+            Sort::BillDate => col("bill_date"),
+            Sort::Category => col("category"),
+            Sort::Amount => size(),
+            Sort::Delta => col("amount_delta"),
+            Sort::FirstSeen => col("first_seen"),
+            Sort::DiffId => col("diff_id"),
+        }
+    }
+}
+
+/// One row of the list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Row {
+    pub diff_id: String,
+    pub channel: String,
+    pub bill_date: NaiveDate,
+    pub category: String,
+    pub state: Option<String>,
+    pub first_seen: Option<NaiveDate>,
+    pub reason: Option<String>,
+    pub match_key: Option<String>,
+    pub merchant_order_id: Option<String>,
+    pub channel_txn_id: Option<String>,
+    pub platform_order_id: Option<String>,
+    pub channel_amount: Option<Decimal>,
+    pub platform_amount: Option<Decimal>,
+    pub amount_delta: Option<Decimal>,
+}
+
+/// A page of the list, and what the whole filter matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Page {
+    pub rows: Vec<Row>,
+    /// Rows the filter matches, over every page.
+    pub total: u64,
+    /// Their channel and platform amounts, and the channel-minus-platform deltas, summed.
+    pub channel_sum: Decimal,
+    pub platform_sum: Decimal,
+    pub delta_sum: Decimal,
+    /// The channel-days of the range that are not committed (not reconciled, or failed).
+    pub not_committed: Vec<(String, NaiveDate)>,
+}
+
+/// `greatest(abs(channel_amount), abs(platform_amount))`, a missing side as 0.
+fn size() -> Expr {
+    use datafusion::functions::expr_fn::{coalesce, greatest};
+    use datafusion::functions::math::expr_fn::abs;
+    let zero = || lit(ScalarValue::Decimal128(Some(0), 18, MONEY_SCALE as i8));
+    greatest(vec![
+        coalesce(vec![abs(col("channel_amount")), zero()]),
+        coalesce(vec![abs(col("platform_amount")), zero()]),
+    ])
+}
+
+/// `d` as a money literal (rounded to the cent, as every amount reckon keeps).
+fn money(d: Decimal) -> Expr {
+    let mut d = d.round_dp(MONEY_SCALE);
+    d.rescale(MONEY_SCALE);
+    lit(ScalarValue::Decimal128(
+        Some(d.mantissa()),
+        18,
+        MONEY_SCALE as i8,
+    ))
+}
+
+fn texts(values: &[String]) -> Vec<Expr> {
+    values.iter().map(|v| lit(v.as_str())).collect()
+}
+
+/// The filter as one predicate (None: everything).
+fn predicate(f: &Filter) -> Option<Expr> {
+    let mut all: Vec<Expr> = Vec::new();
+    let days = |d: NaiveDate| lit(ScalarValue::Date32(Some(crate::schema::date32(d))));
+    all.push(col("bill_date").gt_eq(days(f.from)));
+    all.push(col("bill_date").lt_eq(days(f.to)));
+    if !f.categories.is_empty() {
+        all.push(col("category").in_list(texts(&f.categories), false));
+    }
+    if !f.states.is_empty() {
+        all.push(col("state").in_list(texts(&f.states), false));
+    }
+    if let Some(m) = f.min_amount {
+        all.push(size().gt_eq(money(m)));
+    }
+    if let Some(m) = f.max_amount {
+        all.push(size().lt_eq(money(m)));
+    }
+    if let Some(d) = f.first_seen_by {
+        all.push(col("first_seen").lt_eq(days(d)));
+    }
+    if let Some(s) = f.search.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let any = [
+            "diff_id",
+            "match_key",
+            "channel_txn_id",
+            "merchant_order_id",
+            "platform_order_id",
+            "refund_id",
+        ]
+        .into_iter()
+        .map(|c| col(c).eq(lit(s)))
+        .reduce(Expr::or);
+        all.extend(any);
+    }
+    all.into_iter().reduce(Expr::and)
+}
+
+fn decimal(b: &RecordBatch, name: &str, i: usize) -> Result<Option<Decimal>> {
+    let c = column(b, name, WHAT)?;
+    let a = c
+        .as_primitive_opt::<Decimal128Type>()
+        .ok_or_else(|| Error::Other(format!("{WHAT}: column {name:?} is {}", c.data_type())))?;
+    Ok(a.is_valid(i)
+        .then(|| Decimal::from_i128_with_scale(a.value(i), a.scale() as u32)))
+}
+
+fn text(b: &RecordBatch, name: &str, i: usize) -> Result<Option<String>> {
+    let c = column(b, name, WHAT)?;
+    let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?;
+    let a = c.as_string::<i32>();
+    Ok(a.is_valid(i).then(|| a.value(i).to_string()))
+}
+
+fn date(b: &RecordBatch, name: &str, i: usize) -> Result<Option<NaiveDate>> {
+    let c = column(b, name, WHAT)?;
+    let a = c
+        .as_primitive_opt::<Date32Type>()
+        .ok_or_else(|| Error::Other(format!("{WHAT}: column {name:?} is {}", c.data_type())))?;
+    Ok(a.is_valid(i)
+        .then(|| epoch() + chrono::Duration::days(i64::from(a.value(i)))))
+}
+
+fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
+    let mut out = Vec::new();
+    for b in batches {
+        for i in 0..b.num_rows() {
+            let need = |v: Option<String>, what: &str| {
+                v.ok_or_else(|| Error::Other(format!("a difference without {what}")))
+            };
+            out.push(Row {
+                diff_id: need(text(b, "diff_id", i)?, "diff_id")?,
+                channel: need(text(b, "channel", i)?, "channel")?,
+                bill_date: date(b, "bill_date", i)?
+                    .ok_or_else(|| Error::Other("a difference without bill_date".into()))?,
+                category: need(text(b, "category", i)?, "category")?,
+                state: text(b, "state", i)?,
+                first_seen: date(b, "first_seen", i)?,
+                reason: text(b, "reason", i)?,
+                match_key: text(b, "match_key", i)?,
+                merchant_order_id: text(b, "merchant_order_id", i)?,
+                channel_txn_id: text(b, "channel_txn_id", i)?,
+                platform_order_id: text(b, "platform_order_id", i)?,
+                channel_amount: decimal(b, "channel_amount", i)?,
+                platform_amount: decimal(b, "platform_amount", i)?,
+                amount_delta: decimal(b, "amount_delta", i)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// The committed differences files of `channels` between `from` and `to`, and the
+/// channel-days that have none.
+async fn files(
+    store: &Store,
+    channels: &[String],
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<(Vec<String>, Vec<(String, NaiveDate)>)> {
+    let (mut found, mut missing) = (Vec::new(), Vec::new());
+    for ch in channels {
+        let mut d = from;
+        while d <= to {
+            match store.committed(ch, d).await? {
+                Some(c) => found.extend(
+                    c.area("results")
+                        .filter(|f| f.path.ends_with("/diffs.parquet"))
+                        .map(|f| store.url(&f.path)),
+                ),
+                None => missing.push((ch.clone(), d)),
+            }
+            d += chrono::Duration::days(1);
+        }
+    }
+    Ok((found, missing))
+}
+
+/// The page of differences `f` asks for, among the committed days of `channels` (`ctx`: a
+/// session that can read the storage root).
+pub async fn differences(
+    store: &Store,
+    ctx: &SessionContext,
+    channels: &[String],
+    f: &Filter,
+) -> Result<Page> {
+    let wanted: Vec<String> = if f.channels.is_empty() {
+        channels.to_vec()
+    } else {
+        (f.channels.iter())
+            .filter(|c| channels.contains(c))
+            .cloned()
+            .collect()
+    };
+    let (urls, not_committed) = files(store, &wanted, f.from, f.to).await?;
+    let mut page = Page {
+        rows: Vec::new(),
+        total: 0,
+        channel_sum: Decimal::ZERO,
+        platform_sum: Decimal::ZERO,
+        delta_sum: Decimal::ZERO,
+        not_committed,
+    };
+    if urls.is_empty() {
+        return Ok(page);
+    }
+    store.register(ctx);
+    crate::engine::register_dirs(ctx, "desk_diffs", &urls).await?;
+    let mut df = ctx.table("desk_diffs").await?;
+    if let Some(p) = predicate(f) {
+        df = df.filter(p)?;
+    }
+    let totals = df
+        .clone()
+        .aggregate(
+            vec![],
+            vec![
+                count(lit(1)).alias("n"),
+                sum(col("channel_amount")).alias("c"),
+                sum(col("platform_amount")).alias("p"),
+                sum(col("amount_delta")).alias("d"),
+            ],
+        )?
+        .collect()
+        .await?;
+    if let Some(b) = totals.first().filter(|b| b.num_rows() == 1) {
+        let n = b
+            .column(0)
+            .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>();
+        page.total = n.map_or(0, |n| n.value(0).max(0) as u64);
+        page.channel_sum = decimal(b, "c", 0)?.unwrap_or_default();
+        page.platform_sum = decimal(b, "p", 0)?.unwrap_or_default();
+        page.delta_sum = decimal(b, "d", 0)?.unwrap_or_default();
+    }
+    let order = vec![
+        f.sort.expr().sort(!f.descending, true),
+        col("diff_id").sort(!f.descending, true),
+    ];
+    let size = f.page_size.max(1);
+    let batches = df
+        .sort(order)?
+        .limit(f.page.saturating_mul(size), Some(size))?
+        .collect()
+        .await?;
+    page.rows = rows(&batches)?;
+    Ok(page)
+}
