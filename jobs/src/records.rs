@@ -290,6 +290,10 @@ pub struct AgeingStats {
     pub open: u64,
     /// The first day of the oldest open difference.
     pub oldest_open: Option<String>,
+    /// Open differences with a decision that no longer fits them (another category or
+    /// amount since it was taken): waiting for a person to review it.
+    #[serde(default)]
+    pub flagged: u64,
 }
 
 impl AgeingStats {
@@ -297,6 +301,7 @@ impl AgeingStats {
     pub fn add(&mut self, other: &AgeingStats) {
         self.new += other.new;
         self.persisting += other.persisting;
+        self.flagged += other.flagged;
         self.open = self.new + self.persisting;
         for (by, n) in &other.resolved {
             *self.resolved.entry(by.clone()).or_default() += n;

@@ -188,6 +188,28 @@ pub static LEDGER: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("channel_amount", MONEY, true),
         Field::new("platform_amount", MONEY, true),
         s("reason"),
+        // The review desk's decision on it: the action, who took it and when, and `changed`
+        // when the difference is no longer the one decided (the decision waits for review).
+        s("decision"),
+        s("decided_by"),
+        s("decided_at"),
+        s("decision_review"),
+    ]))
+});
+
+/// The decisions in force on a channel's differences when a day was reconciled (the review
+/// desk's, `inputs/…/decisions.parquet`), by ageing key, with the difference as decided.
+pub static DECISIONS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let s = |n: &str| Field::new(n, DataType::Utf8, false);
+    Arc::new(Schema::new(vec![
+        s("ageing_key"),
+        Field::new("match_key", DataType::Utf8, true),
+        s("action"),
+        s("decided_by"),
+        s("decided_at"),
+        s("category"),
+        Field::new("channel_amount", MONEY, true),
+        Field::new("platform_amount", MONEY, true),
     ]))
 });
 

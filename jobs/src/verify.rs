@@ -220,6 +220,16 @@ pub async fn replay_day(
     cfg.second_look = None;
     cfg.replica = None;
     cfg.signing = None;
+    // The review desk's decisions as the day applied them, not the desk's of today.
+    cfg.decisions =
+        crate::desk::Source::Recorded(match recorded(&store, &c, "decisions.parquet").await? {
+            Some(bytes) => {
+                let p = recipe.join("decisions.parquet");
+                crate::store::write_atomic(&p, &bytes)?;
+                Some(p)
+            }
+            None => None,
+        });
     let sql = SqlDir {
         dir: Some(recipe.clone()),
     };

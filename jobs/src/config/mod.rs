@@ -67,6 +67,10 @@ pub struct Config {
     /// The review desk (`reckon serve`, `reckon audit`): its database and its four-eyes rule.
     #[serde(default)]
     pub desk: crate::desk::DeskConfig,
+    /// Where reconcile takes the desk's decisions from: the desk, or (a replay) what the day
+    /// recorded.
+    #[serde(skip)]
+    pub decisions: crate::desk::Source,
     #[serde(rename = "channel", default)]
     pub channels: Vec<Channel>,
     /// The bucket count normalize must write the bill in (a replay of a committed day), not

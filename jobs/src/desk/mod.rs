@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod db;
 pub mod query;
+pub mod snapshot;
 
 use std::fmt;
 use std::path::Path;
@@ -343,10 +344,11 @@ fn money(v: &Value) -> Result<Option<Decimal>> {
         .transpose()
 }
 
-const DECISION_COLUMNS: &str = "id, channel, ageing_key, action, comment, decided_by, decided_at, \
+pub(crate) const DECISION_COLUMNS: &str =
+    "id, channel, ageing_key, action, comment, decided_by, decided_at, \
      status, reviewed_by, reviewed_at, category, match_key, channel_amount, platform_amount";
 
-fn decision(r: &[Value]) -> Result<Decision> {
+pub(crate) fn decision(r: &[Value]) -> Result<Decision> {
     let text = |i: usize| r[i].text().unwrap_or_default().to_string();
     let opt = |i: usize| r[i].text().map(str::to_string);
     Ok(Decision {
@@ -367,6 +369,9 @@ fn decision(r: &[Value]) -> Result<Decision> {
     })
 }
 
+/// The desk's SQLite file beside the config, when `[desk] database` is not set.
+pub const DEFAULT_DATABASE: &str = "desk.sqlite";
+
 /// The desk's settings (`[desk]` in reckon.toml).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -381,17 +386,28 @@ pub struct DeskConfig {
     pub timeout_secs: Option<u64>,
 }
 
+/// Where a reconcile takes the decisions in force from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Source {
+    /// The desk's database, when there is one (a configured `[desk] database`, or the default
+    /// SQLite file once it exists).
+    #[default]
+    Desk,
+    /// The `decisions.parquet` a committed day recorded (a replay), or none.
+    Recorded(Option<std::path::PathBuf>),
+}
+
 /// The desk: its database and its rules.
 #[derive(Debug, Clone)]
 pub struct Desk {
-    db: Db,
+    pub(crate) db: Db,
     four_eyes_above: Option<Decimal>,
 }
 
 impl Desk {
     /// Opens the desk the config names (creating its tables the first time).
     pub async fn open(cfg: &DeskConfig, base_dir: &Path) -> Result<Desk> {
-        let database = cfg.database.as_deref().unwrap_or("desk.sqlite");
+        let database = cfg.database.as_deref().unwrap_or(DEFAULT_DATABASE);
         let db = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
             Db::postgres(database, cfg.timeout_secs.unwrap_or(10)).await?
         } else {
@@ -402,6 +418,15 @@ impl Desk {
             db,
             four_eyes_above: cfg.four_eyes_above,
         })
+    }
+
+    /// The desk a config names, if it has one: a configured database, or the default SQLite
+    /// file when it exists (a reconcile never creates a desk).
+    pub async fn existing(cfg: &DeskConfig, base_dir: &Path) -> Result<Option<Desk>> {
+        if cfg.database.is_none() && !base_dir.join(DEFAULT_DATABASE).exists() {
+            return Ok(None);
+        }
+        Desk::open(cfg, base_dir).await.map(Some)
     }
 
     /// The amount above which a decision needs approval.

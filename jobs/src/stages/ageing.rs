@@ -44,6 +44,32 @@ pub const BY_CARRY_OVER: &str = "carry_over_match";
 pub const BY_REISSUED_BILL: &str = "reissued_bill";
 /// A rerun of its day with the same bill (changed rules or SQL) no longer found it.
 pub const BY_RERUN: &str = "rerun";
+/// A person decided it on the review desk.
+pub const BY_MANUAL: &str = "manual";
+/// `decision_review` of a decision that no longer fits its difference.
+pub const DECISION_CHANGED: &str = "changed";
+
+/// A decision in force on the review desk, with the difference as it was decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decided {
+    pub action: String,
+    pub decided_by: String,
+    pub decided_at: String,
+    pub category: String,
+    pub channel_amount: Option<i128>,
+    pub platform_amount: Option<i128>,
+}
+
+/// A decision as the ledger shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Manual {
+    pub action: String,
+    pub decided_by: String,
+    pub decided_at: String,
+    /// The difference changed since (another category or amount): the decision did not close
+    /// it and waits for review.
+    pub changed: bool,
+}
 
 /// One difference in the ledger.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,11 +87,35 @@ pub struct Entry {
     pub channel_amount: Option<i128>,
     pub platform_amount: Option<i128>,
     pub reason: Option<String>,
+    /// The review desk's decision on it, if any.
+    pub decision: Option<Manual>,
 }
 
 impl Entry {
     fn open(&self) -> bool {
         self.state != RESOLVED
+    }
+
+    /// Applies a decision in force to an open entry: one that still fits the difference closes
+    /// it (`manual`); one taken on another category or amount stays beside it, flagged.
+    fn decide(&mut self, d: &Decided, date: NaiveDate) {
+        if !self.open() {
+            return;
+        }
+        let fits = d.category == self.category
+            && d.channel_amount == self.channel_amount
+            && d.platform_amount == self.platform_amount;
+        self.decision = Some(Manual {
+            action: d.action.clone(),
+            decided_by: d.decided_by.clone(),
+            decided_at: d.decided_at.clone(),
+            changed: !fits,
+        });
+        if fits {
+            self.state = RESOLVED.into();
+            self.resolved_on = Some(date);
+            self.resolved_by = Some(BY_MANUAL.into());
+        }
     }
 }
 
@@ -204,6 +254,17 @@ pub fn entries(batches: &[RecordBatch], what: &str) -> Result<Vec<Entry>> {
         let ca = money(b, "channel_amount", &what)?;
         let pa = money(b, "platform_amount", &what)?;
         let reason = strings(b, "reason", &what)?;
+        // Ledgers written before the review desk have no decision columns.
+        let optional = |name: &str| match b.column_by_name(name) {
+            Some(_) => strings(b, name, &what).map(Some),
+            None => Ok(None),
+        };
+        let (action, by_whom, at, review) = (
+            optional("decision")?,
+            optional("decided_by")?,
+            optional("decided_at")?,
+            optional("decision_review")?,
+        );
         let opt = |a: &Decimal128Array, i: usize| a.is_valid(i).then(|| a.value(i));
         let owned = |a: &StringArray, i: usize| get(a, i).map(String::from);
         for i in 0..b.num_rows() {
@@ -221,6 +282,15 @@ pub fn entries(batches: &[RecordBatch], what: &str) -> Result<Vec<Entry>> {
                 channel_amount: opt(&ca, i),
                 platform_amount: opt(&pa, i),
                 reason: owned(reason, i),
+                decision: action.and_then(|a| get(a, i)).map(|a| Manual {
+                    action: a.to_string(),
+                    decided_by: by_whom
+                        .and_then(|c| get(c, i))
+                        .unwrap_or_default()
+                        .to_string(),
+                    decided_at: at.and_then(|c| get(c, i)).unwrap_or_default().to_string(),
+                    changed: review.and_then(|c| get(c, i)) == Some(DECISION_CHANGED),
+                }),
             });
         }
     }
@@ -235,7 +305,7 @@ pub fn write(path: &Path, entries: &[Entry]) -> Result<()> {
 /// `entries` as one batch of [`schema::LEDGER`].
 pub fn batch(entries: &[Entry]) -> Result<RecordBatch> {
     use datafusion::arrow::array::{Date32Builder, Decimal128Builder, StringBuilder};
-    let mut s: Vec<StringBuilder> = (0..8).map(|_| StringBuilder::new()).collect();
+    let mut s: Vec<StringBuilder> = (0..12).map(|_| StringBuilder::new()).collect();
     let mut d: Vec<Date32Builder> = (0..3).map(|_| Date32Builder::new()).collect();
     let mut m: Vec<Decimal128Builder> = (0..2)
         .map(|_| Decimal128Builder::new().with_data_type(schema::MONEY))
@@ -254,12 +324,17 @@ pub fn batch(entries: &[Entry]) -> Result<RecordBatch> {
         m[0].append_option(e.channel_amount);
         m[1].append_option(e.platform_amount);
         s[7].append_option(e.reason.as_deref());
+        let d = e.decision.as_ref();
+        s[8].append_option(d.map(|d| d.action.as_str()));
+        s[9].append_option(d.map(|d| d.decided_by.as_str()));
+        s[10].append_option(d.map(|d| d.decided_at.as_str()));
+        s[11].append_option(d.filter(|d| d.changed).map(|_| DECISION_CHANGED));
     }
     let mut sc = s.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let mut dc = d.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let mut mc = m.into_iter().map(|mut b| Arc::new(b.finish()) as ArrayRef);
     let mut cols = Vec::new();
-    for kind in "ssssdddsssmms".chars() {
+    for kind in "ssssdddsssmmsssss".chars() {
         let next = match kind {
             's' => sc.next(),
             'd' => dc.next(),
@@ -295,6 +370,8 @@ pub struct History<'a> {
     pub earlier_run: &'a [Entry],
     /// Whether the bill changed since that earlier run (a re-issued bill).
     pub bill_changed: bool,
+    /// The review desk's decisions in force, by ageing key.
+    pub decisions: &'a HashMap<String, Decided>,
 }
 
 /// Ages the day's differences: returns `diffs` with `first_seen` and `state` added, the day's
@@ -347,9 +424,7 @@ pub fn age(
         } else {
             (NEW, None)
         };
-        first_col.push(days(first_seen));
-        state_col.push(state);
-        let entry = Entry {
+        let mut entry = Entry {
             key: key.clone(),
             diff_id: get(diff_id, i).map(String::from),
             category: cat.to_string(),
@@ -363,7 +438,16 @@ pub fn age(
             channel_amount: ca.is_valid(i).then(|| ca.value(i)),
             platform_amount: pa.is_valid(i).then(|| pa.value(i)),
             reason: get(reason, i).map(String::from),
+            decision: None,
         };
+        if let Some(d) = history.decisions.get(key.as_str()) {
+            entry.decide(d, date);
+        }
+        first_col.push(days(first_seen));
+        state_col.push(match entry.state.as_str() {
+            RESOLVED => RESOLVED,
+            _ => state,
+        });
         if ledger.insert(key.clone(), entry).is_some() {
             return Err(Error::Other(format!(
                 "two differences of {channel} {date} share the ageing key {key} (match key {:?})",
@@ -373,9 +457,16 @@ pub fn age(
     }
     // Open before and not seen today: still open.
     for e in history.before.iter().filter(|e| e.open()) {
-        ledger.entry(e.key.clone()).or_insert_with(|| Entry {
-            state: PERSISTING.into(),
-            ..e.clone()
+        ledger.entry(e.key.clone()).or_insert_with(|| {
+            let mut carried = Entry {
+                state: PERSISTING.into(),
+                decision: None,
+                ..e.clone()
+            };
+            if let Some(d) = history.decisions.get(e.key.as_str()) {
+                carried.decide(d, date);
+            }
+            carried
         });
     }
     // What an earlier run of this day found and this one does not: resolved by the rerun.
@@ -420,6 +511,9 @@ pub fn age(
                     .entry(e.resolved_by.clone().unwrap_or_default())
                     .or_default() += 1
             }
+        }
+        if e.open() && e.decision.as_ref().is_some_and(|d| d.changed) {
+            stats.flagged += 1;
         }
         if e.open() {
             let f = e.first_seen.to_string();
@@ -503,12 +597,93 @@ mod tests {
         .expect("test")
     }
 
+    static NO_DECISIONS: std::sync::LazyLock<HashMap<String, Decided>> =
+        std::sync::LazyLock::new(HashMap::new);
+
     fn no_history() -> History<'static> {
         History {
             before: &[],
             earlier_run: &[],
             bill_changed: false,
+            decisions: &NO_DECISIONS,
         }
+    }
+
+    #[test]
+    fn a_fitting_decision_resolves_by_hand_and_a_changed_one_is_flagged() {
+        let day1 = diffs(&[
+            ("AMOUNT_MISMATCH", Some("PAY:1"), Some(7), None),
+            ("AMOUNT_MISMATCH", Some("PAY:2"), Some(8), None),
+            ("MISSING_IN_PLATFORM", Some("PAY:3"), Some(9), None),
+        ]);
+        let (_, l1, _) = age(&day1, "alipay", d("2026-11-20"), &no_history()).expect("test");
+        let key = |mk: &str| {
+            (l1.iter().find(|e| e.match_key.as_deref() == Some(mk)))
+                .expect("test")
+                .key
+                .clone()
+        };
+        let decided = |category: &str, amount: i128| Decided {
+            action: "write_off".into(),
+            decided_by: "ann".into(),
+            decided_at: "2026-11-20T10:00:00Z".into(),
+            category: category.into(),
+            channel_amount: Some(amount),
+            platform_amount: Some(100),
+        };
+        let decisions = HashMap::from([
+            // As it is: closes it.
+            (key("PAY:1"), decided("AMOUNT_MISMATCH", 100)),
+            // Taken on another amount: flagged.
+            (key("PAY:2"), decided("AMOUNT_MISMATCH", 150)),
+            // Taken on another category: flagged.
+            (key("PAY:3"), decided("AMOUNT_MISMATCH", 100)),
+        ]);
+        // Day 2 sees PAY:3 again; PAY:1 and PAY:2 are carried from day 1's ledger.
+        let day2 = diffs(&[("MISSING_IN_PLATFORM", Some("PAY:3"), Some(4), None)]);
+        let h = History {
+            before: &l1,
+            decisions: &decisions,
+            ..no_history()
+        };
+        let (aged, l2, s2) = age(&day2, "alipay", d("2026-11-21"), &h).expect("test");
+        let e = |mk: &str| {
+            (l2.iter().find(|e| e.match_key.as_deref() == Some(mk)))
+                .expect("test")
+                .clone()
+        };
+        let one = e("PAY:1");
+        assert_eq!(
+            (
+                one.state.as_str(),
+                one.resolved_by.as_deref(),
+                one.resolved_on
+            ),
+            (RESOLVED, Some(BY_MANUAL), Some(d("2026-11-21")))
+        );
+        assert!(!one.decision.expect("test").changed);
+        for mk in ["PAY:2", "PAY:3"] {
+            let e = e(mk);
+            assert_eq!(e.state, PERSISTING, "{mk}");
+            assert!(e.decision.expect("test").changed, "{mk}");
+        }
+        assert_eq!(s2.resolved.get(BY_MANUAL), Some(&1));
+        assert_eq!((s2.flagged, s2.open), (2, 2));
+        let states = aged
+            .column_by_name("state")
+            .expect("test")
+            .as_string::<i32>();
+        assert_eq!(states.value(0), PERSISTING);
+        // The ledger keeps the decision through a write and a read.
+        let again = entries(&[batch(&l2).expect("test")], "test").expect("test");
+        assert_eq!(again, l2);
+        // The next day carries only what is open.
+        let h = History {
+            before: &l2,
+            ..no_history()
+        };
+        let (_, l3, _) = age(&diffs(&[]), "alipay", d("2026-11-22"), &h).expect("test");
+        assert!(l3.iter().all(|e| e.match_key.as_deref() != Some("PAY:1")));
     }
 
     #[test]

@@ -270,6 +270,16 @@ pub fn render(s: &Summary) -> String {
             resolved
         }
     );
+    let decided = a.resolved.get(crate::stages::ageing::BY_MANUAL).copied();
+    if decided.is_some() || a.flagged > 0 {
+        let _ = writeln!(
+            out,
+            "  review desk: {} decided today, {} undecided (open), {} with a decision that no longer fits (to review)",
+            decided.unwrap_or(0),
+            a.open,
+            a.flagged
+        );
+    }
     for t in s.thresholds.checked.iter().filter(|t| t.passed) {
         let _ = writeln!(
             out,

@@ -669,3 +669,167 @@ fn the_differences_list_counts_sums_searches_and_pages_committed_days() {
         );
     });
 }
+
+/// Decisions reach the data: a decision that fits its difference resolves it by hand in the
+/// next day's ledger, and later days no longer carry it; one whose difference changed since
+/// stays open, flagged; the summary counts both; a replay applies the decisions the day
+/// recorded, not the desk's of today.
+#[test]
+fn a_decision_resolves_its_difference_on_the_next_day_and_a_changed_one_is_flagged() {
+    use crate::support::{file_of, generate, run_day};
+    use reckon::stages::ageing;
+
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let cfg = generate(&dir, "2026-11-20", 3, 2000, 11);
+    let root = dir.join("output");
+    let day = |d: &str| {
+        let (code, json, err) = run_day(&cfg, d, &["--channel", "wechat"]);
+        assert_eq!(code, 0, "{json}\n{err}");
+        json["channels"][0].clone()
+    };
+    let ledger = |d: &str| {
+        ageing::read(&file_of(&root, "results", "wechat", d, "ledger.parquet")).expect("ledger")
+    };
+    day("2026-11-20");
+    assert!(
+        !dir.join("desk.sqlite").exists(),
+        "a reconcile never creates a desk"
+    );
+    let open: Vec<ageing::Entry> = (ledger("2026-11-20").into_iter())
+        .filter(|e| e.state != ageing::RESOLVED && e.category != "CROSS_DAY_PENDING")
+        .collect();
+    assert!(open.len() >= 2, "{open:?}");
+    let (fits, changed) = (&open[0], &open[1]);
+    let money = |c: Option<i128>| c.map(|c| Decimal::from_i128_with_scale(c, 2));
+    runtime().block_on(async {
+        let desk = Desk::open(&DeskConfig::default(), &dir)
+            .await
+            .expect("desk");
+        let ann = user("ann", Role::Resolver);
+        // The second as a person saw it before its amount changed (a cent apart).
+        for (e, shift) in [(fits, 0), (changed, 1)] {
+            let d = Difference {
+                channel: "wechat".into(),
+                ageing_key: e.key.clone(),
+                category: e.category.clone(),
+                match_key: e.match_key.clone(),
+                channel_amount: match shift {
+                    0 => money(e.channel_amount),
+                    _ => money(Some(e.channel_amount.unwrap_or(0) + shift)),
+                },
+                platform_amount: money(e.platform_amount),
+            };
+            desk.decide(
+                &ann,
+                &d,
+                0,
+                Action::WriteOff,
+                "below the cost of chasing it",
+            )
+            .await
+            .expect("decide")
+            .expect("decided");
+        }
+    });
+
+    let s2 = day("2026-11-21");
+    let l2 = ledger("2026-11-21");
+    let by_key = |l: &[ageing::Entry], k: &str| l.iter().find(|e| e.key == k).cloned();
+    let a = by_key(&l2, &fits.key).expect("the decided difference in the next ledger");
+    assert_eq!(
+        (
+            a.state.as_str(),
+            a.resolved_by.as_deref(),
+            a.resolved_on.map(|d| d.to_string())
+        ),
+        (
+            ageing::RESOLVED,
+            Some(ageing::BY_MANUAL),
+            Some("2026-11-21".to_string())
+        )
+    );
+    let m = a.decision.expect("the decision on it");
+    assert_eq!(
+        (m.action.as_str(), m.decided_by.as_str(), m.changed),
+        ("write_off", "ann", false)
+    );
+    assert!(!m.decided_at.is_empty());
+    let b = by_key(&l2, &changed.key).expect("the changed one");
+    assert_eq!(
+        b.state,
+        ageing::PERSISTING,
+        "not closed by a decision that no longer fits"
+    );
+    assert!(b.decision.expect("flagged").changed);
+    assert_eq!(
+        s2["ageing"]["resolved"][ageing::BY_MANUAL].as_u64(),
+        Some(1),
+        "{}",
+        s2["ageing"]
+    );
+    assert_eq!(
+        s2["ageing"]["flagged"].as_u64(),
+        Some(1),
+        "{}",
+        s2["ageing"]
+    );
+
+    // Later days no longer carry it; the flagged one stays open and flagged.
+    day("2026-11-22");
+    let l3 = ledger("2026-11-22");
+    assert!(
+        by_key(&l3, &fits.key).is_none(),
+        "a decided difference carried on"
+    );
+    assert!(
+        by_key(&l3, &changed.key)
+            .expect("still open")
+            .decision
+            .expect("flag")
+            .changed
+    );
+
+    // The report says it.
+    let day2 = |command: &[&str]| {
+        let c = cfg.to_str().expect("utf8");
+        let tail = ["--config", c, "--date", "2026-11-21", "--channel", "wechat"];
+        run(&[command, &tail].concat())
+    };
+    let o = day2(&["report"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("review desk: 1 decided today"), "{text}");
+
+    // A replay of day 2 applies what the day recorded: byte for byte, whatever the desk says now.
+    runtime().block_on(async {
+        let desk = Desk::open(&DeskConfig::default(), &dir)
+            .await
+            .expect("desk");
+        let state = desk.state("wechat", &fits.key).await.expect("state");
+        desk.decide(
+            &user("bob", Role::Resolver),
+            &Difference {
+                channel: "wechat".into(),
+                ageing_key: fits.key.clone(),
+                category: fits.category.clone(),
+                match_key: fits.match_key.clone(),
+                channel_amount: None,
+                platform_amount: None,
+            },
+            state.version,
+            Action::Reopen,
+            "reopened after the day",
+        )
+        .await
+        .expect("decide")
+        .expect("reopened");
+    });
+    let o = day2(&["verify", "--replay"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -161,7 +161,12 @@ pub struct RouteSpec {
     pub earlier: Option<String>,
     /// Whether the bill changed since that earlier run (a re-issued bill).
     pub bill_changed: bool,
+    /// The review desk's decisions in force when the day was reconciled (a URL), by ageing key.
+    pub decisions: Option<String>,
 }
+
+/// The `aged` row of the open differences whose decision no longer fits them.
+const FLAGGED: &str = "flagged";
 
 /// What a routing partition returns: one row per statistics cell of category and hour (`kind`
 /// `hour`: the day's counts), one per count of the ageing (`kind` `aged`: the state, or
@@ -355,10 +360,16 @@ async fn route_partition(
     if let Some(url) = &spec.earlier {
         earlier_run = merge::ledger_bucket(ctx, url, bucket).await?;
     }
+    let mut decisions = std::collections::HashMap::new();
+    if let Some(url) = &spec.decisions {
+        let batches = merge::bucket_rows(ctx, url, bucket).await?;
+        decisions = crate::desk::snapshot::read(&batches, url)?;
+    }
     let history = ageing::History {
         before: &before,
         earlier_run: &earlier_run,
         bill_changed: spec.bill_changed,
+        decisions: &decisions,
     };
     let diffs = sorted(&router.diffs, &["diff_id"])?
         .unwrap_or_else(|| RecordBatch::new_empty(output.clone()));
@@ -424,6 +435,7 @@ fn report(
     let aged = [
         (ageing::NEW.to_string(), ageing.new),
         (ageing::PERSISTING.to_string(), ageing.persisting),
+        (FLAGGED.to_string(), ageing.flagged),
     ]
     .into_iter()
     .chain((ageing.resolved.iter()).map(|(by, n)| (format!("resolved:{by}"), *n)));
@@ -521,6 +533,7 @@ impl Reports {
                     match category.as_str() {
                         ageing::NEW => one.new = stats.rows,
                         ageing::PERSISTING => one.persisting = stats.rows,
+                        FLAGGED => one.flagged = stats.rows,
                         other => {
                             let by = other.strip_prefix("resolved:").unwrap_or(other);
                             one.resolved.insert(by.to_string(), stats.rows);

@@ -44,6 +44,8 @@ pub(super) struct Work {
     pub ledger: Option<String>,
     pub earlier: Option<String>,
     pub bill_changed: bool,
+    /// The review desk's decisions in force (a URL), if any.
+    pub decisions: Option<String>,
 }
 
 /// Joins every bucket of `work` on `lanes` (sessions of one partition, each taking every
@@ -143,6 +145,7 @@ async fn plan_bucket(
         ledger: work.ledger.clone(),
         earlier: work.earlier.clone(),
         bill_changed: work.bill_changed,
+        decisions: work.decisions.clone(),
     };
     let (_, plan) = df.into_parts();
     Ok((RouteNode::plan(plan, spec)?, output))

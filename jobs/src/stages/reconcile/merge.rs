@@ -81,17 +81,28 @@ pub(super) async fn put_part(
 pub(super) async fn ledger_bucket(
     ctx: &TaskContext,
     url: &str,
-    (bucket, n): (u32, u32),
+    bucket: (u32, u32),
 ) -> Result<Vec<ageing::Entry>> {
+    let batches = bucket_rows(ctx, url, bucket).await?;
+    ageing::entries(&batches, &format!("ledger {url}"))
+}
+
+/// The rows of the file at `url` (a ledger, the desk's decisions: files with a `match_key`)
+/// whose match key falls in `bucket` of `n`.
+pub(super) async fn bucket_rows(
+    ctx: &TaskContext,
+    url: &str,
+    (bucket, n): (u32, u32),
+) -> Result<Vec<RecordBatch>> {
     let mut builder = Part::open(ctx, url).await?.builder()?;
     if n > 1 {
         let idx = (builder.schema().index_of("match_key"))
-            .map_err(|_| Error::Other(format!("ledger {url} has no column match_key")))?;
+            .map_err(|_| Error::Other(format!("{url} has no column match_key")))?;
         let mask = ProjectionMask::roots(builder.parquet_schema(), [idx]);
         let keep = ArrowPredicateFn::new(mask, move |b: RecordBatch| {
             let keys = b.column(0).as_string_opt::<i32>().ok_or_else(|| {
                 datafusion::arrow::error::ArrowError::SchemaError(
-                    "the ledger's match_key is not a string".into(),
+                    "its match_key is not a string".into(),
                 )
             })?;
             Ok(BooleanArray::from_iter((0..keys.len()).map(|i| {
@@ -107,7 +118,7 @@ pub(super) async fn ledger_bucket(
         .try_collect()
         .await
         .map_err(|e| Error::Other(format!("reading {url}: {e}")))?;
-    ageing::entries(&batches, &format!("ledger {url}"))
+    Ok(batches)
 }
 
 /// One merge: the sorted `parts` streamed into one file at `out`, sorted by `by`.

@@ -142,6 +142,40 @@ pub(super) fn plain_strings(b: &RecordBatch) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), cols)?)
 }
 
+/// The review desk's decisions in force on the channel's differences, published among the
+/// day's inputs (`inputs/…/decisions.parquet`, so a replay applies the same ones); none when
+/// the config has no desk or the desk has no decision in force.
+async fn decisions(job: &Job<'_>) -> Result<Option<crate::store::FileSum>> {
+    use crate::desk::{snapshot, Desk, Source};
+    let bytes = match &job.config.decisions {
+        Source::Recorded(None) => return Ok(None),
+        Source::Recorded(Some(p)) => std::fs::read(p).map_err(|e| Error::io(p, e))?,
+        Source::Desk => {
+            let Some(desk) = Desk::existing(&job.config.desk, &job.config.base_dir).await? else {
+                return Ok(None);
+            };
+            let in_force = desk.in_force(job.name()).await?;
+            if in_force.is_empty() {
+                return Ok(None);
+            }
+            tracing::info!(
+                decisions = in_force.len(),
+                "the review desk's decisions in force"
+            );
+            let batch = snapshot::batch(&in_force)?;
+            crate::parquet_io::to_bytes(&batch, crate::parquet_io::writer_props())?
+        }
+    };
+    let files = job
+        .recipe(&[("decisions.parquet", bytes.as_slice())])
+        .await?;
+    let f = files
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Other("the decisions in force were not published".into()))?;
+    Ok(Some(f))
+}
+
 /// Runs the stage.
 pub async fn run(job: &Job<'_>) -> Result<Outcome> {
     let manifest = job.manifest().await?;
@@ -221,6 +255,7 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         .collect::<Result<Vec<_>>>()?;
     let (parts_url, parts_rel) = parts_folder(job, &staged).await?;
     let history = write::history(job, (&manifest, fetched)).await?;
+    let decided = decisions(job).await?;
     let started = std::time::Instant::now();
     let work = join::Work {
         text: text.clone(),
@@ -238,6 +273,10 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
         ledger: history.before.clone(),
         earlier: history.earlier.clone(),
         bill_changed: history.bill_changed,
+        decisions: decided
+            .as_ref()
+            .map(|f| write::engine_url(&job.store.url(&f.path)))
+            .transpose()?,
     };
     let place = match &parts_rel {
         None => write::Place::Staged(staged.to_path_buf()),
@@ -318,13 +357,18 @@ pub async fn run(job: &Job<'_>) -> Result<Outcome> {
             None => serde_json::Value::Null.to_string(),
             Some(l) => json!([l.looked_up, l.found_in_database]).to_string(),
         },
-    ] {
+    ]
+    .into_iter()
+    // The desk's decisions, when there are any (a day without keeps its run id).
+    .chain(decided.as_ref().map(|f| quoted(&f.sha256)))
+    {
         h.update(part.as_bytes());
         h.update([0u8]);
     }
     let run_id = hex::encode(&h.finalize()[..8]);
 
     let mut files = day.files;
+    files.extend(decided);
     let rules_json = serde_json::to_vec_pretty(&rules)?;
     let mut recipe = vec![
         (contracts::reconcile::FILE, text.as_bytes()),

@@ -338,10 +338,12 @@ async fn merge(ctx: &SessionContext, spec: MergeSpec) -> Result<Merged> {
 fn write_empty(kind: PartKind, path: &Path, output: &SchemaRef, job: &Job<'_>) -> Result<()> {
     match kind {
         PartKind::Diffs => {
+            let no_decisions = std::collections::HashMap::new();
             let none = ageing::History {
                 before: &[],
                 earlier_run: &[],
                 bill_changed: false,
+                decisions: &no_decisions,
             };
             let (diffs, _, _) = ageing::age(
                 &RecordBatch::new_empty(output.clone()),
