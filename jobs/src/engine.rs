@@ -282,6 +282,19 @@ pub fn analyst_context(config: SessionConfig) -> SessionContext {
 /// Registers `name` as a Parquet listing table over `dirs` (URLs or local paths, one per
 /// directory; replacing any earlier table).
 pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[String]) -> Result<()> {
+    let table = listing(ctx, name, dirs).await?;
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, table)?;
+    Ok(())
+}
+
+/// A Parquet listing table over `dirs` (URLs or local paths), with the session's Parquet
+/// options; `name` names it in errors.
+pub async fn listing(
+    ctx: &SessionContext,
+    name: &str,
+    dirs: &[String],
+) -> Result<Arc<ListingTable>> {
     let urls = dirs
         .iter()
         .map(ListingTableUrl::parse)
@@ -305,8 +318,5 @@ pub async fn register_dirs(ctx: &SessionContext, name: &str, dirs: &[String]) ->
             dirs.join(", ")
         )));
     }
-    let table = ListingTable::try_new(config)?;
-    ctx.deregister_table(name)?;
-    ctx.register_table(name, Arc::new(table))?;
-    Ok(())
+    Ok(Arc::new(ListingTable::try_new(config)?))
 }

@@ -50,9 +50,11 @@ pub fn hash(
     hex::encode(h.finalize())
 }
 
-/// Appends an entry in `tx` (a write transaction: the writer lock orders appends); its seq.
+/// Appends an entry made at `at` (the change's own time) in `tx` (a write transaction: the
+/// writer lock orders appends); its seq.
 pub async fn append(
     tx: &mut Tx<'_>,
+    at: &str,
     actor: &str,
     action: &str,
     subject: &str,
@@ -71,9 +73,8 @@ pub async fn append(
         ),
         None => (1, GENESIS.to_string()),
     };
-    let at = super::now();
     let detail = serde_json::to_string(detail)?;
-    let h = hash(seq, &at, actor, action, subject, &detail, &prev);
+    let h = hash(seq, at, actor, action, subject, &detail, &prev);
     tx.exec(
         "INSERT INTO desk_audit (seq, at, actor, action, subject, detail, prev_hash, hash)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

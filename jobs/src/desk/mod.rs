@@ -499,6 +499,7 @@ impl Desk {
         let amount = |a: Option<Decimal>| Value::from(a.map(|a| a.to_string()));
         let seq = audit::append(
             &mut tx,
+            &at,
             &user.name,
             "decide",
             &subject,
@@ -610,6 +611,7 @@ impl Desk {
         let subject = subject(&d.channel, &d.ageing_key);
         let seq = audit::append(
             &mut tx,
+            &at,
             &user.name,
             if approve { "approve" } else { "reject" },
             &subject,
@@ -666,6 +668,7 @@ impl Desk {
         let at = now();
         let seq = audit::append(
             &mut tx,
+            &at,
             &user.name,
             "comment",
             &subject(channel, key),
@@ -737,8 +740,10 @@ impl Desk {
                 current: Box::new(current),
             }));
         }
+        let at = now();
         let seq = audit::append(
             &mut tx,
+            &at,
             &user.name,
             "assign",
             &subject(channel, key),

@@ -5,7 +5,7 @@
 //! groups a query needs. Filters are expressions with literal values, never SQL text.
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{Date32Type, Decimal128Type};
 use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
@@ -183,11 +183,15 @@ fn decimal(b: &RecordBatch, name: &str, i: usize) -> Result<Option<Decimal>> {
         .then(|| Decimal::from_i128_with_scale(a.value(i), a.scale() as u32)))
 }
 
-fn text(b: &RecordBatch, name: &str, i: usize) -> Result<Option<String>> {
+fn text(a: &StringArray, i: usize) -> Option<String> {
+    a.is_valid(i).then(|| a.value(i).to_string())
+}
+
+/// Column `name` of `b` as plain strings (an engine may hand out views).
+fn strings(b: &RecordBatch, name: &str) -> Result<StringArray> {
     let c = column(b, name, WHAT)?;
     let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?;
-    let a = c.as_string::<i32>();
-    Ok(a.is_valid(i).then(|| a.value(i).to_string()))
+    Ok(c.as_string::<i32>().clone())
 }
 
 fn date(b: &RecordBatch, name: &str, i: usize) -> Result<Option<NaiveDate>> {
@@ -202,23 +206,40 @@ fn date(b: &RecordBatch, name: &str, i: usize) -> Result<Option<NaiveDate>> {
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
     let mut out = Vec::new();
     for b in batches {
+        let [diff_id, channel, category, state, reason, match_key, merchant_order_id, channel_txn_id, platform_order_id] =
+            [
+                "diff_id",
+                "channel",
+                "category",
+                "state",
+                "reason",
+                "match_key",
+                "merchant_order_id",
+                "channel_txn_id",
+                "platform_order_id",
+            ]
+            .map(|name| strings(b, name));
+        let (diff_id, channel, category) = (diff_id?, channel?, category?);
+        let (state, reason, match_key) = (state?, reason?, match_key?);
+        let (merchant_order_id, channel_txn_id, platform_order_id) =
+            (merchant_order_id?, channel_txn_id?, platform_order_id?);
         for i in 0..b.num_rows() {
-            let need = |v: Option<String>, what: &str| {
-                v.ok_or_else(|| Error::Other(format!("a difference without {what}")))
+            let need = |a: &StringArray, what: &str| {
+                text(a, i).ok_or_else(|| Error::Other(format!("a difference without {what}")))
             };
             out.push(Row {
-                diff_id: need(text(b, "diff_id", i)?, "diff_id")?,
-                channel: need(text(b, "channel", i)?, "channel")?,
+                diff_id: need(&diff_id, "diff_id")?,
+                channel: need(&channel, "channel")?,
                 bill_date: date(b, "bill_date", i)?
                     .ok_or_else(|| Error::Other("a difference without bill_date".into()))?,
-                category: need(text(b, "category", i)?, "category")?,
-                state: text(b, "state", i)?,
+                category: need(&category, "category")?,
+                state: text(&state, i),
                 first_seen: date(b, "first_seen", i)?,
-                reason: text(b, "reason", i)?,
-                match_key: text(b, "match_key", i)?,
-                merchant_order_id: text(b, "merchant_order_id", i)?,
-                channel_txn_id: text(b, "channel_txn_id", i)?,
-                platform_order_id: text(b, "platform_order_id", i)?,
+                reason: text(&reason, i),
+                match_key: text(&match_key, i),
+                merchant_order_id: text(&merchant_order_id, i),
+                channel_txn_id: text(&channel_txn_id, i),
+                platform_order_id: text(&platform_order_id, i),
                 channel_amount: decimal(b, "channel_amount", i)?,
                 platform_amount: decimal(b, "platform_amount", i)?,
                 amount_delta: decimal(b, "amount_delta", i)?,
@@ -283,8 +304,10 @@ pub async fn differences(
         return Ok(page);
     }
     store.register(ctx);
-    crate::engine::register_dirs(ctx, "desk_diffs", &urls).await?;
-    let mut df = ctx.table("desk_diffs").await?;
+    // Read as a table of this query's own, not one registered by name: requests may run at
+    // once on one session.
+    let table = crate::engine::listing(ctx, "the committed differences", &urls).await?;
+    let mut df = ctx.read_table(table)?;
     if let Some(p) = predicate(f) {
         df = df.filter(p)?;
     }
