@@ -81,6 +81,8 @@ impl Sort {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Row {
     pub diff_id: String,
+    /// What the desk follows it by (from its day's ledger).
+    pub ageing_key: Option<String>,
     pub channel: String,
     pub bill_date: NaiveDate,
     pub category: String,
@@ -229,6 +231,7 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
             };
             out.push(Row {
                 diff_id: need(&diff_id, "diff_id")?,
+                ageing_key: None,
                 channel: need(&channel, "channel")?,
                 bill_date: date(b, "bill_date", i)?
                     .ok_or_else(|| Error::Other("a difference without bill_date".into()))?,
@@ -249,30 +252,63 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
     Ok(out)
 }
 
-/// The committed differences files of `channels` between `from` and `to`, and the
-/// channel-days that have none.
+/// The committed files of `channels` between `from` and `to`: the differences and the
+/// ledgers; and the channel-days that have none.
 async fn files(
     store: &Store,
     channels: &[String],
     from: NaiveDate,
     to: NaiveDate,
-) -> Result<(Vec<String>, Vec<(String, NaiveDate)>)> {
-    let (mut found, mut missing) = (Vec::new(), Vec::new());
+) -> Result<(Vec<String>, Vec<String>, Vec<(String, NaiveDate)>)> {
+    let (mut diffs, mut ledgers, mut missing) = (Vec::new(), Vec::new(), Vec::new());
     for ch in channels {
         let mut d = from;
         while d <= to {
             match store.committed(ch, d).await? {
-                Some(c) => found.extend(
-                    c.area("results")
-                        .filter(|f| f.path.ends_with("/diffs.parquet"))
-                        .map(|f| store.url(&f.path)),
-                ),
+                Some(c) => {
+                    for f in c.area("results") {
+                        if f.path.ends_with("/diffs.parquet") {
+                            diffs.push(store.url(&f.path));
+                        } else if f.path.ends_with("/ledger.parquet") {
+                            ledgers.push(store.url(&f.path));
+                        }
+                    }
+                }
                 None => missing.push((ch.clone(), d)),
             }
             d += chrono::Duration::days(1);
         }
     }
-    Ok((found, missing))
+    Ok((diffs, ledgers, missing))
+}
+
+/// The ageing keys of the differences `ids`, from the ledgers (each day's ledger names the
+/// key of every difference of that day, by its `diff_id`).
+async fn ageing_keys(
+    ctx: &SessionContext,
+    ledgers: &[String],
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    if ledgers.is_empty() || ids.is_empty() {
+        return Ok(out);
+    }
+    let table = crate::engine::listing(ctx, "the committed ledgers", ledgers).await?;
+    let batches = ctx
+        .read_table(table)?
+        .filter(col("diff_id").in_list(texts(ids), false))?
+        .select_columns(&["diff_id", "ageing_key"])?
+        .collect()
+        .await?;
+    for b in &batches {
+        let (id, key) = (strings(b, "diff_id")?, strings(b, "ageing_key")?);
+        for i in 0..b.num_rows() {
+            if let (Some(id), Some(key)) = (text(&id, i), text(&key, i)) {
+                out.insert(id, key);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The page of differences `f` asks for, among the committed days of `channels` (`ctx`: a
@@ -291,7 +327,7 @@ pub async fn differences(
             .cloned()
             .collect()
     };
-    let (urls, not_committed) = files(store, &wanted, f.from, f.to).await?;
+    let (urls, ledgers, not_committed) = files(store, &wanted, f.from, f.to).await?;
     let mut page = Page {
         rows: Vec::new(),
         total: 0,
@@ -344,5 +380,10 @@ pub async fn differences(
         .collect()
         .await?;
     page.rows = rows(&batches)?;
+    let ids: Vec<String> = page.rows.iter().map(|r| r.diff_id.clone()).collect();
+    let keys = ageing_keys(ctx, &ledgers, &ids).await?;
+    for r in &mut page.rows {
+        r.ageing_key = keys.get(&r.diff_id).cloned();
+    }
     Ok(page)
 }

@@ -621,6 +621,29 @@ fn the_differences_list_counts_sums_searches_and_pages_committed_days() {
         .expect("query");
         assert_eq!(found.total, 1);
         assert_eq!(found.rows[0].diff_id, wanted);
+        // Each row with the ageing key its day's ledger gives it.
+        let (day, key) = (
+            found.rows[0].bill_date.to_string(),
+            found.rows[0].ageing_key.clone(),
+        );
+        let ledger = reckon::stages::ageing::read(&file_of(
+            &root,
+            "results",
+            "wechat",
+            &day,
+            "ledger.parquet",
+        ))
+        .expect("ledger");
+        let entry = ledger
+            .iter()
+            .find(|e| e.diff_id.as_deref() == Some(wanted.as_str()))
+            .expect("its entry");
+        assert_eq!(key.as_deref(), Some(entry.key.as_str()));
+        assert!(page
+            .rows
+            .iter()
+            .chain(&second.rows)
+            .all(|r| r.ageing_key.is_some()));
 
         // The largest first: sizes never grow down the page.
         let big = differences(
