@@ -4,6 +4,7 @@
 mod audit;
 mod backfill;
 mod cluster;
+mod desk;
 mod generate;
 mod normalize;
 mod replicate;
@@ -58,6 +59,11 @@ pub enum Command {
     Replicate(replicate::Args),
     /// Check committed days: with --replica, that the replica holds them byte for byte.
     Verify(verify::Args),
+    /// The review desk's list of differences.
+    Desk {
+        #[command(subcommand)]
+        command: desk::Command,
+    },
     /// The review desk's audit.
     Audit {
         #[command(subcommand)]
@@ -101,6 +107,7 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Report(a) => report::run(a).await,
         Command::Replicate(a) => replicate::run(a).await,
         Command::Audit { command } => audit::run(command).await,
+        Command::Desk { command } => desk::run(command).await,
         Command::Verify(a) => verify::run(a).await,
         Command::Cluster { command } => cluster::run(command),
         Command::Sql { command } => sql::run(command).await,

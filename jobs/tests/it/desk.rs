@@ -645,6 +645,37 @@ fn the_differences_list_counts_sums_searches_and_pages_committed_days() {
             .chain(&second.rows)
             .all(|r| r.ageing_key.is_some()));
 
+        // The same from the command line: the table, then the page as JSON.
+        let c = cfg.to_str().expect("utf8");
+        let o = run(&[
+            "desk",
+            "list",
+            "--config",
+            c,
+            "--from",
+            "2026-11-20",
+            "--to",
+            "2026-11-21",
+            "--channel",
+            "wechat",
+            "--search",
+            &wanted,
+        ]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.starts_with("1 differences;"), "{out}");
+        let last: serde_json::Value =
+            serde_json::from_str(out.lines().last().expect("json")).expect("json");
+        assert_eq!(
+            last["page"]["rows"][0]["diff_id"].as_str(),
+            Some(wanted.as_str())
+        );
+
         // The largest first: sizes never grow down the page.
         let big = differences(
             &store,
