@@ -50,7 +50,7 @@ pub struct ListArgs {
     #[arg(long)]
     search: Option<String>,
     #[arg(long, value_enum, default_value = "bill-date")]
-    sort: SortBy,
+    sort: Sort,
     /// Largest first.
     #[arg(long)]
     desc: bool,
@@ -59,29 +59,6 @@ pub struct ListArgs {
     page: usize,
     #[arg(long, default_value_t = 50)]
     page_size: usize,
-}
-
-#[derive(clap::ValueEnum, Debug, Clone, Copy)]
-enum SortBy {
-    BillDate,
-    Category,
-    Amount,
-    Delta,
-    FirstSeen,
-    DiffId,
-}
-
-impl From<SortBy> for Sort {
-    fn from(s: SortBy) -> Sort {
-        match s {
-            SortBy::BillDate => Sort::BillDate,
-            SortBy::Category => Sort::Category,
-            SortBy::Amount => Sort::Amount,
-            SortBy::Delta => Sort::Delta,
-            SortBy::FirstSeen => Sort::FirstSeen,
-            SortBy::DiffId => Sort::DiffId,
-        }
-    }
 }
 
 pub async fn run(cmd: Command) -> Result<i32> {
@@ -99,7 +76,7 @@ pub async fn run(cmd: Command) -> Result<i32> {
         max_amount: a.max_amount,
         first_seen_by: a.first_seen_by.as_deref().map(parse_date).transpose()?,
         search: a.search,
-        sort: a.sort.into(),
+        sort: a.sort,
         descending: a.desc,
         page: a.page,
         page_size: a.page_size,

@@ -184,26 +184,29 @@ pub async fn verify(tx: &mut Tx<'_>) -> Result<Verdict> {
     // The state's rows and the entries that made them (each difference's row names its last
     // change, so an entry deleted from the end is missed too).
     let by_seq: std::collections::HashMap<i64, &Entry> = all.iter().map(|e| (e.seq, e)).collect();
-    let made = [
-        ("decision", "SELECT id, channel, ageing_key, audit_seq FROM desk_decisions ORDER BY id"),
-        ("comment", "SELECT id, channel, ageing_key, audit_seq FROM desk_comments ORDER BY id"),
+    type Name = fn(i64, &str) -> String;
+    let made: [(&str, Name); 3] = [
         (
-            "the last change",
+            "SELECT id, channel, ageing_key, audit_seq FROM desk_decisions ORDER BY id",
+            |n, s| format!("decision {n} of {s}"),
+        ),
+        (
+            "SELECT id, channel, ageing_key, audit_seq FROM desk_comments ORDER BY id",
+            |n, s| format!("comment {n} of {s}"),
+        ),
+        (
             "SELECT version, channel, ageing_key, audit_seq FROM desk_state ORDER BY channel, ageing_key",
+            |n, s| format!("the last change (version {n}) of {s}"),
         ),
     ];
-    for (what, sql) in made {
+    for (sql, name) in made {
         for r in tx.query(sql, &[]).await? {
-            let n = r[0].int().unwrap_or_default();
             let subject = super::subject(
                 r[1].text().unwrap_or_default(),
                 r[2].text().unwrap_or_default(),
             );
+            let name = name(r[0].int().unwrap_or_default(), &subject);
             let seq = r[3].int().unwrap_or_default();
-            let name = match what {
-                "the last change" => format!("the last change (version {n}) of {subject}"),
-                _ => format!("{what} {n} of {subject}"),
-            };
             match by_seq.get(&seq) {
                 None => problems.push(format!(
                     "{name}: its audit entry {seq} is missing (deleted)"

@@ -83,16 +83,24 @@ impl fmt::Display for Action {
 impl FromStr for Action {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Action::ALL
-            .into_iter()
-            .find(|a| a.name() == s.trim())
-            .ok_or_else(|| {
-                format!(
-                    "unknown action {s:?}: one of {}",
-                    Action::ALL.map(Action::name).join(", ")
-                )
-            })
+        named(s, &Action::ALL, Action::name, "action")
     }
+}
+
+/// The one of `all` whose `name` is `s`, or why not (naming `what` and every choice).
+fn named<T: Copy>(
+    s: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+) -> std::result::Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|v| name(*v) == s.trim())
+        .ok_or_else(|| {
+            let choices: Vec<&str> = all.iter().map(|v| name(*v)).collect();
+            format!("unknown {what} {s:?}: one of {}", choices.join(", "))
+        })
 }
 
 /// What a user may do.
@@ -110,6 +118,8 @@ pub enum Role {
 }
 
 impl Role {
+    pub const ALL: [Role; 4] = [Role::Viewer, Role::Resolver, Role::Approver, Role::Admin];
+
     pub fn name(self) -> &'static str {
         match self {
             Role::Viewer => "viewer",
@@ -123,10 +133,7 @@ impl Role {
 impl FromStr for Role {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        [Role::Viewer, Role::Resolver, Role::Approver, Role::Admin]
-            .into_iter()
-            .find(|r| r.name() == s.trim())
-            .ok_or_else(|| format!("unknown role {s:?}: viewer, resolver, approver or admin"))
+        named(s, &Role::ALL, Role::name, "role")
     }
 }
 
@@ -166,6 +173,13 @@ pub enum Status {
 }
 
 impl Status {
+    pub const ALL: [Status; 4] = [
+        Status::PendingApproval,
+        Status::Effective,
+        Status::Rejected,
+        Status::Superseded,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Status::PendingApproval => "pending_approval",
@@ -179,15 +193,7 @@ impl Status {
 impl FromStr for Status {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {
-        [
-            Status::PendingApproval,
-            Status::Effective,
-            Status::Rejected,
-            Status::Superseded,
-        ]
-        .into_iter()
-        .find(|st| st.name() == s)
-        .ok_or_else(|| format!("unknown decision status {s:?}"))
+        named(s, &Status::ALL, Status::name, "decision status")
     }
 }
 
@@ -344,11 +350,10 @@ fn money(v: &Value) -> Result<Option<Decimal>> {
         .transpose()
 }
 
-pub(crate) const DECISION_COLUMNS: &str =
-    "id, channel, ageing_key, action, comment, decided_by, decided_at, \
+const DECISION_COLUMNS: &str = "id, channel, ageing_key, action, comment, decided_by, decided_at, \
      status, reviewed_by, reviewed_at, category, match_key, channel_amount, platform_amount";
 
-pub(crate) fn decision(r: &[Value]) -> Result<Decision> {
+fn decision(r: &[Value]) -> Result<Decision> {
     let text = |i: usize| r[i].text().unwrap_or_default().to_string();
     let opt = |i: usize| r[i].text().map(str::to_string);
     Ok(Decision {
@@ -400,7 +405,7 @@ pub enum Source {
 /// The desk: its database and its rules.
 #[derive(Debug, Clone)]
 pub struct Desk {
-    pub(crate) db: Db,
+    db: Db,
     four_eyes_above: Option<Decimal>,
 }
 
@@ -444,18 +449,22 @@ impl Desk {
 
     /// Every decision taken on a difference, oldest first.
     pub async fn decisions(&self, channel: &str, key: &str) -> Result<Vec<Decision>> {
+        let sql = format!(
+            "SELECT {DECISION_COLUMNS} FROM desk_decisions
+             WHERE channel = $1 AND ageing_key = $2 ORDER BY id"
+        );
+        (self.select(&sql, &[channel.into(), key.into()]).await?)
+            .iter()
+            .map(|r| decision(r))
+            .collect()
+    }
+
+    /// The rows of one query, in a transaction of its own.
+    async fn select(&self, sql: &str, params: &[Value]) -> Result<Vec<db::Row>> {
         let mut tx = self.db.read().await?;
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT {DECISION_COLUMNS} FROM desk_decisions
-                     WHERE channel = $1 AND ageing_key = $2 ORDER BY id"
-                ),
-                &[channel.into(), key.into()],
-            )
-            .await;
+        let rows = tx.query(sql, params).await;
         tx.rollback().await;
-        rows?.iter().map(|r| decision(r)).collect()
+        rows
     }
 
     /// Decides `diff`, seen at version `seen`.
@@ -493,25 +502,38 @@ impl Desk {
             Some(limit) if action.closes() && diff.weight() > limit => Status::PendingApproval,
             _ => Status::Effective,
         };
-        let at = now();
-        let id = next_id(&mut tx, "desk_decisions").await?;
-        let subject = subject(&diff.channel, &diff.ageing_key);
-        let amount = |a: Option<Decimal>| Value::from(a.map(|a| a.to_string()));
+        let decided = Decision {
+            id: next_id(&mut tx, "desk_decisions").await?,
+            channel: diff.channel.clone(),
+            ageing_key: diff.ageing_key.clone(),
+            action,
+            comment: comment.to_string(),
+            decided_by: user.name.clone(),
+            decided_at: now(),
+            status,
+            reviewed_by: None,
+            reviewed_at: None,
+            category: diff.category.clone(),
+            match_key: diff.match_key.clone(),
+            channel_amount: diff.channel_amount,
+            platform_amount: diff.platform_amount,
+        };
+        let values = decision_values(&decided);
         let seq = audit::append(
             &mut tx,
-            &at,
+            &decided.decided_at,
             &user.name,
             "decide",
-            &subject,
+            &subject(&diff.channel, &diff.ageing_key),
             &audit::detail(&[
-                ("decision", id.into()),
+                ("decision", decided.id.into()),
                 ("action", action.name().into()),
                 ("comment", comment.into()),
                 ("status", status.name().into()),
                 ("version", (seen + 1).into()),
                 ("category", diff.category.as_str().into()),
-                ("channel_amount", amount(diff.channel_amount)),
-                ("platform_amount", amount(diff.platform_amount)),
+                ("channel_amount", text_of(diff.channel_amount)),
+                ("platform_amount", text_of(diff.platform_amount)),
             ]),
         )
         .await?;
@@ -527,38 +549,13 @@ impl Desk {
         tx.exec(
             &format!(
                 "INSERT INTO desk_decisions ({DECISION_COLUMNS}, audit_seq)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, NULL, $9, $10, $11, $12, $13)"
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
             ),
-            &[
-                id.into(),
-                diff.channel.as_str().into(),
-                diff.ageing_key.as_str().into(),
-                action.name().into(),
-                comment.into(),
-                user.name.as_str().into(),
-                at.as_str().into(),
-                status.name().into(),
-                diff.category.as_str().into(),
-                diff.match_key.clone().into(),
-                amount(diff.channel_amount),
-                amount(diff.platform_amount),
-                seq.into(),
-            ],
+            &[values, vec![seq.into()]].concat(),
         )
         .await?;
-        set_state(
-            &mut tx,
-            &diff.channel,
-            &diff.ageing_key,
-            seen,
-            Some(id),
-            seq,
-        )
-        .await?;
-        let decided = state_in(&mut tx, &diff.channel, &diff.ageing_key)
-            .await?
-            .decision
-            .ok_or_else(|| Error::Other(format!("decision {id} of {subject} was not kept")))?;
+        let (channel, key) = (&diff.channel, &diff.ageing_key);
+        set_state(&mut tx, channel, key, seen, Some(decided.id), seq).await?;
         tx.commit().await?;
         Ok(Ok(decided))
     }
@@ -580,13 +577,7 @@ impl Desk {
             return Ok(Err(Refusal::NoComment));
         }
         let mut tx = self.db.write().await?;
-        let rows = tx
-            .query(
-                &format!("SELECT {DECISION_COLUMNS} FROM desk_decisions WHERE id = $1"),
-                &[id.into()],
-            )
-            .await?;
-        let Some(d) = rows.first().map(|r| decision(r)).transpose()? else {
+        let Some(d) = decision_by_id(&mut tx, id).await? else {
             return Ok(Err(Refusal::NoDecision { id }));
         };
         let current = state_in(&mut tx, &d.channel, &d.ageing_key).await?;
@@ -627,25 +618,19 @@ impl Desk {
             &[
                 status.name().into(),
                 user.name.as_str().into(),
-                at.into(),
+                at.as_str().into(),
                 id.into(),
             ],
         )
         .await?;
         set_state(&mut tx, &d.channel, &d.ageing_key, seen, Some(id), seq).await?;
-        let rows = tx
-            .query(
-                &format!("SELECT {DECISION_COLUMNS} FROM desk_decisions WHERE id = $1"),
-                &[id.into()],
-            )
-            .await?;
-        let reviewed = rows
-            .first()
-            .map(|r| decision(r))
-            .transpose()?
-            .ok_or_else(|| Error::Other(format!("decision {id} was not kept")))?;
         tx.commit().await?;
-        Ok(Ok(reviewed))
+        Ok(Ok(Decision {
+            status,
+            reviewed_by: Some(user.name.clone()),
+            reviewed_at: Some(at),
+            ..d
+        }))
     }
 
     /// Adds a comment to a difference (a resolver's; it does not change the version, so a
@@ -700,16 +685,14 @@ impl Desk {
 
     /// A difference's comments, oldest first.
     pub async fn comments(&self, channel: &str, key: &str) -> Result<Vec<Comment>> {
-        let mut tx = self.db.read().await?;
-        let rows = tx
-            .query(
+        let rows = self
+            .select(
                 "SELECT id, author, at, text FROM desk_comments
                  WHERE channel = $1 AND ageing_key = $2 ORDER BY id",
                 &[channel.into(), key.into()],
             )
-            .await;
-        tx.rollback().await;
-        Ok(rows?
+            .await?;
+        Ok(rows
             .iter()
             .map(|r| Comment {
                 id: r[0].int().unwrap_or_default(),
@@ -779,6 +762,38 @@ impl Desk {
     }
 }
 
+/// An amount as the desk keeps it: its decimal text.
+fn text_of(amount: Option<Decimal>) -> Value {
+    Value::from(amount.map(|a| a.to_string()))
+}
+
+/// A decision's values in [`DECISION_COLUMNS`]' order.
+fn decision_values(d: &Decision) -> Vec<Value> {
+    vec![
+        d.id.into(),
+        d.channel.as_str().into(),
+        d.ageing_key.as_str().into(),
+        d.action.name().into(),
+        d.comment.as_str().into(),
+        d.decided_by.as_str().into(),
+        d.decided_at.as_str().into(),
+        d.status.name().into(),
+        d.reviewed_by.clone().into(),
+        d.reviewed_at.clone().into(),
+        d.category.as_str().into(),
+        d.match_key.clone().into(),
+        text_of(d.channel_amount),
+        text_of(d.platform_amount),
+    ]
+}
+
+/// Decision `id`, if there is one.
+async fn decision_by_id(tx: &mut Tx<'_>, id: i64) -> Result<Option<Decision>> {
+    let sql = format!("SELECT {DECISION_COLUMNS} FROM desk_decisions WHERE id = $1");
+    let rows = tx.query(&sql, &[id.into()]).await?;
+    rows.first().map(|r| decision(r)).transpose()
+}
+
 /// The next id of `table` (writes hold the writer lock, so no other transaction takes it).
 async fn next_id(tx: &mut Tx<'_>, table: &str) -> Result<i64> {
     let rows = tx
@@ -799,15 +814,7 @@ async fn state_in(tx: &mut Tx<'_>, channel: &str, key: &str) -> Result<State> {
         return Ok(State::default());
     };
     let decision = match r[1].int() {
-        Some(id) => {
-            let rows = tx
-                .query(
-                    &format!("SELECT {DECISION_COLUMNS} FROM desk_decisions WHERE id = $1"),
-                    &[id.into()],
-                )
-                .await?;
-            rows.first().map(|r| decision(r)).transpose()?
-        }
+        Some(id) => decision_by_id(tx, id).await?,
         None => None,
     };
     Ok(State {

@@ -5,8 +5,9 @@
 //! groups a query needs. Filters are expressions with literal values, never SQL text.
 
 use chrono::NaiveDate;
-use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::{Date32Type, Decimal128Type};
+use datafusion::arrow::array::{
+    Array, AsArray, Date32Array, Decimal128Array, RecordBatch, StringArray,
+};
 use datafusion::common::ScalarValue;
 use datafusion::functions_aggregate::expr_fn::{count, sum};
 use datafusion::logical_expr::{col, lit, Expr};
@@ -53,7 +54,7 @@ pub struct Filter {
 }
 
 /// What the list is sorted by (then by `diff_id`, so a page is always the same rows).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Sort {
     BillDate,
@@ -176,13 +177,23 @@ fn predicate(f: &Filter) -> Option<Expr> {
     all.into_iter().reduce(Expr::and)
 }
 
-fn decimal(b: &RecordBatch, name: &str, i: usize) -> Result<Option<Decimal>> {
+/// Column `name` of `b` as `T` (`what` names the type in the error).
+fn typed<T: Clone + 'static>(b: &RecordBatch, name: &str) -> Result<T> {
     let c = column(b, name, WHAT)?;
-    let a = c
-        .as_primitive_opt::<Decimal128Type>()
-        .ok_or_else(|| Error::Other(format!("{WHAT}: column {name:?} is {}", c.data_type())))?;
-    Ok(a.is_valid(i)
-        .then(|| Decimal::from_i128_with_scale(a.value(i), a.scale() as u32)))
+    c.as_any()
+        .downcast_ref::<T>()
+        .cloned()
+        .ok_or_else(|| Error::Other(format!("{WHAT}: column {name:?} is {}", c.data_type())))
+}
+
+fn decimal(a: &Decimal128Array, i: usize) -> Option<Decimal> {
+    a.is_valid(i)
+        .then(|| Decimal::from_i128_with_scale(a.value(i), a.scale() as u32))
+}
+
+fn date(a: &Date32Array, i: usize) -> Option<NaiveDate> {
+    a.is_valid(i)
+        .then(|| epoch() + chrono::Duration::days(i64::from(a.value(i))))
 }
 
 fn text(a: &StringArray, i: usize) -> Option<String> {
@@ -194,15 +205,6 @@ fn strings(b: &RecordBatch, name: &str) -> Result<StringArray> {
     let c = column(b, name, WHAT)?;
     let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?;
     Ok(c.as_string::<i32>().clone())
-}
-
-fn date(b: &RecordBatch, name: &str, i: usize) -> Result<Option<NaiveDate>> {
-    let c = column(b, name, WHAT)?;
-    let a = c
-        .as_primitive_opt::<Date32Type>()
-        .ok_or_else(|| Error::Other(format!("{WHAT}: column {name:?} is {}", c.data_type())))?;
-    Ok(a.is_valid(i)
-        .then(|| epoch() + chrono::Duration::days(i64::from(a.value(i)))))
 }
 
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
@@ -225,6 +227,15 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
         let (state, reason, match_key) = (state?, reason?, match_key?);
         let (merchant_order_id, channel_txn_id, platform_order_id) =
             (merchant_order_id?, channel_txn_id?, platform_order_id?);
+        let (bill_date, first_seen) = (
+            typed::<Date32Array>(b, "bill_date")?,
+            typed::<Date32Array>(b, "first_seen")?,
+        );
+        let [channel_amount, platform_amount, amount_delta] =
+            ["channel_amount", "platform_amount", "amount_delta"]
+                .map(|name| typed::<Decimal128Array>(b, name));
+        let (channel_amount, platform_amount, amount_delta) =
+            (channel_amount?, platform_amount?, amount_delta?);
         for i in 0..b.num_rows() {
             let need = |a: &StringArray, what: &str| {
                 text(a, i).ok_or_else(|| Error::Other(format!("a difference without {what}")))
@@ -233,19 +244,19 @@ fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
                 diff_id: need(&diff_id, "diff_id")?,
                 ageing_key: None,
                 channel: need(&channel, "channel")?,
-                bill_date: date(b, "bill_date", i)?
+                bill_date: date(&bill_date, i)
                     .ok_or_else(|| Error::Other("a difference without bill_date".into()))?,
                 category: need(&category, "category")?,
                 state: text(&state, i),
-                first_seen: date(b, "first_seen", i)?,
+                first_seen: date(&first_seen, i),
                 reason: text(&reason, i),
                 match_key: text(&match_key, i),
                 merchant_order_id: text(&merchant_order_id, i),
                 channel_txn_id: text(&channel_txn_id, i),
                 platform_order_id: text(&platform_order_id, i),
-                channel_amount: decimal(b, "channel_amount", i)?,
-                platform_amount: decimal(b, "platform_amount", i)?,
-                amount_delta: decimal(b, "amount_delta", i)?,
+                channel_amount: decimal(&channel_amount, i),
+                platform_amount: decimal(&platform_amount, i),
+                amount_delta: decimal(&amount_delta, i),
             });
         }
     }
@@ -365,9 +376,12 @@ pub async fn differences(
             .column(0)
             .as_primitive_opt::<datafusion::arrow::datatypes::Int64Type>();
         page.total = n.map_or(0, |n| n.value(0).max(0) as u64);
-        page.channel_sum = decimal(b, "c", 0)?.unwrap_or_default();
-        page.platform_sum = decimal(b, "p", 0)?.unwrap_or_default();
-        page.delta_sum = decimal(b, "d", 0)?.unwrap_or_default();
+        let sum = |name: &str| -> Result<Decimal> {
+            Ok(decimal(&typed::<Decimal128Array>(b, name)?, 0).unwrap_or_default())
+        };
+        page.channel_sum = sum("c")?;
+        page.platform_sum = sum("p")?;
+        page.delta_sum = sum("d")?;
     }
     let order = vec![
         f.sort.expr().sort(!f.descending, true),

@@ -10,55 +10,27 @@ use datafusion::arrow::array::{ArrayRef, AsArray, Decimal128Builder, RecordBatch
 use datafusion::arrow::datatypes::Decimal128Type;
 use rust_decimal::Decimal;
 
-use super::{decision, Desk, Status, DECISION_COLUMNS};
+use super::{decision, Decision, Desk, Status, DECISION_COLUMNS};
 use crate::error::{Error, Result};
 use crate::schema;
 use crate::stages::ageing::{column, Decided};
 
-/// One decision in force, with the difference as it was decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InForce {
-    pub ageing_key: String,
-    pub match_key: Option<String>,
-    pub action: String,
-    pub decided_by: String,
-    pub decided_at: String,
-    pub category: String,
-    pub channel_amount: Option<Decimal>,
-    pub platform_amount: Option<Decimal>,
-}
-
 impl Desk {
     /// The decisions in force on `channel`'s differences (the last decision of each, effective
-    /// and closing), by ageing key.
-    pub async fn in_force(&self, channel: &str) -> Result<Vec<InForce>> {
-        let mut tx = self.db.read().await?;
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT {DECISION_COLUMNS} FROM desk_decisions
-                     WHERE channel = $1 AND status = $2 AND id IN
-                         (SELECT decision_id FROM desk_state WHERE channel = $1)
-                     ORDER BY ageing_key"
-                ),
-                &[channel.into(), Status::Effective.name().into()],
-            )
-            .await;
-        tx.rollback().await;
+    /// and closing), in ageing-key order.
+    pub async fn in_force(&self, channel: &str) -> Result<Vec<Decision>> {
+        let sql = format!(
+            "SELECT {DECISION_COLUMNS} FROM desk_decisions
+             WHERE channel = $1 AND status = $2 AND id IN
+                 (SELECT decision_id FROM desk_state WHERE channel = $1)
+             ORDER BY ageing_key"
+        );
+        let rows = (self.select(&sql, &[channel.into(), Status::Effective.name().into()])).await?;
         let mut out = Vec::new();
-        for r in rows? {
+        for r in rows {
             let d = decision(&r)?;
             if d.action.closes() {
-                out.push(InForce {
-                    ageing_key: d.ageing_key,
-                    match_key: d.match_key,
-                    action: d.action.name().to_string(),
-                    decided_by: d.decided_by,
-                    decided_at: d.decided_at,
-                    category: d.category,
-                    channel_amount: d.channel_amount,
-                    platform_amount: d.platform_amount,
-                });
+                out.push(d);
             }
         }
         Ok(out)
@@ -82,7 +54,7 @@ fn cents(d: Option<Decimal>) -> Result<Option<i128>> {
 }
 
 /// `decisions` as a batch of [`schema::DECISIONS`].
-pub fn batch(decisions: &[InForce]) -> Result<RecordBatch> {
+pub fn batch(decisions: &[Decision]) -> Result<RecordBatch> {
     let mut s: Vec<StringBuilder> = (0..6).map(|_| StringBuilder::new()).collect();
     let mut m: Vec<Decimal128Builder> = (0..2)
         .map(|_| Decimal128Builder::new().with_data_type(schema::MONEY))
@@ -90,7 +62,7 @@ pub fn batch(decisions: &[InForce]) -> Result<RecordBatch> {
     for d in decisions {
         s[0].append_value(&d.ageing_key);
         s[1].append_option(d.match_key.as_deref());
-        s[2].append_value(&d.action);
+        s[2].append_value(d.action.name());
         s[3].append_value(&d.decided_by);
         s[4].append_value(&d.decided_at);
         s[5].append_value(&d.category);

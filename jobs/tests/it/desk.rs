@@ -35,6 +35,29 @@ fn config(database: &str) -> DeskConfig {
     }
 }
 
+/// The desk whose database `database` names (a SQLite file, or a PostgreSQL URL).
+async fn desk_at(database: &str) -> Desk {
+    Desk::open(&config(database), std::path::Path::new("."))
+        .await
+        .expect("open")
+}
+
+/// A SQLite desk in the file `path`.
+async fn sqlite_desk(path: &std::path::Path) -> Desk {
+    desk_at(&path.display().to_string()).await
+}
+
+/// [`scenarios`] and [`tampered`], each on a fresh desk whose database `at(i)` names.
+fn every_case(at: impl Fn(usize) -> String) {
+    let n = std::sync::atomic::AtomicUsize::new(0);
+    runtime().block_on(async {
+        let fresh =
+            async || desk_at(&at(n.fetch_add(1, std::sync::atomic::Ordering::SeqCst))).await;
+        scenarios(&fresh().await).await;
+        tampered(fresh).await;
+    });
+}
+
 /// Runs `sql` on the desk's own database (what someone with access to it could do).
 async fn tamper(desk: &Desk, sql: &str) {
     let mut tx = desk.db().write().await.expect("begin");
@@ -360,18 +383,11 @@ fn runtime() -> tokio::runtime::Runtime {
 #[test]
 fn decisions_and_the_audit_on_sqlite() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let n = std::sync::atomic::AtomicUsize::new(0);
-    runtime().block_on(async {
-        let fresh = async || {
-            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let path = tmp.path().join(format!("desk-{i}.sqlite"));
-            Desk::open(&config(&path.display().to_string()), tmp.path())
-                .await
-                .expect("open")
-        };
-        let desk = fresh().await;
-        scenarios(&desk).await;
-        tampered(fresh).await;
+    every_case(|i| {
+        tmp.path()
+            .join(format!("desk-{i}.sqlite"))
+            .display()
+            .to_string()
     });
 }
 
@@ -381,21 +397,11 @@ fn decisions_and_the_audit_on_postgres() {
         Ok(p) => p,
         Err(why) => return crate::services::unavailable("a PostgreSQL server", &why),
     };
-    let n = std::sync::atomic::AtomicUsize::new(0);
-    runtime().block_on(async {
-        let fresh = async || {
-            // A database of its own for each desk.
-            let i = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            pg.psql(&format!("CREATE DATABASE desk{i}"));
-            let base = pg.url.strip_suffix("/postgres").expect("the server's url");
-            let url = format!("{base}/desk{i}");
-            Desk::open(&config(&url), std::path::Path::new("."))
-                .await
-                .expect("open")
-        };
-        let desk = fresh().await;
-        scenarios(&desk).await;
-        tampered(fresh).await;
+    // A database of its own for each desk.
+    let base = pg.url.strip_suffix("/postgres").expect("the server's url");
+    every_case(|i| {
+        pg.psql(&format!("CREATE DATABASE desk{i}"));
+        format!("{base}/desk{i}")
     });
 }
 
@@ -405,10 +411,7 @@ fn decisions_and_the_audit_on_postgres() {
 fn concurrent_decisions_on_one_difference_leave_one_winner() {
     let tmp = tempfile::tempdir().expect("tmp");
     runtime().block_on(async {
-        let path = tmp.path().join("desk.sqlite");
-        let desk = Desk::open(&config(&path.display().to_string()), tmp.path())
-            .await
-            .expect("open");
+        let desk = sqlite_desk(&tmp.path().join("desk.sqlite")).await;
         let d = diff("k-race", "12.00");
         let tasks: Vec<_> = (0..8)
             .map(|i| {
@@ -447,12 +450,7 @@ fn audit_verify_names_an_edited_entry() {
     )
     .expect("config");
     runtime().block_on(async {
-        let desk = Desk::open(
-            &config(&tmp.path().join("state/desk.sqlite").display().to_string()),
-            tmp.path(),
-        )
-        .await
-        .expect("open");
+        let desk = sqlite_desk(&tmp.path().join("state/desk.sqlite")).await;
         scenarios(&desk).await;
     });
     let o = run(&["audit", "verify", "--config", cfg.to_str().expect("utf8")]);
@@ -474,12 +472,7 @@ fn audit_verify_names_an_edited_entry() {
         (Some(true), Some(9))
     );
     runtime().block_on(async {
-        let desk = Desk::open(
-            &config(&tmp.path().join("state/desk.sqlite").display().to_string()),
-            tmp.path(),
-        )
-        .await
-        .expect("open");
+        let desk = sqlite_desk(&tmp.path().join("state/desk.sqlite")).await;
         tamper(
             &desk,
             "UPDATE desk_audit SET actor = 'mallory' WHERE seq = 2",
