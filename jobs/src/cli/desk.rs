@@ -4,8 +4,10 @@
 use std::path::PathBuf;
 
 use reckon::config::{parse_date, Config};
+use reckon::desk::access::{add_token as add_token_to, add_user as add_user_to};
 use reckon::desk::query::{differences, Filter, Sort};
-use reckon::error::Result;
+use reckon::desk::Role;
+use reckon::error::{Error, Result};
 use rust_decimal::Decimal;
 
 use super::print_json;
@@ -15,6 +17,43 @@ pub enum Command {
     /// The committed differences of a range of days, filtered, counted, summed and paged:
     /// a table, then the page as one JSON line.
     List(ListArgs),
+    /// The desk's users (the users file of `[desk] users`).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// API tokens for scripts (the tokens file of `[desk] tokens`).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum UserCommand {
+    /// Adds a user, or replaces one of the same name. The password is read from standard
+    /// input (one line), never from the command line.
+    Add(UserArgs),
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Makes a token and prints it once; the tokens file keeps only its SHA-256.
+    Add(UserArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UserArgs {
+    #[arg(long)]
+    config: PathBuf,
+    #[arg(long)]
+    name: String,
+    /// viewer, resolver, approver or admin.
+    #[arg(long)]
+    role: Role,
+    /// No password: the user logs in through the trusted reverse proxy only.
+    #[arg(long)]
+    proxy_only: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,7 +101,55 @@ pub struct ListArgs {
 }
 
 pub async fn run(cmd: Command) -> Result<i32> {
-    let Command::List(a) = cmd;
+    match cmd {
+        Command::List(a) => list(a).await,
+        Command::User {
+            command: UserCommand::Add(a),
+        } => add_user(a),
+        Command::Token {
+            command: TokenCommand::Add(a),
+        } => add_token(a),
+    }
+}
+
+fn add_user(a: UserArgs) -> Result<i32> {
+    let config = Config::load(&a.config)?;
+    let path = config.desk.users_file(&config.base_dir);
+    let password = if a.proxy_only {
+        None
+    } else {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| Error::Other(format!("reading the password from standard input: {e}")))?;
+        let p = line.trim_end_matches(['\r', '\n']).to_string();
+        if p.chars().count() < 12 {
+            return Err(Error::Config(
+                "the password (standard input) must have at least 12 characters".into(),
+            ));
+        }
+        Some(p)
+    };
+    add_user_to(&path, &a.name, a.role, password.as_deref())?;
+    eprintln!("{} is a {} in {}", a.name, a.role.name(), path.display());
+    Ok(0)
+}
+
+fn add_token(a: UserArgs) -> Result<i32> {
+    let config = Config::load(&a.config)?;
+    let path = config.desk.tokens_file(&config.base_dir);
+    let token = add_token_to(&path, &a.name, a.role)?;
+    eprintln!(
+        "a token for {} ({}) is kept in {} as its SHA-256; it is shown once, here:",
+        a.name,
+        a.role.name(),
+        path.display()
+    );
+    println!("{token}");
+    Ok(0)
+}
+
+async fn list(a: ListArgs) -> Result<i32> {
     let config = Config::load(&a.config)?;
     let channels = config.channel_names(&[])?;
     let from = parse_date(&a.from)?;
@@ -76,6 +163,7 @@ pub async fn run(cmd: Command) -> Result<i32> {
         max_amount: a.max_amount,
         first_seen_by: a.first_seen_by.as_deref().map(parse_date).transpose()?,
         search: a.search,
+        keys: None,
         sort: a.sort,
         descending: a.desc,
         page: a.page,

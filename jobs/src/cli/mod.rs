@@ -10,6 +10,7 @@ mod normalize;
 mod replicate;
 mod report;
 mod run;
+mod serve;
 mod sql;
 mod stage;
 mod status;
@@ -59,7 +60,9 @@ pub enum Command {
     Replicate(replicate::Args),
     /// Check committed days: with --replica, that the replica holds them byte for byte.
     Verify(verify::Args),
-    /// The review desk's list of differences.
+    /// The review desk in a browser: its pages, logins and decisions.
+    Serve(serve::Args),
+    /// The review desk from the command line: its list of differences, its users and tokens.
     Desk {
         #[command(subcommand)]
         command: desk::Command,
@@ -108,6 +111,7 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Replicate(a) => replicate::run(a).await,
         Command::Audit { command } => audit::run(command).await,
         Command::Desk { command } => desk::run(command).await,
+        Command::Serve(a) => serve::run(a).await,
         Command::Verify(a) => verify::run(a).await,
         Command::Cluster { command } => cluster::run(command),
         Command::Sql { command } => sql::run(command).await,

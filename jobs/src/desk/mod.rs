@@ -8,10 +8,16 @@
 //! person saw (optimistic concurrency: a second person deciding at once is refused and shown
 //! the first decision), writes the change, and appends its audit entry ([`audit`]).
 
+pub mod access;
 pub mod audit;
 pub mod db;
+pub mod detail;
+pub mod exchange;
+pub mod overview;
 pub mod query;
+pub mod runs;
 pub mod snapshot;
+pub mod web;
 
 use std::fmt;
 use std::path::Path;
@@ -198,7 +204,7 @@ impl FromStr for Status {
 }
 
 /// The difference a person decides, as the desk showed it (what a rerun may later change).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Difference {
     pub channel: String,
     pub ageing_key: String,
@@ -219,6 +225,16 @@ impl Difference {
             .max()
             .unwrap_or_default()
     }
+}
+
+/// One decision of many ([`Desk::decide_all`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub diff: Difference,
+    /// The version the person saw; None (a bulk decision): any, if it is not decided yet.
+    pub seen: Option<i64>,
+    pub action: Action,
+    pub comment: String,
 }
 
 /// A decision, as kept.
@@ -262,6 +278,13 @@ pub struct State {
 }
 
 impl State {
+    /// Its decision waits for an approver.
+    pub fn pending(&self) -> bool {
+        self.decision
+            .as_ref()
+            .is_some_and(|d| d.status == Status::PendingApproval)
+    }
+
     /// Closed by a decision in force.
     pub fn decided(&self) -> bool {
         self.decision
@@ -288,6 +311,8 @@ pub enum Refusal {
     NoDecision { id: i64 },
     /// Nothing to reopen: the difference is open.
     NothingToReopen,
+    /// A bulk decision leaves a decided difference (or one waiting for approval) alone.
+    AlreadyDecided { current: Box<State> },
 }
 
 impl fmt::Display for Refusal {
@@ -324,6 +349,16 @@ impl fmt::Display for Refusal {
             }
             Refusal::NoDecision { id } => write!(f, "no decision {id}"),
             Refusal::NothingToReopen => f.write_str("the difference is open: nothing to reopen"),
+            Refusal::AlreadyDecided { current } => write!(
+                f,
+                "already decided{}",
+                current.decision.as_ref().map_or(String::new(), |d| format!(
+                    ": {} by {} ({})",
+                    d.action,
+                    d.decided_by,
+                    d.status.name()
+                ))
+            ),
         }
     }
 }
@@ -389,6 +424,45 @@ pub struct DeskConfig {
     pub four_eyes_above: Option<Decimal>,
     /// Connect timeout for PostgreSQL, in seconds (default 10).
     pub timeout_secs: Option<u64>,
+    /// The users file (`name:role:argon2 hash` lines; default `desk-users` beside the
+    /// config). `reckon desk user add` writes it.
+    pub users: Option<String>,
+    /// The API tokens file (`name:role:sha256` lines; default `desk-tokens` beside the
+    /// config). `reckon desk token add` writes it.
+    pub tokens: Option<String>,
+    /// Addresses of reverse proxies whose user header is believed (default: none).
+    #[serde(default)]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The header such a proxy names its user in (default `X-Forwarded-User`).
+    pub proxy_header: Option<String>,
+    /// Where `reckon serve` listens (default `127.0.0.1:8080`).
+    pub listen: Option<String>,
+    /// How long a login lasts, in hours (default 12).
+    pub session_hours: Option<u64>,
+}
+
+impl DeskConfig {
+    /// Who may use the desk: the users and tokens files and the trusted proxies.
+    pub fn access(&self, base_dir: &Path) -> Result<access::Access> {
+        access::Access::load(
+            &self.users_file(base_dir),
+            &self.tokens_file(base_dir),
+            self.trusted_proxies.clone(),
+            self.proxy_header
+                .as_deref()
+                .unwrap_or(access::DEFAULT_PROXY_HEADER),
+        )
+    }
+
+    /// The users file's path.
+    pub fn users_file(&self, base_dir: &Path) -> std::path::PathBuf {
+        access::beside(base_dir, self.users.as_deref(), access::DEFAULT_USERS)
+    }
+
+    /// The tokens file's path.
+    pub fn tokens_file(&self, base_dir: &Path) -> std::path::PathBuf {
+        access::beside(base_dir, self.tokens.as_deref(), access::DEFAULT_TOKENS)
+    }
 }
 
 /// Where a reconcile takes the decisions in force from.
@@ -459,6 +533,71 @@ impl Desk {
             .collect()
     }
 
+    /// The ageing keys of the differences assigned to `assignee` and, with `decided`, of
+    /// those closed by a decision in force (`Some(true)`) or not (`Some(false)`: every
+    /// difference the desk holds that is not closed; one it never saw is not listed).
+    pub async fn keys(
+        &self,
+        channels: &[String],
+        assignee: Option<&str>,
+        decided: Option<bool>,
+    ) -> Result<Vec<String>> {
+        let closed = format!(
+            "(d.status = '{}' AND d.action <> '{}')",
+            Status::Effective.name(),
+            Action::Reopen.name()
+        );
+        let mut sql = String::from(
+            "SELECT s.ageing_key, s.channel FROM desk_state s
+             LEFT JOIN desk_decisions d ON d.id = s.decision_id WHERE 1 = 1",
+        );
+        let mut params: Vec<Value> = Vec::new();
+        if let Some(a) = assignee {
+            params.push(a.into());
+            sql.push_str(&format!(" AND s.assignee = ${}", params.len()));
+        }
+        match decided {
+            Some(true) => sql.push_str(&format!(" AND {closed}")),
+            Some(false) => sql.push_str(&format!(" AND NOT COALESCE({closed}, FALSE)")),
+            None => {}
+        }
+        Ok(self
+            .select(&sql, &params)
+            .await?
+            .iter()
+            .filter(|r| channels.iter().any(|c| Some(c.as_str()) == r[1].text()))
+            .filter_map(|r| r[0].text().map(str::to_string))
+            .collect())
+    }
+
+    /// Every difference of `channel` the desk holds, by ageing key (one never touched is
+    /// absent: its state is the default).
+    pub async fn states(&self, channel: &str) -> Result<std::collections::HashMap<String, State>> {
+        let columns: Vec<String> = DECISION_COLUMNS
+            .split(", ")
+            .map(|c| format!("d.{c}"))
+            .collect();
+        let sql = format!(
+            "SELECT s.ageing_key, s.version, s.assignee, {} FROM desk_state s
+             LEFT JOIN desk_decisions d ON d.id = s.decision_id WHERE s.channel = $1",
+            columns.join(", ")
+        );
+        let mut out = std::collections::HashMap::new();
+        for r in self.select(&sql, &[channel.into()]).await? {
+            let decision = match r[3].int() {
+                Some(_) => Some(decision(&r[3..])?),
+                None => None,
+            };
+            let state = State {
+                version: r[1].int().unwrap_or_default(),
+                decision,
+                assignee: r[2].text().map(str::to_string),
+            };
+            out.insert(r[0].text().unwrap_or_default().to_string(), state);
+        }
+        Ok(out)
+    }
+
     /// The rows of one query, in a transaction of its own.
     async fn select(&self, sql: &str, params: &[Value]) -> Result<Vec<db::Row>> {
         let mut tx = self.db.read().await?;
@@ -476,25 +615,72 @@ impl Desk {
         action: Action,
         comment: &str,
     ) -> Result<Outcome<Decision>> {
+        let mut tx = self.db.write().await?;
+        let done = self
+            .decide_in(&mut tx, user, diff, Some(seen), action, comment)
+            .await?;
+        if done.is_ok() {
+            tx.commit().await?;
+        }
+        Ok(done)
+    }
+
+    /// Makes many decisions at once (a bulk decision, an import) in one transaction: each
+    /// change is checked as [`Desk::decide`] checks one, a refused one writes nothing, and the
+    /// rest go ahead. Its outcomes, in the order of `changes`.
+    pub async fn decide_all(
+        &self,
+        user: &User,
+        changes: &[Change],
+    ) -> Result<Vec<Outcome<Decision>>> {
+        let mut tx = self.db.write().await?;
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            out.push(
+                self.decide_in(&mut tx, user, &c.diff, c.seen, c.action, &c.comment)
+                    .await?,
+            );
+        }
+        if out.iter().any(|o| o.is_ok()) {
+            tx.commit().await?;
+        }
+        Ok(out)
+    }
+
+    /// [`Desk::decide`] in the transaction `tx` (nothing written when refused). `seen` None:
+    /// any version, as long as the difference is not decided (a bulk decision).
+    async fn decide_in(
+        &self,
+        tx: &mut Tx<'_>,
+        user: &User,
+        diff: &Difference,
+        seen: Option<i64>,
+        action: Action,
+        comment: &str,
+    ) -> Result<Outcome<Decision>> {
         if let Err(r) = user.may(Role::Resolver) {
             return Ok(Err(r));
         }
         if comment.trim().is_empty() {
             return Ok(Err(Refusal::NoComment));
         }
-        let mut tx = self.db.write().await?;
-        let current = state_in(&mut tx, &diff.channel, &diff.ageing_key).await?;
+        let current = state_in(tx, &diff.channel, &diff.ageing_key).await?;
+        let seen = match seen {
+            Some(seen) => seen,
+            None if current.decided() || current.pending() => {
+                return Ok(Err(Refusal::AlreadyDecided {
+                    current: Box::new(current),
+                }))
+            }
+            None => current.version,
+        };
         if current.version != seen {
             return Ok(Err(Refusal::Stale {
                 seen,
                 current: Box::new(current),
             }));
         }
-        let open = !current.decided()
-            && !current
-                .decision
-                .as_ref()
-                .is_some_and(|d| d.status == Status::PendingApproval);
+        let open = !current.decided() && !current.pending();
         if action == Action::Reopen && open {
             return Ok(Err(Refusal::NothingToReopen));
         }
@@ -503,7 +689,7 @@ impl Desk {
             _ => Status::Effective,
         };
         let decided = Decision {
-            id: next_id(&mut tx, "desk_decisions").await?,
+            id: next_id(tx, "desk_decisions").await?,
             channel: diff.channel.clone(),
             ageing_key: diff.ageing_key.clone(),
             action,
@@ -520,7 +706,7 @@ impl Desk {
         };
         let values = decision_values(&decided);
         let seq = audit::append(
-            &mut tx,
+            tx,
             &decided.decided_at,
             &user.name,
             "decide",
@@ -555,8 +741,7 @@ impl Desk {
         )
         .await?;
         let (channel, key) = (&diff.channel, &diff.ageing_key);
-        set_state(&mut tx, channel, key, seen, Some(decided.id), seq).await?;
-        tx.commit().await?;
+        set_state(tx, channel, key, seen, Some(decided.id), seq).await?;
         Ok(Ok(decided))
     }
 

@@ -46,11 +46,21 @@ pub struct Filter {
     /// An id or key, exactly: `diff_id`, `match_key`, the channel's, the merchant's or the
     /// platform's order id, or the refund id.
     pub search: Option<String>,
+    /// Only (or, with `include` false, all but) the differences of these ageing keys: what
+    /// the desk's assignee and decided filters select.
+    pub keys: Option<Keys>,
     pub sort: Sort,
     pub descending: bool,
     /// From 0.
     pub page: usize,
     pub page_size: usize,
+}
+
+/// Differences picked by ageing key (see [`Filter::keys`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Keys {
+    pub keys: Vec<String>,
+    pub include: bool,
 }
 
 /// What the list is sorted by (then by `diff_id`, so a page is always the same rows).
@@ -178,7 +188,7 @@ fn predicate(f: &Filter) -> Option<Expr> {
 }
 
 /// Column `name` of `b` as `T` (`what` names the type in the error).
-fn typed<T: Clone + 'static>(b: &RecordBatch, name: &str) -> Result<T> {
+pub(crate) fn typed<T: Clone + 'static>(b: &RecordBatch, name: &str) -> Result<T> {
     let c = column(b, name, WHAT)?;
     c.as_any()
         .downcast_ref::<T>()
@@ -186,22 +196,22 @@ fn typed<T: Clone + 'static>(b: &RecordBatch, name: &str) -> Result<T> {
         .ok_or_else(|| Error::Other(format!("{WHAT}: column {name:?} is {}", c.data_type())))
 }
 
-fn decimal(a: &Decimal128Array, i: usize) -> Option<Decimal> {
+pub(crate) fn decimal(a: &Decimal128Array, i: usize) -> Option<Decimal> {
     a.is_valid(i)
         .then(|| Decimal::from_i128_with_scale(a.value(i), a.scale() as u32))
 }
 
-fn date(a: &Date32Array, i: usize) -> Option<NaiveDate> {
+pub(crate) fn date(a: &Date32Array, i: usize) -> Option<NaiveDate> {
     a.is_valid(i)
         .then(|| epoch() + chrono::Duration::days(i64::from(a.value(i))))
 }
 
-fn text(a: &StringArray, i: usize) -> Option<String> {
+pub(crate) fn text(a: &StringArray, i: usize) -> Option<String> {
     a.is_valid(i).then(|| a.value(i).to_string())
 }
 
 /// Column `name` of `b` as plain strings (an engine may hand out views).
-fn strings(b: &RecordBatch, name: &str) -> Result<StringArray> {
+pub(crate) fn strings(b: &RecordBatch, name: &str) -> Result<StringArray> {
     let c = column(b, name, WHAT)?;
     let c = datafusion::arrow::compute::cast(c, &datafusion::arrow::datatypes::DataType::Utf8)?;
     Ok(c.as_string::<i32>().clone())
@@ -322,6 +332,30 @@ async fn ageing_keys(
     Ok(out)
 }
 
+/// The `diff_id`s the ledgers give the ageing keys `keys`.
+async fn diff_ids(
+    ctx: &SessionContext,
+    ledgers: &[String],
+    keys: &[String],
+) -> Result<Vec<String>> {
+    if ledgers.is_empty() || keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let table = crate::engine::listing(ctx, "the committed ledgers", ledgers).await?;
+    let batches = ctx
+        .read_table(table)?
+        .filter(col("ageing_key").in_list(texts(keys), false))?
+        .select_columns(&["diff_id"])?
+        .collect()
+        .await?;
+    let mut out = Vec::new();
+    for b in &batches {
+        let id = strings(b, "diff_id")?;
+        out.extend((0..b.num_rows()).filter_map(|i| text(&id, i)));
+    }
+    Ok(out)
+}
+
 /// The page of differences `f` asks for, among the committed days of `channels` (`ctx`: a
 /// session that can read the storage root).
 pub async fn differences(
@@ -357,6 +391,15 @@ pub async fn differences(
     let mut df = ctx.read_table(table)?;
     if let Some(p) = predicate(f) {
         df = df.filter(p)?;
+    }
+    if let Some(k) = &f.keys {
+        let ids = diff_ids(ctx, &ledgers, &k.keys).await?;
+        if k.include && ids.is_empty() {
+            return Ok(page);
+        }
+        if !ids.is_empty() {
+            df = df.filter(col("diff_id").in_list(texts(&ids), !k.include))?;
+        }
     }
     let totals = df
         .clone()

@@ -32,6 +32,7 @@ fn config(database: &str) -> DeskConfig {
         database: Some(database.into()),
         four_eyes_above: Some(Decimal::from_str("1000.00").expect("limit")),
         timeout_secs: Some(10),
+        ..DeskConfig::default()
     }
 }
 
@@ -537,6 +538,7 @@ fn the_differences_list_counts_sums_searches_and_pages_committed_days() {
         max_amount: None,
         first_seen_by: None,
         search: None,
+        keys: None,
         sort: Sort::DiffId,
         descending: false,
         page: 0,

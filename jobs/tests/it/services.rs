@@ -36,6 +36,15 @@ pub fn venv(name: &str, packages: &[&str]) -> Result<PathBuf, String> {
         return Ok(dir);
     }
     std::fs::create_dir_all(cache()).map_err(|e| e.to_string())?;
+    // Tests running at once on a new machine make each venv once: the first to hold the
+    // lock installs it, the others wait for it and find it made.
+    let lock = std::fs::File::create(cache().join(format!("{name}.lock")))
+        .map_err(|e| format!("the lock of venv {name}: {e}"))?;
+    lock.lock()
+        .map_err(|e| format!("the lock of venv {name}: {e}"))?;
+    if marker.exists() {
+        return Ok(dir);
+    }
     let ok = Command::new("python3")
         .args(["-m", "venv"])
         .arg(&dir)
