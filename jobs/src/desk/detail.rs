@@ -6,7 +6,7 @@
 use chrono::NaiveDate;
 use datafusion::arrow::array::{Array, Date32Array, Decimal128Array, RecordBatch, StringArray};
 use datafusion::arrow::util::display::array_value_to_string;
-use datafusion::logical_expr::{col, lit};
+use datafusion::logical_expr::{col, lit, Expr};
 use datafusion::prelude::SessionContext;
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -72,15 +72,14 @@ impl Detail {
     }
 }
 
-/// The committed day's rows of `area/name` where `column = value`.
+/// The committed day's rows of `results/…/name` that `filter` keeps (None: not committed).
 async fn rows_where(
     store: &Store,
     ctx: &SessionContext,
     channel: &str,
     day: NaiveDate,
     name: &str,
-    column: &str,
-    value: &str,
+    filter: Expr,
 ) -> Result<Option<Vec<RecordBatch>>> {
     let Some(c) = store.committed(channel, day).await? else {
         return Ok(None);
@@ -89,11 +88,7 @@ async fn rows_where(
         return Ok(None);
     };
     let table = crate::engine::listing(ctx, name, &[store.url(&file.path)]).await?;
-    let batches = ctx
-        .read_table(table)?
-        .filter(col(column).eq(lit(value)))?
-        .collect()
-        .await?;
+    let batches = ctx.read_table(table)?.filter(filter)?.collect().await?;
     Ok(Some(batches))
 }
 
@@ -114,8 +109,7 @@ pub async fn detail(
         channel,
         day,
         "diffs.parquet",
-        "diff_id",
-        diff_id,
+        col("diff_id").eq(lit(diff_id)),
     )
     .await?
     else {
@@ -162,26 +156,19 @@ pub async fn detail(
         channel,
         day,
         "ledger.parquet",
-        "diff_id",
-        diff_id,
+        col("diff_id").eq(lit(diff_id)),
     )
     .await?
     .unwrap_or_default();
     let Some(entry) = ledger.iter().find(|b| b.num_rows() > 0) else {
         return Ok(Some(detail));
     };
-    let key = text(&strings(entry, "ageing_key")?, 0).unwrap_or_default();
-    let money = |name: &str| -> Result<Option<Decimal>> {
-        Ok(decimal(&typed::<Decimal128Array>(entry, name)?, 0))
-    };
-    detail.difference = Some(Difference {
-        channel: channel.to_string(),
-        ageing_key: key.clone(),
-        category: text(&strings(entry, "category")?, 0).unwrap_or_default(),
-        match_key: text(&strings(entry, "match_key")?, 0),
-        channel_amount: money("channel_amount")?,
-        platform_amount: money("platform_amount")?,
-    });
+    let diff = ledger_differences(entry, channel)?.into_iter().next();
+    let key = diff
+        .as_ref()
+        .map(|(_, d)| d.ageing_key.clone())
+        .unwrap_or_default();
+    detail.difference = diff.map(|(_, d)| d);
     detail.first_seen = date(&typed::<Date32Array>(entry, "first_seen")?, 0);
     let from = detail
         .first_seen
@@ -205,8 +192,15 @@ async fn history(
     let mut d = from;
     let mut after = 0;
     loop {
-        let batches =
-            rows_where(store, ctx, channel, d, "ledger.parquet", "ageing_key", key).await?;
+        let batches = rows_where(
+            store,
+            ctx,
+            channel,
+            d,
+            "ledger.parquet",
+            col("ageing_key").eq(lit(key)),
+        )
+        .await?;
         if d > at {
             // Past the day shown: follow it until it leaves the ledger (or a week of gaps).
             match &batches {
@@ -264,48 +258,43 @@ pub async fn differences_of(
     day: NaiveDate,
     ids: &[String],
 ) -> Result<std::collections::HashMap<String, Difference>> {
-    let mut out = std::collections::HashMap::new();
-    let Some(c) = store.committed(channel, day).await? else {
-        return Ok(out);
-    };
-    let Some(file) = c.file("results", "ledger.parquet") else {
-        return Ok(out);
-    };
     store.register(ctx);
-    let table = crate::engine::listing(ctx, "ledger.parquet", &[store.url(&file.path)]).await?;
-    let wanted: Vec<datafusion::logical_expr::Expr> = ids.iter().map(|i| lit(i.as_str())).collect();
-    let batches = ctx
-        .read_table(table)?
-        .filter(col("diff_id").in_list(wanted, false))?
-        .collect()
-        .await?;
+    let wanted: Vec<Expr> = ids.iter().map(|i| lit(i.as_str())).collect();
+    let filter = col("diff_id").in_list(wanted, false);
+    let batches = rows_where(store, ctx, channel, day, "ledger.parquet", filter)
+        .await?
+        .unwrap_or_default();
+    let mut out = std::collections::HashMap::new();
     for b in &batches {
-        let (id, key, category, match_key) = (
-            strings(b, "diff_id")?,
-            strings(b, "ageing_key")?,
-            strings(b, "category")?,
-            strings(b, "match_key")?,
-        );
-        let (ca, pa) = (
-            typed::<Decimal128Array>(b, "channel_amount")?,
-            typed::<Decimal128Array>(b, "platform_amount")?,
-        );
-        for i in 0..b.num_rows() {
-            let Some(diff_id) = text(&id, i) else {
-                continue;
-            };
-            out.insert(
-                diff_id,
-                Difference {
-                    channel: channel.to_string(),
-                    ageing_key: text(&key, i).unwrap_or_default(),
-                    category: text(&category, i).unwrap_or_default(),
-                    match_key: text(&match_key, i),
-                    channel_amount: decimal(&ca, i),
-                    platform_amount: decimal(&pa, i),
-                },
-            );
-        }
+        out.extend(ledger_differences(b, channel)?);
     }
     Ok(out)
+}
+
+/// Each entry of a ledger batch as the desk decides it: (`diff_id`, the difference); an entry
+/// without a `diff_id` (resolved on an earlier day) is left out.
+fn ledger_differences(b: &RecordBatch, channel: &str) -> Result<Vec<(String, Difference)>> {
+    let (id, key, category, match_key) = (
+        strings(b, "diff_id")?,
+        strings(b, "ageing_key")?,
+        strings(b, "category")?,
+        strings(b, "match_key")?,
+    );
+    let (ca, pa) = (
+        typed::<Decimal128Array>(b, "channel_amount")?,
+        typed::<Decimal128Array>(b, "platform_amount")?,
+    );
+    Ok((0..b.num_rows())
+        .filter_map(|i| {
+            let diff = Difference {
+                channel: channel.to_string(),
+                ageing_key: text(&key, i).unwrap_or_default(),
+                category: text(&category, i).unwrap_or_default(),
+                match_key: text(&match_key, i),
+                channel_amount: decimal(&ca, i),
+                platform_amount: decimal(&pa, i),
+            };
+            text(&id, i).map(|id| (id, diff))
+        })
+        .collect())
 }

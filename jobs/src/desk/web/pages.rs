@@ -146,7 +146,7 @@ pub async fn overview(
                 .map(|(x, y, _)| format!("{x},{y}"))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let first_seen_from = |o: &view::Open| OpenView {
+            let open_view = |o: &view::Open| OpenView {
                 category: o.category.clone(),
                 count: o.count,
                 channel_amount: o.channel_amount,
@@ -161,7 +161,7 @@ pub async fn overview(
                 low: percent(low),
                 last_rate: rates.last().map(|r| percent(r.2)),
                 latest: c.latest,
-                open: c.open.iter().map(first_seen_from).collect(),
+                open: c.open.iter().map(open_view).collect(),
                 ageing: view::AGE_BUCKETS
                     .iter()
                     .copied()
