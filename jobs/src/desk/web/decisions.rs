@@ -287,13 +287,8 @@ fn import_page(caller: &Caller, checked: &[Checked], carried: String) -> ImportP
 /// `GET /differences/import`: the upload form.
 pub async fn import_form(caller: Caller) -> Response {
     html(ImportPage {
-        chrome: Chrome::of(&caller, None),
         tally: None,
-        lines: Vec::new(),
-        carried: String::new(),
-        applied: false,
-        done: 0,
-        failed: 0,
+        ..import_page(&caller, &[], String::new())
     })
 }
 

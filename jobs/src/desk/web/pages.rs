@@ -59,6 +59,14 @@ async fn latest_day(app: &Shared) -> Web<NaiveDate> {
     Ok(latest.unwrap_or_else(|| chrono::Utc::now().date_naive()))
 }
 
+/// The page's last day: `to` when given, else [`latest_day`].
+async fn to_or_latest(app: &Shared, to: Option<&str>) -> Web<NaiveDate> {
+    match to.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => parse_date(s, "to"),
+        None => latest_day(app).await,
+    }
+}
+
 #[derive(Deserialize)]
 pub struct OverviewQuery {
     to: Option<String>,
@@ -110,10 +118,7 @@ pub async fn overview(
     caller: Caller,
     axum::extract::Query(q): axum::extract::Query<OverviewQuery>,
 ) -> Web<Response> {
-    let to = match q.to.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => parse_date(s, "to")?,
-        None => latest_day(&app).await?,
-    };
+    let to = to_or_latest(&app, q.to.as_deref()).await?;
     let days = q.days.unwrap_or(14).clamp(1, 366);
     let from = to - chrono::Duration::days(i64::from(days) - 1);
     let (w, h) = (420u32, 140u32);
@@ -306,11 +311,7 @@ impl ListForm {
 
     /// The typed filter (`latest`: the default last day), with the desk's key sets resolved.
     pub async fn filter(&mut self, app: &Shared) -> Web<Filter> {
-        let to = if self.to.is_empty() {
-            latest_day(app).await?
-        } else {
-            parse_date(&self.to, "to")?
-        };
+        let to = to_or_latest(app, Some(&self.to)).await?;
         let from = if self.from.is_empty() {
             to - chrono::Duration::days(6)
         } else {
@@ -865,10 +866,7 @@ pub async fn runs(
     caller: Caller,
     axum::extract::Query(q): axum::extract::Query<RunsQuery>,
 ) -> Web<Response> {
-    let to = match q.to.as_deref().filter(|s| !s.is_empty()) {
-        Some(s) => parse_date(s, "to")?,
-        None => latest_day(&app).await?,
-    };
+    let to = to_or_latest(&app, q.to.as_deref()).await?;
     let from = match q.from.as_deref().filter(|s| !s.is_empty()) {
         Some(s) => parse_date(s, "from")?,
         None => to - chrono::Duration::days(13),
