@@ -303,6 +303,16 @@ async fn files(
     Ok((diffs, ledgers, missing))
 }
 
+/// `ctx` (its object stores and memory) with its filters evaluated inside the Parquet scan:
+/// for a few rows picked by id out of a day's, whose other columns are then decoded for them
+/// alone. (Not for the list's own filters: most keep many rows, and decoding their columns in
+/// the scan and again for the output costs more than it saves.)
+fn pushing_down(ctx: &SessionContext) -> SessionContext {
+    let mut config = ctx.copied_config();
+    config.options_mut().execution.parquet.pushdown_filters = true;
+    SessionContext::new_with_config_rt(config, ctx.runtime_env())
+}
+
 /// The ageing keys of the differences `ids`, from the ledgers (each day's ledger names the
 /// key of every difference of that day, by its `diff_id`).
 async fn ageing_keys(
@@ -401,19 +411,27 @@ pub async fn differences(
             df = df.filter(col("diff_id").in_list(texts(&ids), !k.include))?;
         }
     }
-    let totals = df
+    // The count and sums, and the page's ids (sorting only the sort key and the id: a day's
+    // differences are never decoded whole for one page), side by side on the two scans.
+    let size = f.page_size.max(1);
+    let totals = df.clone().aggregate(
+        vec![],
+        vec![
+            count(lit(1)).alias("n"),
+            sum(col("channel_amount")).alias("c"),
+            sum(col("platform_amount")).alias("p"),
+            sum(col("amount_delta")).alias("d"),
+        ],
+    )?;
+    let first = df
         .clone()
-        .aggregate(
-            vec![],
-            vec![
-                count(lit(1)).alias("n"),
-                sum(col("channel_amount")).alias("c"),
-                sum(col("platform_amount")).alias("p"),
-                sum(col("amount_delta")).alias("d"),
-            ],
-        )?
-        .collect()
-        .await?;
+        .select(vec![f.sort.expr().alias("sort_key"), col("diff_id")])?
+        .sort(vec![
+            col("sort_key").sort(!f.descending, true),
+            col("diff_id").sort(!f.descending, true),
+        ])?
+        .limit(f.page.saturating_mul(size), Some(size))?;
+    let (totals, first) = tokio::try_join!(totals.collect(), first.collect())?;
     if let Some(b) = totals.first().filter(|b| b.num_rows() == 1) {
         let n = b
             .column(0)
@@ -426,19 +444,31 @@ pub async fn differences(
         page.platform_sum = sum("p")?;
         page.delta_sum = sum("d")?;
     }
+    let mut ids = Vec::new();
+    for b in &first {
+        let id = strings(b, "diff_id")?;
+        ids.extend((0..b.num_rows()).filter_map(|i| text(&id, i)));
+    }
     let order = vec![
         f.sort.expr().sort(!f.descending, true),
         col("diff_id").sort(!f.descending, true),
     ];
-    let size = f.page_size.max(1);
-    let batches = df
+    // Then the page's rows, whose other columns the Parquet reader decodes for them alone
+    // (the session filters inside the scan).
+    if ids.is_empty() {
+        return Ok(page);
+    }
+    let lookup = pushing_down(ctx);
+    let table = crate::engine::listing(&lookup, "the committed differences", &urls).await?;
+    let batches = lookup
+        .read_table(table)?
+        .filter(col("diff_id").in_list(texts(&ids), false))?
         .sort(order)?
-        .limit(f.page.saturating_mul(size), Some(size))?
         .collect()
         .await?;
     page.rows = rows(&batches)?;
     let ids: Vec<String> = page.rows.iter().map(|r| r.diff_id.clone()).collect();
-    let keys = ageing_keys(ctx, &ledgers, &ids).await?;
+    let keys = ageing_keys(&lookup, &ledgers, &ids).await?;
     for r in &mut page.rows {
         r.ageing_key = keys.get(&r.diff_id).cloned();
     }

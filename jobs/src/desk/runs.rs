@@ -29,8 +29,8 @@ pub struct Run {
     pub rows_rejected: Option<u64>,
     pub diff_rows: Option<u64>,
     pub match_rate: Option<f64>,
-    /// The day's `rejected.parquet`, relative to the storage root.
-    rejected: Option<String>,
+    /// The files of the day's rejected table, relative to the storage root.
+    rejected: Vec<String>,
 }
 
 /// A bill row normalize refused.
@@ -41,6 +41,9 @@ pub struct Rejected {
     pub reason: String,
     pub raw: String,
 }
+
+/// Where normalize publishes the bill rows it rejected, relative to the storage root.
+const REJECTED_TABLE: &str = "rejected/";
 
 /// The channel-day's run: the committed day's record, else the working manifest's.
 pub async fn run(store: &Store, channel: &str, date: NaiveDate) -> Result<Run> {
@@ -55,8 +58,9 @@ pub async fn run(store: &Store, channel: &str, date: NaiveDate) -> Result<Run> {
         .files()
         .into_iter()
         .flat_map(|(names, _)| names.iter())
-        .find(|n| n.ends_with("/rejected.parquet"))
-        .cloned();
+        .filter(|n| n.starts_with(REJECTED_TABLE))
+        .cloned()
+        .collect();
     let summary = m.reported().map(|r| r.summary.clone());
     Ok(Run {
         channel: channel.to_string(),
@@ -99,11 +103,12 @@ pub async fn rejected(
     run: &Run,
     limit: usize,
 ) -> Result<Vec<Rejected>> {
-    let Some(path) = &run.rejected else {
+    if run.rejected.is_empty() {
         return Ok(Vec::new());
-    };
+    }
     store.register(ctx);
-    let table = crate::engine::listing(ctx, "the rejected rows", &[store.url(path)]).await?;
+    let urls: Vec<String> = run.rejected.iter().map(|p| store.url(p)).collect();
+    let table = crate::engine::listing(ctx, "the rejected rows", &urls).await?;
     let batches = ctx
         .read_table(table)?
         .sort(vec![

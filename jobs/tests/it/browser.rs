@@ -13,7 +13,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use crate::services::unavailable;
 use crate::web::{desk_days, Server};
 
-/// A running chromedriver; killed when dropped.
+/// A running chromedriver in its own process group; the group (the driver and every
+/// Chromium it started) is killed when dropped, so a failing test leaves no browser behind.
 struct Driver {
     child: Child,
     url: String,
@@ -21,6 +22,12 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // kill(1) with a negative pid: every process of the group the driver leads.
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -53,7 +60,9 @@ fn driver() -> Result<Driver, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
-    let child = Command::new("/usr/bin/chromedriver")
+    let mut cmd = Command::new("/usr/bin/chromedriver");
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd
         .arg(format!("--port={port}"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

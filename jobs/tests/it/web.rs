@@ -609,6 +609,12 @@ fn the_desk_serves_its_pages_to_logged_in_users_and_refuses_everyone_else() {
         assert!(
             run.body.contains("<td>raw_bill</td>") && run.body.contains("<td>reconcile.sql</td>")
         );
+        // The generated bill has a row the normalizer rejected: shown with its file and line.
+        let rejected = &run.body[run.body.find("id=\"rejected\"").expect("the rejected rows")..];
+        assert!(
+            rejected.contains("<td>tradebill_20261121.csv</td><td class=\"n\">"),
+            "a rejected row with its file and line: {rejected}"
+        );
 
         // Logged out: the session is gone.
         let r = ann.post("/logout", &[("csrf", &csrf)]).await;
