@@ -54,6 +54,8 @@ pub enum Cause {
     BillLate,
     /// A category passed its threshold.
     Threshold,
+    /// The stream's day and the batch job's day disagree on some records.
+    StreamDiffers,
 }
 
 impl Cause {
@@ -63,6 +65,7 @@ impl Cause {
             Cause::StageFailed => "stage_failed",
             Cause::BillLate => "bill_late",
             Cause::Threshold => "threshold_passed",
+            Cause::StreamDiffers => "stream_differs",
         }
     }
 }

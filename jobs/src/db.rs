@@ -148,10 +148,10 @@ pub struct PgConn {
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Db::Sqlite(_, s) => return write!(f, "Db::Sqlite({})", s.name),
-            Db::Postgres(_, s) => return write!(f, "Db::Postgres({})", s.name),
-        })
+        match self {
+            Db::Sqlite(_, s) => write!(f, "Db::Sqlite({})", s.name),
+            Db::Postgres(_, s) => write!(f, "Db::Postgres({})", s.name),
+        }
     }
 }
 
@@ -432,7 +432,8 @@ impl Tx<'_> {
             Conn::Postgres(c) => {
                 let boxed = pg_params(params);
                 let refs = pg_refs(&boxed);
-                let rows = (c.client.query(sql, &refs).await).map_err(|e| pg_error(self.db, sql, e))?;
+                let rows =
+                    (c.client.query(sql, &refs).await).map_err(|e| pg_error(self.db, sql, e))?;
                 rows.iter().map(|r| pg_row(self.db, r)).collect()
             }
         }

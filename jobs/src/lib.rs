@@ -11,6 +11,7 @@ pub mod buckets;
 pub mod cluster;
 pub mod config;
 pub mod contracts;
+pub mod db;
 pub mod delta;
 pub mod demo;
 pub mod desk;
@@ -34,6 +35,7 @@ pub mod sqlcheck;
 pub mod stages;
 pub mod status;
 pub mod store;
+pub mod stream;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -24,7 +24,7 @@ pub use classify::ClassifyFunc;
 pub use classify::{expected_fee, FeeRounding};
 pub use cut_window::{end_of_day_micros, InCutWindowFunc};
 pub use diff_id::DiffIdFunc;
-pub use reason::ReasonFunc;
+pub use reason::{reason, ReasonFacts, ReasonFunc};
 
 /// Every reckon UDF, ready to register.
 pub fn functions() -> Vec<Arc<ScalarUDF>> {

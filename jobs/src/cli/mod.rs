@@ -14,6 +14,7 @@ mod serve;
 mod sql;
 mod stage;
 mod status;
+mod stream;
 mod verify;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,9 @@ pub enum Command {
         #[command(subcommand)]
         command: sql::Command,
     },
+    /// Real-time reconciliation from a message queue (NATS JetStream, Kafka): runs until
+    /// SIGTERM; `reckon stream status` prints what its state holds.
+    Stream(stream::Args),
     /// Normalize one bill file with a template, to OUT/normalized.parquet and
     /// OUT/rejected.parquet; prints rows read, written, rejected and skipped, and the totals.
     Normalize(normalize::Args),
@@ -116,6 +120,7 @@ pub async fn dispatch(cmd: Command) -> Result<i32> {
         Command::Cluster { command } => cluster::run(command),
         Command::Sql { command } => sql::run(command).await,
         Command::Normalize(a) => normalize::run(a),
+        Command::Stream(a) => stream::run(a).await,
     }
 }
 

@@ -56,9 +56,43 @@ pub struct Channel {
     pub bill_deadline: Option<String>,
     /// Where the bill comes from.
     pub source: Source,
+    /// How long the real-time mode (`reckon stream`) waits for a record's other side.
+    #[serde(default)]
+    pub stream: ChannelStream,
     /// The rules above, parsed once when the config is loaded (nothing parses them again).
     #[serde(skip)]
     pub rules: ChannelRules,
+}
+
+/// The real-time mode's waits for one channel (`[channel.stream]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelStream {
+    /// How far apart (event time, seconds) the two sides of a record may be: a callback late
+    /// after the payment, a platform write after the channel's (default 300).
+    #[serde(default = "default_stream_window")]
+    pub window_secs: u64,
+    /// Added to the window before a one-sided record becomes a provisional difference, and
+    /// after midnight before the day is closed (default 60).
+    #[serde(default = "default_stream_grace")]
+    pub grace_secs: u64,
+}
+
+fn default_stream_window() -> u64 {
+    300
+}
+
+fn default_stream_grace() -> u64 {
+    60
+}
+
+impl Default for ChannelStream {
+    fn default() -> Self {
+        ChannelStream {
+            window_secs: default_stream_window(),
+            grace_secs: default_stream_grace(),
+        }
+    }
 }
 
 /// A channel's rules as values: parsed and checked once, when the config is loaded.

@@ -67,6 +67,8 @@ pub struct Config {
     /// The review desk (`reckon serve`, `reckon audit`): its database and its four-eyes rule.
     #[serde(default)]
     pub desk: crate::desk::DeskConfig,
+    /// The real-time mode (`reckon stream`): its broker, subjects and state.
+    pub stream: Option<crate::stream::StreamOptions>,
     /// Where reconcile takes the desk's decisions from: the desk, or (a replay) what the day
     /// recorded.
     #[serde(skip)]

@@ -7,7 +7,7 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::db::{Tx, Value};
+use crate::db::{Tx, Value};
 use crate::error::{Error, Result};
 
 /// The `prev_hash` of the first entry.

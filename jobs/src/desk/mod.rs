@@ -4,13 +4,12 @@
 //! stays with its difference. The differences themselves are read from the committed Parquet,
 //! never copied here.
 //!
-//! Every change runs in one write transaction ([`db::Db::write`]): it checks the version the
+//! Every change runs in one write transaction ([`crate::db::Db::write`]): it checks the version the
 //! person saw (optimistic concurrency: a second person deciding at once is refused and shown
 //! the first decision), writes the change, and appends its audit entry ([`audit`]).
 
 pub mod access;
 pub mod audit;
-pub mod db;
 pub mod detail;
 pub mod exchange;
 pub mod overview;
@@ -26,8 +25,8 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
+use crate::db::{self, Db, Tx, Value};
 use crate::error::{Error, Result};
-use db::{Db, Tx, Value};
 
 /// What a person decides about a difference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -487,12 +486,8 @@ impl Desk {
     /// Opens the desk the config names (creating its tables the first time).
     pub async fn open(cfg: &DeskConfig, base_dir: &Path) -> Result<Desk> {
         let database = cfg.database.as_deref().unwrap_or(DEFAULT_DATABASE);
-        let db = if database.starts_with("postgres://") || database.starts_with("postgresql://") {
-            Db::postgres(database, cfg.timeout_secs.unwrap_or(10)).await?
-        } else {
-            let path = database.strip_prefix("sqlite://").unwrap_or(database);
-            Db::sqlite(&base_dir.join(path))?
-        };
+        let timeout = cfg.timeout_secs.unwrap_or(10);
+        let db = Db::open(database, base_dir, timeout, crate::db::DESK).await?;
         Ok(Desk {
             db,
             four_eyes_above: cfg.four_eyes_above,

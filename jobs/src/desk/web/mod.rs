@@ -54,10 +54,18 @@ impl App {
             )));
         }
         let hours = config.desk.session_hours.unwrap_or(12);
+        // With the real-time mode, each channel's stream days too (`NAME.stream`).
+        let mut channels = config.channel_names(&[])?;
+        if config.stream.is_some() {
+            let streamed: Vec<String> = (channels.iter())
+                .map(|c| crate::stream::committed_name(c))
+                .collect();
+            channels.extend(streamed);
+        }
         Ok(App {
             store,
             ctx: SessionContext::new(),
-            channels: config.channel_names(&[])?,
+            channels,
             desk: Desk::open(&config.desk, &config.base_dir).await?,
             access: Arc::new(access),
             sessions: auth::Sessions::new(Duration::from_secs(hours * 3600)),
