@@ -152,7 +152,7 @@ async fn write_day(job: &Job<'_>, channel: &str, day: NaiveDate, state: &State) 
     let mut after = 0i64;
     loop {
         let chunk = state.day_records(channel, day, after, CHUNK).await?;
-        let Some((last, _)) = chunk.last() else { break };
+        let Some(last) = chunk.last() else { break };
         after = last.id;
         count += chunk.len() as u64;
     }
@@ -184,11 +184,11 @@ async fn write_day(job: &Job<'_>, channel: &str, day: NaiveDate, state: &State) 
     let mut after = 0i64;
     loop {
         let chunk = state.day_records(channel, day, after, CHUNK).await?;
-        let Some((last, _)) = chunk.last() else { break };
+        let Some(last) = chunk.last() else { break };
         after = last.id;
         let mut c = Vec::new();
         let mut p = Vec::new();
-        for (prior, _) in &chunk {
+        for prior in &chunk {
             let mut line = serde_json::to_vec(&serde_json::json!({
                 "side": prior.side.as_str(),
                 "partition": prior.position.partition,

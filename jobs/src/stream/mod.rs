@@ -449,17 +449,14 @@ impl<'a> Stream<'a> {
                 .or_insert(day);
             let arrived = d.published.unwrap_or(now).min(now);
             let wait = secs(channel.stream.window_secs + channel.stream.grace_secs);
-            let open = Open {
+            let deadline = record.event_micros().saturating_add(wait);
+            let mut open = Open {
                 id: self.next_id,
                 record,
                 fingerprint,
                 position: d.position,
                 arrived,
-                deadline: 0,
-            };
-            let mut open = Open {
-                deadline: open.record.event_micros().saturating_add(wait),
-                ..open
+                deadline,
             };
             let Some(k) = key else {
                 // No key: nothing can ever pair with it.
@@ -551,18 +548,18 @@ impl<'a> Stream<'a> {
                     Outcome::open(),
                     late,
                 );
-                commit.events.push(Event {
-                    record_id: p.id,
-                    at: now,
-                    event: "cleared",
-                    category: None,
-                    detail: format!(
+                commit.events.push(event(
+                    p.id,
+                    now,
+                    "cleared",
+                    None,
+                    format!(
                         "cleared by the {} record at {} {}",
                         side.as_str(),
                         open.position.partition,
                         open.position.offset
                     ),
-                });
+                ));
                 self.figures.cleared += 1;
                 let other = Open {
                     id: p.id,
@@ -641,13 +638,13 @@ impl<'a> Stream<'a> {
                     .match_key(&self.channels[&open.record.channel].match_key),
                 now,
             );
-            commit.events.push(Event {
-                record_id: open.id,
-                at: now,
-                event: "provisional",
-                category: o.category.clone(),
-                detail: o.reason.clone().unwrap_or_default(),
-            });
+            commit.events.push(event(
+                open.id,
+                now,
+                "provisional",
+                Some(&o),
+                o.reason.clone().unwrap_or_default(),
+            ));
             set_outcome(&mut commit, &taken_at, open.id, o);
         }
         self.figures.records += commit.records.len() as u64;
@@ -679,26 +676,26 @@ impl<'a> Stream<'a> {
         self.next_id += 1;
         if late {
             self.figures.late += 1;
-            commit.events.push(Event {
-                record_id: id,
-                at: commit.now,
-                event: "late",
-                category: None,
-                detail: format!(
+            commit.events.push(event(
+                id,
+                commit.now,
+                "late",
+                None,
+                format!(
                     "its event day {} was closed already: taken into {day}",
                     open.record
                         .day(self.channels[&open.record.channel].rules.tz)
                 ),
-            });
+            ));
         }
         if outcome.state == RecordState::Provisional {
-            commit.events.push(Event {
-                record_id: id,
-                at: commit.now,
-                event: "provisional",
-                category: outcome.category.clone(),
-                detail: outcome.reason.clone().unwrap_or_default(),
-            });
+            commit.events.push(event(
+                id,
+                commit.now,
+                "provisional",
+                Some(&outcome),
+                outcome.reason.clone().unwrap_or_default(),
+            ));
         }
         taken_at.insert(id, commit.records.len());
         commit.records.push(Taken {
@@ -799,6 +796,23 @@ impl<'a> Stream<'a> {
             }
         }
         Ok(n)
+    }
+}
+
+/// An entry of a record's history at `at`, with the category of `o` when given.
+fn event(
+    record_id: i64,
+    at: i64,
+    event: &'static str,
+    o: Option<&Outcome>,
+    detail: String,
+) -> Event {
+    Event {
+        record_id,
+        at,
+        event,
+        category: o.and_then(|o| o.category.clone()),
+        detail,
     }
 }
 

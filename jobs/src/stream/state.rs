@@ -217,9 +217,8 @@ pub struct Resumed {
     pub marks: Vec<(Side, String, i64)>,
     /// The records still waiting.
     pub open: Vec<(Key, Open)>,
-    /// The next record id, and the next event id.
+    /// The next record id.
     pub next_id: i64,
-    pub next_event: i64,
     /// The last day closed, per channel.
     pub closed: BTreeMap<String, NaiveDate>,
 }
@@ -450,7 +449,6 @@ impl State {
         }
         let max = |table: &str| format!("SELECT COALESCE(MAX(id), 0) FROM {table}");
         out.next_id = int(&tx.query(&max("stream_records"), &[]).await?[0][0], "id")? + 1;
-        out.next_event = int(&tx.query(&max("stream_events"), &[]).await?[0][0], "id")? + 1;
         for r in tx
             .query(
                 "SELECT channel, MAX(day) FROM stream_days GROUP BY channel",
@@ -644,7 +642,7 @@ impl State {
         day: NaiveDate,
         after: i64,
         limit: usize,
-    ) -> Result<Vec<(Prior, RecordState)>> {
+    ) -> Result<Vec<Prior>> {
         let mut tx = self.db.read().await?;
         let sql = format!(
             "SELECT {PRIOR_COLUMNS} FROM stream_records WHERE channel = $1 AND day = $2 AND id > $3 ORDER BY id LIMIT {limit}"
@@ -656,13 +654,7 @@ impl State {
             )
             .await?;
         tx.rollback().await;
-        rows.iter()
-            .map(|r| {
-                let p = prior_of(r)?;
-                let s = p.state;
-                Ok((p, s))
-            })
-            .collect()
+        rows.iter().map(|r| prior_of(r)).collect()
     }
 
     /// The counts the stream keeps: records by side and state, rejected messages, messages
