@@ -32,7 +32,8 @@ pub enum Command {
         /// The day, YYYY-MM-DD.
         #[arg(long)]
         date: String,
-        /// Only these channels (repeatable); all when absent.
+        /// Only these channels (repeatable). When absent, every channel whose day both the
+        /// bill and the stream have committed (the others are named on stderr).
         #[arg(long)]
         channel: Vec<String>,
         /// Records listed at most per channel (all are counted).
@@ -92,12 +93,23 @@ async fn compare(
         .map_err(|e| reckon::Error::Config(format!("--date {date}: {e}")))?;
     let store = reckon::pipeline::store(&config)?;
     let mut out = Vec::new();
+    // Without --channel, every channel whose day both the bill and the stream have committed;
+    // the others are named, and only when none can be compared is that an error.
+    let mut skipped = Vec::new();
     for channel in config
         .channels
         .iter()
         .filter(|c| only.is_empty() || only.contains(&c.name))
     {
-        let c = reckon::stream::compare::compare(&store, channel, day, limit).await?;
+        let c = match reckon::stream::compare::compare(&store, channel, day, limit).await {
+            Ok(c) => c,
+            Err(reckon::Error::NotReady(why)) if only.is_empty() => {
+                tracing::warn!("not compared: {why}");
+                skipped.push(why);
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if c.differing > 0 {
             let alert = reckon::alerts::Alert {
                 cause: reckon::alerts::Cause::StreamDiffers,
@@ -114,6 +126,9 @@ async fn compare(
             reckon::alerts::send(config.alerts.as_ref(), &alert).await;
         }
         out.push(c);
+    }
+    if out.is_empty() && !skipped.is_empty() {
+        return Err(reckon::Error::NotReady(skipped.join("; ")));
     }
     println!("{}", serde_json::to_string(&out)?);
     Ok(0)

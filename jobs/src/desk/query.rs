@@ -217,6 +217,24 @@ pub(crate) fn strings(b: &RecordBatch, name: &str) -> Result<StringArray> {
     Ok(c.as_string::<i32>().clone())
 }
 
+/// The columns of a `Row`.
+const ROW_COLUMNS: [&str; 14] = [
+    "diff_id",
+    "channel",
+    "bill_date",
+    "category",
+    "state",
+    "first_seen",
+    "reason",
+    "match_key",
+    "merchant_order_id",
+    "channel_txn_id",
+    "platform_order_id",
+    "channel_amount",
+    "platform_amount",
+    "amount_delta",
+];
+
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
     let mut out = Vec::new();
     for b in batches {
@@ -449,12 +467,9 @@ pub async fn differences(
         let id = strings(b, "diff_id")?;
         ids.extend((0..b.num_rows()).filter_map(|i| text(&id, i)));
     }
-    let order = vec![
-        f.sort.expr().sort(!f.descending, true),
-        col("diff_id").sort(!f.descending, true),
-    ];
-    // Then the page's rows, whose other columns the Parquet reader decodes for them alone
-    // (the session filters inside the scan).
+    // Then the page's rows: the columns a row shows, which the Parquet reader decodes for
+    // them alone (the session filters inside the scan), put in the order the ids came in
+    // (sorting them again would evaluate the sort key in the scan, for every row).
     if ids.is_empty() {
         return Ok(page);
     }
@@ -463,10 +478,17 @@ pub async fn differences(
     let batches = lookup
         .read_table(table)?
         .filter(col("diff_id").in_list(texts(&ids), false))?
-        .sort(order)?
+        .select_columns(&ROW_COLUMNS)?
         .collect()
         .await?;
+    let rank: std::collections::HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
     page.rows = rows(&batches)?;
+    page.rows
+        .sort_by_key(|r| rank.get(r.diff_id.as_str()).copied().unwrap_or(usize::MAX));
     let ids: Vec<String> = page.rows.iter().map(|r| r.diff_id.clone()).collect();
     let keys = ageing_keys(&lookup, &ledgers, &ids).await?;
     for r in &mut page.rows {

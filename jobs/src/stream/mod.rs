@@ -20,6 +20,7 @@
 pub mod close;
 pub mod compare;
 pub mod matcher;
+pub mod notify;
 pub mod pool;
 pub mod record;
 pub mod source;

@@ -68,13 +68,16 @@ impl TxnType {
     }
 }
 
-/// One message as published: the documented schema. Unknown fields are refused (a typo in a
-/// producer is found on its first message, not after a day of NULL columns).
+/// One message as published: the documented schema, or a channel's own notification as the
+/// gateway received it (after checking its signature and decrypting it) under the channel's
+/// name. Unknown fields are refused (a typo in a producer is found on its first message, not
+/// after a day of NULL columns).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
     channel: String,
-    txn_type: TxnType,
+    #[serde(default)]
+    txn_type: Option<TxnType>,
     #[serde(default)]
     merchant_order_id: Option<String>,
     #[serde(default)]
@@ -83,17 +86,52 @@ struct Wire {
     refund_id: Option<String>,
     #[serde(default)]
     platform_order_id: Option<String>,
-    amount: String,
+    #[serde(default)]
+    amount: Option<String>,
     #[serde(default)]
     fee: Option<String>,
     #[serde(default)]
     received: Option<String>,
     #[serde(default)]
     refunded_amount: Option<String>,
-    status: String,
-    event_time: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    event_time: Option<String>,
     #[serde(default)]
     merchant_id: Option<String>,
+    /// WeChat Pay API v3's payment or refund notification, its `resource` decrypted.
+    #[serde(default)]
+    wechat_pay_v3: Option<super::notify::WechatV3>,
+    /// Alipay's asynchronous notification (`trade_status_sync`), its form parameters as a JSON
+    /// object of strings.
+    #[serde(default)]
+    alipay_notify: Option<super::notify::AlipayNotify>,
+}
+
+impl Wire {
+    /// The documented schema's fields that are present (none may be beside a notification).
+    fn flat_fields(&self) -> Vec<&'static str> {
+        let present = [
+            ("txn_type", self.txn_type.is_some()),
+            ("merchant_order_id", self.merchant_order_id.is_some()),
+            ("channel_txn_id", self.channel_txn_id.is_some()),
+            ("refund_id", self.refund_id.is_some()),
+            ("platform_order_id", self.platform_order_id.is_some()),
+            ("amount", self.amount.is_some()),
+            ("fee", self.fee.is_some()),
+            ("received", self.received.is_some()),
+            ("refunded_amount", self.refunded_amount.is_some()),
+            ("status", self.status.is_some()),
+            ("event_time", self.event_time.is_some()),
+            ("merchant_id", self.merchant_id.is_some()),
+        ];
+        present
+            .iter()
+            .filter(|(_, p)| *p)
+            .map(|(f, _)| *f)
+            .collect()
+    }
 }
 
 /// A record the stream reconciles, in the canonical columns of the batch job's tables
@@ -136,7 +174,7 @@ pub struct Rejection {
 }
 
 /// Money as the canonical tables hold it: exact, at most two decimals.
-fn money(field: &str, s: &str) -> Result<Decimal, String> {
+pub(super) fn money(field: &str, s: &str) -> Result<Decimal, String> {
     let d: Decimal = s
         .trim()
         .parse()
@@ -154,40 +192,65 @@ fn opt_money(field: &str, s: &Option<String>) -> Result<Option<Decimal>, String>
 }
 
 /// A present, non-blank identifier.
-fn id(s: Option<String>) -> Option<String> {
+pub(super) fn id(s: Option<String>) -> Option<String> {
     s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// Parses one message from `side`: the record, or why not.
 pub fn parse(side: Side, payload: &[u8]) -> Result<Record, String> {
     let w: Wire = serde_json::from_slice(payload).map_err(|e| format!("not a record: {e}"))?;
-    let event_time = DateTime::parse_from_rfc3339(w.event_time.trim())
+    let channel = w.channel.trim().to_string();
+    if channel.is_empty() {
+        return Err("channel is empty".into());
+    }
+    if w.wechat_pay_v3.is_some() || w.alipay_notify.is_some() {
+        if side == Side::Platform {
+            return Err("a channel's notification on the platform's subject".into());
+        }
+        let flat = w.flat_fields();
+        if !flat.is_empty() {
+            return Err(format!(
+                "{} beside the channel's notification (the notification says them)",
+                flat.join(", ")
+            ));
+        }
+        let r = match (&w.wechat_pay_v3, &w.alipay_notify) {
+            (Some(n), None) => n.record(side, channel)?,
+            (None, Some(n)) => n.record(side, channel)?,
+            _ => return Err("both wechat_pay_v3 and alipay_notify in one message".into()),
+        };
+        return checked(r);
+    }
+    let required = |field: &str, v: Option<String>| v.ok_or(format!("missing field `{field}`"));
+    let txn_type = w.txn_type.ok_or("missing field `txn_type`")?;
+    let amount = required("amount", w.amount)?;
+    let status = required("status", w.status)?;
+    let event_time = required("event_time", w.event_time)?;
+    let event_time = DateTime::parse_from_rfc3339(event_time.trim())
         .map_err(|e| {
-            format!(
-                "event_time {:?} is not an RFC 3339 time with its offset: {e}",
-                w.event_time
-            )
+            format!("event_time {event_time:?} is not an RFC 3339 time with its offset: {e}")
         })?
         .with_timezone(&Utc);
-    let r = Record {
+    checked(Record {
         side,
-        channel: w.channel.trim().to_string(),
-        txn_type: w.txn_type,
+        channel,
+        txn_type,
         merchant_order_id: id(w.merchant_order_id),
         channel_txn_id: id(w.channel_txn_id),
         refund_id: id(w.refund_id),
         platform_order_id: id(w.platform_order_id),
-        amount: money("amount", &w.amount)?,
+        amount: money("amount", &amount)?,
         fee: opt_money("fee", &w.fee)?,
         received: opt_money("received", &w.received)?,
         refunded_amount: opt_money("refunded_amount", &w.refunded_amount)?,
-        status: w.status.trim().to_string(),
+        status: status.trim().to_string(),
         event_time,
         merchant_id: id(w.merchant_id),
-    };
-    if r.channel.is_empty() {
-        return Err("channel is empty".into());
-    }
+    })
+}
+
+/// `r` if it can be reconciled: the ids its key needs, a status.
+fn checked(r: Record) -> Result<Record, String> {
     if r.status.is_empty() {
         return Err("status is empty".into());
     }

@@ -110,6 +110,27 @@ async fn shot(c: &Client, dir: &Path, name: &str) {
     std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
 }
 
+/// Clicks `css` on `c` and waits until the page it loads has replaced this one (the old
+/// document's root goes stale): a form's POST and its redirect are not always awaited by the
+/// click itself, and the next read must not see the old page.
+async fn click_and_load(c: &Client, css: &str) {
+    let old = c.find(Locator::Css("html")).await.expect("the page");
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css}: {e}"))
+        .click()
+        .await
+        .expect("click");
+    let start = std::time::Instant::now();
+    while old.tag_name().await.is_ok() {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "clicking {css} loaded no new page in 15 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn text(c: &Client, css: &str) -> String {
     c.find(Locator::Css(css))
         .await
@@ -134,12 +155,7 @@ async fn login(c: &Client, base: &str, user: &str, password: &str) {
         .send_keys(password)
         .await
         .expect("type");
-    field("login")
-        .await
-        .expect("button")
-        .click()
-        .await
-        .expect("click");
+    click_and_load(c, "#login").await;
     assert!(
         text(c, "#who").await.starts_with(user),
         "{user} is logged in"
@@ -151,12 +167,7 @@ async fn open_first(c: &Client, base: &str, query: &str) -> String {
     c.goto(&format!("{base}/differences?{query}"))
         .await
         .expect("list");
-    c.find(Locator::Css("a.diff"))
-        .await
-        .expect("a difference")
-        .click()
-        .await
-        .expect("click");
+    click_and_load(c, "a.diff").await;
     c.current_url().await.expect("url").to_string()
 }
 
@@ -173,12 +184,7 @@ async fn decide(c: &Client, action: &str, comment: &str) {
         .send_keys(comment)
         .await
         .expect("type");
-    c.find(Locator::Id("submit-decision"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    click_and_load(c, "#submit-decision").await;
 }
 
 #[test]
@@ -221,12 +227,7 @@ fn a_person_logs_in_filters_opens_and_decides_in_chromium() {
             .select_by_value("AMOUNT_MISMATCH")
             .await
             .expect("choose");
-        ann.find(Locator::Id("apply"))
-            .await
-            .expect("apply")
-            .click()
-            .await
-            .expect("click");
+        click_and_load(&ann, "#apply").await;
         let url = ann.current_url().await.expect("url").to_string();
         assert!(url.contains("category=AMOUNT_MISMATCH"), "{url}");
         let some: u64 = text(&ann, "#total").await.parse().expect("count");
@@ -278,12 +279,7 @@ fn a_person_logs_in_filters_opens_and_decides_in_chromium() {
         login(&ada, &base, "ada", "ada's long passphrase").await;
         ada.goto(&large).await.expect("the pending decision");
         shot(&ada, &shots, "06-pending").await;
-        ada.find(Locator::Css("button.approve"))
-            .await
-            .expect("approve")
-            .click()
-            .await
-            .expect("click");
+        click_and_load(&ada, "button.approve").await;
         assert!(text(&ada, "#flash").await.contains("approved"));
         assert!(text(&ada, "#timeline .status").await.contains("effective"));
 

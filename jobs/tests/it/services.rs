@@ -111,21 +111,31 @@ impl S3 {
             .map_err(|e| format!("moto_server: {e}"))?;
         wait_for(port, &mut child)?;
         let endpoint = format!("http://127.0.0.1:{port}");
-        let made = Command::new(dir.join("bin/python"))
-            .args([
-                "-c",
-                "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
-                 aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket=sys.argv[2])",
-                &endpoint,
-                bucket,
-            ])
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !made.status.success() {
-            return Err(format!(
-                "create bucket: {}",
-                String::from_utf8_lossy(&made.stderr)
-            ));
+        // The port may answer before the server is ready for requests (a first start after
+        // its install compiles its modules): ask again for a while, while it runs.
+        let start = Instant::now();
+        loop {
+            let made = Command::new(dir.join("bin/python"))
+                .args([
+                    "-c",
+                    "import boto3,sys; boto3.client('s3', endpoint_url=sys.argv[1], region_name='us-east-1', \
+                     aws_access_key_id='test', aws_secret_access_key='test').create_bucket(Bucket=sys.argv[2])",
+                    &endpoint,
+                    bucket,
+                ])
+                .output()
+                .map_err(|e| e.to_string())?;
+            if made.status.success() {
+                break;
+            }
+            let exited = matches!(child.try_wait(), Ok(Some(_)));
+            if exited || start.elapsed() > Duration::from_secs(30) {
+                return Err(format!(
+                    "create bucket: {}",
+                    String::from_utf8_lossy(&made.stderr)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(300));
         }
         Ok(S3 {
             child,
