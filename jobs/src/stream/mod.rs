@@ -523,6 +523,13 @@ impl<'a> Stream<'a> {
                 let other = self.pool.take(&pool_key).ok_or_else(|| {
                     Error::Other("stream: a waiting record vanished from the pool".into())
                 })?;
+                // The state was not asked about this key (the pool held it when the batch
+                // began): the records of it still to come in this batch learn of the one
+                // taken from the pool here, or a copy of it would be taken in a second time.
+                batch_seen
+                    .entry(pool_key.clone())
+                    .or_default()
+                    .push((other.record.side, other.fingerprint.clone()));
                 self.take_in(
                     &mut commit,
                     &mut taken_at,

@@ -546,12 +546,13 @@ fn shuffle<T>(items: &mut [T], mut seed: u64) {
     }
 }
 
-// Found by this test, not fixed yet (issue #21): run beside the rest of the suite (two cores
-// busy), a copy is sometimes not recognised and its insert breaks the state's uniqueness of
-// (channel, side, key, content), so `reckon stream` stops with an error; alone it passes.
-// Run it with `cargo test --workspace --test it -- --ignored stream::copies`.
+// Found by this test (issue #21): a copy is sometimes not recognised and its insert breaks the
+// state's uniqueness of (channel, side, key, content), so `reckon stream` stops with an error.
+// One cause is fixed (a record paired with the one the pool held when its batch began, then
+// that one's copy in the same batch: the state was not asked about a pooled key); another is
+// not found yet. Run it with `cargo test --workspace --test it -- --ignored stream::copies`.
 #[test]
-#[ignore = "issue #21: under load a copy is sometimes inserted twice (stream_records_once)"]
+#[ignore = "issue #21: a copy is sometimes inserted twice (stream_records_once); one cause fixed"]
 fn copies_and_disorder_change_nothing_and_a_silent_region_does_not_hold_the_day_open() {
     let Some(nats) = nats() else { return };
     let tmp = tempfile::tempdir().expect("tmp");
