@@ -499,7 +499,10 @@ impl<'a> Stream<'a> {
                 .entry(pool_key.clone())
                 .or_default()
                 .push((side, open.fingerprint.clone()));
-            let waiting = self.pool.get(&pool_key);
+            let pairs_with_waiting = self
+                .pool
+                .get(&pool_key)
+                .is_some_and(|w| w.record.side != side);
             if duplicate {
                 let category = match side {
                     Side::Channel => reckon_udfs::Category::DuplicateInChannel,
@@ -519,7 +522,18 @@ impl<'a> Stream<'a> {
                 self.take_in(&mut commit, &mut taken_at, open, day, Some(k), o, late);
                 continue;
             }
-            if waiting.is_some_and(|w| w.record.side != side) {
+            // Taken in open: it pairs with the record waiting in the pool, clears a provisional
+            // one of the state, or waits itself.
+            self.take_in(
+                &mut commit,
+                &mut taken_at,
+                open.clone(),
+                day,
+                Some(k),
+                Outcome::open(),
+                late,
+            );
+            if pairs_with_waiting {
                 let other = self.pool.take(&pool_key).ok_or_else(|| {
                     Error::Other("stream: a waiting record vanished from the pool".into())
                 })?;
@@ -530,15 +544,6 @@ impl<'a> Stream<'a> {
                     .entry(pool_key.clone())
                     .or_default()
                     .push((other.record.side, other.fingerprint.clone()));
-                self.take_in(
-                    &mut commit,
-                    &mut taken_at,
-                    open.clone(),
-                    day,
-                    Some(k),
-                    Outcome::open(),
-                    late,
-                );
                 pairs.push((open, other));
                 continue;
             }
@@ -547,15 +552,6 @@ impl<'a> Stream<'a> {
                 .find(|p| p.side != side && p.state == RecordState::Provisional)
             {
                 // A late counterpart: it clears the provisional difference.
-                self.take_in(
-                    &mut commit,
-                    &mut taken_at,
-                    open.clone(),
-                    day,
-                    Some(k),
-                    Outcome::open(),
-                    late,
-                );
                 commit.events.push(event(
                     p.id,
                     now,
@@ -580,15 +576,6 @@ impl<'a> Stream<'a> {
                 pairs.push((open, other));
                 continue;
             }
-            self.take_in(
-                &mut commit,
-                &mut taken_at,
-                open.clone(),
-                day,
-                Some(k),
-                Outcome::open(),
-                late,
-            );
             self.pool.insert(pool_key, open);
         }
         // Classify the pairs, a day of a channel at a time.
