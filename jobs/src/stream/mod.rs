@@ -26,6 +26,8 @@ pub mod record;
 pub mod source;
 pub mod state;
 pub mod tables;
+#[cfg(test)]
+mod tests;
 pub mod watermark;
 
 use std::collections::{BTreeMap, HashMap};
@@ -260,9 +262,20 @@ impl<'a> Stream<'a> {
                 positions.insert((*side, partition.clone()), (*next, *max_event));
             }
         }
+        // The open records wait again, each knowing the key's other records in the state.
+        let keys: Vec<Key> = resumed.open.iter().map(|(k, _)| k.clone()).collect();
+        let mut others: HashMap<Key, Vec<(Side, String)>> = HashMap::new();
+        let open_ids: std::collections::HashSet<i64> =
+            resumed.open.iter().map(|(_, o)| o.id).collect();
+        for (k, p) in state.priors(&keys).await? {
+            if !open_ids.contains(&p.id) {
+                others.entry(k).or_default().push((p.side, p.fingerprint));
+            }
+        }
         let mut pool = Pool::default();
         for (key, open) in resumed.open {
-            pool.insert(key, open);
+            let o = others.remove(&key).unwrap_or_default();
+            pool.insert(key, open, o);
         }
         let channels = config
             .channels
@@ -470,6 +483,7 @@ impl<'a> Stream<'a> {
             let waiting = self.pool.get(&pool_key);
             let earlier = priors.get(&pool_key).map(Vec::as_slice).unwrap_or(&[]);
             let this_batch = batch_seen.get(&pool_key).map(Vec::as_slice).unwrap_or(&[]);
+            let beside_waiting = self.pool.others(&pool_key);
             let same_side = |fp: Option<&str>| {
                 waiting
                     .iter()
@@ -484,6 +498,7 @@ impl<'a> Stream<'a> {
                     .chain(
                         this_batch
                             .iter()
+                            .chain(beside_waiting)
                             .filter(|(s, _)| *s == side)
                             .map(|(_, f)| f.as_str()),
                     )
@@ -519,6 +534,8 @@ impl<'a> Stream<'a> {
                     state: RecordState::Duplicate,
                     ..o
                 };
+                // The key's waiting record (if any) keeps it, for its copies in later batches.
+                self.pool.note(&pool_key, side, open.fingerprint.clone());
                 self.take_in(&mut commit, &mut taken_at, open, day, Some(k), o, late);
                 continue;
             }
@@ -539,12 +556,12 @@ impl<'a> Stream<'a> {
                 })?;
                 // The state was not asked about this key (the pool held it when the batch
                 // began): the records of it still to come in this batch learn of the one
-                // taken from the pool here, or a copy of it would be taken in a second time.
-                batch_seen
-                    .entry(pool_key.clone())
-                    .or_default()
-                    .push((other.record.side, other.fingerprint.clone()));
-                pairs.push((open, other));
+                // taken from the pool here and of those beside it, or a copy of one would be
+                // taken in a second time.
+                let seen = batch_seen.entry(pool_key.clone()).or_default();
+                seen.push((other.open.record.side, other.open.fingerprint.clone()));
+                seen.extend(other.others);
+                pairs.push((open, other.open));
                 continue;
             }
             if let Some(p) = earlier
@@ -576,7 +593,21 @@ impl<'a> Stream<'a> {
                 pairs.push((open, other));
                 continue;
             }
-            self.pool.insert(pool_key, open);
+            // It waits knowing the key's other records: the state is not asked about a key
+            // the pool holds.
+            let mut others: Vec<(Side, String)> = earlier
+                .iter()
+                .map(|p| (p.side, p.fingerprint.clone()))
+                .collect();
+            others.extend(
+                batch_seen
+                    .get(&pool_key)
+                    .into_iter()
+                    .flatten()
+                    .filter(|(s, f)| !(*s == side && *f == open.fingerprint))
+                    .cloned(),
+            );
+            self.pool.insert(pool_key, open, others);
         }
         // Classify the pairs, a day of a channel at a time.
         let mut pair_arrivals = Vec::new();

@@ -25,10 +25,20 @@ pub struct Open {
 /// A pool key: the channel and the match key.
 pub type Key = (String, String);
 
+/// A waiting record and what else the state holds under its key.
+#[derive(Debug, Clone)]
+pub struct Waiting {
+    pub open: Open,
+    /// (side, fingerprint) of every other record taken in under the key: duplicates, and
+    /// records taken in before it waited. The stream does not ask the state about a key the
+    /// pool holds, so a copy of one of these is recognised here.
+    pub others: Vec<(Side, String)>,
+}
+
 /// The open records.
 #[derive(Debug, Default)]
 pub struct Pool {
-    by_key: HashMap<Key, Open>,
+    by_key: HashMap<Key, Waiting>,
     /// (deadline, the side that waits, key): the records in the order they expire.
     expiry: BTreeSet<(i64, Side, Key)>,
 }
@@ -46,25 +56,42 @@ impl Pool {
 
     /// The record waiting under `key`.
     pub fn get(&self, key: &Key) -> Option<&Open> {
-        self.by_key.get(key)
+        self.by_key.get(key).map(|w| &w.open)
     }
 
-    /// Puts `open` under `key` (replacing nothing: a key holds one waiting record).
-    pub fn insert(&mut self, key: Key, open: Open) {
+    /// The other records taken in under `key` while it has a waiting one.
+    pub fn others(&self, key: &Key) -> &[(Side, String)] {
+        self.by_key
+            .get(key)
+            .map(|w| w.others.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// Puts `open` under `key` (replacing nothing: a key holds one waiting record), with the
+    /// (side, fingerprint) of the key's other records.
+    pub fn insert(&mut self, key: Key, open: Open, others: Vec<(Side, String)>) {
         self.expiry
             .insert((open.deadline, open.record.side, key.clone()));
-        if let Some(old) = self.by_key.insert(key.clone(), open) {
+        if let Some(old) = self.by_key.insert(key.clone(), Waiting { open, others }) {
             // Not expected: the stream decides a second record of a key before it waits.
-            self.expiry.remove(&(old.deadline, old.record.side, key));
+            self.expiry
+                .remove(&(old.open.deadline, old.open.record.side, key));
+        }
+    }
+
+    /// Notes another record taken in under `key` beside its waiting one (a duplicate).
+    pub fn note(&mut self, key: &Key, side: Side, fingerprint: String) {
+        if let Some(w) = self.by_key.get_mut(key) {
+            w.others.push((side, fingerprint));
         }
     }
 
     /// Takes the record waiting under `key`.
-    pub fn take(&mut self, key: &Key) -> Option<Open> {
-        let open = self.by_key.remove(key)?;
+    pub fn take(&mut self, key: &Key) -> Option<Waiting> {
+        let w = self.by_key.remove(key)?;
         self.expiry
-            .remove(&(open.deadline, open.record.side, key.clone()));
-        Some(open)
+            .remove(&(w.open.deadline, w.open.record.side, key.clone()));
+        Some(w)
     }
 
     /// Takes every record of a side whose deadline the other side's watermark has passed:
@@ -89,6 +116,7 @@ impl Pool {
             .collect();
         due.into_iter()
             .filter_map(|(_, _, key)| self.take(&key))
+            .map(|w| w.open)
             .collect()
     }
 }
@@ -128,7 +156,7 @@ mod tests {
             (3, Side::Platform, "C", 300),
         ] {
             let (k, o) = open(id, side, order, deadline);
-            pool.insert(k, o);
+            pool.insert(k, o, Vec::new());
         }
         // The channel's watermark (what platform records wait for) at 200, the platform's
         // unknown: only A expires.
