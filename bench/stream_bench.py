@@ -210,7 +210,8 @@ def sustained(reckon, n):
         return {"messages": sent, "stored": stored, "records": fig["records"], "secs": busy,
                 "per_sec": fig["messages"] / busy, "rss": rss, "open_max": fig["pool_open_max"],
                 "pairs": fig["pairs"], "provisional": fig["provisional"],
-                "redelivered": fig["redelivered"]}
+                "redelivered": fig["redelivered"], "batches": fig["batches"],
+                "phases": {k: round(v, 1) for k, v in fig["phases"].items()}}
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -243,6 +244,8 @@ def main():
     ap.add_argument("--rate", type=int, default=20_000, help="messages a second, latency run")
     ap.add_argument("--seconds", type=int, default=30)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--only-sustained", action="store_true",
+                    help="the sustained runs alone (while tuning)")
     ap.add_argument("--reckon", default=str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "release" / "reckon"))
     args = ap.parse_args()
     py = venv("nats-py", ["nats-py==2.11.*"])
@@ -252,6 +255,9 @@ def main():
     runs = [sustained(args.reckon, args.records) for _ in range(args.runs)]
     for r in runs:
         print("sustained run:", json.dumps(r), flush=True)
+    if args.only_sustained:
+        print(f"sustained messages/s, median: {statistics.median([r['per_sec'] for r in runs]):,.0f}")
+        return
     big = sustained(args.reckon, args.records * 4)
     print("4x run:", json.dumps(big), flush=True)
     lat = [latency(args.reckon, args.rate, args.seconds) for _ in range(args.runs)]

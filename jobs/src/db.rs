@@ -177,6 +177,13 @@ impl Db {
             .map_err(|e| sqlite_error(db, "journal_mode", e))?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(|e| sqlite_error(db, "synchronous", e))?;
+        // A page cache of up to 64 MiB (SQLite's default is 2 MiB): a large state's indexes
+        // stay in memory. And a checkpoint each 64 MiB of log, not each 4 MiB: pages written
+        // again and again between two checkpoints are copied into the file once.
+        conn.pragma_update(None, "cache_size", -65_536)
+            .map_err(|e| sqlite_error(db, "cache_size", e))?;
+        conn.pragma_update(None, "wal_autocheckpoint", 16_384)
+            .map_err(|e| sqlite_error(db, "wal_autocheckpoint", e))?;
         conn.busy_timeout(Duration::from_secs(30))
             .map_err(|e| sqlite_error(db, "busy_timeout", e))?;
         for s in schema.tables {
@@ -299,11 +306,15 @@ fn sqlite_sql(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-fn sqlite_value(v: &Value) -> rusqlite::types::Value {
-    match v {
-        Value::Null => rusqlite::types::Value::Null,
-        Value::Int(i) => rusqlite::types::Value::Integer(*i),
-        Value::Text(s) => rusqlite::types::Value::Text(s.clone()),
+/// Bound to SQLite as it is (a text is not copied).
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
     }
 }
 
@@ -380,13 +391,11 @@ impl Tx<'_> {
     /// Runs a statement that returns no rows; the rows it changed.
     pub async fn exec(&mut self, sql: &str, params: &[Value]) -> Result<u64> {
         match &mut self.conn {
-            Conn::Sqlite(c) => {
-                let values: Vec<_> = params.iter().map(sqlite_value).collect();
-                c.prepare_cached(&sqlite_sql(sql))
-                    .and_then(|mut st| st.execute(rusqlite::params_from_iter(values)))
-                    .map(|n| n as u64)
-                    .map_err(|e| sqlite_error(self.db, sql, e))
-            }
+            Conn::Sqlite(c) => c
+                .prepare_cached(&sqlite_sql(sql))
+                .and_then(|mut st| st.execute(rusqlite::params_from_iter(params)))
+                .map(|n| n as u64)
+                .map_err(|e| sqlite_error(self.db, sql, e)),
             Conn::Postgres(c) => {
                 let boxed = pg_params(params);
                 let refs = pg_refs(&boxed);
@@ -398,17 +407,69 @@ impl Tx<'_> {
         }
     }
 
+    /// Inserts `rows` of `columns` (comma-separated) into `table`: on SQLite one prepared
+    /// statement run for each row, on PostgreSQL statements of up to `per_statement` rows
+    /// (one round trip each).
+    pub async fn insert_rows(
+        &mut self,
+        table: &str,
+        columns: &str,
+        rows: Vec<Vec<Value>>,
+        per_statement: usize,
+    ) -> Result<()> {
+        let width = columns.split(',').count();
+        if let Some(row) = rows.iter().find(|r| r.len() != width) {
+            return Err(Error::Other(format!(
+                "{} database: a {table} row of {} values for {width} columns",
+                self.db,
+                row.len()
+            )));
+        }
+        let marks = |first: usize| {
+            (first..first + width)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &mut self.conn {
+            Conn::Sqlite(c) => {
+                let sql = format!("INSERT INTO {table} ({columns}) VALUES ({})", marks(1));
+                let mut st = c
+                    .prepare_cached(&sqlite_sql(&sql))
+                    .map_err(|e| sqlite_error(self.db, &sql, e))?;
+                for row in &rows {
+                    st.execute(rusqlite::params_from_iter(row))
+                        .map_err(|e| sqlite_error(self.db, &sql, e))?;
+                }
+                Ok(())
+            }
+            Conn::Postgres(_) => {
+                let mut rows = rows.into_iter().peekable();
+                while rows.peek().is_some() {
+                    let chunk: Vec<Vec<Value>> = rows.by_ref().take(per_statement.max(1)).collect();
+                    let values = (0..chunk.len())
+                        .map(|i| format!("({})", marks(i * width + 1)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let sql = format!("INSERT INTO {table} ({columns}) VALUES {values}");
+                    let params: Vec<Value> = chunk.into_iter().flatten().collect();
+                    self.exec(&sql, &params).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Runs a query; its rows.
     pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>> {
         match &mut self.conn {
             Conn::Sqlite(c) => {
-                let values: Vec<_> = params.iter().map(sqlite_value).collect();
                 let mut stmt = c
                     .prepare_cached(&sqlite_sql(sql))
                     .map_err(|e| sqlite_error(self.db, sql, e))?;
                 let n = stmt.column_count();
                 let rows = stmt
-                    .query_map(rusqlite::params_from_iter(values), |r| {
+                    .query_map(rusqlite::params_from_iter(params), |r| {
                         let mut out = Vec::with_capacity(n);
                         for i in 0..n {
                             out.push(match r.get_ref(i)? {

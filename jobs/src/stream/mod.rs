@@ -156,6 +156,27 @@ pub struct Figures {
     pub pool_open: usize,
     pub pool_open_max: usize,
     pub elapsed_secs: f64,
+    /// Where the time went.
+    pub phases: Phases,
+}
+
+/// Where a run's time went, in seconds: where to look when it is slow.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Phases {
+    /// Waiting for the broker's messages.
+    pub reading: f64,
+    /// Parsing messages into records.
+    pub parsing: f64,
+    /// Asking the state about keys the pool does not hold.
+    pub lookup: f64,
+    /// Pairing, recognising copies and duplicates, expiring.
+    pub deciding: f64,
+    /// Classifying pairs with reconcile.sql.
+    pub classifying: f64,
+    /// Committing each micro-batch's transaction.
+    pub committing: f64,
+    /// Closing days.
+    pub closing: f64,
 }
 
 /// The running stream.
@@ -332,6 +353,7 @@ impl<'a> Stream<'a> {
         let mut stop = Box::pin(crate::stream::stopping());
         let mut closer = close::Closer::new(self.config, &options.broker).await?;
         loop {
+            let reading = std::time::Instant::now();
             let deliveries = tokio::select! {
                 got = source.next(options.batch_max, wait) => got?,
                 _ = &mut stop => {
@@ -339,11 +361,14 @@ impl<'a> Stream<'a> {
                     break;
                 }
             };
+            self.figures.phases.reading += reading.elapsed().as_secs_f64();
             if !deliveries.is_empty() {
                 last_arrival = std::time::Instant::now();
             }
             self.step(deliveries).await?;
+            let closing = std::time::Instant::now();
             let closed = self.close_due(&mut closer).await?;
+            self.figures.phases.closing += closing.elapsed().as_secs_f64();
             if last_report.elapsed() >= Duration::from_secs(10) {
                 last_report = std::time::Instant::now();
                 tracing::info!(
@@ -373,6 +398,12 @@ impl<'a> Stream<'a> {
     /// One micro-batch: takes `deliveries` in, pairs, expires, and commits.
     pub async fn step(&mut self, deliveries: Vec<Delivery>) -> Result<()> {
         let now = now_micros();
+        let mut clock = std::time::Instant::now();
+        let mut lap = |phase: &mut f64| {
+            let t = std::time::Instant::now();
+            *phase += (t - clock).as_secs_f64();
+            clock = t;
+        };
         let mut commit = Commit {
             now,
             ..Default::default()
@@ -423,6 +454,7 @@ impl<'a> Stream<'a> {
         }
         commit.positions = self.positions.clone();
         self.figures.rejected += commit.rejected.len() as u64;
+        lap(&mut self.figures.phases.parsing);
         // What the state knows of keys the pool does not hold.
         let unknown: Vec<Key> = {
             let mut v: Vec<Key> = parsed
@@ -440,6 +472,7 @@ impl<'a> Stream<'a> {
                 priors.entry(k).or_default().push(p);
             }
         }
+        lap(&mut self.figures.phases.lookup);
         // Decide each record in arrival order.
         let mut taken_at: HashMap<i64, usize> = HashMap::new();
         let mut pairs: Vec<(Open, Open)> = Vec::new();
@@ -448,7 +481,7 @@ impl<'a> Stream<'a> {
         for (d, record, key) in parsed {
             let channel = self.channels[&record.channel];
             let tz = channel.rules.tz;
-            let fingerprint = record.fingerprint();
+            let (body, fingerprint) = record.canonical();
             let side = record.side;
             let mut day = record.day(tz);
             let closed = self.closed.get(&record.channel).copied();
@@ -476,7 +509,7 @@ impl<'a> Stream<'a> {
                 // No key: nothing can ever pair with it.
                 open.deadline = i64::MIN;
                 let o = self.provisional(&open, None, now);
-                self.take_in(&mut commit, &mut taken_at, open, day, None, o, late);
+                self.take_in(&mut commit, &mut taken_at, (open, body), day, None, o, late);
                 continue;
             };
             let pool_key: Key = (open.record.channel.clone(), k.clone());
@@ -536,7 +569,15 @@ impl<'a> Stream<'a> {
                 };
                 // The key's waiting record (if any) keeps it, for its copies in later batches.
                 self.pool.note(&pool_key, side, open.fingerprint.clone());
-                self.take_in(&mut commit, &mut taken_at, open, day, Some(k), o, late);
+                self.take_in(
+                    &mut commit,
+                    &mut taken_at,
+                    (open, body),
+                    day,
+                    Some(k),
+                    o,
+                    late,
+                );
                 continue;
             }
             // Taken in open: it pairs with the record waiting in the pool, clears a provisional
@@ -544,7 +585,7 @@ impl<'a> Stream<'a> {
             self.take_in(
                 &mut commit,
                 &mut taken_at,
-                open.clone(),
+                (open.clone(), body),
                 day,
                 Some(k),
                 Outcome::open(),
@@ -609,6 +650,7 @@ impl<'a> Stream<'a> {
             );
             self.pool.insert(pool_key, open, others);
         }
+        lap(&mut self.figures.phases.deciding);
         // Classify the pairs, a day of a channel at a time.
         let mut pair_arrivals = Vec::new();
         let mut by_day: BTreeMap<(String, NaiveDate), Vec<(Open, Open)>> = BTreeMap::new();
@@ -654,6 +696,7 @@ impl<'a> Stream<'a> {
                 }
             }
         }
+        lap(&mut self.figures.phases.classifying);
         // Expire what waited past its deadline.
         let marks = &self.marks;
         let expired = self.pool.expire(|s| marks.side(s, now));
@@ -675,9 +718,11 @@ impl<'a> Stream<'a> {
         }
         self.figures.records += commit.records.len() as u64;
         self.figures.pool_open_max = self.figures.pool_open_max.max(self.pool.len());
+        lap(&mut self.figures.phases.deciding);
         self.state
             .commit(commit, &self.holder, self.epoch, now + self.lease)
             .await?;
+        lap(&mut self.figures.phases.committing);
         // A decision counts once it is committed.
         let done = now_micros();
         for arrived in pair_arrivals {
@@ -686,13 +731,13 @@ impl<'a> Stream<'a> {
         Ok(())
     }
 
-    /// Puts a new record into the commit with its outcome.
+    /// Puts a new record (and its text, `Record::canonical`) into the commit with its outcome.
     #[allow(clippy::too_many_arguments)]
     fn take_in(
         &mut self,
         commit: &mut Commit,
         taken_at: &mut HashMap<i64, usize>,
-        open: Open,
+        (open, body): (Open, String),
         day: NaiveDate,
         match_key: Option<String>,
         outcome: Outcome,
@@ -729,6 +774,7 @@ impl<'a> Stream<'a> {
             day,
             match_key,
             open,
+            body,
             outcome,
         });
     }

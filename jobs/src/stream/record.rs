@@ -285,8 +285,15 @@ impl Record {
     /// The record's content, hashed: a redelivered or republished message hashes the same,
     /// and is counted once.
     pub fn fingerprint(&self) -> String {
+        self.canonical().1
+    }
+
+    /// The record as the state keeps it (JSON, its fields in a fixed order) and its
+    /// fingerprint, the hash of that text.
+    pub fn canonical(&self) -> (String, String) {
         let text = serde_json::to_string(self).unwrap_or_default();
-        hex::encode(&Sha256::digest(text.as_bytes())[..16])
+        let fingerprint = hex::encode(&Sha256::digest(text.as_bytes())[..16]);
+        (text, fingerprint)
     }
 
     /// Its event time in microseconds since the epoch.

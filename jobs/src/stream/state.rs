@@ -45,11 +45,17 @@ const TABLES: &[&str] = &[
         pair_id BIGINT,
         decided_at BIGINT,
         latency_us BIGINT)",
-    "CREATE INDEX IF NOT EXISTS stream_records_key ON stream_records (channel, match_key)",
     // A record is taken in once: a second insert of the same content under its key fails.
-    "CREATE UNIQUE INDEX IF NOT EXISTS stream_records_once ON stream_records (channel, side, match_key, fingerprint)",
+    // Its leading columns find a key's records.
+    "CREATE UNIQUE INDEX IF NOT EXISTS stream_records_by_key ON stream_records (channel, match_key, side, fingerprint)",
     "CREATE INDEX IF NOT EXISTS stream_records_day ON stream_records (channel, day)",
-    "CREATE INDEX IF NOT EXISTS stream_records_state ON stream_records (state)",
+    // Only the open records (what a restart puts back in the pool): a decided record is
+    // never in it, so taking one in costs this index nothing.
+    "CREATE INDEX IF NOT EXISTS stream_records_open ON stream_records (id) WHERE state = 'open'",
+    // Indexes of earlier versions, replaced by the two above.
+    "DROP INDEX IF EXISTS stream_records_key",
+    "DROP INDEX IF EXISTS stream_records_once",
+    "DROP INDEX IF EXISTS stream_records_state",
     "CREATE TABLE IF NOT EXISTS stream_rejected (
         side TEXT NOT NULL,
         partition TEXT NOT NULL,
@@ -90,7 +96,7 @@ pub const STREAM: Schema = Schema {
 };
 
 /// Rows a multi-row statement carries at most (well inside SQLite's and PostgreSQL's
-/// parameter limits at 17 columns).
+/// parameter limits at 18 columns).
 const ROWS_PER_STATEMENT: usize = 400;
 
 /// Where a record stands.
@@ -135,6 +141,8 @@ pub struct Taken {
     pub day: NaiveDate,
     pub match_key: Option<String>,
     pub open: Open,
+    /// The record as JSON (`Record::canonical`).
+    pub body: String,
     pub outcome: Outcome,
 }
 
@@ -265,8 +273,6 @@ const PRIOR_COLUMNS: &str =
     "id, side, fingerprint, state, body, partition, position, arrived, deadline";
 
 fn record_values(t: &Taken) -> Result<Vec<Value>> {
-    let body = serde_json::to_string(&t.open.record)
-        .map_err(|e| corrupt(&format!("a record as JSON: {e}")))?;
     let o = &t.outcome;
     Ok(vec![
         t.id.into(),
@@ -275,7 +281,7 @@ fn record_values(t: &Taken) -> Result<Vec<Value>> {
         t.open.record.side.as_str().into(),
         t.match_key.clone().into(),
         t.open.fingerprint.as_str().into(),
-        body.into(),
+        t.body.as_str().into(),
         cents(t.open.record.amount).into(),
         t.open.position.partition.as_str().into(),
         i64_of(t.open.position.offset),
@@ -320,30 +326,6 @@ fn prior_of(row: &[Value]) -> Result<Prior> {
 }
 
 /// `rows` into `table` (`columns`), many to a statement.
-async fn insert(tx: &mut Tx<'_>, table: &str, columns: &str, rows: Vec<Vec<Value>>) -> Result<()> {
-    let width = columns.split(',').count();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
-        let mut params = Vec::with_capacity(chunk.len() * width);
-        for (i, row) in chunk.iter().enumerate() {
-            if row.len() != width {
-                return Err(corrupt(&format!("a {table} row of the wrong width")));
-            }
-            sql.push_str(if i == 0 { "(" } else { ", (" });
-            for j in 0..width {
-                if j > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!("${}", params.len() + j + 1));
-            }
-            sql.push(')');
-            params.extend(row.iter().cloned());
-        }
-        tx.exec(&sql, &params).await?;
-    }
-    Ok(())
-}
-
 impl State {
     /// Opens the state `database` names (a `postgres://` URL, else a SQLite file relative to
     /// `base_dir`), creating its tables the first time.
@@ -366,8 +348,7 @@ impl State {
             .await?;
         let epoch = match rows.first() {
             None => {
-                insert(
-                    &mut tx,
+                tx.insert_rows(
                     "stream_lease",
                     "name, holder, expires, epoch",
                     vec![vec![
@@ -376,6 +357,7 @@ impl State {
                         expires.into(),
                         1.into(),
                     ]],
+                    ROWS_PER_STATEMENT,
                 )
                 .await?;
                 1
@@ -430,9 +412,9 @@ impl State {
             out.marks.push((s, p, int(&r[3], "max_event")?));
         }
         let sql = format!(
-            "SELECT {PRIOR_COLUMNS}, channel, match_key FROM stream_records WHERE state = $1"
+            "SELECT {PRIOR_COLUMNS}, channel, match_key FROM stream_records WHERE state = 'open'"
         );
-        for r in tx.query(&sql, &["open".into()]).await? {
+        for r in tx.query(&sql, &[]).await? {
             let p = prior_of(&r[..9])?;
             let key = (text(&r[9], "channel")?, text(&r[10], "match_key")?);
             out.open.push((
@@ -509,7 +491,8 @@ impl State {
             )));
         }
         let rows = c.records.iter().map(record_values).collect::<Result<_>>()?;
-        insert(&mut tx, "stream_records", RECORD_COLUMNS, rows).await?;
+        tx.insert_rows("stream_records", RECORD_COLUMNS, rows, ROWS_PER_STATEMENT)
+            .await?;
         for (id, o) in &c.changed {
             tx.exec(
                 "UPDATE stream_records SET state = $1, category = $2, reason = $3, pair_id = $4, \
@@ -554,11 +537,11 @@ impl State {
                     e
                 })
                 .collect();
-            insert(
-                &mut tx,
+            tx.insert_rows(
                 "stream_events",
                 "id, record_id, at, event, category, detail",
                 events,
+                ROWS_PER_STATEMENT,
             )
             .await?;
         }
@@ -576,11 +559,11 @@ impl State {
                 ]
             })
             .collect();
-        insert(
-            &mut tx,
+        tx.insert_rows(
             "stream_rejected",
             "side, partition, position, reason, raw, at",
             rejected,
+            ROWS_PER_STATEMENT,
         )
         .await?;
         for ((s, p), (next, max_event)) in &c.positions {
@@ -619,8 +602,7 @@ impl State {
         run_id: &str,
     ) -> Result<()> {
         let mut tx = self.db.write().await?;
-        insert(
-            &mut tx,
+        tx.insert_rows(
             "stream_days",
             "channel, day, closed_at, run_id",
             vec![vec![
@@ -629,6 +611,7 @@ impl State {
                 now.into(),
                 run_id.into(),
             ]],
+            ROWS_PER_STATEMENT,
         )
         .await?;
         tx.commit().await
