@@ -200,8 +200,8 @@ async fn write_day(job: &Job<'_>, channel: &str, day: NaiveDate, state: &State) 
             hash.update(&line);
             size += line.len() as u64;
             match prior.side {
-                Side::Channel => c.push((&prior.record, &prior.position)),
-                Side::Platform => p.push((&prior.record, &prior.position)),
+                Side::Channel => c.push((&*prior.record, &prior.position)),
+                Side::Platform => p.push((&*prior.record, &prior.position)),
             }
         }
         if !c.is_empty() {

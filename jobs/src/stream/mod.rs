@@ -499,7 +499,7 @@ impl<'a> Stream<'a> {
             let deadline = record.event_micros().saturating_add(wait);
             let mut open = Open {
                 id: self.next_id,
-                record,
+                record: record.into(),
                 fingerprint,
                 position: d.position,
                 arrived,
@@ -669,7 +669,7 @@ impl<'a> Stream<'a> {
             let channel = self.channels[&name];
             let sided: Vec<_> = group
                 .iter()
-                .map(|(c, p)| ((&c.record, &c.position), (&p.record, &p.position)))
+                .map(|(c, p)| ((&*c.record, &c.position), (&*p.record, &p.position)))
                 .collect();
             let verdicts = self.matcher.classify(channel, day, &sided).await?;
             let decided_at = now_micros();

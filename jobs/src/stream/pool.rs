@@ -12,7 +12,7 @@ use super::record::{Position, Record, Side};
 pub struct Open {
     /// Its id in the state.
     pub id: i64,
-    pub record: Record,
+    pub record: std::sync::Arc<Record>,
     pub fingerprint: String,
     pub position: Position,
     /// When it reached the broker (microseconds).
@@ -135,7 +135,7 @@ mod tests {
         let fingerprint = record.fingerprint();
         let o = Open {
             id,
-            record,
+            record: record.into(),
             fingerprint,
             position: Position {
                 partition: "p".into(),

@@ -192,7 +192,7 @@ pub struct Prior {
     pub side: Side,
     pub fingerprint: String,
     pub state: RecordState,
-    pub record: Record,
+    pub record: std::sync::Arc<Record>,
     pub position: Position,
     pub arrived: i64,
     pub deadline: i64,
@@ -315,7 +315,7 @@ fn prior_of(row: &[Value]) -> Result<Prior> {
         fingerprint: text(fp, "fingerprint")?,
         state: RecordState::parse(&text(state, "state")?)
             .ok_or_else(|| corrupt("an unknown record state"))?,
-        record,
+        record: record.into(),
         position: Position {
             partition: text(partition, "partition")?,
             offset: u64_of(position, "position")?,
