@@ -26,9 +26,10 @@ pub mod record;
 pub mod source;
 pub mod state;
 pub mod tables;
+pub mod watermark;
+
 #[cfg(test)]
 mod tests;
-pub mod watermark;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;

@@ -95,8 +95,8 @@ pub const STREAM: Schema = Schema {
     writer_lock: 0x7374_7265_616d, // "stream"
 };
 
-/// Rows a multi-row statement carries at most (well inside SQLite's and PostgreSQL's
-/// parameter limits at 18 columns).
+/// Rows a multi-row insert carries at most on PostgreSQL (well inside its parameter limit at 18
+/// columns; SQLite takes one prepared statement a row).
 const ROWS_PER_STATEMENT: usize = 400;
 
 /// Where a record stands.
