@@ -217,51 +217,44 @@ pub(crate) fn strings(b: &RecordBatch, name: &str) -> Result<StringArray> {
     Ok(c.as_string::<i32>().clone())
 }
 
-/// The columns of a `Row`.
-const ROW_COLUMNS: [&str; 14] = [
+/// The columns a `Row` shows: its texts, dates and amounts.
+const ROW_TEXTS: [&str; 9] = [
     "diff_id",
     "channel",
-    "bill_date",
     "category",
     "state",
-    "first_seen",
     "reason",
     "match_key",
     "merchant_order_id",
     "channel_txn_id",
     "platform_order_id",
-    "channel_amount",
-    "platform_amount",
-    "amount_delta",
 ];
+const ROW_DATES: [&str; 2] = ["bill_date", "first_seen"];
+const ROW_AMOUNTS: [&str; 3] = ["channel_amount", "platform_amount", "amount_delta"];
+
+/// Every column a `Row` shows.
+fn row_columns() -> Vec<&'static str> {
+    ROW_TEXTS
+        .iter()
+        .chain(&ROW_DATES)
+        .chain(&ROW_AMOUNTS)
+        .copied()
+        .collect()
+}
 
 fn rows(batches: &[RecordBatch]) -> Result<Vec<Row>> {
     let mut out = Vec::new();
     for b in batches {
         let [diff_id, channel, category, state, reason, match_key, merchant_order_id, channel_txn_id, platform_order_id] =
-            [
-                "diff_id",
-                "channel",
-                "category",
-                "state",
-                "reason",
-                "match_key",
-                "merchant_order_id",
-                "channel_txn_id",
-                "platform_order_id",
-            ]
-            .map(|name| strings(b, name));
+            ROW_TEXTS.map(|name| strings(b, name));
         let (diff_id, channel, category) = (diff_id?, channel?, category?);
         let (state, reason, match_key) = (state?, reason?, match_key?);
         let (merchant_order_id, channel_txn_id, platform_order_id) =
             (merchant_order_id?, channel_txn_id?, platform_order_id?);
-        let (bill_date, first_seen) = (
-            typed::<Date32Array>(b, "bill_date")?,
-            typed::<Date32Array>(b, "first_seen")?,
-        );
+        let [bill_date, first_seen] = ROW_DATES.map(|name| typed::<Date32Array>(b, name));
+        let (bill_date, first_seen) = (bill_date?, first_seen?);
         let [channel_amount, platform_amount, amount_delta] =
-            ["channel_amount", "platform_amount", "amount_delta"]
-                .map(|name| typed::<Decimal128Array>(b, name));
+            ROW_AMOUNTS.map(|name| typed::<Decimal128Array>(b, name));
         let (channel_amount, platform_amount, amount_delta) =
             (channel_amount?, platform_amount?, amount_delta?);
         for i in 0..b.num_rows() {
@@ -478,7 +471,7 @@ pub async fn differences(
     let batches = lookup
         .read_table(table)?
         .filter(col("diff_id").in_list(texts(&ids), false))?
-        .select_columns(&ROW_COLUMNS)?
+        .select_columns(&row_columns())?
         .collect()
         .await?;
     let rank: std::collections::HashMap<&str, usize> = ids

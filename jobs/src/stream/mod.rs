@@ -544,14 +544,11 @@ impl<'a> Stream<'a> {
                 continue;
             }
             let duplicate = same_side(None);
+            let pairs_with_waiting = waiting.is_some_and(|w| w.record.side != side);
             batch_seen
                 .entry(pool_key.clone())
                 .or_default()
                 .push((side, open.fingerprint.clone()));
-            let pairs_with_waiting = self
-                .pool
-                .get(&pool_key)
-                .is_some_and(|w| w.record.side != side);
             if duplicate {
                 let category = match side {
                     Side::Channel => reckon_udfs::Category::DuplicateInChannel,
